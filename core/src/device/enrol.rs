@@ -1,0 +1,103 @@
+//! Enrolment on the device: make the receipt-signing key, then store what dispatch sent back. Both
+//! secrets are sealed by the host's `KeyVault` before they touch the disk.
+
+use rusqlite::{OptionalExtension, params};
+use zeroize::Zeroizing;
+
+use super::{Device, LogLevel, time};
+use crate::crypto::{DEVICE_SECRET_LEN, SigningKey};
+use crate::protocol::{EnrolmentBundle, EnrolmentRequest, PROTOCOL_VERSION, check_version, domain, genesis_hash};
+use crate::{CoreError, Result};
+
+const MAX_BUNDLE_BYTES: usize = 64 * 1024;
+
+impl Device {
+    pub fn is_enrolled(&self) -> bool {
+        self.lock().keys.is_some()
+    }
+
+    /// The enrolment request to send to dispatch (JSON bytes). Makes the device's receipt-signing
+    /// key on first call; later calls return the same request until enrolment completes.
+    pub fn enrolment_request(&self) -> Result<Vec<u8>> {
+        let public_key = self.write(|s| {
+            let row: Option<(Option<String>, Vec<u8>)> = s
+                .tx
+                .query_row("SELECT device_id, public_key FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match row {
+                Some((Some(_), _)) => Err(CoreError::AlreadyEnrolled),
+                Some((None, public)) => Ok(public),
+                None => {
+                    let key = SigningKey::generate("device")?;
+                    let sealed = self.vault.seal(key.pkcs8()).map_err(|e| CoreError::KeyVault(e.0))?;
+                    let public = key.verifying_key().public.to_vec();
+                    s.tx.execute(
+                        "INSERT INTO device (id, public_key, sealed_signing_key) VALUES (1, ?1, ?2)",
+                        params![public, sealed],
+                    )?;
+                    Ok(public)
+                }
+            }
+        })?;
+        let request = EnrolmentRequest {
+            format: domain::ENROLMENT_REQUEST.into(),
+            version: PROTOCOL_VERSION.into(),
+            device_public_key: public_key
+                .try_into()
+                .map_err(|_| CoreError::Integrity("stored public key is not 32 bytes".into()))?,
+        };
+        Ok(serde_json::to_vec(&request).unwrap_or_default())
+    }
+
+    /// Stores dispatch's answer: device id, sealed device secret, dispatch keys, server time.
+    pub fn complete_enrolment(&self, bundle: &[u8]) -> Result<()> {
+        if bundle.len() > MAX_BUNDLE_BYTES {
+            return Err(CoreError::EnrolmentRejected("bundle too large".into()));
+        }
+        let bundle: EnrolmentBundle =
+            serde_json::from_slice(bundle).map_err(|e| CoreError::EnrolmentRejected(e.to_string()))?;
+        if bundle.format != domain::ENROLMENT || !check_version(&bundle.version) {
+            return Err(CoreError::EnrolmentRejected("unknown format or version".into()));
+        }
+        if bundle.device_secret.len() != DEVICE_SECRET_LEN {
+            return Err(CoreError::EnrolmentRejected(format!("device secret must be {DEVICE_SECRET_LEN} bytes")));
+        }
+        if bundle.dispatch_keys.is_empty() {
+            return Err(CoreError::EnrolmentRejected("no dispatch keys".into()));
+        }
+        if bundle.device_id.is_empty() || bundle.device_id.len() > 128 {
+            return Err(CoreError::EnrolmentRejected("invalid device id".into()));
+        }
+        self.write(|s| {
+            let state: Option<Option<String>> =
+                s.tx.query_row("SELECT device_id FROM device WHERE id = 1", [], |r| r.get(0)).optional()?;
+            match state {
+                None => return Err(CoreError::EnrolmentRejected("call enrolment_request first".into())),
+                Some(Some(_)) => return Err(CoreError::AlreadyEnrolled),
+                Some(None) => {}
+            }
+            let secret = Zeroizing::new(bundle.device_secret.clone());
+            let sealed = self.vault.seal(&secret).map_err(|e| CoreError::KeyVault(e.0))?;
+            s.tx.execute(
+                "UPDATE device SET device_id = ?1, sealed_secret = ?2, enrolled_at_ms = ?3 WHERE id = 1",
+                params![bundle.device_id, sealed, s.now.trusted_ms],
+            )?;
+            for key in &bundle.dispatch_keys {
+                s.tx.execute(
+                    "INSERT OR REPLACE INTO dispatch_key (key_id, public_key) VALUES (?1, ?2)",
+                    params![key.key_id, key.public.to_vec()],
+                )?;
+            }
+            let genesis = genesis_hash(&bundle.device_id).to_vec();
+            s.tx.execute(
+                "INSERT INTO chain (id, head_seq, head_hash, acked_seq, acked_hash) VALUES (1, 0, ?1, 0, ?1)",
+                params![genesis],
+            )?;
+            time::saw_server_time(&s.tx, bundle.server_time.timestamp_millis())?;
+            Ok(())
+        })?;
+        self.reload_keys()?;
+        self.log(LogLevel::Info, &format!("enrolled as device {}", bundle.device_id));
+        Ok(())
+    }
+}

@@ -1,0 +1,476 @@
+//! At the door: checking a code or a QR token for the parcels the driver scanned, recording failures,
+//! hand-overs of parcels that need no code, and reversals.
+//!
+//! The attempt counter works like a bank card's PIN-try counter: the attempt is counted in the same
+//! `BEGIN IMMEDIATE` transaction *before* the comparison runs, and no part of the comparison's result
+//! leaves this module until that transaction (attempt, new parcel state and receipt together) is
+//! committed with `synchronous=FULL`. A process killed at any point either shows nothing (and the
+//! transaction never happened) or has the attempt on disk.
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::parcels::{self, ParcelRow, ParcelState, Validity};
+use super::receipts::{self, Draft, ReceiptSummary};
+use super::{Device, LogLevel, Session};
+use crate::crypto::{Code, Tag, code_proof};
+use crate::error::QrRejection;
+use crate::protocol::{
+    Base64Bytes, FailureReason, HandoverMethod, Holder, Identification, Location, QrToken, ReceiptEvent, ReceiptParcel,
+};
+use crate::{CoreError, Result};
+
+/// Most parcels one hand-over may cover.
+pub const MAX_PARCELS_PER_HANDOVER: usize = 50;
+const MAX_NOTE_CHARS: usize = 500;
+
+/// A parcel the driver presented for this hand-over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScannedParcel {
+    pub barcode: String,
+    pub identified: Identification,
+}
+
+impl ScannedParcel {
+    pub fn scanned(barcode: impl Into<String>) -> ScannedParcel {
+        ScannedParcel { barcode: barcode.into(), identified: Identification::Scanned }
+    }
+}
+
+/// The answer at the door.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandoverOutcome {
+    /// Hand the parcels over. The receipt is already on disk.
+    Accepted {
+        holder: Holder,
+        method: HandoverMethod,
+        receipt: ReceiptSummary,
+    },
+    /// Not the code; `attempts_left` before the parcel locks.
+    WrongCode {
+        attempts_left: u32,
+    },
+    /// Too many wrong codes; `receipt` is the lock-out receipt when this attempt caused the lock.
+    Locked {
+        barcode: String,
+        receipt: Option<ReceiptSummary>,
+    },
+    /// The code's validity has ended.
+    Expired {
+        barcode: String,
+    },
+    /// The code is not valid yet.
+    NotYetValid {
+        barcode: String,
+        valid_from: chrono::DateTime<chrono::Utc>,
+    },
+    AlreadyDelivered {
+        barcode: String,
+    },
+    /// The barcode is not on this device's manifest.
+    UnknownParcel {
+        barcode: String,
+    },
+    /// None of the scanned parcels needs a code: use `deliver_without_code`.
+    NoCodeNeeded,
+}
+
+fn check_scan(scanned: &[ScannedParcel]) -> Result<()> {
+    let bad = |why: &str| Err(CoreError::InvalidInput { what: "scanned parcels", why: why.into() });
+    if scanned.is_empty() {
+        return bad("scan at least one parcel");
+    }
+    if scanned.len() > MAX_PARCELS_PER_HANDOVER {
+        return bad("too many parcels for one hand-over");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in scanned {
+        let b = s.barcode.trim();
+        if b.is_empty() || b.len() > 128 {
+            return bad("empty or overlong barcode");
+        }
+        if !seen.insert(b) {
+            return bad("the same parcel was scanned twice");
+        }
+    }
+    Ok(())
+}
+
+fn check_location(location: &Option<Location>) -> Result<()> {
+    if let Some(l) = location {
+        let ok = l.latitude.is_finite()
+            && l.longitude.is_finite()
+            && l.accuracy_m.is_finite()
+            && (-90.0..=90.0).contains(&l.latitude)
+            && (-180.0..=180.0).contains(&l.longitude)
+            && l.accuracy_m >= 0.0;
+        if !ok {
+            return Err(CoreError::InvalidInput {
+                what: "location",
+                why: "latitude, longitude or accuracy out of range".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_note(reason: FailureReason, note: &Option<String>) -> Result<()> {
+    let bad = |why: &str| Err(CoreError::InvalidInput { what: "note", why: why.into() });
+    match note {
+        Some(n) if n.chars().count() > MAX_NOTE_CHARS => bad("at most 500 characters"),
+        Some(n) if n.chars().any(|c| c.is_control() && c != '\n') => bad("no control characters"),
+        Some(n) if reason == FailureReason::Other && n.trim().is_empty() => bad("reason `other` needs a note"),
+        None if reason == FailureReason::Other => bad("reason `other` needs a note"),
+        _ => Ok(()),
+    }
+}
+
+/// The scanned parcels resolved, or the first reason the hand-over cannot go ahead.
+enum Resolved {
+    Ready(Vec<(ParcelRow, Identification)>),
+    Stop(HandoverOutcome),
+}
+
+fn resolve(s: &Session<'_>, scanned: &[ScannedParcel], allow_locked: bool) -> Result<Resolved> {
+    let mut rows = Vec::with_capacity(scanned.len());
+    for sp in scanned {
+        let barcode = sp.barcode.trim().to_owned();
+        let Some(row) = parcels::by_barcode(&s.tx, &s.now, &barcode)? else {
+            return Ok(Resolved::Stop(HandoverOutcome::UnknownParcel { barcode }));
+        };
+        let v = &row.view;
+        let locked = v.state == ParcelState::Locked || (v.needs_code && v.attempts_used >= v.max_attempts);
+        let stop = match (v.state, v.validity) {
+            (ParcelState::Delivered, _) => Some(HandoverOutcome::AlreadyDelivered { barcode }),
+            (ParcelState::Expired, _) | (_, Validity::Expired) => Some(HandoverOutcome::Expired { barcode }),
+            _ if locked && !allow_locked => Some(HandoverOutcome::Locked { barcode, receipt: None }),
+            (_, Validity::NotYetValid) => Some(HandoverOutcome::NotYetValid { barcode, valid_from: v.not_before }),
+            _ => None,
+        };
+        if let Some(outcome) = stop {
+            return Ok(Resolved::Stop(outcome));
+        }
+        rows.push((row, sp.identified));
+    }
+    Ok(Resolved::Ready(rows))
+}
+
+/// Which holder's tag the code matches, checking every tag so the time taken does not depend on
+/// which one (if any) matched.
+fn matching_holder(s: &Session<'_>, row: &ParcelRow, code: &Code) -> Result<Option<Holder>> {
+    let keys = s.keys()?;
+    let salt = row.salt.as_deref().unwrap_or_default();
+    let key = keys.secret.tag_key(row.key_epoch);
+    let mut stmt = s.tx.prepare_cached("SELECT holder, tag FROM code_tag WHERE parcel_id = ?1 ORDER BY holder")?;
+    let tags = stmt
+        .query_map([&row.view.parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut found = None;
+    for (holder, tag) in tags {
+        let hit = Tag::matches(&key, &row.view.parcel_id, salt, code, row.tag_bits, &tag);
+        if hit && found.is_none() {
+            found = Holder::from_key(&holder);
+        }
+    }
+    Ok(found)
+}
+
+fn set_state(s: &Session<'_>, parcel_id: &str, state: ParcelState) -> Result<()> {
+    s.tx.prepare_cached("UPDATE parcel SET state = ?1, updated_at_ms = ?2 WHERE parcel_id = ?3")?.execute(params![
+        state.as_str(),
+        s.now.trusted_ms,
+        parcel_id
+    ])?;
+    Ok(())
+}
+
+fn receipt_parcel(row: &ParcelRow, identified: Identification, proof: Option<Vec<u8>>) -> ReceiptParcel {
+    ReceiptParcel {
+        parcel_id: row.view.parcel_id.clone(),
+        barcode: row.view.barcode.clone(),
+        identified,
+        attempts_used: row.view.attempts_used,
+        code_proof: proof.map(Base64Bytes),
+    }
+}
+
+impl Device {
+    /// Checks the code the recipient gave for the scanned parcels and, if right, records the
+    /// hand-over. Malformed input (not six digits) is an error and spends no attempt.
+    pub fn verify_code(
+        &self,
+        scanned: &[ScannedParcel],
+        code: &str,
+        location: Option<Location>,
+    ) -> Result<HandoverOutcome> {
+        let code = Code::parse(code)?;
+        check_scan(scanned)?;
+        check_location(&location)?;
+        let outcome = self.write(|s| {
+            let mut rows = match resolve(s, scanned, false)? {
+                Resolved::Stop(outcome) => return Ok(outcome),
+                Resolved::Ready(rows) => rows,
+            };
+            if !rows.iter().any(|(r, _)| r.view.needs_code) {
+                return Ok(HandoverOutcome::NoCodeNeeded);
+            }
+            // 1. Count the attempt on every parcel that needs a code.
+            let mut count = s.tx.prepare_cached(
+                "UPDATE parcel SET attempts_used = attempts_used + 1, updated_at_ms = ?1 WHERE parcel_id = ?2",
+            )?;
+            for (row, _) in rows.iter_mut().filter(|(r, _)| r.view.needs_code) {
+                count.execute(params![s.now.trusted_ms, row.view.parcel_id])?;
+                row.view.attempts_used += 1;
+            }
+            // 2. Compare, in constant time per tag.
+            let mut holder = None;
+            let mut all_match = true;
+            for (row, _) in rows.iter().filter(|(r, _)| r.view.needs_code) {
+                match matching_holder(s, row, &code)? {
+                    Some(h) => holder = holder.or(Some(h)),
+                    None => all_match = false,
+                }
+            }
+            // 3. Record the outcome in the same transaction.
+            match holder {
+                Some(holder) if all_match => self.accept(s, &rows, holder, &code, location),
+                _ => self.refuse(s, &rows, location),
+            }
+        })?;
+        self.log(LogLevel::Info, &describe(&outcome));
+        Ok(outcome)
+    }
+
+    fn accept(
+        &self,
+        s: &Session<'_>,
+        rows: &[(ParcelRow, Identification)],
+        holder: Holder,
+        code: &Code,
+        location: Option<Location>,
+    ) -> Result<HandoverOutcome> {
+        let receipt_id = Uuid::now_v7();
+        let proof_key = s.keys()?.secret.proof_key();
+        let mut parcels = Vec::with_capacity(rows.len());
+        for (row, identified) in rows {
+            let proof = row
+                .view
+                .needs_code
+                .then(|| code_proof(&proof_key, receipt_id.as_bytes(), &row.view.parcel_id, code).to_vec());
+            parcels.push(receipt_parcel(row, *identified, proof));
+            set_state(s, &row.view.parcel_id, ParcelState::Delivered)?;
+        }
+        let method = match holder {
+            Holder::Customer => HandoverMethod::Code,
+            Holder::Delegate(_) => HandoverMethod::DelegateCode,
+        };
+        let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
+        draft.method = Some(method);
+        draft.holder = Some(holder.clone());
+        draft.location = location;
+        let receipt = receipts::append(s, receipt_id, draft)?;
+        Ok(HandoverOutcome::Accepted { holder, method, receipt })
+    }
+
+    fn refuse(
+        &self,
+        s: &Session<'_>,
+        rows: &[(ParcelRow, Identification)],
+        location: Option<Location>,
+    ) -> Result<HandoverOutcome> {
+        let code_rows = rows.iter().filter(|(r, _)| r.view.needs_code);
+        let newly_locked: Vec<_> =
+            code_rows.clone().filter(|(r, _)| r.view.attempts_used >= r.view.max_attempts).collect();
+        if newly_locked.is_empty() {
+            let attempts_left =
+                code_rows.map(|(r, _)| r.view.max_attempts.saturating_sub(r.view.attempts_used)).min().unwrap_or(0);
+            return Ok(HandoverOutcome::WrongCode { attempts_left });
+        }
+        let mut parcels = Vec::with_capacity(newly_locked.len());
+        for (row, identified) in &newly_locked {
+            set_state(s, &row.view.parcel_id, ParcelState::Locked)?;
+            parcels.push(receipt_parcel(row, *identified, None));
+        }
+        let mut draft = Draft::new(ReceiptEvent::LockedOut, parcels);
+        draft.reason = Some(FailureReason::CodeLockedOut);
+        draft.location = location;
+        let receipt = receipts::append(s, Uuid::now_v7(), draft)?;
+        Ok(HandoverOutcome::Locked { barcode: newly_locked[0].0.view.barcode.clone(), receipt: Some(receipt) })
+    }
+
+    /// Checks a QR token from the customer app (dispatch-signed, one parcel, used once) and records
+    /// the hand-over. A token is not guessable, so it also opens a parcel locked by wrong codes.
+    pub fn verify_qr_token(
+        &self,
+        scanned: &[ScannedParcel],
+        token: &str,
+        location: Option<Location>,
+    ) -> Result<HandoverOutcome> {
+        check_scan(scanned)?;
+        check_location(&location)?;
+        let outcome = self.write(|s| {
+            let keys = s.keys()?;
+            let parsed = QrToken::verify(token, &keys.dispatch)?;
+            let rows = match resolve(s, scanned, true)? {
+                Resolved::Stop(outcome) => return Ok(outcome),
+                Resolved::Ready(rows) => rows,
+            };
+            let Some((target, _)) = rows.iter().find(|(r, _)| r.view.parcel_id == parsed.parcel_id) else {
+                return Err(QrRejection::WrongParcel.into());
+            };
+            if rows.iter().any(|(r, _)| r.view.needs_code && r.view.parcel_id != parsed.parcel_id) {
+                return Err(QrRejection::WrongParcel.into());
+            }
+            if target.view.needs_code && !target.view.holders.contains(&parsed.holder) {
+                return Err(QrRejection::HolderNotAuthorised.into());
+            }
+            if s.now.trusted_ms < parsed.not_before.timestamp_millis() {
+                return Err(QrRejection::NotYetValid.into());
+            }
+            if s.now.trusted_ms >= parsed.not_after.timestamp_millis() {
+                return Err(QrRejection::Expired.into());
+            }
+            let fresh = s.tx.execute(
+                "INSERT OR IGNORE INTO used_qr (nonce, parcel_id, used_at_ms) VALUES (?1, ?2, ?3)",
+                params![parsed.nonce.0, parsed.parcel_id, s.now.trusted_ms],
+            )?;
+            if fresh == 0 {
+                return Err(QrRejection::AlreadyUsed.into());
+            }
+            let mut parcels = Vec::with_capacity(rows.len());
+            for (row, identified) in &rows {
+                parcels.push(receipt_parcel(row, *identified, None));
+                set_state(s, &row.view.parcel_id, ParcelState::Delivered)?;
+            }
+            let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
+            draft.method = Some(HandoverMethod::QrToken);
+            draft.holder = Some(parsed.holder.clone());
+            draft.qr_token = Some(token.trim().to_owned());
+            draft.location = location;
+            let receipt = receipts::append(s, Uuid::now_v7(), draft)?;
+            Ok(HandoverOutcome::Accepted { holder: parsed.holder, method: HandoverMethod::QrToken, receipt })
+        })?;
+        self.log(LogLevel::Info, &describe(&outcome));
+        Ok(outcome)
+    }
+
+    /// Hands over parcels that need no code (the receipt says so).
+    pub fn deliver_without_code(
+        &self,
+        scanned: &[ScannedParcel],
+        location: Option<Location>,
+    ) -> Result<HandoverOutcome> {
+        check_scan(scanned)?;
+        check_location(&location)?;
+        self.write(|s| {
+            let rows = match resolve(s, scanned, false)? {
+                Resolved::Stop(outcome) => return Ok(outcome),
+                Resolved::Ready(rows) => rows,
+            };
+            if let Some((row, _)) = rows.iter().find(|(r, _)| r.view.needs_code) {
+                return Err(CoreError::InvalidState {
+                    parcel: row.view.parcel_id.clone(),
+                    state: "needs a code".into(),
+                });
+            }
+            let mut parcels = Vec::with_capacity(rows.len());
+            for (row, identified) in &rows {
+                parcels.push(receipt_parcel(row, *identified, None));
+                set_state(s, &row.view.parcel_id, ParcelState::Delivered)?;
+            }
+            let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
+            draft.method = Some(HandoverMethod::NoCode);
+            draft.location = location;
+            let receipt = receipts::append(s, Uuid::now_v7(), draft)?;
+            Ok(HandoverOutcome::Accepted { holder: Holder::Customer, method: HandoverMethod::NoCode, receipt })
+        })
+    }
+
+    /// Records that the scanned parcels could not be handed over; they go back to the station. A
+    /// pending parcel becomes `failed` (it may still be handed over later); locked and expired
+    /// parcels keep their state.
+    pub fn record_failure(
+        &self,
+        scanned: &[ScannedParcel],
+        reason: FailureReason,
+        note: Option<String>,
+        location: Option<Location>,
+    ) -> Result<ReceiptSummary> {
+        check_scan(scanned)?;
+        check_note(reason, &note)?;
+        check_location(&location)?;
+        let summary = self.write(|s| {
+            let mut parcels = Vec::with_capacity(scanned.len());
+            for sp in scanned {
+                let barcode = sp.barcode.trim();
+                let row = parcels::by_barcode(&s.tx, &s.now, barcode)?
+                    .ok_or_else(|| CoreError::UnknownParcel(barcode.to_owned()))?;
+                match row.view.state {
+                    ParcelState::Delivered => {
+                        return Err(CoreError::InvalidState {
+                            parcel: row.view.parcel_id.clone(),
+                            state: "delivered (record a reversal instead)".into(),
+                        });
+                    }
+                    ParcelState::Pending => set_state(s, &row.view.parcel_id, ParcelState::Failed)?,
+                    _ => {}
+                }
+                parcels.push(receipt_parcel(&row, sp.identified, None));
+            }
+            let mut draft = Draft::new(ReceiptEvent::Failed, parcels);
+            draft.reason = Some(reason);
+            draft.note = note;
+            draft.location = location;
+            receipts::append(s, Uuid::now_v7(), draft)
+        })?;
+        self.log(LogLevel::Info, &format!("failure recorded: receipt {} ({reason:?})", summary.seq));
+        Ok(summary)
+    }
+
+    /// Corrects a hand-over recorded by mistake: a new receipt that reverses the delivered one; the
+    /// parcel becomes `failed`. Nothing is deleted.
+    pub fn reverse_delivery(
+        &self,
+        parcel_id: &str,
+        reason: FailureReason,
+        note: Option<String>,
+        location: Option<Location>,
+    ) -> Result<ReceiptSummary> {
+        check_note(reason, &note)?;
+        check_location(&location)?;
+        self.write(|s| {
+            let row = parcels::by_id(&s.tx, &s.now, parcel_id)?
+                .ok_or_else(|| CoreError::UnknownParcel(parcel_id.to_owned()))?;
+            if row.view.state != ParcelState::Delivered {
+                return Err(CoreError::InvalidState {
+                    parcel: parcel_id.into(),
+                    state: row.view.state.as_str().into(),
+                });
+            }
+            let reverses = row
+                .last_receipt
+                .as_deref()
+                .and_then(|r| Uuid::parse_str(r).ok())
+                .ok_or_else(|| CoreError::Integrity("delivered parcel has no receipt".into()))?;
+            set_state(s, parcel_id, ParcelState::Failed)?;
+            let mut draft = Draft::new(ReceiptEvent::Reversed, vec![receipt_parcel(&row, Identification::Typed, None)]);
+            draft.reason = Some(reason);
+            draft.note = note;
+            draft.reverses = Some(reverses);
+            draft.location = location;
+            receipts::append(s, Uuid::now_v7(), draft)
+        })
+    }
+}
+
+/// A log line about an outcome: identifiers and counts only, never the code.
+fn describe(outcome: &HandoverOutcome) -> String {
+    match outcome {
+        HandoverOutcome::Accepted { method, receipt, .. } => {
+            format!("hand-over accepted ({method:?}), receipt {}", receipt.seq)
+        }
+        HandoverOutcome::WrongCode { attempts_left } => format!("wrong code, {attempts_left} attempts left"),
+        HandoverOutcome::Locked { barcode, .. } => format!("parcel {barcode} locked"),
+        other => format!("hand-over refused: {other:?}"),
+    }
+}

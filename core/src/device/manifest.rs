@@ -1,0 +1,294 @@
+//! Applying a manifest: verify, check it belongs here and follows the applied sequence, then apply
+//! it all-or-nothing in one transaction. A refused manifest changes nothing. A delivered parcel is
+//! never reverted, whatever the manifest says.
+
+use std::collections::HashSet;
+
+use chrono::NaiveDate;
+use rusqlite::{OptionalExtension, params};
+use serde::Deserialize;
+
+use super::{Device, LogLevel, Session, time};
+use crate::Result;
+use crate::crypto::VerifyingKey;
+use crate::error::ManifestRejection;
+use crate::protocol::{MAX_MANIFEST_BYTES, ManifestKind, ManifestPayload, domain};
+
+/// What applying a manifest changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub manifest_id: String,
+    pub sequence: u64,
+    pub full: bool,
+    pub added: u32,
+    pub updated: u32,
+    pub removed: u32,
+    pub reset: u32,
+    /// Parcels the manifest would have changed or removed, kept because they are delivered.
+    pub kept_delivered: u32,
+}
+
+struct Applied {
+    route_id: String,
+    delivery_date: NaiveDate,
+    sequence: u64,
+}
+
+/// Parses a manifest envelope, borrowing the payload text from the input so a large manifest is
+/// not copied before it is decoded.
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    format: &'a str,
+    version: &'a str,
+    key_id: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+}
+
+impl Device {
+    /// Verifies and applies a manifest envelope (full or delta) from dispatch.
+    pub fn apply_manifest(&self, envelope: &[u8]) -> Result<ApplyReport> {
+        if envelope.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestRejection::TooLarge { size: envelope.len(), limit: MAX_MANIFEST_BYTES }.into());
+        }
+        let report = self.write(|s| {
+            let keys = s.keys()?;
+            let (payload, signer) = open_envelope(envelope, &keys.dispatch)?;
+            let manifest: ManifestPayload =
+                serde_json::from_slice(&payload).map_err(|e| ManifestRejection::Malformed(e.to_string()))?;
+            drop(payload);
+            manifest.validate()?;
+            if manifest.device_id != keys.device_id {
+                return Err(ManifestRejection::WrongDevice.into());
+            }
+            check_sequence(&current(s)?, &manifest)?;
+            if !manifest.dispatch_keys.is_empty() && !manifest.dispatch_keys.contains(&signer) {
+                return Err(ManifestRejection::Malformed("announced keys must include the signing key".into()).into());
+            }
+            apply(s, &manifest)
+        })?;
+        self.reload_keys()?;
+        self.log(
+            LogLevel::Info,
+            &format!(
+                "manifest {} seq {} applied: +{} ~{} -{} reset {}",
+                report.manifest_id, report.sequence, report.added, report.updated, report.removed, report.reset
+            ),
+        );
+        Ok(report)
+    }
+}
+
+/// The verified payload bytes and the key that signed them.
+fn open_envelope(bytes: &[u8], keys: &[VerifyingKey]) -> Result<(Vec<u8>, VerifyingKey), ManifestRejection> {
+    let raw: RawEnvelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| ManifestRejection::Malformed(e.to_string()))?;
+    if raw.format != domain::MANIFEST {
+        return Err(ManifestRejection::Malformed(format!("format is {:?}", raw.format)));
+    }
+    if !crate::protocol::check_version(raw.version) {
+        return Err(ManifestRejection::UnsupportedVersion(raw.version.to_owned()));
+    }
+    let key = keys
+        .iter()
+        .find(|k| k.key_id == raw.key_id)
+        .ok_or_else(|| ManifestRejection::UnknownKeyId(raw.key_id.into()))?;
+    let payload = crate::encoding::decode(raw.payload)
+        .ok_or_else(|| ManifestRejection::Malformed("payload is not base64url".into()))?;
+    let signature = crate::encoding::decode(raw.signature).ok_or(ManifestRejection::BadSignature)?;
+    if !key.verify(&crate::protocol::signing_domain(domain::MANIFEST, raw.version), &payload, &signature) {
+        return Err(ManifestRejection::BadSignature);
+    }
+    Ok((payload, key.clone()))
+}
+
+fn current(s: &Session<'_>) -> Result<Option<Applied>> {
+    Ok(s.tx
+        .query_row("SELECT route_id, delivery_date, sequence FROM manifest_state WHERE id = 1", [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })
+        .optional()?
+        .map(|(route_id, date, seq)| Applied {
+            route_id,
+            delivery_date: date.parse().unwrap_or_default(),
+            sequence: seq as u64,
+        }))
+}
+
+fn check_sequence(current: &Option<Applied>, m: &ManifestPayload) -> Result<(), ManifestRejection> {
+    let Some(cur) = current else {
+        return match m.kind {
+            ManifestKind::Full => Ok(()),
+            ManifestKind::Delta => Err(ManifestRejection::DeltaWithoutBase),
+        };
+    };
+    if m.sequence <= cur.sequence {
+        return Err(ManifestRejection::StaleSequence { got: m.sequence, current: cur.sequence });
+    }
+    if m.delivery_date < cur.delivery_date {
+        return Err(ManifestRejection::WrongDate {
+            got: m.delivery_date.to_string(),
+            expected: cur.delivery_date.to_string(),
+        });
+    }
+    if m.kind == ManifestKind::Delta {
+        if m.sequence != cur.sequence + 1 {
+            return Err(ManifestRejection::SequenceGap { got: m.sequence, expected: cur.sequence + 1 });
+        }
+        if m.route_id != cur.route_id {
+            return Err(ManifestRejection::WrongRoute { got: m.route_id.clone(), expected: cur.route_id.clone() });
+        }
+        if m.delivery_date != cur.delivery_date {
+            return Err(ManifestRejection::WrongDate {
+                got: m.delivery_date.to_string(),
+                expected: cur.delivery_date.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
+    let mut report = ApplyReport {
+        manifest_id: m.manifest_id.clone(),
+        sequence: m.sequence,
+        full: m.kind == ManifestKind::Full,
+        ..Default::default()
+    };
+    let tx = &s.tx;
+    let now = s.now.trusted_ms;
+    if m.kind == ManifestKind::Full {
+        // A full manifest replaces the day: drop every parcel it does not list, except delivered
+        // parcels of the same day (they stay delivered).
+        let listed: HashSet<&str> = m.parcels.iter().map(|p| p.parcel_id.as_str()).collect();
+        let date = m.delivery_date.to_string();
+        let same_day: bool = tx
+            .query_row("SELECT delivery_date = ?1 FROM manifest_state WHERE id = 1", [&date], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false);
+        let existing: Vec<(String, String)> = tx
+            .prepare("SELECT parcel_id, state FROM parcel")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut delete = tx.prepare_cached("DELETE FROM parcel WHERE parcel_id = ?1")?;
+        for (id, state) in existing {
+            if listed.contains(id.as_str()) {
+                continue;
+            }
+            if state == "delivered" && same_day {
+                report.kept_delivered += 1;
+                continue;
+            }
+            delete.execute([&id])?;
+            report.removed += 1;
+        }
+    }
+    let mut state_of = tx.prepare_cached("SELECT state FROM parcel WHERE parcel_id = ?1")?;
+    let mut barcode_owner = tx.prepare_cached("SELECT parcel_id FROM parcel WHERE barcode = ?1")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, salt,
+                             tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state, attempts_used,
+                             manifest_id, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', 0, ?14, ?15)
+         ON CONFLICT (parcel_id) DO UPDATE SET
+             barcode = excluded.barcode, stop_id = excluded.stop_id, stop_seq = excluded.stop_seq,
+             address_hint = excluded.address_hint, recipient_hint = excluded.recipient_hint,
+             needs_code = excluded.needs_code, salt = excluded.salt, tag_bits = excluded.tag_bits,
+             key_epoch = excluded.key_epoch, max_attempts = excluded.max_attempts,
+             not_before_ms = excluded.not_before_ms, not_after_ms = excluded.not_after_ms,
+             state = CASE WHEN state = 'expired' AND excluded.not_after_ms > ?15 THEN 'pending' ELSE state END,
+             manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms",
+    )?;
+    let mut clear_tags = tx.prepare_cached("DELETE FROM code_tag WHERE parcel_id = ?1")?;
+    let mut insert_tag = tx.prepare_cached("INSERT INTO code_tag (parcel_id, holder, tag) VALUES (?1, ?2, ?3)")?;
+    for p in &m.parcels {
+        let state: Option<String> = state_of.query_row([&p.parcel_id], |r| r.get(0)).optional()?;
+        if state.as_deref() == Some("delivered") {
+            report.kept_delivered += 1;
+            continue;
+        }
+        if let Some(owner) = barcode_owner.query_row([&p.barcode], |r| r.get::<_, String>(0)).optional()?
+            && owner != p.parcel_id
+        {
+            return Err(ManifestRejection::DuplicateBarcode(p.parcel_id.clone()).into());
+        }
+        let salt = p.needs_code().then_some(&p.salt.0);
+        insert.execute(params![
+            p.parcel_id,
+            p.barcode,
+            p.stop.id,
+            p.stop.sequence,
+            p.address_hint,
+            p.recipient_hint,
+            p.needs_code(),
+            salt,
+            m.policy.tag_bits,
+            m.policy.key_epoch,
+            m.policy.max_attempts,
+            p.not_before.timestamp_millis(),
+            p.not_after.timestamp_millis(),
+            m.manifest_id,
+            now,
+        ])?;
+        if state.is_some() {
+            clear_tags.execute([&p.parcel_id])?;
+            report.updated += 1;
+        } else {
+            report.added += 1;
+        }
+        for t in &p.tags {
+            insert_tag.execute(params![p.parcel_id, t.holder.to_key(), t.tag.0])?;
+        }
+    }
+    for id in &m.removals {
+        match state_of.query_row([id], |r| r.get::<_, String>(0)).optional()?.as_deref() {
+            Some("delivered") => report.kept_delivered += 1,
+            Some(_) => {
+                tx.execute("DELETE FROM parcel WHERE parcel_id = ?1", [id])?;
+                report.removed += 1;
+            }
+            None => {}
+        }
+    }
+    for id in &m.resets {
+        report.reset += tx.execute(
+            "UPDATE parcel SET attempts_used = 0, updated_at_ms = ?2,
+                 state = CASE WHEN state = 'locked' THEN 'pending' ELSE state END
+             WHERE parcel_id = ?1 AND state != 'delivered'",
+            params![id, now],
+        )? as u32;
+    }
+    if !m.dispatch_keys.is_empty() {
+        tx.execute("DELETE FROM dispatch_key", [])?;
+        for k in &m.dispatch_keys {
+            tx.execute(
+                "INSERT INTO dispatch_key (key_id, public_key) VALUES (?1, ?2)",
+                params![k.key_id, k.public.to_vec()],
+            )?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO manifest_state (id, manifest_id, route_id, delivery_date, time_zone, sequence, max_attempts,
+                                     tag_bits, key_epoch, issued_at_ms, applied_at_ms)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (id) DO UPDATE SET manifest_id = excluded.manifest_id, route_id = excluded.route_id,
+             delivery_date = excluded.delivery_date, time_zone = excluded.time_zone, sequence = excluded.sequence,
+             max_attempts = excluded.max_attempts, tag_bits = excluded.tag_bits, key_epoch = excluded.key_epoch,
+             issued_at_ms = excluded.issued_at_ms, applied_at_ms = excluded.applied_at_ms",
+        params![
+            m.manifest_id,
+            m.route_id,
+            m.delivery_date.to_string(),
+            m.time_zone,
+            m.sequence as i64,
+            m.policy.max_attempts,
+            m.policy.tag_bits,
+            m.policy.key_epoch,
+            m.issued_at.timestamp_millis(),
+            now
+        ],
+    )?;
+    time::saw_server_time(tx, m.issued_at.timestamp_millis())?;
+    tx.execute("UPDATE clock SET last_sync_ms = ?1 WHERE id = 1", [now])?;
+    Ok(report)
+}

@@ -1,0 +1,282 @@
+//! The SQLite file: opening with the right settings, recognising foreign or corrupt files, and the
+//! schema migrations (`PRAGMA user_version`, each applied in one transaction).
+//!
+//! One writer connection serves everything (the `Device` holds it behind a mutex); hand-over
+//! commits run with `synchronous=FULL` in WAL mode, so a commit is on disk before the answer.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, ffi::ErrorCode};
+use rusqlite_migration::{M, Migrations};
+
+use crate::{CoreError, Result};
+
+/// 'DSTP': marks a file as a doorstep device database.
+pub(crate) const APPLICATION_ID: i64 = 0x4453_5450;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: device identity, manifest state, parcels and their tags, used QR nonces, the receipt chain
+    // and trusted time.
+    r#"
+    CREATE TABLE device (
+        id                 INTEGER PRIMARY KEY CHECK (id = 1),
+        public_key         BLOB NOT NULL,
+        sealed_signing_key BLOB NOT NULL,
+        device_id          TEXT,
+        sealed_secret      BLOB,
+        enrolled_at_ms     INTEGER
+    );
+    CREATE TABLE dispatch_key (
+        key_id     TEXT PRIMARY KEY,
+        public_key BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE manifest_state (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        manifest_id   TEXT NOT NULL,
+        route_id      TEXT NOT NULL,
+        delivery_date TEXT NOT NULL,
+        time_zone     TEXT NOT NULL,
+        sequence      INTEGER NOT NULL,
+        max_attempts  INTEGER NOT NULL,
+        tag_bits      INTEGER NOT NULL,
+        key_epoch     INTEGER NOT NULL,
+        issued_at_ms  INTEGER NOT NULL,
+        applied_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE parcel (
+        parcel_id      TEXT PRIMARY KEY,
+        barcode        TEXT NOT NULL UNIQUE,
+        stop_id        TEXT NOT NULL,
+        stop_seq       INTEGER NOT NULL,
+        address_hint   TEXT NOT NULL,
+        recipient_hint TEXT NOT NULL,
+        needs_code     INTEGER NOT NULL,
+        salt           BLOB,
+        tag_bits       INTEGER NOT NULL,
+        key_epoch      INTEGER NOT NULL,
+        max_attempts   INTEGER NOT NULL,
+        not_before_ms  INTEGER NOT NULL,
+        not_after_ms   INTEGER NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('pending','delivered','failed','locked','expired')),
+        attempts_used  INTEGER NOT NULL DEFAULT 0 CHECK (attempts_used >= 0),
+        last_receipt   TEXT,
+        manifest_id    TEXT NOT NULL,
+        updated_at_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX parcel_by_stop ON parcel (stop_id, stop_seq);
+    CREATE TABLE code_tag (
+        parcel_id TEXT NOT NULL REFERENCES parcel (parcel_id) ON DELETE CASCADE,
+        holder    TEXT NOT NULL,
+        tag       BLOB NOT NULL,
+        PRIMARY KEY (parcel_id, holder)
+    ) WITHOUT ROWID;
+    CREATE TABLE used_qr (
+        nonce      BLOB PRIMARY KEY,
+        parcel_id  TEXT NOT NULL,
+        used_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE receipt (
+        seq           INTEGER PRIMARY KEY,
+        receipt_id    TEXT NOT NULL UNIQUE,
+        event         TEXT NOT NULL,
+        body          BLOB NOT NULL,
+        signature     BLOB NOT NULL,
+        hash          BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        server_status TEXT,
+        server_reason TEXT
+    );
+    CREATE TABLE chain (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        head_seq   INTEGER NOT NULL,
+        head_hash  BLOB NOT NULL,
+        acked_seq  INTEGER NOT NULL,
+        acked_hash BLOB NOT NULL
+    );
+    CREATE TABLE clock (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        high_water_ms  INTEGER NOT NULL,
+        last_server_ms INTEGER,
+        last_sync_ms   INTEGER
+    );
+    INSERT INTO clock (id, high_water_ms) VALUES (1, 0);
+    "#,
+    // 2: the upload outbox: the batch in flight (resent after a crash) and the retry backoff.
+    r#"
+    CREATE TABLE outbox_batch (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        batch_id      TEXT NOT NULL,
+        first_seq     INTEGER NOT NULL,
+        last_seq      INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE upload_backoff (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        failures    INTEGER NOT NULL,
+        retry_at_ms INTEGER NOT NULL,
+        last_error  TEXT
+    );
+    "#,
+];
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+}
+
+pub(crate) fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Opens (creating if absent) a device database, refusing foreign, corrupt or too-new files without
+/// touching them.
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+    check_identity(&conn)?;
+    configure(&conn)?;
+    migrations().to_latest(&mut conn)?;
+    Ok(conn)
+}
+
+/// Checks that the file is empty or ours, before anything writes to it.
+fn check_identity(conn: &Connection) -> Result<()> {
+    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(classify)?;
+    let user_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(classify)?;
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(classify)?;
+    if app_id == 0 && user_version == 0 && objects == 0 {
+        return Ok(()); // a new, empty file
+    }
+    if app_id != APPLICATION_ID {
+        return Err(CoreError::ForeignDatabase);
+    }
+    if user_version > schema_version() {
+        return Err(CoreError::DatabaseTooNew { found: user_version, supported: schema_version() });
+    }
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(classify)?;
+    if check != "ok" {
+        return Err(CoreError::DatabaseCorrupt(check));
+    }
+    Ok(())
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(classify)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(CoreError::Integrity(format!("could not switch to WAL (journal_mode = {mode})")));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(classify)?;
+    conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(classify)?;
+    Ok(())
+}
+
+/// Migrates to `version`; tests use it to build databases at older schema versions.
+#[cfg(test)]
+pub(crate) fn migrate_to(conn: &mut Connection, version: i64) -> Result<()> {
+    let m = migrations();
+    m.to_version(conn, version as usize)?;
+    Ok(())
+}
+
+/// Maps SQLite's "this is not a database" and corruption codes to the error that says so.
+pub(crate) fn classify(e: rusqlite::Error) -> CoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => CoreError::DatabaseCorrupt("not a SQLite database, or encrypted".into()),
+        Some(ErrorCode::DatabaseCorrupt) => CoreError::DatabaseCorrupt("SQLite reports corruption".into()),
+        _ => CoreError::Database(e),
+    }
+}
+
+/// Moves a database that failed to open (and its WAL and shared-memory files) aside as
+/// `<name>.quarantined-<millis>`, so the app can start afresh without losing the evidence.
+/// Returns the new path of the main file.
+pub fn quarantine(path: &Path, now_ms: i64) -> Result<std::path::PathBuf> {
+    let suffix = format!("quarantined-{now_ms}");
+    let target = path.with_extension(match path.extension() {
+        Some(ext) => format!("{}.{suffix}", ext.to_string_lossy()),
+        None => suffix.clone(),
+    });
+    let io = |e: std::io::Error| CoreError::Integrity(format!("could not quarantine the database: {e}"));
+    std::fs::rename(path, &target).map_err(io)?;
+    for side in ["-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(side);
+        let mut to = target.as_os_str().to_owned();
+        to.push(side);
+        if Path::new(&from).exists() {
+            std::fs::rename(&from, &to).map_err(io)?;
+        }
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(conn: &Connection) -> Vec<(String, String)> {
+        let mut stmt = conn.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn every_older_database_upgrades_to_the_fresh_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = open(&dir.path().join("fresh.db")).unwrap();
+        for start in 1..schema_version() {
+            let path = dir.path().join(format!("v{start}.db"));
+            {
+                let mut old = Connection::open(&path).unwrap();
+                configure(&old).unwrap();
+                migrate_to(&mut old, start).unwrap();
+                let v: i64 = old.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+                assert_eq!(v, start);
+            }
+            let upgraded = open(&path).unwrap();
+            assert_eq!(schema(&upgraded), schema(&fresh), "upgraded from v{start}");
+            let v: i64 = upgraded.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, schema_version());
+        }
+    }
+
+    #[test]
+    fn foreign_corrupt_and_newer_files_are_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![0x5Au8; 8192]).unwrap();
+        assert!(matches!(open(&junk), Err(CoreError::DatabaseCorrupt(_))));
+        assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5Au8; 8192]);
+
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE notes (t TEXT);").unwrap();
+        let before = std::fs::read(&foreign).unwrap();
+        assert!(matches!(open(&foreign), Err(CoreError::ForeignDatabase)));
+        assert_eq!(std::fs::read(&foreign).unwrap(), before);
+
+        let newer = dir.path().join("newer.db");
+        drop(open(&newer).unwrap());
+        Connection::open(&newer).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(open(&newer), Err(CoreError::DatabaseTooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn quarantine_moves_the_file_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.db");
+        std::fs::write(&path, b"garbage").unwrap();
+        let moved = quarantine(&path, 42).unwrap();
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&moved).unwrap(), b"garbage");
+        assert!(moved.to_string_lossy().ends_with("device.db.quarantined-42"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Building and signing manifests: codes go in, keyed truncated tags come out.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::{EnrolledDevice, Issuer};
+use crate::Result;
+use crate::crypto::{Code, Tag, VerifyingKey, random_bytes};
+use crate::policy::Policy;
+use crate::protocol::{
+    Base64Bytes, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SALT_LEN, SignedEnvelope, Stop, domain,
+};
+
+/// A parcel as dispatch knows it, with its codes in the clear (they never leave dispatch).
+#[derive(Clone, Debug)]
+pub struct IssuedParcel {
+    pub parcel_id: String,
+    pub barcode: String,
+    pub stop: Stop,
+    pub address_hint: String,
+    pub recipient_hint: String,
+    /// Empty: no code needed. Otherwise the customer's code and any delegates' codes.
+    pub codes: Vec<(Holder, Code)>,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+}
+
+/// Everything a manifest says, before tags are computed and it is signed.
+#[derive(Clone, Debug)]
+pub struct ManifestSpec {
+    pub manifest_id: String,
+    pub route_id: String,
+    pub delivery_date: NaiveDate,
+    pub time_zone: String,
+    pub issued_at: DateTime<Utc>,
+    pub sequence: u64,
+    pub kind: ManifestKind,
+    pub policy: Policy,
+    pub parcels: Vec<IssuedParcel>,
+    pub removals: Vec<String>,
+    pub resets: Vec<String>,
+    pub dispatch_keys: Vec<VerifyingKey>,
+}
+
+impl IssuedParcel {
+    /// The manifest entry for one device: a fresh salt and one tag per holder.
+    pub fn entry(&self, device: &EnrolledDevice, policy: &Policy) -> Result<ParcelEntry> {
+        let (salt, tags) = if self.codes.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let salt = random_bytes::<SALT_LEN>()?.to_vec();
+            let key = device.secret.tag_key(policy.key_epoch);
+            let tags = self
+                .codes
+                .iter()
+                .map(|(holder, code)| HolderTag {
+                    holder: holder.clone(),
+                    tag: Base64Bytes(Tag::compute(&key, &self.parcel_id, &salt, code, policy.tag_bits)),
+                })
+                .collect();
+            (salt, tags)
+        };
+        Ok(ParcelEntry {
+            parcel_id: self.parcel_id.clone(),
+            barcode: self.barcode.clone(),
+            stop: self.stop.clone(),
+            address_hint: self.address_hint.clone(),
+            recipient_hint: self.recipient_hint.clone(),
+            salt: Base64Bytes(salt),
+            tags,
+            not_before: self.not_before,
+            not_after: self.not_after,
+        })
+    }
+}
+
+impl Issuer {
+    /// Computes the tags for `device`, validates the payload and signs it with the current key.
+    pub fn build_manifest(&self, device: &EnrolledDevice, spec: &ManifestSpec) -> Result<Vec<u8>> {
+        let payload = ManifestPayload {
+            manifest_id: spec.manifest_id.clone(),
+            device_id: device.device_id.clone(),
+            route_id: spec.route_id.clone(),
+            delivery_date: spec.delivery_date,
+            time_zone: spec.time_zone.clone(),
+            issued_at: spec.issued_at,
+            sequence: spec.sequence,
+            kind: spec.kind,
+            policy: spec.policy,
+            parcels: spec.parcels.iter().map(|p| p.entry(device, &spec.policy)).collect::<Result<_>>()?,
+            removals: spec.removals.clone(),
+            resets: spec.resets.clone(),
+            dispatch_keys: spec.dispatch_keys.clone(),
+        };
+        payload.validate()?;
+        Ok(self.sign_manifest(&payload))
+    }
+
+    /// Signs a payload as it is (tests use this to sign deliberately odd payloads).
+    pub fn sign_manifest(&self, payload: &ManifestPayload) -> Vec<u8> {
+        let bytes = serde_json::to_vec(payload).unwrap_or_default();
+        SignedEnvelope::sign(domain::MANIFEST, bytes, self.current_key()).to_bytes()
+    }
+}

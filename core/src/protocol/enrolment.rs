@@ -1,0 +1,43 @@
+//! Enrolment: the device sends its receipt-signing public key; dispatch answers with the device id,
+//! the device secret, its manifest-signing public keys and the server time. The bundle travels once,
+//! over the host app's TLS connection, and the device seals the secret with its `KeyVault` at once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::VerifyingKey;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentRequest {
+    pub format: String,
+    pub version: String,
+    #[serde(with = "crate::encoding::b64_32")]
+    pub device_public_key: [u8; 32],
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EnrolmentBundle {
+    pub format: String,
+    pub version: String,
+    pub device_id: String,
+    #[serde(with = "crate::encoding::b64")]
+    pub device_secret: Vec<u8>,
+    pub dispatch_keys: Vec<VerifyingKey>,
+    pub server_time: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for EnrolmentBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolmentBundle")
+            .field("device_id", &self.device_id)
+            .field("dispatch_keys", &self.dispatch_keys)
+            .field("server_time", &self.server_time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EnrolmentBundle {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.device_secret);
+    }
+}

@@ -1,0 +1,27 @@
+//! Versioned wire types shared by the device and dispatch, as JSON (serde).
+//!
+//! Signed messages travel in a [`SignedEnvelope`]: the payload is carried as bytes (base64) and the
+//! Ed25519 signature covers exactly those bytes, so nothing is ever re-serialised before checking.
+//! The version is `MAJOR.MINOR`: an unknown major version is refused, a newer minor version is
+//! accepted and unknown fields are ignored.
+
+mod batch;
+mod enrolment;
+mod envelope;
+mod manifest;
+mod qr;
+mod receipt;
+
+pub use batch::{Ack, Checkpoint, ReceiptResult, ReceiptStatus, UploadBatch};
+pub use enrolment::{EnrolmentBundle, EnrolmentRequest};
+pub use envelope::{
+    Base64Bytes, EnvelopeError, PROTOCOL_MAJOR, PROTOCOL_VERSION, SignedEnvelope, check_version, domain, signing_domain,
+};
+pub use manifest::{
+    HolderTag, MAX_MANIFEST_BYTES, MAX_PARCELS, ManifestKind, ManifestPayload, ParcelEntry, SALT_LEN, Stop,
+};
+pub use qr::QrToken;
+pub use receipt::{
+    FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptBody, ReceiptEvent, ReceiptParcel,
+    SignedReceipt, genesis_hash,
+};

@@ -1,0 +1,226 @@
+//! Receipts: the signed, hash-chained record of every hand-over, failure, lockout, expiry and
+//! reversal. Each is signed by the device's Ed25519 key over its exact body bytes; `prev_hash` is the
+//! SHA-256 of the previous receipt's body, so a cut, reordered or edited log is detected.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Base64Bytes;
+use crate::crypto::sha256;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holder {
+    /// The customer named on the order.
+    Customer,
+    /// A trusted person the customer named, with the label the customer gave.
+    Delegate(String),
+}
+
+impl Holder {
+    /// Stable storage form: `customer` or `delegate:<label>`.
+    pub fn to_key(&self) -> String {
+        match self {
+            Holder::Customer => "customer".into(),
+            Holder::Delegate(label) => format!("delegate:{label}"),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Holder> {
+        match key {
+            "customer" => Some(Holder::Customer),
+            _ => key.strip_prefix("delegate:").map(|l| Holder::Delegate(l.to_owned())),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptEvent {
+    Delivered,
+    Failed,
+    LockedOut,
+    Expired,
+    Reversed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoverMethod {
+    Code,
+    DelegateCode,
+    QrToken,
+    /// The parcel needed no code.
+    NoCode,
+}
+
+/// How a parcel was identified at the door.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identification {
+    Scanned,
+    Typed,
+}
+
+/// Why a hand-over did not happen, with the ANSI X12 shipment-status code where one exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    RecipientUnavailable,
+    NoAccess,
+    BusinessClosed,
+    AddressIncorrect,
+    UnableToLocate,
+    RefusedByRecipient,
+    SealBroken,
+    DamagedNotDelivered,
+    CodeNotAvailable,
+    CodeLockedOut,
+    CodeExpired,
+    DelegateNotAuthorised,
+    CustomerRequestedLater,
+    InsufficientTime,
+    UnsafeOrWeather,
+    ParcelNotOnVehicle,
+    StopRevokedOrReassigned,
+    DeviceClockUntrusted,
+    /// Requires a note.
+    Other,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 19] = [
+        Self::RecipientUnavailable,
+        Self::NoAccess,
+        Self::BusinessClosed,
+        Self::AddressIncorrect,
+        Self::UnableToLocate,
+        Self::RefusedByRecipient,
+        Self::SealBroken,
+        Self::DamagedNotDelivered,
+        Self::CodeNotAvailable,
+        Self::CodeLockedOut,
+        Self::CodeExpired,
+        Self::DelegateNotAuthorised,
+        Self::CustomerRequestedLater,
+        Self::InsufficientTime,
+        Self::UnsafeOrWeather,
+        Self::ParcelNotOnVehicle,
+        Self::StopRevokedOrReassigned,
+        Self::DeviceClockUntrusted,
+        Self::Other,
+    ];
+
+    /// ANSI X12 shipment status reason code, where one exists.
+    pub fn x12_code(self) -> Option<&'static str> {
+        Some(match self {
+            Self::RecipientUnavailable => "AQ",
+            Self::BusinessClosed => "B1",
+            Self::AddressIncorrect => "A2",
+            Self::UnableToLocate => "A5",
+            Self::RefusedByRecipient => "A07",
+            Self::DamagedNotDelivered => "A10",
+            Self::CustomerRequestedLater => "AD",
+            Self::InsufficientTime => "BH",
+            Self::UnsafeOrWeather => "AO",
+            Self::ParcelNotOnVehicle => "AA",
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub accuracy_m: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptParcel {
+    pub parcel_id: String,
+    pub barcode: String,
+    pub identified: Identification,
+    /// Code attempts spent on this parcel so far, this one included.
+    pub attempts_used: u32,
+    /// `HMAC(K_proof, ...)` over the accepted code; only on delivered receipts made with a code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_proof: Option<Base64Bytes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptBody {
+    pub version: String,
+    pub receipt_id: Uuid,
+    pub device_id: String,
+    /// 1, 2, 3, ... per device, without gaps.
+    pub seq: u64,
+    #[serde(with = "crate::encoding::b64_32")]
+    pub prev_hash: [u8; 32],
+    pub manifest_id: Option<String>,
+    pub event: ReceiptEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<HandoverMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// For a reversal: the receipt it corrects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverses: Option<Uuid>,
+    pub parcels: Vec<ReceiptParcel>,
+    /// For a QR hand-over: the dispatch-signed token that was shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_token: Option<String>,
+    pub device_time: DateTime<Utc>,
+    pub trusted_time: DateTime<Utc>,
+    /// device_time − trusted_time, in milliseconds (negative: the wall clock was behind).
+    pub skew_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    pub body: Base64Bytes,
+    pub signature: Base64Bytes,
+}
+
+impl SignedReceipt {
+    /// The chain hash of this receipt (SHA-256 of its body bytes).
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&self.body.0)
+    }
+
+    pub fn parse_body(&self) -> Result<ReceiptBody, serde_json::Error> {
+        serde_json::from_slice(&self.body.0)
+    }
+}
+
+/// `prev_hash` of a device's first receipt.
+pub fn genesis_hash(device_id: &str) -> [u8; 32] {
+    sha256(format!("doorstep/chain/genesis/v1/{device_id}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_keys_round_trip() {
+        for h in [Holder::Customer, Holder::Delegate("Anna".into()), Holder::Delegate("customer".into())] {
+            assert_eq!(Holder::from_key(&h.to_key()), Some(h));
+        }
+        assert_eq!(Holder::from_key("nobody"), None);
+    }
+
+    #[test]
+    fn failure_reasons_serialise_snake_case_with_x12() {
+        assert_eq!(serde_json::to_string(&FailureReason::RefusedByRecipient).unwrap(), "\"refused_by_recipient\"");
+        assert_eq!(FailureReason::RecipientUnavailable.x12_code(), Some("AQ"));
+        assert_eq!(FailureReason::SealBroken.x12_code(), None);
+    }
+}
