@@ -207,6 +207,7 @@ impl Device {
         check_scan(scanned)?;
         check_location(&location)?;
         let outcome = self.write(|s| {
+            s.keys()?;
             let mut rows = match resolve(s, scanned, false)? {
                 Resolved::Stop(outcome) => return Ok(outcome),
                 Resolved::Ready(rows) => rows,
@@ -363,6 +364,7 @@ impl Device {
         check_scan(scanned)?;
         check_location(&location)?;
         self.write(|s| {
+            s.keys()?;
             let rows = match resolve(s, scanned, false)? {
                 Resolved::Stop(outcome) => return Ok(outcome),
                 Resolved::Ready(rows) => rows,
@@ -400,6 +402,7 @@ impl Device {
         check_note(reason, &note)?;
         check_location(&location)?;
         let summary = self.write(|s| {
+            s.keys()?;
             let mut parcels = Vec::with_capacity(scanned.len());
             for sp in scanned {
                 let barcode = sp.barcode.trim();
@@ -439,6 +442,7 @@ impl Device {
         check_note(reason, &note)?;
         check_location(&location)?;
         self.write(|s| {
+            s.keys()?;
             let row = parcels::by_id(&s.tx, &s.now, parcel_id)?
                 .ok_or_else(|| CoreError::UnknownParcel(parcel_id.to_owned()))?;
             if row.view.state != ParcelState::Delivered {
