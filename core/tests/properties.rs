@@ -1,0 +1,157 @@
+//! Property tests over random sequences of operations: the attempt counter follows the PIN-try
+//! model exactly, and the receipt chain reaches dispatch whole whatever the order of uploads, lost
+//! acks, crashes and restarts.
+
+mod common;
+
+use common::*;
+use doorstep_core::CoreError;
+use doorstep_core::device::{HandoverOutcome, ParcelState};
+use doorstep_core::issuer::ReceiptLedger;
+use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, ReceiptStatus, genesis_hash};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum CounterOp {
+    Wrong,
+    Right,
+    Malformed,
+    Reopen,
+    Reset,
+}
+
+fn counter_op() -> impl Strategy<Value = CounterOp> {
+    prop_oneof![
+        6 => Just(CounterOp::Wrong),
+        1 => Just(CounterOp::Right),
+        2 => Just(CounterOp::Malformed),
+        1 => Just(CounterOp::Reopen),
+        1 => Just(CounterOp::Reset),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_attempt_counter_follows_the_pin_try_model(ops in proptest::collection::vec(counter_op(), 1..30)) {
+        let mut w = World::new();
+        w.add_parcel(0, &[Holder::Customer]);
+        w.push_full();
+        let max = 5u32;
+        let (mut used, mut delivered) = (0u32, false);
+        for op in ops {
+            let locked = used >= max;
+            match op {
+                CounterOp::Wrong | CounterOp::Right => {
+                    let code = if matches!(op, CounterOp::Right) { w.code(0) } else { w.wrong_code(0) };
+                    let out = w.device.verify_code(&w.scan(0), &code, None).unwrap();
+                    if delivered {
+                        prop_assert!(matches!(out, HandoverOutcome::AlreadyDelivered { .. }), "{:?}", out);
+                    } else if locked {
+                        prop_assert!(matches!(out, HandoverOutcome::Locked { receipt: None, .. }), "{:?}", out);
+                    } else {
+                        used += 1;
+                        match op {
+                            CounterOp::Right => {
+                                delivered = true;
+                                prop_assert!(matches!(out, HandoverOutcome::Accepted { .. }), "{:?}", out);
+                            }
+                            _ if used >= max => prop_assert!(matches!(out, HandoverOutcome::Locked { receipt: Some(_), .. }), "{:?}", out),
+                            _ => prop_assert_eq!(out, HandoverOutcome::WrongCode { attempts_left: max - used }),
+                        }
+                    }
+                }
+                CounterOp::Malformed => {
+                    prop_assert!(matches!(w.device.verify_code(&w.scan(0), "12 34 5", None), Err(CoreError::MalformedCode)));
+                }
+                CounterOp::Reopen => w.reopen(),
+                CounterOp::Reset => {
+                    let mut spec = w.spec(ManifestKind::Delta);
+                    spec.resets = vec!["P00000".into()];
+                    w.device.apply_manifest(&w.issuer.build_manifest(&w.record, &spec).unwrap()).unwrap();
+                    if !delivered {
+                        used = 0;
+                    }
+                }
+            }
+            let p = w.device.parcel("P00000").unwrap();
+            prop_assert_eq!(p.attempts_used, used);
+            let state = if delivered { ParcelState::Delivered } else if used >= max { ParcelState::Locked } else { ParcelState::Pending };
+            prop_assert_eq!(p.state, state);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum ChainOp {
+    Deliver(usize),
+    Fail(usize),
+    Wrong(usize),
+    Upload(u32),
+    LoseAck(u32),
+    FailUpload,
+    Reopen,
+}
+
+fn chain_op() -> impl Strategy<Value = ChainOp> {
+    prop_oneof![
+        3 => (0..12usize).prop_map(ChainOp::Deliver),
+        2 => (0..12usize).prop_map(ChainOp::Fail),
+        2 => (0..12usize).prop_map(ChainOp::Wrong),
+        2 => (1..6u32).prop_map(ChainOp::Upload),
+        1 => (1..6u32).prop_map(ChainOp::LoseAck),
+        1 => Just(ChainOp::FailUpload),
+        1 => Just(ChainOp::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_receipt_chain_reaches_dispatch_whole(ops in proptest::collection::vec(chain_op(), 1..40)) {
+        let mut w = World::new();
+        for i in 0..12 {
+            w.add_parcel(i, &[Holder::Customer]);
+        }
+        w.push_full();
+        for op in ops {
+            match op {
+                ChainOp::Deliver(i) => { let _ = w.device.verify_code(&w.scan(i), &w.code(i), None).unwrap(); }
+                ChainOp::Wrong(i) => { let _ = w.device.verify_code(&w.scan(i), &w.wrong_code(i), None).unwrap(); }
+                ChainOp::Fail(i) => { let _ = w.device.record_failure(&w.scan(i), FailureReason::NoAccess, None, None); }
+                ChainOp::Upload(n) | ChainOp::LoseAck(n) => {
+                    if let Some(batch) = w.device.next_batch(n, 1 << 20).unwrap() {
+                        let verdict = w.issuer.verify_batch(&w.record, &mut w.ledger, &w.codes, &batch.bytes, w.clock.now()).unwrap();
+                        prop_assert_eq!(verdict.count(ReceiptStatus::Rejected) + verdict.count(ReceiptStatus::Flagged), 0);
+                        if matches!(op, ChainOp::Upload(_)) {
+                            w.device.apply_ack(&verdict.signed_ack).unwrap();
+                        }
+                    }
+                }
+                ChainOp::FailUpload => { w.device.record_upload_failure("offline").unwrap(); }
+                ChainOp::Reopen => w.reopen(),
+            }
+            // Nothing lost, nothing twice: what dispatch holds plus what waits on the device is the
+            // whole chain (dispatch may be ahead of the device's acks after a lost ack).
+            let head = w.device.status().unwrap().pending_receipts as u64;
+            let held = w.ledger.head("dev-1").0;
+            let conn = rusqlite::Connection::open(&w.path).unwrap();
+            let (head_seq, acked): (i64, i64) = conn.query_row("SELECT head_seq, acked_seq FROM chain", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            let (head_seq, acked) = (head_seq as u64, acked as u64);
+            prop_assert_eq!(head_seq - acked, head);
+            prop_assert!(held >= acked && held <= head_seq);
+        }
+        w.upload_all();
+        prop_assert_eq!(w.device.status().unwrap().pending_receipts, 0);
+        let chain = w.ledger.chains.get("dev-1").cloned().unwrap_or_default();
+        let mut prev = genesis_hash("dev-1");
+        for (i, r) in chain.iter().enumerate() {
+            prop_assert_eq!(r.body.seq, i as u64 + 1);
+            prop_assert_eq!(r.body.prev_hash, prev);
+            prop_assert_eq!(r.status, ReceiptStatus::Accepted);
+            prev = r.receipt.hash();
+        }
+    }
+}
