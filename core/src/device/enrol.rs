@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 use zeroize::Zeroizing;
 
-use super::{Device, LogLevel, time};
+use super::{Device, LogLevel};
 use crate::crypto::{DEVICE_SECRET_LEN, SigningKey};
 use crate::protocol::{EnrolmentBundle, EnrolmentRequest, PROTOCOL_VERSION, check_version, domain, genesis_hash};
 use crate::{CoreError, Result};
@@ -89,11 +89,8 @@ impl Device {
                 )?;
             }
             let genesis = genesis_hash(&bundle.device_id).to_vec();
-            s.tx.execute(
-                "INSERT INTO chain (id, head_seq, head_hash, acked_seq, acked_hash) VALUES (1, 0, ?1, 0, ?1)",
-                params![genesis],
-            )?;
-            time::saw_server_time(&s.tx, bundle.server_time.timestamp_millis())?;
+            s.tx.execute("UPDATE device_state SET acked_hash = ?1 WHERE id = 1", params![genesis])?;
+            s.saw_server_time(bundle.server_time.timestamp_millis())?;
             Ok(())
         })?;
         self.reload_keys()?;

@@ -158,29 +158,26 @@ fn resolve(s: &Session<'_>, scanned: &[ScannedParcel], allow_locked: bool) -> Re
 /// Which holder's tag the code matches, checking every tag so the time taken does not depend on
 /// which one (if any) matched.
 fn matching_holder(s: &Session<'_>, row: &ParcelRow, code: &Code) -> Result<Option<Holder>> {
-    let keys = s.keys()?;
     let salt = row.salt.as_deref().unwrap_or_default();
-    let key = keys.secret.tag_key(row.key_epoch);
-    let mut stmt = s.tx.prepare_cached("SELECT holder, tag FROM code_tag WHERE parcel_id = ?1 ORDER BY holder")?;
-    let tags = stmt
-        .query_map([&row.view.parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let key = s.keys()?.secret.tag_key(row.key_epoch);
     let mut found = None;
-    for (holder, tag) in tags {
-        let hit = Tag::matches(&key, &row.view.parcel_id, salt, code, row.tag_bits, &tag);
+    for (holder, tag) in &row.tags {
+        let hit = Tag::matches(&key, &row.view.parcel_id, salt, code, row.tag_bits, tag);
         if hit && found.is_none() {
-            found = Holder::from_key(&holder);
+            found = Some(holder.clone());
         }
     }
     Ok(found)
 }
 
-fn set_state(s: &Session<'_>, parcel_id: &str, state: ParcelState) -> Result<()> {
-    s.tx.prepare_cached("UPDATE parcel SET state = ?1, updated_at_ms = ?2 WHERE parcel_id = ?3")?.execute(params![
-        state.as_str(),
-        s.now.trusted_ms,
-        parcel_id
-    ])?;
+/// Sets a parcel's state; a delivered parcel is linked to the receipt that delivered it.
+fn set_state(s: &Session<'_>, parcel_id: &str, state: ParcelState, receipt: &Uuid) -> Result<()> {
+    let delivered_by = (state == ParcelState::Delivered).then(|| receipt.to_string());
+    s.tx.prepare_cached(
+        "UPDATE parcel SET state = ?1, updated_at_ms = ?2, delivery_receipt = coalesce(?4, delivery_receipt)
+         WHERE parcel_id = ?3",
+    )?
+    .execute(params![state.as_str(), s.now.trusted_ms, parcel_id, delivered_by])?;
     Ok(())
 }
 
@@ -251,15 +248,15 @@ impl Device {
         location: Option<Location>,
     ) -> Result<HandoverOutcome> {
         let receipt_id = Uuid::now_v7();
-        let proof_key = s.keys()?.secret.proof_key();
+        let proof_key = &s.keys()?.proof;
         let mut parcels = Vec::with_capacity(rows.len());
         for (row, identified) in rows {
             let proof = row
                 .view
                 .needs_code
-                .then(|| code_proof(&proof_key, receipt_id.as_bytes(), &row.view.parcel_id, code).to_vec());
+                .then(|| code_proof(proof_key, receipt_id.as_bytes(), &row.view.parcel_id, code).to_vec());
             parcels.push(receipt_parcel(row, *identified, proof));
-            set_state(s, &row.view.parcel_id, ParcelState::Delivered)?;
+            set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
         }
         let method = match holder {
             Holder::Customer => HandoverMethod::Code,
@@ -287,15 +284,16 @@ impl Device {
                 code_rows.map(|(r, _)| r.view.max_attempts.saturating_sub(r.view.attempts_used)).min().unwrap_or(0);
             return Ok(HandoverOutcome::WrongCode { attempts_left });
         }
+        let receipt_id = Uuid::now_v7();
         let mut parcels = Vec::with_capacity(newly_locked.len());
         for (row, identified) in &newly_locked {
-            set_state(s, &row.view.parcel_id, ParcelState::Locked)?;
+            set_state(s, &row.view.parcel_id, ParcelState::Locked, &receipt_id)?;
             parcels.push(receipt_parcel(row, *identified, None));
         }
         let mut draft = Draft::new(ReceiptEvent::LockedOut, parcels);
         draft.reason = Some(FailureReason::CodeLockedOut);
         draft.location = location;
-        let receipt = receipts::append(s, Uuid::now_v7(), draft)?;
+        let receipt = receipts::append(s, receipt_id, draft)?;
         Ok(HandoverOutcome::Locked { barcode: newly_locked[0].0.view.barcode.clone(), receipt: Some(receipt) })
     }
 
@@ -338,17 +336,18 @@ impl Device {
             if fresh == 0 {
                 return Err(QrRejection::AlreadyUsed.into());
             }
+            let receipt_id = Uuid::now_v7();
             let mut parcels = Vec::with_capacity(rows.len());
             for (row, identified) in &rows {
                 parcels.push(receipt_parcel(row, *identified, None));
-                set_state(s, &row.view.parcel_id, ParcelState::Delivered)?;
+                set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
             }
             let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
             draft.method = Some(HandoverMethod::QrToken);
             draft.holder = Some(parsed.holder.clone());
             draft.qr_token = Some(token.trim().to_owned());
             draft.location = location;
-            let receipt = receipts::append(s, Uuid::now_v7(), draft)?;
+            let receipt = receipts::append(s, receipt_id, draft)?;
             Ok(HandoverOutcome::Accepted { holder: parsed.holder, method: HandoverMethod::QrToken, receipt })
         })?;
         self.log(LogLevel::Info, &describe(&outcome));
@@ -375,15 +374,16 @@ impl Device {
                     state: "needs a code".into(),
                 });
             }
+            let receipt_id = Uuid::now_v7();
             let mut parcels = Vec::with_capacity(rows.len());
             for (row, identified) in &rows {
                 parcels.push(receipt_parcel(row, *identified, None));
-                set_state(s, &row.view.parcel_id, ParcelState::Delivered)?;
+                set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
             }
             let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
             draft.method = Some(HandoverMethod::NoCode);
             draft.location = location;
-            let receipt = receipts::append(s, Uuid::now_v7(), draft)?;
+            let receipt = receipts::append(s, receipt_id, draft)?;
             Ok(HandoverOutcome::Accepted { holder: Holder::Customer, method: HandoverMethod::NoCode, receipt })
         })
     }
@@ -403,6 +403,7 @@ impl Device {
         check_location(&location)?;
         let summary = self.write(|s| {
             s.keys()?;
+            let receipt_id = Uuid::now_v7();
             let mut parcels = Vec::with_capacity(scanned.len());
             for sp in scanned {
                 let barcode = sp.barcode.trim();
@@ -415,7 +416,7 @@ impl Device {
                             state: "delivered (record a reversal instead)".into(),
                         });
                     }
-                    ParcelState::Pending => set_state(s, &row.view.parcel_id, ParcelState::Failed)?,
+                    ParcelState::Pending => set_state(s, &row.view.parcel_id, ParcelState::Failed, &receipt_id)?,
                     _ => {}
                 }
                 parcels.push(receipt_parcel(&row, sp.identified, None));
@@ -424,7 +425,7 @@ impl Device {
             draft.reason = Some(reason);
             draft.note = note;
             draft.location = location;
-            receipts::append(s, Uuid::now_v7(), draft)
+            receipts::append(s, receipt_id, draft)
         })?;
         self.log(LogLevel::Info, &format!("failure recorded: receipt {} ({reason:?})", summary.seq));
         Ok(summary)
@@ -452,17 +453,18 @@ impl Device {
                 });
             }
             let reverses = row
-                .last_receipt
+                .delivery_receipt
                 .as_deref()
                 .and_then(|r| Uuid::parse_str(r).ok())
                 .ok_or_else(|| CoreError::Integrity("delivered parcel has no receipt".into()))?;
-            set_state(s, parcel_id, ParcelState::Failed)?;
+            let receipt_id = Uuid::now_v7();
+            set_state(s, parcel_id, ParcelState::Failed, &receipt_id)?;
             let mut draft = Draft::new(ReceiptEvent::Reversed, vec![receipt_parcel(&row, Identification::Typed, None)]);
             draft.reason = Some(reason);
             draft.note = note;
             draft.reverses = Some(reverses);
             draft.location = location;
-            receipts::append(s, Uuid::now_v7(), draft)
+            receipts::append(s, receipt_id, draft)
         })
     }
 }

@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 
-use super::{Device, LogLevel, Session, time};
+use super::{Device, LogLevel, Session};
 use crate::Result;
 use crate::crypto::VerifyingKey;
 use crate::error::ManifestRejection;
@@ -104,9 +104,11 @@ fn open_envelope(bytes: &[u8], keys: &[VerifyingKey]) -> Result<(Vec<u8>, Verify
 
 fn current(s: &Session<'_>) -> Result<Option<Applied>> {
     Ok(s.tx
-        .query_row("SELECT route_id, delivery_date, sequence FROM manifest_state WHERE id = 1", [], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-        })
+        .query_row(
+            "SELECT route_id, delivery_date, manifest_seq FROM device_state WHERE manifest_id IS NOT NULL",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+        )
         .optional()?
         .map(|(route_id, date, seq)| Applied {
             route_id,
@@ -162,10 +164,10 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
         // parcels of the same day (they stay delivered).
         let listed: HashSet<&str> = m.parcels.iter().map(|p| p.parcel_id.as_str()).collect();
         let date = m.delivery_date.to_string();
-        let same_day: bool = tx
-            .query_row("SELECT delivery_date = ?1 FROM manifest_state WHERE id = 1", [&date], |r| r.get(0))
-            .optional()?
-            .unwrap_or(false);
+        let same_day: bool =
+            tx.query_row("SELECT coalesce(delivery_date = ?1, 0) FROM device_state WHERE id = 1", [&date], |r| {
+                r.get(0)
+            })?;
         let existing: Vec<(String, String)> = tx
             .prepare("SELECT parcel_id, state FROM parcel")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -268,13 +270,10 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
         }
     }
     tx.execute(
-        "INSERT INTO manifest_state (id, manifest_id, route_id, delivery_date, time_zone, sequence, max_attempts,
-                                     tag_bits, key_epoch, issued_at_ms, applied_at_ms)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (id) DO UPDATE SET manifest_id = excluded.manifest_id, route_id = excluded.route_id,
-             delivery_date = excluded.delivery_date, time_zone = excluded.time_zone, sequence = excluded.sequence,
-             max_attempts = excluded.max_attempts, tag_bits = excluded.tag_bits, key_epoch = excluded.key_epoch,
-             issued_at_ms = excluded.issued_at_ms, applied_at_ms = excluded.applied_at_ms",
+        "UPDATE device_state SET manifest_id = ?1, route_id = ?2, delivery_date = ?3, time_zone = ?4,
+             manifest_seq = ?5, max_attempts = ?6, tag_bits = ?7, key_epoch = ?8, issued_at_ms = ?9,
+             applied_at_ms = ?10, last_sync_ms = ?10
+         WHERE id = 1",
         params![
             m.manifest_id,
             m.route_id,
@@ -288,7 +287,6 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             now
         ],
     )?;
-    time::saw_server_time(tx, m.issued_at.timestamp_millis())?;
-    tx.execute("UPDATE clock SET last_sync_ms = ?1 WHERE id = 1", [now])?;
+    s.saw_server_time(m.issued_at.timestamp_millis())?;
     Ok(report)
 }

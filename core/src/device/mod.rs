@@ -34,12 +34,13 @@ pub use time::{SKEW_TOLERANCE_MS, TimeReading};
 
 pub(crate) use store::classify as classify_sqlite_error;
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::crypto::{DeviceSecret, SigningKey, VerifyingKey};
+use crate::crypto::{DeviceSecret, ProofKey, SigningKey, VerifyingKey};
 use crate::{CoreError, Result};
 
 /// The offline hand-over core on one phone.
@@ -54,6 +55,8 @@ struct Inner {
     conn: Connection,
     keys: Option<Arc<DeviceKeys>>,
     anchor: time::MonotonicAnchor,
+    /// The persisted trusted-time high-water mark (this connection is its only writer).
+    high_water: i64,
 }
 
 /// The unsealed secrets of an enrolled device, in memory only.
@@ -61,6 +64,7 @@ pub(crate) struct DeviceKeys {
     pub device_id: String,
     pub secret: DeviceSecret,
     pub signing: SigningKey,
+    pub proof: ProofKey,
     pub dispatch: Vec<VerifyingKey>,
 }
 
@@ -69,11 +73,31 @@ pub(crate) struct Session<'a> {
     pub tx: Transaction<'a>,
     pub now: TimeReading,
     pub keys: Option<Arc<DeviceKeys>>,
+    /// The high-water mark this transaction must leave on disk (trusted time, or a later server
+    /// time seen in a signed message), and what it has written so far.
+    high_water: Cell<i64>,
+    persisted: Cell<i64>,
 }
 
 impl Session<'_> {
     pub fn keys(&self) -> Result<&DeviceKeys> {
         self.keys.as_deref().ok_or(CoreError::NotEnrolled)
+    }
+
+    /// Records a server time from a signed message; it raises trusted time.
+    pub fn saw_server_time(&self, server_ms: i64) -> Result<()> {
+        self.tx.execute("UPDATE device_state SET last_server_ms = ?1 WHERE id = 1", [server_ms])?;
+        self.high_water.set(self.high_water.get().max(server_ms));
+        Ok(())
+    }
+
+    /// The high-water mark to persist; callers that write it mark it with [`Session::persisted`].
+    pub fn high_water(&self) -> i64 {
+        self.high_water.get()
+    }
+
+    pub fn persisted(&self, value: i64) {
+        self.persisted.set(value);
     }
 }
 
@@ -88,8 +112,9 @@ impl Device {
     ) -> Result<Device> {
         let conn = store::open(path.as_ref())?;
         let keys = load_keys(&conn, &*vault)?;
+        let high_water = receipts::persisted_high_water(&conn)?;
         let device = Device {
-            inner: Mutex::new(Inner { conn, keys: keys.map(Arc::new), anchor: Default::default() }),
+            inner: Mutex::new(Inner { conn, keys: keys.map(Arc::new), anchor: Default::default(), high_water }),
             vault,
             clock,
             logger,
@@ -115,12 +140,24 @@ impl Device {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Session<'_>) -> Result<T>) -> Result<T> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let now = inner.anchor.read(&*self.clock, inner.high_water)?;
         let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = inner.anchor.read(&*self.clock, &tx)?;
-        time::persist(&tx, now.trusted_ms)?;
-        let session = Session { tx, now, keys: inner.keys.clone() };
+        let session = Session {
+            tx,
+            now,
+            keys: inner.keys.clone(),
+            high_water: Cell::new(now.trusted_ms),
+            persisted: Cell::new(inner.high_water),
+        };
         let out = f(&session)?;
+        let high_water = session.high_water();
+        if session.persisted.get() < high_water {
+            session
+                .tx
+                .execute("UPDATE device_state SET high_water_ms = max(high_water_ms, ?1) WHERE id = 1", [high_water])?;
+        }
         session.tx.commit()?;
+        inner.high_water = inner.high_water.max(high_water);
         Ok(out)
     }
 
@@ -131,7 +168,7 @@ impl Device {
     ) -> Result<T> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let now = inner.anchor.read(&*self.clock, &inner.conn)?;
+        let now = inner.anchor.read(&*self.clock, inner.high_water)?;
         f(&inner.conn, now, inner.keys.as_deref())
     }
 
@@ -172,9 +209,11 @@ fn load_keys(conn: &Connection, vault: &dyn KeyVault) -> Result<Option<DeviceKey
             Ok(VerifyingKey { key_id, public })
         })
         .collect::<Result<Vec<_>>>()?;
+    let secret = DeviceSecret::from_bytes(&secret)?;
     Ok(Some(DeviceKeys {
         signing: SigningKey::from_pkcs8(format!("device:{device_id}"), &pkcs8)?,
-        secret: DeviceSecret::from_bytes(&secret)?,
+        proof: secret.proof_key(),
+        secret,
         device_id,
         dispatch,
     }))

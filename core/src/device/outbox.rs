@@ -8,11 +8,11 @@
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{Device, LogLevel, time};
+use super::{Device, LogLevel};
 use crate::error::AckRejection;
 use crate::protocol::{
     Ack, Base64Bytes, PROTOCOL_VERSION, ReceiptResult, ReceiptStatus, SignedEnvelope, SignedReceipt, UploadBatch,
-    domain, genesis_hash,
+    domain,
 };
 use crate::{CoreError, Result};
 
@@ -71,7 +71,7 @@ impl Device {
         }
         self.write(|s| {
             let device_id = s.keys()?.device_id.clone();
-            let acked: i64 = s.tx.query_row("SELECT acked_seq FROM chain WHERE id = 1", [], |r| r.get(0))?;
+            let acked: i64 = s.tx.query_row("SELECT acked_seq FROM device_state WHERE id = 1", [], |r| r.get(0))?;
             let in_flight: Option<(String, i64, i64)> =
                 s.tx.query_row("SELECT batch_id, first_seq, last_seq FROM outbox_batch WHERE id = 1", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -132,9 +132,10 @@ impl Device {
             if ack.device_id != keys.device_id {
                 return Err(AckRejection::WrongDevice.into());
             }
-            let (head_seq, acked_seq, acked_hash): (i64, i64, Vec<u8>) =
-                s.tx.query_row("SELECT head_seq, acked_seq, acked_hash FROM chain WHERE id = 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            let (head_seq, _) = super::receipts::chain_head(&s.tx)?;
+            let (acked_seq, acked_hash): (i64, Vec<u8>) =
+                s.tx.query_row("SELECT acked_seq, acked_hash FROM device_state WHERE id = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
                 })?;
             let cp = &ack.checkpoint;
             let cp_seq = i64::try_from(cp.seq).map_err(|_| AckRejection::CheckpointMismatch { seq: cp.seq })?;
@@ -145,7 +146,7 @@ impl Device {
             let expected: Option<Vec<u8>> = if cp_seq > acked_seq {
                 s.tx.query_row("SELECT hash FROM receipt WHERE seq = ?1", [cp_seq], |r| r.get(0)).optional()?
             } else if cp_seq == acked_seq {
-                Some(if cp_seq == 0 { genesis_hash(&keys.device_id).to_vec() } else { acked_hash })
+                Some(acked_hash) // the genesis hash while nothing was acknowledged
             } else {
                 None // an older ack, overtaken by a newer one: nothing left to delete
             };
@@ -156,19 +157,20 @@ impl Device {
                 }
                 report.removed = s.tx.execute("DELETE FROM receipt WHERE seq <= ?1", [cp_seq])? as u32;
                 s.tx.execute(
-                    "UPDATE chain SET acked_seq = ?1, acked_hash = ?2 WHERE id = 1",
+                    "UPDATE device_state SET acked_seq = ?1, acked_hash = ?2 WHERE id = 1",
                     params![cp_seq, cp.head_hash.to_vec()],
                 )?;
             }
-            let mut mark =
-                s.tx.prepare_cached("UPDATE receipt SET server_status = ?1, server_reason = ?2 WHERE receipt_id = ?3")?;
+            let mut mark = s.tx.prepare_cached(
+                "UPDATE receipt SET server_status = ?1, server_reason = ?2 WHERE seq = ?3 AND receipt_id = ?4",
+            )?;
             for r in &ack.results {
                 match r.status {
                     ReceiptStatus::Accepted => report.accepted += 1,
                     ReceiptStatus::Duplicate => report.duplicates += 1,
                     ReceiptStatus::Flagged => report.flagged.push(r.clone()),
                     ReceiptStatus::Rejected => {
-                        mark.execute(params!["rejected", r.reason, r.receipt_id.to_string()])?;
+                        mark.execute(params!["rejected", r.reason, r.seq as i64, r.receipt_id.to_string()])?;
                         report.rejected.push(r.clone());
                     }
                 }
@@ -178,7 +180,7 @@ impl Device {
                 params![ack.batch_id.to_string(), cp_seq],
             )?;
             s.tx.execute("DELETE FROM upload_backoff", [])?;
-            time::saw_server_time(&s.tx, ack.server_time.timestamp_millis())?;
+            s.saw_server_time(ack.server_time.timestamp_millis())?;
             Ok(report)
         })?;
         let level =

@@ -77,11 +77,14 @@ pub(crate) struct ParcelRow {
     pub salt: Option<Vec<u8>>,
     pub tag_bits: u8,
     pub key_epoch: u32,
-    pub last_receipt: Option<String>,
+    /// The receipt that delivered the parcel.
+    pub delivery_receipt: Option<String>,
+    /// (holder, tag) pairs; the view's `holders` lists the same holders.
+    pub tags: Vec<(Holder, Vec<u8>)>,
 }
 
 const COLUMNS: &str = "parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, state, \
-     attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, last_receipt";
+     attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt";
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -126,7 +129,8 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
             salt: row.get(12)?,
             tag_bits: row.get(13)?,
             key_epoch: row.get(14)?,
-            last_receipt: row.get(15)?,
+            delivery_receipt: row.get(15)?,
+            tags: Vec::new(),
         },
         state,
     ))
@@ -134,11 +138,13 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
 
 fn finish(conn: &Connection, (mut row, state): (ParcelRow, String)) -> Result<ParcelRow> {
     row.view.state = ParcelState::parse(&state)?;
-    let mut stmt = conn.prepare_cached("SELECT holder FROM code_tag WHERE parcel_id = ?1 ORDER BY holder")?;
-    row.view.holders = stmt
-        .query_map([&row.view.parcel_id], |r| r.get::<_, String>(0))?
-        .filter_map(|h| h.ok().and_then(|h| Holder::from_key(&h)))
-        .collect();
+    let mut stmt = conn.prepare_cached("SELECT holder, tag FROM code_tag WHERE parcel_id = ?1 ORDER BY holder")?;
+    for tag in stmt.query_map([&row.view.parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
+        let (holder, tag) = tag?;
+        let holder = Holder::from_key(&holder).ok_or_else(|| CoreError::Integrity("unknown holder".into()))?;
+        row.view.holders.push(holder.clone());
+        row.tags.push((holder, tag));
+    }
     Ok(row)
 }
 

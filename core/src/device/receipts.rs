@@ -1,9 +1,9 @@
 //! Writing receipts: each new receipt takes the next sequence number, links to the previous one by
 //! hash, is signed with the device key, and is inserted in the caller's transaction (the same one
-//! that changes the parcels it speaks of).
+//! that changes the parcels it speaks of; callers link a delivered parcel to its receipt).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::Session;
@@ -58,12 +58,9 @@ fn ms_to_time(ms: i64) -> DateTime<Utc> {
 /// Signs and appends a receipt with the given id; links it to the chain head and to its parcels.
 pub(crate) fn append(s: &Session<'_>, receipt_id: Uuid, draft: Draft) -> Result<ReceiptSummary> {
     let keys = s.keys()?;
-    let (head_seq, head_hash): (i64, Vec<u8>) =
-        s.tx.query_row("SELECT head_seq, head_hash FROM chain WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let prev_hash: [u8; 32] =
-        head_hash.try_into().map_err(|_| CoreError::Integrity("chain head hash is not 32 bytes".into()))?;
+    let (head_seq, prev_hash) = chain_head(&s.tx)?;
     let manifest_id: Option<String> =
-        s.tx.query_row("SELECT manifest_id FROM manifest_state WHERE id = 1", [], |r| r.get(0)).optional()?;
+        s.tx.prepare_cached("SELECT manifest_id FROM device_state WHERE id = 1")?.query_row([], |r| r.get(0))?;
     let seq = u64::try_from(head_seq).map_err(|_| CoreError::Integrity("negative chain head".into()))? + 1;
     let body = ReceiptBody {
         version: PROTOCOL_VERSION.into(),
@@ -101,18 +98,40 @@ pub(crate) fn append(s: &Session<'_>, receipt_id: Uuid, draft: Draft) -> Result<
         hash.to_vec(),
         s.now.trusted_ms
     ])?;
-    s.tx.prepare_cached("UPDATE chain SET head_seq = ?1, head_hash = ?2 WHERE id = 1")?
-        .execute(params![seq as i64, hash.to_vec()])?;
-    let mut link = s.tx.prepare_cached("UPDATE parcel SET last_receipt = ?1 WHERE parcel_id = ?2")?;
-    for p in &body.parcels {
-        link.execute(params![receipt_id.to_string(), p.parcel_id])?;
-    }
+    // The new row is the chain's head, and its created_at_ms persists trusted time.
+    s.persisted(s.now.trusted_ms);
     Ok(ReceiptSummary {
         receipt_id,
         seq,
         event: body.event,
         parcel_ids: body.parcels.into_iter().map(|p| p.parcel_id).collect(),
     })
+}
+
+/// The chain's head: the newest receipt still held, or the acknowledged checkpoint when the outbox
+/// is empty (sequence 0 and the genesis hash before the first receipt).
+pub(crate) fn chain_head(conn: &Connection) -> Result<(i64, [u8; 32])> {
+    let (seq, hash): (i64, Option<Vec<u8>>) = conn
+        .prepare_cached(
+            "SELECT coalesce(r.seq, s.acked_seq), coalesce(r.hash, s.acked_hash)
+             FROM device_state s LEFT JOIN (SELECT seq, hash FROM receipt ORDER BY seq DESC LIMIT 1) r
+             WHERE s.id = 1",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let hash = hash
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| CoreError::Integrity("chain head hash is missing or not 32 bytes".into()))?;
+    Ok((seq, hash))
+}
+
+/// The persisted trusted-time high-water mark: the larger of the stored mark and the newest
+/// receipt's creation time (see the `device_state` schema comment).
+pub(crate) fn persisted_high_water(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT max(high_water_ms, coalesce((SELECT max(created_at_ms) FROM receipt), 0)) FROM device_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 pub(crate) fn event_name(event: ReceiptEvent) -> &'static str {

@@ -49,9 +49,11 @@ impl Device {
     pub fn status(&self) -> Result<Status> {
         self.read(|conn, now: TimeReading, keys| {
             let manifest: Option<(String, String, i64)> = conn
-                .query_row("SELECT route_id, delivery_date, sequence FROM manifest_state WHERE id = 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
+                .query_row(
+                    "SELECT route_id, delivery_date, manifest_seq FROM device_state WHERE manifest_id IS NOT NULL",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .optional()?;
             let mut parcels_by_state: HashMap<ParcelState, u32> = ParcelState::ALL.iter().map(|s| (*s, 0)).collect();
             let mut stmt = conn.prepare("SELECT state, count(*) FROM parcel GROUP BY state")?;
@@ -66,7 +68,7 @@ impl Device {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?;
             let (high_water, last_server, last_sync): (i64, Option<i64>, Option<i64>) = conn.query_row(
-                "SELECT high_water_ms, last_server_ms, last_sync_ms FROM clock WHERE id = 1",
+                "SELECT high_water_ms, last_server_ms, last_sync_ms FROM device_state WHERE id = 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;

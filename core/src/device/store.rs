@@ -15,8 +15,8 @@ use crate::{CoreError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x4453_5450;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: device identity, manifest state, parcels and their tags, used QR nonces, the receipt chain
-    // and trusted time.
+    // 1: device identity, dispatch keys, device state (chain, trusted time, manifest), parcels and
+    // their tags, used QR nonces, receipts.
     r#"
     CREATE TABLE device (
         id                 INTEGER PRIMARY KEY CHECK (id = 1),
@@ -30,19 +30,29 @@ const MIGRATIONS: &[&str] = &[
         key_id     TEXT PRIMARY KEY,
         public_key BLOB NOT NULL
     ) WITHOUT ROWID;
-    CREATE TABLE manifest_state (
-        id            INTEGER PRIMARY KEY CHECK (id = 1),
-        manifest_id   TEXT NOT NULL,
-        route_id      TEXT NOT NULL,
-        delivery_date TEXT NOT NULL,
-        time_zone     TEXT NOT NULL,
-        sequence      INTEGER NOT NULL,
-        max_attempts  INTEGER NOT NULL,
-        tag_bits      INTEGER NOT NULL,
-        key_epoch     INTEGER NOT NULL,
-        issued_at_ms  INTEGER NOT NULL,
-        applied_at_ms INTEGER NOT NULL
+    -- One row for the acknowledged part of the receipt chain, trusted time and the applied
+    -- manifest. The chain's head is the newest receipt row (or the ack checkpoint when none is
+    -- left), and the newest receipt's created_at_ms also counts as trusted time seen, so a
+    -- hand-over commits only its parcel and receipt pages.
+    CREATE TABLE device_state (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        acked_seq      INTEGER NOT NULL DEFAULT 0,
+        acked_hash     BLOB,
+        high_water_ms  INTEGER NOT NULL DEFAULT 0,
+        last_server_ms INTEGER,
+        last_sync_ms   INTEGER,
+        manifest_id    TEXT,
+        route_id       TEXT,
+        delivery_date  TEXT,
+        time_zone      TEXT,
+        manifest_seq   INTEGER,
+        max_attempts   INTEGER,
+        tag_bits       INTEGER,
+        key_epoch      INTEGER,
+        issued_at_ms   INTEGER,
+        applied_at_ms  INTEGER
     );
+    INSERT INTO device_state (id) VALUES (1);
     CREATE TABLE parcel (
         parcel_id      TEXT PRIMARY KEY,
         barcode        TEXT NOT NULL UNIQUE,
@@ -59,7 +69,7 @@ const MIGRATIONS: &[&str] = &[
         not_after_ms   INTEGER NOT NULL,
         state          TEXT NOT NULL CHECK (state IN ('pending','delivered','failed','locked','expired')),
         attempts_used  INTEGER NOT NULL DEFAULT 0 CHECK (attempts_used >= 0),
-        last_receipt   TEXT,
+        delivery_receipt TEXT,
         manifest_id    TEXT NOT NULL,
         updated_at_ms  INTEGER NOT NULL
     ) WITHOUT ROWID;
@@ -77,7 +87,7 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE receipt (
         seq           INTEGER PRIMARY KEY,
-        receipt_id    TEXT NOT NULL UNIQUE,
+        receipt_id    TEXT NOT NULL,
         event         TEXT NOT NULL,
         body          BLOB NOT NULL,
         signature     BLOB NOT NULL,
@@ -86,20 +96,6 @@ const MIGRATIONS: &[&str] = &[
         server_status TEXT,
         server_reason TEXT
     );
-    CREATE TABLE chain (
-        id         INTEGER PRIMARY KEY CHECK (id = 1),
-        head_seq   INTEGER NOT NULL,
-        head_hash  BLOB NOT NULL,
-        acked_seq  INTEGER NOT NULL,
-        acked_hash BLOB NOT NULL
-    );
-    CREATE TABLE clock (
-        id             INTEGER PRIMARY KEY CHECK (id = 1),
-        high_water_ms  INTEGER NOT NULL,
-        last_server_ms INTEGER,
-        last_sync_ms   INTEGER
-    );
-    INSERT INTO clock (id, high_water_ms) VALUES (1, 0);
     "#,
     // 2: the upload outbox: the batch in flight (resent after a crash) and the retry backoff.
     r#"

@@ -2,8 +2,6 @@
 //! manifests and acks, and the wall clock advanced by the monotonic clock within this process).
 //! Setting the phone's clock back therefore cannot revive an expired code.
 
-use rusqlite::{Connection, params};
-
 use super::Clock;
 use crate::{CoreError, Result};
 
@@ -33,11 +31,11 @@ impl TimeReading {
 pub(crate) struct MonotonicAnchor(Option<(i64, i64)>);
 
 impl MonotonicAnchor {
-    /// Reads the clocks and combines them with the stored high-water mark.
-    pub(crate) fn read(&mut self, clock: &dyn Clock, conn: &Connection) -> Result<TimeReading> {
+    /// Reads the clocks and combines them with the high-water mark (the device keeps it in memory
+    /// and persists it in every write transaction).
+    pub(crate) fn read(&mut self, clock: &dyn Clock, high_water: i64) -> Result<TimeReading> {
         let wall_ms = clock.wall_time_ms().map_err(|e| CoreError::Clock(e.0))?;
         let mono = clock.monotonic_ms().map_err(|e| CoreError::Clock(e.0))?;
-        let high_water: i64 = conn.query_row("SELECT high_water_ms FROM clock WHERE id = 1", [], |r| r.get(0))?;
         let mut trusted_ms = wall_ms.max(high_water);
         if let Some((anchor_mono, anchor_trusted)) = self.0
             && mono >= anchor_mono
@@ -47,19 +45,4 @@ impl MonotonicAnchor {
         self.0 = Some((mono, trusted_ms));
         Ok(TimeReading { wall_ms, trusted_ms })
     }
-}
-
-/// Raises the stored high-water mark (never lowers it). Runs inside the caller's transaction.
-pub(crate) fn persist(conn: &Connection, trusted_ms: i64) -> Result<()> {
-    conn.execute("UPDATE clock SET high_water_ms = max(high_water_ms, ?1) WHERE id = 1", params![trusted_ms])?;
-    Ok(())
-}
-
-/// Records a server time seen in a signed message; it raises trusted time.
-pub(crate) fn saw_server_time(conn: &Connection, server_ms: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE clock SET high_water_ms = max(high_water_ms, ?1), last_server_ms = ?1 WHERE id = 1",
-        params![server_ms],
-    )?;
-    Ok(())
 }
