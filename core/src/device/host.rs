@@ -17,7 +17,7 @@ impl fmt::Display for HostError {
 /// implementation uses a non-exportable Keystore AES-GCM key; iOS uses the Keychain.
 pub trait KeyVault: Send + Sync {
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError>;
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError>;
+    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError>;
 }
 
 /// Time as the host sees it.

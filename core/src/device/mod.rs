@@ -197,8 +197,8 @@ fn load_keys(conn: &Connection, vault: &dyn KeyVault) -> Result<Option<DeviceKey
     let Some((device_id, sealed_secret, sealed_key)) = row else {
         return Ok(None);
     };
-    let secret = zeroize::Zeroizing::new(vault.open(&sealed_secret).map_err(|e| CoreError::KeyVault(e.0))?);
-    let pkcs8 = zeroize::Zeroizing::new(vault.open(&sealed_key).map_err(|e| CoreError::KeyVault(e.0))?);
+    let secret = zeroize::Zeroizing::new(vault.unseal(&sealed_secret).map_err(|e| CoreError::KeyVault(e.0))?);
+    let pkcs8 = zeroize::Zeroizing::new(vault.unseal(&sealed_key).map_err(|e| CoreError::KeyVault(e.0))?);
     let mut stmt = conn.prepare("SELECT key_id, public_key FROM dispatch_key ORDER BY key_id")?;
     let dispatch = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?

@@ -41,7 +41,7 @@ impl KeyVault for TestVault {
         Ok(out)
     }
 
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
+    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(HostError("vault locked".into()));
         }
