@@ -10,7 +10,7 @@ mod manifest;
 mod verify;
 
 pub use enrol::EnrolledDevice;
-pub use ledger::{CodeBook, MemoryLedger, ReceiptLedger};
+pub use ledger::{CodeBook, MemoryLedger, ReceiptLedger, StoredReceipt};
 pub use manifest::{IssuedParcel, ManifestSpec};
 pub use verify::BatchVerdict;
 

@@ -1,0 +1,53 @@
+package app.doorstep
+
+import app.doorstep.ffi.DoorstepException
+
+/** What one [Uploader.drain] achieved. */
+sealed interface UploadOutcome {
+    /** The outbox is empty: every receipt is acknowledged by dispatch. */
+    data class Done(val receiptsAcknowledged: Int, val flagged: Int) : UploadOutcome
+
+    /** Something failed; try again after [afterMs] (exponential backoff with full jitter). */
+    data class RetryLater(val afterMs: Long, val cause: Throwable) : UploadOutcome
+
+    /** Dispatch refused receipts (tampering or a bug); they stay on the device. Escalate to support. */
+    data class Stuck(val rejectedSeqs: List<ULong>) : UploadOutcome
+}
+
+/**
+ * Drains the outbox through [post], the app's HTTP call (OkHttp, Ktor...): it sends a batch body to
+ * dispatch and returns dispatch's signed answer, or throws. The core never owns a socket.
+ *
+ * Receipts are only forgotten after the core has verified dispatch's signed acknowledgement; a
+ * batch interrupted by a crash or a lost answer is sent again and de-duplicated by dispatch.
+ */
+class Uploader(
+    private val doorstep: Doorstep,
+    private val post: suspend (body: ByteArray) -> ByteArray,
+) {
+    suspend fun drain(maxReceipts: UInt = 200u, maxBytes: UInt = 512u * 1024u): UploadOutcome {
+        var acknowledged = 0
+        var flagged = 0
+        while (true) {
+            val batch = doorstep.nextBatch(maxReceipts, maxBytes) ?: return UploadOutcome.Done(acknowledged, flagged)
+            if (batch.retryAfterMs > 0) {
+                return UploadOutcome.RetryLater(batch.retryAfterMs, IllegalStateException("backing off"))
+            }
+            val report = try {
+                doorstep.applyAck(post(batch.body))
+            } catch (e: DoorstepException.AckRejected) {
+                return UploadOutcome.RetryLater(doorstep.recordUploadFailure("ack rejected").retryAfterMs, e)
+            } catch (e: DoorstepException) {
+                throw e
+            } catch (e: Exception) {
+                val kind = e::class.simpleName ?: "error"
+                return UploadOutcome.RetryLater(doorstep.recordUploadFailure(kind).retryAfterMs, e)
+            }
+            acknowledged += report.removed.toInt()
+            flagged += report.flagged.size
+            if (report.rejected.isNotEmpty() && report.removed == 0u) {
+                return UploadOutcome.Stuck(report.rejected.map { it.seq })
+            }
+        }
+    }
+}

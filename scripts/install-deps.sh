@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond Rust, if it is missing: a JDK (17+) and Maven for the Kotlin
+# host tests, and the rustfmt/clippy components. Maven fetches its own dependencies from Maven
+# Central on first use. Safe to run repeatedly.
+set -euo pipefail
+
+missing=()
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "please install: ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
