@@ -1,0 +1,92 @@
+import DoorstepFFI
+import Foundation
+
+/// The async face of `DoorstepDevice`: every call runs on a background queue, so a durable commit
+/// never blocks the main actor. Errors are `DoorstepError` cases that say what to do (for example
+/// `.CodeFormat`: ask again, no attempt was counted).
+///
+/// Safe to share between tasks; the core serialises calls on its database connection.
+public final class Doorstep: Sendable {
+    public let device: DoorstepDevice
+    private let queue: DispatchQueue
+
+    public init(device: DoorstepDevice, qos: DispatchQoS = .userInitiated) {
+        self.device = device
+        self.queue = DispatchQueue(label: "app.doorstep.core", qos: qos, attributes: .concurrent)
+    }
+
+    /// Opens (or creates) the device database at `path` off the calling thread.
+    public static func open(
+        path: String,
+        vault: KeyVault,
+        clock: Clock = SystemClock(),
+        logger: Logger? = nil
+    ) async throws -> Doorstep {
+        let device = try await background {
+            try DoorstepDevice.open(path: path, vault: vault, clock: clock, logger: logger)
+        }
+        return Doorstep(device: device)
+    }
+
+    private static func background<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global(qos: .userInitiated).async {
+                continuation.resume(with: Result(catching: { try body() }))
+            }
+        }
+    }
+
+    private func run<T: Sendable>(_ body: @escaping @Sendable (DoorstepDevice) throws -> T) async throws -> T {
+        let device = self.device
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result(catching: { try body(device) })) }
+        }
+    }
+
+    public func isEnrolled() async throws -> Bool { try await run { try $0.isEnrolled() } }
+    public func enrolmentRequest() async throws -> Data { try await run { try $0.enrolmentRequest() } }
+    public func completeEnrolment(_ bundle: Data) async throws { try await run { try $0.completeEnrolment(bundle: bundle) } }
+    public func applyManifest(_ envelope: Data) async throws -> ApplyReport {
+        try await run { try $0.applyManifest(envelope: envelope) }
+    }
+
+    public func parcel(id: String) async throws -> Parcel { try await run { try $0.parcel(parcelId: id) } }
+    public func parcel(barcode: String) async throws -> Parcel { try await run { try $0.parcelByBarcode(barcode: barcode) } }
+    public func parcels(stop: String) async throws -> [Parcel] { try await run { try $0.parcelsAtStop(stopId: stop) } }
+    public func parcels() async throws -> [Parcel] { try await run { try $0.parcels() } }
+
+    public func verifyCode(_ code: String, for scanned: [ScannedParcel], at location: Location? = nil) async throws -> HandoverOutcome {
+        try await run { try $0.verifyCode(scanned: scanned, code: code, location: location) }
+    }
+
+    public func verifyQrToken(_ token: String, for scanned: [ScannedParcel], at location: Location? = nil) async throws -> HandoverOutcome {
+        try await run { try $0.verifyQrToken(scanned: scanned, token: token, location: location) }
+    }
+
+    public func deliverWithoutCode(_ scanned: [ScannedParcel], at location: Location? = nil) async throws -> HandoverOutcome {
+        try await run { try $0.deliverWithoutCode(scanned: scanned, location: location) }
+    }
+
+    public func recordFailure(
+        _ scanned: [ScannedParcel], reason: FailureReason, note: String? = nil, at location: Location? = nil
+    ) async throws -> Receipt {
+        try await run { try $0.recordFailure(scanned: scanned, reason: reason, note: note, location: location) }
+    }
+
+    public func reverseDelivery(
+        parcelId: String, reason: FailureReason, note: String? = nil, at location: Location? = nil
+    ) async throws -> Receipt {
+        try await run { try $0.reverseDelivery(parcelId: parcelId, reason: reason, note: note, location: location) }
+    }
+
+    public func nextBatch(maxReceipts: UInt32 = 200, maxBytes: UInt32 = 512 * 1024) async throws -> UploadBatch? {
+        try await run { try $0.nextBatch(maxReceipts: maxReceipts, maxBytes: maxBytes) }
+    }
+
+    public func applyAck(_ signedAck: Data) async throws -> AckReport { try await run { try $0.applyAck(signedAck: signedAck) } }
+    public func recordUploadFailure(_ error: String) async throws -> RetryAdvice {
+        try await run { try $0.recordUploadFailure(error: error) }
+    }
+    public func purgeExpired() async throws -> PurgeReport { try await run { try $0.purgeExpired() } }
+    public func status() async throws -> Status { try await run { try $0.status() } }
+}

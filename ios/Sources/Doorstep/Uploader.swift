@@ -1,0 +1,49 @@
+import DoorstepFFI
+import Foundation
+
+/// What one `Uploader.drain()` achieved.
+public enum UploadOutcome: Sendable, Equatable {
+    /// The outbox is empty: every receipt is acknowledged by dispatch.
+    case done(acknowledged: Int, flagged: Int)
+    /// Something failed; try again after `afterMs` (exponential backoff with full jitter).
+    case retryLater(afterMs: Int64)
+    /// Dispatch refused receipts; they stay on the device. Escalate to support.
+    case stuck(rejectedSeqs: [UInt64])
+}
+
+/// Drains the outbox through `post`, the app's HTTP call (URLSession, typically from a
+/// BGProcessingTask): it sends a batch body to dispatch and returns dispatch's signed answer, or
+/// throws. Receipts are forgotten only after the core has verified that answer.
+public struct Uploader: Sendable {
+    public let doorstep: Doorstep
+    public let post: @Sendable (Data) async throws -> Data
+
+    public init(doorstep: Doorstep, post: @escaping @Sendable (Data) async throws -> Data) {
+        self.doorstep = doorstep
+        self.post = post
+    }
+
+    public func drain(maxReceipts: UInt32 = 200, maxBytes: UInt32 = 512 * 1024) async throws -> UploadOutcome {
+        var acknowledged = 0
+        var flagged = 0
+        while let batch = try await doorstep.nextBatch(maxReceipts: maxReceipts, maxBytes: maxBytes) {
+            if batch.retryAfterMs > 0 { return .retryLater(afterMs: batch.retryAfterMs) }
+            let report: AckReport
+            do {
+                report = try await doorstep.applyAck(try await post(batch.body))
+            } catch DoorstepError.AckRejected {
+                return .retryLater(afterMs: try await doorstep.recordUploadFailure("ack rejected").retryAfterMs)
+            } catch let error as DoorstepError {
+                throw error
+            } catch {
+                return .retryLater(afterMs: try await doorstep.recordUploadFailure("\(type(of: error))").retryAfterMs)
+            }
+            acknowledged += Int(report.removed)
+            flagged += report.flagged.count
+            if !report.rejected.isEmpty && report.removed == 0 {
+                return .stuck(rejectedSeqs: report.rejected.map(\.seq))
+            }
+        }
+        return .done(acknowledged: acknowledged, flagged: flagged)
+    }
+}
