@@ -18,5 +18,7 @@ mod types;
 
 pub use device::{DoorstepDevice, quarantine_database};
 pub use error::{DoorstepError, HostError};
+#[cfg(feature = "fixtures")]
+pub use fixtures::{BatchVerdict, DelegateCode, IssuedCodes, TestDispatch};
 pub use host::{Clock, KeyVault, Logger};
 pub use types::*;

@@ -57,6 +57,16 @@ fn world_with(n: usize) -> World {
     w
 }
 
+/// A world whose outbox holds `n` receipts (one failure per parcel), WAL checkpointed.
+fn world_with_receipts(n: usize) -> World {
+    let w = world_with(n);
+    for i in 0..n {
+        w.device.record_failure(&w.scan(i), FailureReason::RecipientUnavailable, None, None).unwrap();
+    }
+    checkpoint(&w.path);
+    w
+}
+
 fn checkpoint(path: &std::path::Path) {
     Connection::open(path).unwrap().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
 }
@@ -242,11 +252,7 @@ fn bench_outbox(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut w = world_with(OUTBOX_RECEIPTS);
-                for i in 0..OUTBOX_RECEIPTS {
-                    w.device.record_failure(&w.scan(i), FailureReason::RecipientUnavailable, None, None).unwrap();
-                }
-                checkpoint(&w.path);
+                let mut w = world_with_receipts(OUTBOX_RECEIPTS);
                 let start = Instant::now();
                 let batch = w.device.next_batch(OUTBOX_RECEIPTS as u32, 8 << 20).unwrap().unwrap();
                 total += start.elapsed();
@@ -265,10 +271,7 @@ fn bench_outbox(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut w = world_with(OUTBOX_RECEIPTS);
-                for i in 0..OUTBOX_RECEIPTS {
-                    w.device.record_failure(&w.scan(i), FailureReason::RecipientUnavailable, None, None).unwrap();
-                }
+                let mut w = world_with_receipts(OUTBOX_RECEIPTS);
                 let batch = w.device.next_batch(OUTBOX_RECEIPTS as u32, 8 << 20).unwrap().unwrap();
                 let start = Instant::now();
                 let v = w.issuer.verify_batch(&w.record, &mut w.ledger, &w.codes, &batch.bytes, w.clock.now()).unwrap();

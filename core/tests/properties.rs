@@ -160,3 +160,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Invariant 8: no input makes the core panic. Random bytes, and valid messages with random
+    /// bytes changed, go to every parser; each returns a typed error or a normal answer, and a
+    /// refused input changes nothing.
+    #[test]
+    fn no_input_makes_the_core_panic(
+        junk in proptest::collection::vec(any::<u8>(), 0..600),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        text in ".{0,40}",
+    ) {
+        let mut w = World::with_parcels(3);
+        let _ = w.device.apply_manifest(&junk);
+        let _ = w.device.apply_ack(&junk);
+        let _ = w.device.complete_enrolment(&junk);
+        let _ = w.issuer.verify_batch(&w.record, &mut w.ledger, &w.codes, &junk, w.clock.now());
+        let _ = w.issuer.enrol(&junk, "x", w.clock.now());
+        let _ = w.device.verify_qr_token(&w.scan(0), &text, None);
+        let _ = w.device.verify_code(&w.scan(0), &text, None);
+        let _ = w.device.parcel_by_barcode(&text);
+        // A valid manifest with random edits: refused, it changes nothing.
+        let before = (w.device.parcels().unwrap(), w.device.status().unwrap().manifest_sequence);
+        let spec = w.spec(ManifestKind::Delta);
+        let mut edited = w.issuer.build_manifest(&w.record, &spec).unwrap();
+        for (pos, byte) in &edits {
+            let i = pos % edited.len();
+            edited[i] = *byte;
+        }
+        if w.device.apply_manifest(&edited).is_err() {
+            let after = (w.device.parcels().unwrap(), w.device.status().unwrap().manifest_sequence);
+            prop_assert_eq!(after, before);
+        }
+    }
+}
