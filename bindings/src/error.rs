@@ -40,6 +40,12 @@ pub enum DoorstepError {
     /// It was left untouched: update the app, or call `quarantineDatabase` and enrol again.
     #[error("database unusable: {reason}")]
     DatabaseUnusable { reason: String },
+    /// The database file cannot be opened or written: its folder is missing or read-only.
+    #[error("storage unavailable: {reason}")]
+    StorageUnavailable { reason: String },
+    /// The phone's storage is full. Free space and retry; nothing was written.
+    #[error("storage full; nothing was written")]
+    StorageFull,
     /// The key vault refused (e.g. the phone is locked). Retry when it is available.
     #[error("key vault unavailable: {reason}")]
     KeyVaultUnavailable { reason: String },
@@ -76,6 +82,8 @@ impl From<CoreError> for DoorstepError {
             CoreError::DatabaseCorrupt(_) | CoreError::ForeignDatabase | CoreError::DatabaseTooNew { .. } => {
                 DoorstepError::DatabaseUnusable { reason }
             }
+            CoreError::CannotOpen(_) => DoorstepError::StorageUnavailable { reason },
+            CoreError::StorageFull => DoorstepError::StorageFull,
             CoreError::KeyVault(_) => DoorstepError::KeyVaultUnavailable { reason },
             CoreError::Clock(_) => DoorstepError::ClockUnavailable { reason },
             CoreError::Database(_) | CoreError::Migration(_) | CoreError::Integrity(_) | CoreError::Crypto(_) => {

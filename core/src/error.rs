@@ -46,6 +46,10 @@ pub enum CoreError {
     ForeignDatabase,
     #[error("the database was written by a newer doorstep (schema {found}, this build knows {supported})")]
     DatabaseTooNew { found: i64, supported: i64 },
+    #[error("the database file cannot be opened or written ({0}); check that its folder exists and is writable")]
+    CannotOpen(String),
+    #[error("the storage is full; nothing was written")]
+    StorageFull,
     #[error("database error: {0}")]
     Database(rusqlite::Error),
     #[error("schema migration failed: {0}")]

@@ -124,6 +124,10 @@ fn core_errors_reach_the_app_as_actionable_cases() {
     let moved = quarantine_database(junk.to_string_lossy().into()).unwrap();
     assert!(std::path::Path::new(&moved).exists() && !junk.exists());
 
+    let nowhere = dir.path().join("missing-folder/d.db");
+    let opened = DoorstepDevice::open(nowhere.to_string_lossy().into(), Arc::new(Vault), Arc::new(BrokenClock), None);
+    assert!(matches!(opened, Err(DoorstepError::StorageUnavailable { .. })), "{:?}", opened.err());
+
     let fresh = DoorstepDevice::open(
         dir.path().join("fresh.db").to_string_lossy().into(),
         Arc::new(Vault),

@@ -184,6 +184,10 @@ pub(crate) fn classify(e: rusqlite::Error) -> CoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => CoreError::DatabaseCorrupt("not a SQLite database, or encrypted".into()),
         Some(ErrorCode::DatabaseCorrupt) => CoreError::DatabaseCorrupt("SQLite reports corruption".into()),
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
+            CoreError::CannotOpen(e.to_string())
+        }
+        Some(ErrorCode::DiskFull) => CoreError::StorageFull,
         _ => CoreError::Database(e),
     }
 }
