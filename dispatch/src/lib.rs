@@ -1,0 +1,14 @@
+//! # doorstep-dispatch
+//!
+//! The reference issuing service: the core's issuer library behind HTTP, with its state in one
+//! folder (SQLite + signing keys). See `docs/dispatch.md` for the API and what is still to come.
+//!
+//! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection).
+//! - [`service`]: the axum router that exposes them.
+
+pub mod error;
+pub mod service;
+pub mod store;
+
+pub use error::DispatchError;
+pub use store::{Dispatch, HighValuePolicy, NewParcel};

@@ -1,0 +1,118 @@
+//! The HTTP face of [`Dispatch`] (axum). Handlers run the blocking store work on tokio's blocking
+//! pool; errors answer `{"error", "detail"}` with a 4xx for the caller's mistakes.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::DispatchError;
+use crate::store::{Dispatch, NewParcel};
+
+/// Largest request body accepted (a 16 MiB upload is far above any real batch).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+type AppState = Arc<Dispatch>;
+
+impl IntoResponse for DispatchError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = match status.as_u16() {
+            400 => "bad_request",
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            _ => "internal",
+        };
+        (status, Json(json!({ "error": kind, "detail": self.to_string() }))).into_response()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DispatchError> + Send + 'static,
+) -> Result<T, DispatchError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| DispatchError::Io(std::io::Error::other(e.to_string())))?
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// The service's routes.
+pub fn router(dispatch: Arc<Dispatch>) -> Router {
+    Router::new()
+        .route("/v1/enrolment-tokens", post(create_token))
+        .route("/v1/enrol", post(enrol))
+        .route("/v1/parcels", post(import_parcels))
+        .route("/v1/parcels/{id}/departed", post(departed))
+        .route("/v1/devices/{id}/manifest", get(manifest))
+        .route("/v1/devices/{id}/receipts", post(upload))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(dispatch)
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    route_id: String,
+}
+
+async fn create_token(State(d): State<AppState>, body: Bytes) -> Result<Response, DispatchError> {
+    let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
+    let token = blocking(move || d.create_enrolment_token(&req.route_id)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
+}
+
+async fn enrol(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, DispatchError> {
+    let token = headers
+        .get("enrolment-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| DispatchError::Forbidden("missing Enrolment-Token header".into()))?
+        .to_owned();
+    Ok(octets(blocking(move || d.enrol(&token, &body)).await?))
+}
+
+async fn import_parcels(State(d): State<AppState>, body: Bytes) -> Result<Response, DispatchError> {
+    let parcels: Vec<NewParcel> =
+        serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
+    let count = parcels.len();
+    let coded = blocking(move || d.import_parcels(&parcels)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "imported": count, "need_code": coded }))).into_response())
+}
+
+async fn departed(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
+    let code = blocking(move || d.parcel_departed(&id)).await?;
+    // The code goes to the customer by e-mail, never back to the caller.
+    Ok(Json(json!({ "departed": true, "code_issued": code.is_some() })).into_response())
+}
+
+/// `?date=YYYY-MM-DD` (parsed here so a bad value gets the JSON error body too).
+fn query_date(query: Option<&str>) -> Result<NaiveDate, DispatchError> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("date="))
+        .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?
+        .parse()
+        .map_err(|_| DispatchError::BadRequest("date must be YYYY-MM-DD".into()))
+}
+
+async fn manifest(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, DispatchError> {
+    let date = query_date(query.as_deref())?;
+    Ok(octets(blocking(move || d.full_manifest(&id, date)).await?))
+}
+
+async fn upload(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response, DispatchError> {
+    Ok(octets(blocking(move || d.upload(&id, &body)).await?))
+}

@@ -1,0 +1,581 @@
+//! Dispatch's state and operations: enrolment tokens, devices, parcels and their codes, manifests,
+//! and the receipt ledger, in one SQLite file; signing keys as files beside it.
+//!
+//! All writes go through one connection behind a mutex, each operation in one transaction, so a
+//! failed request leaves nothing half-written.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes};
+use doorstep_core::issuer::{CodeBook, EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, ReceiptLedger};
+use doorstep_core::policy::Policy;
+use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptStatus, SignedReceipt, Stop, genesis_hash};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{DispatchError, Result};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS enrolment_token (
+    token         TEXT PRIMARY KEY,
+    route_id      TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    used_by       TEXT
+);
+CREATE TABLE IF NOT EXISTS device (
+    device_id      TEXT PRIMARY KEY,
+    route_id       TEXT NOT NULL,
+    secret         BLOB NOT NULL,
+    public_key     BLOB NOT NULL,
+    manifest_seq   INTEGER NOT NULL DEFAULT 0,
+    enrolled_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parcel (
+    parcel_id      TEXT PRIMARY KEY,
+    barcode        TEXT NOT NULL UNIQUE,
+    route_id       TEXT NOT NULL,
+    stop_id        TEXT NOT NULL,
+    stop_seq       INTEGER NOT NULL,
+    delivery_date  TEXT NOT NULL,
+    time_zone      TEXT NOT NULL,
+    value_cents    INTEGER NOT NULL,
+    category       TEXT NOT NULL,
+    customer_email TEXT NOT NULL,
+    address_hint   TEXT NOT NULL,
+    recipient_hint TEXT NOT NULL,
+    needs_code     INTEGER NOT NULL,
+    departed_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS parcel_by_route ON parcel (route_id, delivery_date);
+CREATE TABLE IF NOT EXISTS code (
+    parcel_id    TEXT NOT NULL REFERENCES parcel (parcel_id),
+    holder       TEXT NOT NULL,
+    code         TEXT NOT NULL,
+    issued_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (parcel_id, holder, code)
+);
+CREATE TABLE IF NOT EXISTS receipt (
+    device_id      TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    receipt_id     TEXT NOT NULL UNIQUE,
+    body           BLOB NOT NULL,
+    signature      BLOB NOT NULL,
+    hash           BLOB NOT NULL,
+    status         TEXT NOT NULL,
+    reason         TEXT,
+    PRIMARY KEY (device_id, seq)
+);
+"#;
+
+/// Which parcels need a code.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HighValuePolicy {
+    /// Declared value at or above which a code is required, in cents.
+    pub value_threshold_cents: i64,
+    /// Categories that always need a code.
+    pub categories: Vec<String>,
+}
+
+impl Default for HighValuePolicy {
+    fn default() -> Self {
+        HighValuePolicy { value_threshold_cents: 50_000, categories: vec!["electronics".into(), "jewellery".into()] }
+    }
+}
+
+impl HighValuePolicy {
+    pub fn needs_code(&self, p: &NewParcel) -> bool {
+        p.declared_value_cents >= self.value_threshold_cents || self.categories.iter().any(|c| c == &p.category)
+    }
+}
+
+/// An order line as imported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewParcel {
+    pub parcel_id: String,
+    pub barcode: String,
+    pub route_id: String,
+    pub stop_id: String,
+    pub stop_sequence: u32,
+    pub delivery_date: NaiveDate,
+    /// IANA zone of the delivery address, e.g. "Europe/Berlin".
+    pub time_zone: String,
+    pub declared_value_cents: i64,
+    pub category: String,
+    pub customer_email: String,
+    #[serde(default)]
+    pub address_hint: String,
+    #[serde(default)]
+    pub recipient_hint: String,
+}
+
+/// The service's state.
+pub struct Dispatch {
+    conn: Mutex<Connection>,
+    issuer: Issuer,
+    policy: HighValuePolicy,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn bad(why: impl Into<String>) -> DispatchError {
+    DispatchError::BadRequest(why.into())
+}
+
+/// The validity window of a delivery day: local midnight to the next local midnight in the
+/// delivery's time zone, as UTC instants (23, 24 or 25 hours long across DST changes).
+pub fn delivery_window(date: NaiveDate, zone: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let tz: Tz = zone.parse().map_err(|_| bad(format!("unknown time zone {zone:?}")))?;
+    let local_midnight = |d: NaiveDate| {
+        let naive = d.and_hms_opt(0, 0, 0).ok_or_else(|| bad("invalid date"))?;
+        // Midnight may not exist (a DST jump at 00:00): take the earliest valid instant after it.
+        (0..3)
+            .find_map(|h| tz.from_local_datetime(&(naive + chrono::TimeDelta::hours(h))).earliest())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| bad("no valid local midnight"))
+    };
+    let next = date.succ_opt().ok_or_else(|| bad("date out of range"))?;
+    Ok((local_midnight(date)?, local_midnight(next)?))
+}
+
+impl Dispatch {
+    /// Opens (creating) the state folder: `dispatch.db` and `keys/`. The first start creates the
+    /// signing key `dispatch-1`.
+    pub fn open(folder: &Path, policy: HighValuePolicy) -> Result<Dispatch> {
+        std::fs::create_dir_all(folder.join("keys"))?;
+        let conn = Connection::open(folder.join("dispatch.db"))?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Dispatch { conn: Mutex::new(conn), issuer: load_or_create_issuer(&folder.join("keys"))?, policy })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn verifying_keys(&self) -> Vec<VerifyingKey> {
+        self.issuer.verifying_keys()
+    }
+
+    /// A one-time token that enrols one device for `route_id`.
+    pub fn create_enrolment_token(&self, route_id: &str) -> Result<String> {
+        if route_id.is_empty() || route_id.len() > 128 {
+            return Err(bad("route_id must be 1..=128 characters"));
+        }
+        let token = Uuid::from_bytes(random_bytes::<16>().map_err(DispatchError::Core)?).simple().to_string();
+        self.lock().execute(
+            "INSERT INTO enrolment_token (token, route_id, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![token, route_id, now_ms()],
+        )?;
+        Ok(token)
+    }
+
+    /// Enrols a device with a one-time token; returns the enrolment bundle (contains the device
+    /// secret: answer only over TLS).
+    pub fn enrol(&self, token: &str, request: &[u8]) -> Result<Vec<u8>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let route: Option<(String, Option<String>)> = tx
+            .query_row("SELECT route_id, used_by FROM enrolment_token WHERE token = ?1", [token], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let route_id = match route {
+            None => return Err(DispatchError::Forbidden("unknown enrolment token".into())),
+            Some((_, Some(_))) => return Err(DispatchError::Forbidden("enrolment token already used".into())),
+            Some((route_id, None)) => route_id,
+        };
+        let device_id = format!("dev-{}", Uuid::now_v7().simple());
+        let (device, bundle) = self.issuer.enrol(request, &device_id, Utc::now())?;
+        tx.execute(
+            "INSERT INTO device (device_id, route_id, secret, public_key, enrolled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device_id, route_id, device.secret.expose(), device.public_key.public.to_vec(), now_ms()],
+        )?;
+        tx.execute("UPDATE enrolment_token SET used_by = ?1 WHERE token = ?2", params![device_id, token])?;
+        tx.commit()?;
+        Ok(bundle)
+    }
+
+    /// Imports order lines (all or nothing); returns how many need a code under the policy.
+    pub fn import_parcels(&self, parcels: &[NewParcel]) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut coded = 0;
+        for p in parcels {
+            if p.parcel_id.is_empty() || p.barcode.is_empty() || p.route_id.is_empty() || p.stop_id.is_empty() {
+                return Err(bad(format!("parcel {:?}: ids must not be empty", p.parcel_id)));
+            }
+            delivery_window(p.delivery_date, &p.time_zone)?;
+            let needs_code = self.policy.needs_code(p);
+            coded += usize::from(needs_code);
+            tx.execute(
+                "INSERT INTO parcel (parcel_id, barcode, route_id, stop_id, stop_seq, delivery_date, time_zone,
+                                     value_cents, category, customer_email, address_hint, recipient_hint, needs_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    p.parcel_id,
+                    p.barcode,
+                    p.route_id,
+                    p.stop_id,
+                    p.stop_sequence,
+                    p.delivery_date.to_string(),
+                    p.time_zone,
+                    p.declared_value_cents,
+                    p.category,
+                    p.customer_email,
+                    p.address_hint,
+                    p.recipient_hint,
+                    needs_code
+                ],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    DispatchError::Conflict(format!("parcel {} or its barcode already exists", p.parcel_id))
+                }
+                _ => e.into(),
+            })?;
+        }
+        tx.commit()?;
+        Ok(coded)
+    }
+
+    /// "Left the warehouse": the parcel goes on the van; a high-value parcel gets its customer code.
+    /// Returns the code (to e-mail to the customer), or None when no code is needed. Idempotent.
+    pub fn parcel_departed(&self, parcel_id: &str) -> Result<Option<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let needs_code: bool = tx
+            .query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
+        tx.execute(
+            "UPDATE parcel SET departed_at_ms = coalesce(departed_at_ms, ?2) WHERE parcel_id = ?1",
+            params![parcel_id, now_ms()],
+        )?;
+        let code = if needs_code {
+            let existing: Option<String> = tx
+                .query_row("SELECT code FROM code WHERE parcel_id = ?1 AND holder = 'customer'", [parcel_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match existing {
+                Some(c) => Some(c),
+                None => {
+                    let code = Code::generate()?;
+                    tx.execute(
+                        "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, 'customer', ?2, ?3)",
+                        params![parcel_id, code.reveal(), now_ms()],
+                    )?;
+                    Some(code.reveal().to_owned())
+                }
+            }
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(code)
+    }
+
+    /// The codes issued for a parcel, by holder (for the customer's own view and for tests).
+    pub fn codes(&self, parcel_id: &str) -> Result<Vec<(Holder, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT holder, code FROM code WHERE parcel_id = ?1 ORDER BY issued_at_ms")?;
+        let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| {
+            let (h, c) = r?;
+            Ok((Holder::from_key(&h).unwrap_or(Holder::Customer), c))
+        })
+        .collect()
+    }
+
+    fn device(tx: &Transaction<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
+        let row: Option<(String, Vec<u8>, Vec<u8>, i64)> = tx
+            .query_row(
+                "SELECT route_id, secret, public_key, manifest_seq FROM device WHERE device_id = ?1",
+                [device_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (route_id, secret, public, seq) =
+            row.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
+        let public: [u8; 32] = public.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
+        let device = EnrolledDevice {
+            device_id: device_id.to_owned(),
+            secret: DeviceSecret::from_bytes(&secret)?,
+            public_key: VerifyingKey { key_id: format!("device:{device_id}"), public },
+        };
+        Ok((device, route_id, seq))
+    }
+
+    /// A signed full manifest of the departed parcels of the device's route for `date`.
+    pub fn full_manifest(&self, device_id: &str, date: NaiveDate) -> Result<Vec<u8>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (device, route_id, seq) = Self::device(&tx, device_id)?;
+        let mut parcels = Vec::new();
+        let mut zone = "UTC".to_owned();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT parcel_id, barcode, stop_id, stop_seq, time_zone, address_hint, recipient_hint, needs_code
+                 FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 AND departed_at_ms IS NOT NULL
+                 ORDER BY stop_seq, parcel_id",
+            )?;
+            let rows = stmt.query_map(params![route_id, date.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            })?;
+            for row in rows {
+                let (parcel_id, barcode, stop_id, stop_seq, tz, address_hint, recipient_hint, needs_code) = row?;
+                let (not_before, not_after) = delivery_window(date, &tz)?;
+                let codes = if needs_code { codes_of(&tx, &parcel_id)? } else { Vec::new() };
+                if needs_code && codes.is_empty() {
+                    continue; // departed but no code yet cannot happen; never ship a coded parcel without tags
+                }
+                zone = tz;
+                parcels.push(IssuedParcel {
+                    parcel_id,
+                    barcode,
+                    stop: Stop { id: stop_id, sequence: stop_seq },
+                    address_hint,
+                    recipient_hint,
+                    codes,
+                    not_before,
+                    not_after,
+                });
+            }
+        }
+        let sequence = seq + 1;
+        let spec = ManifestSpec {
+            manifest_id: Uuid::now_v7().to_string(),
+            route_id,
+            delivery_date: date,
+            time_zone: zone,
+            issued_at: Utc::now(),
+            sequence: sequence as u64,
+            kind: ManifestKind::Full,
+            policy: Policy::default(),
+            parcels,
+            removals: Vec::new(),
+            resets: Vec::new(),
+            dispatch_keys: Vec::new(),
+        };
+        let envelope = self.issuer.build_manifest(&device, &spec)?;
+        tx.execute("UPDATE device SET manifest_seq = ?1 WHERE device_id = ?2", params![sequence, device_id])?;
+        tx.commit()?;
+        Ok(envelope)
+    }
+
+    /// Verifies an uploaded batch, stores what verifies (accepted or flagged), and returns the
+    /// signed acknowledgement. Sending the same batch again changes nothing (duplicates).
+    pub fn upload(&self, device_id: &str, batch: &[u8]) -> Result<Vec<u8>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (device, _, _) = Self::device(&tx, device_id)?;
+        let verdict = {
+            let mut ledger = SqlLedger { tx: &tx, error: Default::default() };
+            let codes = SqlCodes { tx: &tx };
+            let verdict = self.issuer.verify_batch(&device, &mut ledger, &codes, batch, Utc::now())?;
+            if let Some(e) = ledger.error.into_inner() {
+                return Err(e.into());
+            }
+            verdict
+        };
+        tx.commit()?;
+        Ok(verdict.signed_ack)
+    }
+
+    /// Receipts held for a device with their verdicts, in chain order.
+    pub fn receipts(&self, device_id: &str) -> Result<Vec<(ReceiptBody, ReceiptStatus, Option<String>)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT body, status, reason FROM receipt WHERE device_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([device_id], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+        })?;
+        rows.map(|r| {
+            let (body, status, reason) = r?;
+            let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+            let status = serde_json::from_value(serde_json::Value::String(status)).map_err(|e| bad(e.to_string()))?;
+            Ok((body, status, reason))
+        })
+        .collect()
+    }
+}
+
+fn codes_of(tx: &Transaction<'_>, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
+    let mut stmt = tx.prepare("SELECT holder, code FROM code WHERE parcel_id = ?1 ORDER BY holder")?;
+    let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|r| {
+        let (h, c) = r?;
+        Ok((Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?, Code::parse(&c)?))
+    })
+    .collect()
+}
+
+fn load_or_create_issuer(dir: &Path) -> Result<Issuer> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pk8"))
+        .collect();
+    files.sort();
+    let mut keys = Vec::new();
+    for f in &files {
+        let key_id = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        keys.push(SigningKey::from_pkcs8(key_id, &std::fs::read(f)?)?);
+    }
+    if keys.is_empty() {
+        let key = SigningKey::generate("dispatch-1")?;
+        write_private(&dir.join("dispatch-1.pk8"), key.pkcs8())?;
+        keys.push(key);
+    }
+    let mut keys = keys.into_iter();
+    let mut issuer = Issuer::new(keys.next().ok_or_else(|| bad("no signing key"))?);
+    for key in keys {
+        issuer.rotate_to(key)?;
+    }
+    Ok(issuer)
+}
+
+/// Writes a private key readable by the owner only (created with mode 0600 on Unix).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)?;
+    Ok(())
+}
+
+/// The receipt ledger in dispatch's database, inside the upload's transaction.
+struct SqlLedger<'a> {
+    tx: &'a Transaction<'a>,
+    /// `ReceiptLedger` cannot fail; a storage error is kept here and fails the whole upload.
+    error: std::cell::RefCell<Option<rusqlite::Error>>,
+}
+
+impl SqlLedger<'_> {
+    fn keep<T>(&self, result: rusqlite::Result<T>) -> Option<T> {
+        result.map_err(|e| self.error.borrow_mut().get_or_insert(e).to_string()).ok()
+    }
+}
+
+impl ReceiptLedger for SqlLedger<'_> {
+    fn head(&self, device_id: &str) -> (u64, [u8; 32]) {
+        let row: Option<(i64, Vec<u8>)> = self
+            .keep(
+                self.tx
+                    .query_row(
+                        "SELECT seq, hash FROM receipt WHERE device_id = ?1 ORDER BY seq DESC LIMIT 1",
+                        [device_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional(),
+            )
+            .flatten();
+        match row {
+            Some((seq, hash)) => (seq as u64, hash.try_into().unwrap_or([0; 32])),
+            None => (0, genesis_hash(device_id)),
+        }
+    }
+
+    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Option<u64> {
+        self.keep(
+            self.tx
+                .query_row(
+                    "SELECT seq FROM receipt WHERE device_id = ?1 AND receipt_id = ?2",
+                    params![device_id, receipt_id.to_string()],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional(),
+        )
+        .flatten()
+        .map(|s| s as u64)
+    }
+
+    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, status: ReceiptStatus, reason: Option<&str>) {
+        let status = match status {
+            ReceiptStatus::Accepted => "accepted",
+            ReceiptStatus::Duplicate => "duplicate",
+            ReceiptStatus::Flagged => "flagged",
+            ReceiptStatus::Rejected => "rejected",
+        };
+        let result = self.tx.execute(
+            "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                body.device_id,
+                body.seq as i64,
+                body.receipt_id.to_string(),
+                receipt.body.0,
+                receipt.signature.0,
+                receipt.hash().to_vec(),
+                status,
+                reason
+            ],
+        );
+        self.keep(result);
+    }
+}
+
+/// The issued codes in dispatch's database.
+struct SqlCodes<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+impl CodeBook for SqlCodes<'_> {
+    fn codes(&self, parcel_id: &str, holder: &Holder) -> Vec<Code> {
+        let Ok(mut stmt) = self.tx.prepare_cached("SELECT code FROM code WHERE parcel_id = ?1 AND holder = ?2") else {
+            return Vec::new();
+        };
+        let Ok(rows) = stmt.query_map(params![parcel_id, holder.to_key()], |r| r.get::<_, String>(0)) else {
+            return Vec::new();
+        };
+        rows.filter_map(|r| r.ok().and_then(|c| Code::parse(&c).ok())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signing_key_is_created_once_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap().verifying_keys();
+        let again = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap().verifying_keys();
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("keys/dispatch-1.pk8")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn the_delivery_day_follows_the_time_zone_across_dst() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let (from, to) = delivery_window(d(2026, 11, 26), "Europe/Berlin").unwrap();
+        assert_eq!((from.to_rfc3339(), (to - from).num_hours()), ("2026-11-25T23:00:00+00:00".into(), 24));
+        // Clocks go back on 2026-10-25 in Berlin: a 25-hour day; forward on 2026-03-29: 23 hours.
+        let (from, to) = delivery_window(d(2026, 10, 25), "Europe/Berlin").unwrap();
+        assert_eq!((to - from).num_hours(), 25);
+        let (from, to) = delivery_window(d(2026, 3, 29), "Europe/Berlin").unwrap();
+        assert_eq!((to - from).num_hours(), 23);
+        assert!(delivery_window(d(2026, 3, 29), "Mars/Olympus").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! dispatch over real HTTP on loopback, with a device from the core: enrolment with a one-time
+//! token, import, departure (codes issued), manifest, hand-overs, upload and ack; the same upload
+//! twice is harmless; malformed and oversized requests are refused and change nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::NaiveDate;
+use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel};
+use doorstep_core::protocol::{FailureReason, Holder, ReceiptStatus};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, service};
+
+struct Vault;
+impl KeyVault for Vault {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError> {
+        Ok(plaintext.iter().map(|b| b ^ 0x3C).collect())
+    }
+    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.seal(sealed)
+    }
+}
+
+struct TestClock(AtomicI64);
+impl Clock for TestClock {
+    fn wall_time_ms(&self) -> Result<i64, HostError> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+    fn monotonic_ms(&self) -> Result<i64, HostError> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A dispatch served on an ephemeral loopback port for the life of the test.
+struct Server {
+    base: String,
+    dispatch: Arc<Dispatch>,
+    _state: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn serve() -> Server {
+    let state = tempfile::tempdir().unwrap();
+    let dispatch = Arc::new(Dispatch::open(state.path(), HighValuePolicy::default()).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let app = service::router(dispatch.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    Server { base: format!("http://{addr}"), dispatch, _state: state, _runtime: runtime }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
+
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let mut resp = agent().get(url).call().unwrap();
+    (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
+
+fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+}
+
+fn parcels(n: usize) -> Vec<NewParcel> {
+    (0..n)
+        .map(|i| NewParcel {
+            parcel_id: format!("P{i}"),
+            barcode: format!("BC{i}"),
+            route_id: "R1".into(),
+            stop_id: format!("S{}", i / 2),
+            stop_sequence: (i / 2 + 1) as u32,
+            delivery_date: date(),
+            time_zone: "Europe/Berlin".into(),
+            declared_value_cents: if i % 2 == 0 { 120_000 } else { 2_500 },
+            category: if i % 5 == 1 { "jewellery".into() } else { "books".into() },
+            customer_email: format!("customer{i}@example.test"),
+            address_hint: format!("{i} Elm St"),
+            recipient_hint: "A. B.".into(),
+        })
+        .collect()
+}
+
+/// A dispatch with 8 departed parcels and an enrolled, synced device.
+fn day(server: &Server) -> (Device, tempfile::TempDir, String) {
+    let (status, _) = post(&format!("{}/v1/parcels", server.base), &[], &serde_json::to_vec(&parcels(8)).unwrap());
+    assert_eq!(status, 201);
+    for i in 0..8 {
+        let (status, body) = post(&format!("{}/v1/parcels/P{i}/departed", server.base), &[], b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        // The code goes to the customer, never back to the warehouse's caller.
+        assert!(String::from_utf8_lossy(&body).chars().filter(char::is_ascii_digit).count() < 6);
+    }
+    let (status, body) = post(&format!("{}/v1/enrolment-tokens", server.base), &[], br#"{"route_id":"R1"}"#);
+    assert_eq!(status, 201);
+    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let noon = date().and_hms_opt(11, 0, 0).unwrap().and_utc().timestamp_millis();
+    let device =
+        Device::open(dir.path().join("d.db"), Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon))), None)
+            .unwrap();
+    let (status, bundle) = post(
+        &format!("{}/v1/enrol", server.base),
+        &[("Enrolment-Token", &token)],
+        &device.enrolment_request().unwrap(),
+    );
+    assert_eq!(status, 200);
+    device.complete_enrolment(&bundle).unwrap();
+    // The token is single-use.
+    let other =
+        Device::open(dir.path().join("other.db"), Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon))), None)
+            .unwrap();
+    let (status, _) =
+        post(&format!("{}/v1/enrol", server.base), &[("Enrolment-Token", &token)], &other.enrolment_request().unwrap());
+    assert_eq!(status, 403);
+    let device_id = device.status().unwrap().device_id.unwrap();
+    let (status, manifest) = get(&format!("{}/v1/devices/{device_id}/manifest?date=2026-11-26", server.base));
+    assert_eq!(status, 200);
+    let report = device.apply_manifest(&manifest).unwrap();
+    assert_eq!(report.added, 8);
+    (device, dir, device_id)
+}
+
+fn code(server: &Server, parcel: &str) -> String {
+    server.dispatch.codes(parcel).unwrap().into_iter().find(|(h, _)| *h == Holder::Customer).unwrap().1
+}
+
+fn upload(server: &Server, device: &Device, device_id: &str) -> Vec<Vec<u8>> {
+    let mut acks = Vec::new();
+    while let Some(batch) = device.next_batch(3, 64 * 1024).unwrap() {
+        let (status, ack) = post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], &batch.bytes);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ack));
+        device.apply_ack(&ack).unwrap();
+        acks.push(batch.bytes);
+    }
+    acks
+}
+
+#[test]
+fn a_day_over_http_reconciles_and_a_repeated_upload_is_harmless() {
+    let server = serve();
+    let (device, _dir, device_id) = day(&server);
+    // P0, P2, P4, P6 are high-value; P1 and P6 are jewellery.
+    let needs: Vec<bool> = device.parcels().unwrap().iter().map(|p| p.needs_code).collect();
+    assert_eq!(needs, vec![true, true, true, false, true, false, true, false]);
+    let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
+    assert!(matches!(
+        device.verify_code(&scan(0), &code(&server, "P0"), None).unwrap(),
+        HandoverOutcome::Accepted { .. }
+    ));
+    assert!(matches!(
+        device.verify_code(&scan(1), &code(&server, "P1"), None).unwrap(),
+        HandoverOutcome::Accepted { .. }
+    ));
+    assert!(matches!(device.deliver_without_code(&scan(3), None).unwrap(), HandoverOutcome::Accepted { .. }));
+    device.record_failure(&scan(2), FailureReason::RecipientUnavailable, None, None).unwrap();
+    let bodies = upload(&server, &device, &device_id);
+    assert_eq!(device.status().unwrap().pending_receipts, 0);
+
+    // The same batches again: duplicates, nothing stored twice.
+    for body in &bodies {
+        let (status, _) = post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], body);
+        assert_eq!(status, 200);
+    }
+    let held = server.dispatch.receipts(&device_id).unwrap();
+    assert_eq!(held.len(), 4);
+    assert!(held.iter().all(|(_, status, _)| *status == ReceiptStatus::Accepted));
+    assert_eq!(held.iter().map(|(b, _, _)| b.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
+    let server = serve();
+    let (device, _dir, device_id) = day(&server);
+    let url = |p: &str| format!("{}{p}", server.base);
+    assert_eq!(post(&url("/v1/parcels"), &[], b"{not json").0, 400);
+    assert_eq!(post(&url("/v1/enrolment-tokens"), &[], b"{}").0, 400);
+    assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 403);
+    assert_eq!(post(&url("/v1/enrol"), &[("Enrolment-Token", "nope")], b"{}").0, 403);
+    assert_eq!(post(&url("/v1/parcels/NOPE/departed"), &[], b"").0, 404);
+    assert_eq!(get(&url("/v1/devices/nobody/manifest?date=2026-11-26")).0, 404);
+    assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=yesterday"))).0, 400);
+    assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], b"[]").0, 400);
+    // A duplicate import is refused as a whole (the first line is new, the second exists).
+    let mut again = parcels(9);
+    again.swap(0, 8);
+    assert_eq!(post(&url("/v1/parcels"), &[], &serde_json::to_vec(&again[..2]).unwrap()).0, 409);
+    assert_eq!(post(&url("/v1/parcels/P8/departed"), &[], b"").0, 404, "the refused import left nothing behind");
+    // Oversized bodies are refused before they are read.
+    let huge = vec![b' '; service::MAX_BODY_BYTES + 1];
+    assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], &huge).0, 413);
+    assert!(server.dispatch.receipts(&device_id).unwrap().is_empty());
+    drop(device);
+}
