@@ -6,9 +6,10 @@
 //! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection).
 //! - [`service`]: the axum router that exposes them.
 
+pub mod demo;
 pub mod error;
 pub mod service;
 pub mod store;
 
 pub use error::DispatchError;
-pub use store::{Dispatch, HighValuePolicy, NewParcel};
+pub use store::{Dispatch, HighValuePolicy, NewParcel, delivery_window};

@@ -1,5 +1,10 @@
-//! `doorstep`: the reference dispatch service and tools. Today: `doorstep serve`. `demo` and
-//! `device` come next (docs/dispatch.md).
+//! `doorstep`: the reference dispatch service and the whole day in one command.
+//!
+//! - `doorstep demo`: dispatch on loopback with a temporary state folder, simulated phones working
+//!   their routes over HTTP, and the verdict on every receipt.
+//! - `doorstep serve`: dispatch for app developers.
+//!
+//! `doorstep device ...` (act as a phone from the terminal) is still to come: docs/dispatch.md.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, service};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, demo, service};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -18,6 +23,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole delivery day end to end against a dispatch on loopback, and print the outcome
+    /// and dispatch's verdict on every receipt. Exits non-zero unless everything reconciles.
+    Demo {
+        /// Parcels in the day.
+        #[arg(long, default_value_t = 300)]
+        parcels: usize,
+        /// Routes (one phone each).
+        #[arg(long, default_value_t = 3)]
+        routes: usize,
+        /// Print the result as JSON (no progress bar).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the dispatch service for app developers (loopback by default; development only until
     /// device request signing lands, see docs/dispatch.md).
     Serve {
@@ -36,34 +54,75 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match cli.command {
+        Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
         Command::Serve { addr, state, value_threshold_cents, categories } => {
-            let policy = HighValuePolicy { value_threshold_cents, categories };
-            let dispatch = match Dispatch::open(&state, policy) {
-                Ok(d) => Arc::new(d),
-                Err(e) => {
-                    eprintln!("cannot open the state folder {}: {e}", state.display());
-                    return ExitCode::FAILURE;
-                }
-            };
-            let listener = match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("cannot listen on {addr}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            println!("dispatch listening on http://{}", listener.local_addr().map_or(addr, |a| a));
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            if let Err(e) = axum::serve(listener, service::router(dispatch)).with_graceful_shutdown(shutdown).await {
-                eprintln!("server error: {e}");
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
+            runtime.block_on(serve(addr, state, HighValuePolicy { value_threshold_cents, categories }))
         }
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::FAILURE
+}
+
+fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, json: bool) -> ExitCode {
+    if parcels == 0 {
+        return fail("--parcels must be at least 1".into());
+    }
+    let state = match tempfile::tempdir() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot create a temporary state folder: {e}")),
+    };
+    let dispatch = match Dispatch::open(state.path(), HighValuePolicy::default()) {
+        Ok(d) => Arc::new(d),
+        Err(e) => return fail(format!("cannot open dispatch: {e}")),
+    };
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on loopback: {e}")),
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let app = service::router(dispatch.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    if !json {
+        println!("dispatch listening on http://{addr} (state in {})", state.path().display());
+    }
+    match demo::run(&format!("http://{addr}"), &dispatch, parcels, routes, json) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                demo::print_table(&report);
+            }
+            if report.reconciled { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => fail(format!("demo failed: {e}")),
+    }
+}
+
+async fn serve(addr: SocketAddr, state: PathBuf, policy: HighValuePolicy) -> ExitCode {
+    let dispatch = match Dispatch::open(&state, policy) {
+        Ok(d) => Arc::new(d),
+        Err(e) => return fail(format!("cannot open the state folder {}: {e}", state.display())),
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
+    };
+    println!("dispatch listening on http://{}", listener.local_addr().map_or(addr, |a| a));
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, service::router(dispatch)).with_graceful_shutdown(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("server error: {e}")),
     }
 }

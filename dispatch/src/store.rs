@@ -282,6 +282,49 @@ impl Dispatch {
         Ok(code)
     }
 
+    /// Names a trusted person who may receive the parcel with their own code; returns that code
+    /// (for the customer to pass on). Only for parcels that need a code.
+    pub fn name_delegate(&self, parcel_id: &str, label: &str) -> Result<String> {
+        if label.trim().is_empty() || label.len() > 64 {
+            return Err(bad("delegate label must be 1..=64 characters"));
+        }
+        let conn = self.lock();
+        let needs_code: bool = conn
+            .query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
+        if !needs_code {
+            return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs no code")));
+        }
+        let code = Code::generate()?;
+        conn.execute(
+            "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), code.reveal(), now_ms()],
+        )?;
+        Ok(code.reveal().to_owned())
+    }
+
+    /// A QR token for the customer app: signed by dispatch, for one parcel and holder, valid for
+    /// the parcel's delivery day.
+    pub fn qr_token(&self, parcel_id: &str, holder: Holder) -> Result<String> {
+        let (date, zone): (String, String) = self
+            .lock()
+            .query_row("SELECT delivery_date, time_zone FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
+        let date: NaiveDate = date.parse().map_err(|_| bad("stored date"))?;
+        let (not_before, not_after) = delivery_window(date, &zone)?;
+        Ok(self.issuer.sign_qr(&doorstep_core::protocol::QrToken {
+            parcel_id: parcel_id.to_owned(),
+            holder,
+            not_before,
+            not_after,
+            nonce: doorstep_core::protocol::Base64Bytes(random_bytes::<16>()?.to_vec()),
+        }))
+    }
+
     /// The codes issued for a parcel, by holder (for the customer's own view and for tests).
     pub fn codes(&self, parcel_id: &str) -> Result<Vec<(Holder, String)>> {
         let conn = self.lock();

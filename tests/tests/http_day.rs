@@ -203,3 +203,14 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     assert!(server.dispatch.receipts(&device_id).unwrap().is_empty());
     drop(device);
 }
+
+#[test]
+fn the_demo_day_reconciles() {
+    let server = serve();
+    let report = doorstep_dispatch::demo::run(&server.base, &server.dispatch, 90, 2, true).unwrap();
+    assert!(report.reconciled, "{report:?}");
+    assert_eq!(report.at_the_door.values().sum::<usize>(), 90);
+    assert_eq!(report.pending_on_phones, 0);
+    assert_eq!(report.lost_acks_recovered, 1);
+    assert!(report.verdicts.keys().all(|k| k.ends_with(" accepted")), "{:?}", report.verdicts);
+}

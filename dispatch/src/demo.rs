@@ -1,0 +1,307 @@
+//! `doorstep demo`: the whole system in one command. Dispatch runs on loopback with a temporary
+//! state folder; one simulated phone per route enrols, syncs and works its route over real HTTP
+//! (right codes, typos, delegates, QR tokens, guessing until lockout, absent and refusing
+//! recipients), goes offline for the middle of the route, reconnects and uploads; at the end of
+//! the day the rest expires. The verdict on every receipt comes from dispatch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{Days, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
+use doorstep_core::protocol::{FailureReason, Holder, ReceiptStatus};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::store::{Dispatch, NewParcel, delivery_window};
+
+type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const ZONE: &str = "Europe/Berlin";
+
+/// For the demo only: the phones' key vault XORs with a fixed key stream (apps use the Android
+/// Keystore or the iOS Keychain).
+struct DemoVault;
+
+impl KeyVault for DemoVault {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError> {
+        Ok(plaintext.iter().enumerate().map(|(i, b)| b ^ (i as u8).wrapping_mul(73).wrapping_add(19)).collect())
+    }
+    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.seal(sealed)
+    }
+}
+
+/// The simulated day's clock, shared by the phones.
+struct DayClock(AtomicI64);
+
+impl Clock for DayClock {
+    fn wall_time_ms(&self) -> Result<i64, HostError> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+    fn monotonic_ms(&self) -> Result<i64, HostError> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A tiny HTTP client for the phones' calls (what OkHttp or URLSession do in the apps).
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn new(base: String) -> Http {
+        Http { base, agent: ureq::Agent::config_builder().http_status_as_error(false).build().into() }
+    }
+
+    fn check(path: &str, mut resp: ureq::http::Response<ureq::Body>) -> DemoResult<Vec<u8>> {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body)).into());
+        }
+        Ok(body)
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> DemoResult<Vec<u8>> {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::check(path, req.send(body)?)
+    }
+
+    fn get(&self, path: &str) -> DemoResult<Vec<u8>> {
+        Self::check(path, self.agent.get(format!("{}{path}", self.base)).call()?)
+    }
+}
+
+/// The demo's result, printed as a table or as JSON.
+#[derive(Debug, Default, Serialize)]
+pub struct DemoReport {
+    pub parcels: usize,
+    pub routes: usize,
+    pub need_code: usize,
+    /// What happened at the door, by kind.
+    pub at_the_door: BTreeMap<String, usize>,
+    /// Dispatch's verdict on every receipt, by "event status".
+    pub verdicts: BTreeMap<String, usize>,
+    pub receipts_held_by_dispatch: usize,
+    pub pending_on_phones: u32,
+    pub lost_acks_recovered: usize,
+    pub reconciled: bool,
+}
+
+struct Phone {
+    device: Device,
+    device_id: String,
+}
+
+/// Runs the day against the dispatch at `base` (which must serve `dispatch`).
+pub fn run(base: &str, dispatch: &Dispatch, parcels: usize, routes: usize, quiet: bool) -> DemoResult<DemoReport> {
+    let routes = routes.clamp(1, 20);
+    let http = Http::new(base.to_owned());
+    let phones_dir = tempfile::tempdir()?;
+    let tz: Tz = ZONE.parse().map_err(|_| "time zone")?;
+    // Tomorrow's deliveries, so the simulated day is always whole whatever the time now.
+    let date = Utc::now().with_timezone(&tz).date_naive().checked_add_days(Days::new(1)).ok_or("date")?;
+    let (_, end_of_day) = delivery_window(date, ZONE)?;
+    let morning = tz.from_local_datetime(&date.and_hms_opt(8, 0, 0).ok_or("time")?).earliest().ok_or("time")?;
+    let clock = Arc::new(DayClock(AtomicI64::new(morning.timestamp_millis())));
+
+    // The warehouse imports the day and the parcels leave it; customers get their codes.
+    let orders: Vec<NewParcel> = (0..parcels)
+        .map(|i| NewParcel {
+            parcel_id: format!("PCL-{i:05}"),
+            barcode: format!("1Z{i:010}"),
+            route_id: format!("route-{}", i % routes + 1),
+            stop_id: format!("stop-{}", i / 2),
+            stop_sequence: (i / routes + 1) as u32,
+            delivery_date: date,
+            time_zone: ZONE.into(),
+            declared_value_cents: if i % 5 < 2 { 95_000 } else { 3_500 },
+            category: if i % 17 == 3 { "jewellery".into() } else { "household".into() },
+            customer_email: format!("customer{i}@example.test"),
+            address_hint: format!("{} Market St", 10 + i),
+            recipient_hint: "K. M.".into(),
+        })
+        .collect();
+    let imported: serde_json::Value =
+        serde_json::from_slice(&http.post("/v1/parcels", &[], &serde_json::to_vec(&orders)?)?)?;
+    let mut report = DemoReport { parcels, routes, ..Default::default() };
+    report.need_code = imported["need_code"].as_u64().unwrap_or(0) as usize;
+    for p in &orders {
+        http.post(&format!("/v1/parcels/{}/departed", p.parcel_id), &[], b"")?;
+        if kind(p) == 1 && dispatch.codes(&p.parcel_id)?.len() == 1 {
+            dispatch.name_delegate(&p.parcel_id, "neighbour")?; // the customer names a neighbour
+        }
+    }
+
+    // Each route's phone enrols with a one-time token and syncs the day's manifest.
+    let mut phones = Vec::with_capacity(routes);
+    for r in 1..=routes {
+        let body = serde_json::to_vec(&serde_json::json!({ "route_id": format!("route-{r}") }))?;
+        let token: serde_json::Value = serde_json::from_slice(&http.post("/v1/enrolment-tokens", &[], &body)?)?;
+        let token = token["token"].as_str().ok_or("no token")?.to_owned();
+        let device =
+            Device::open(phones_dir.path().join(format!("route-{r}.db")), Arc::new(DemoVault), clock.clone(), None)?;
+        let bundle = http.post("/v1/enrol", &[("Enrolment-Token", &token)], &device.enrolment_request()?)?;
+        device.complete_enrolment(&bundle)?;
+        let device_id = device.status()?.device_id.ok_or("not enrolled")?;
+        device.apply_manifest(&http.get(&format!("/v1/devices/{device_id}/manifest?date={date}"))?)?;
+        phones.push(Phone { device, device_id });
+    }
+
+    let progress = if quiet { ProgressBar::hidden() } else { ProgressBar::new(parcels as u64) };
+    progress.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}").map_err(|e| e.to_string())?);
+    progress.set_message("on the road");
+    let mut lost = 0usize;
+    for (i, p) in orders.iter().enumerate() {
+        clock.0.fetch_add(TimeDelta::seconds(60).num_milliseconds(), Ordering::SeqCst);
+        let phone = &phones[i % routes];
+        let label = at_the_door(dispatch, &phone.device, p)?;
+        *report.at_the_door.entry(label.to_owned()).or_default() += 1;
+        let position = i / routes;
+        let per_route = parcels.div_ceil(routes);
+        let offline = position >= per_route / 3 && position < 2 * per_route / 3;
+        if !offline && position % 10 == 9 {
+            lost += upload(&http, phone, lost == 0)?;
+        }
+        progress.inc(1);
+    }
+    progress.finish_with_message("day done");
+
+    // End of the day: what was not handed over expires; everything goes up.
+    clock.0.store(end_of_day.timestamp_millis() + PURGE_GRACE_MS + 60_000, Ordering::SeqCst);
+    for phone in &phones {
+        phone.device.purge_expired()?;
+        lost += upload(&http, phone, false)?;
+    }
+    report.lost_acks_recovered = lost;
+
+    // Dispatch's verdict on every receipt, and the check that everything reconciles.
+    let mut all_accepted = true;
+    for phone in &phones {
+        let held = dispatch.receipts(&phone.device_id)?;
+        for (n, (body, status, _)) in held.iter().enumerate() {
+            all_accepted &= *status == ReceiptStatus::Accepted && body.seq == n as u64 + 1;
+            let key = format!("{} {}", json_name(&body.event)?, json_name(status)?);
+            *report.verdicts.entry(key).or_default() += 1;
+        }
+        report.receipts_held_by_dispatch += held.len();
+        report.pending_on_phones += phone.device.status()?.pending_receipts;
+    }
+    report.reconciled = all_accepted && report.pending_on_phones == 0 && report.receipts_held_by_dispatch > 0;
+    Ok(report)
+}
+
+fn json_name<T: Serialize>(value: &T) -> DemoResult<String> {
+    Ok(serde_json::to_value(value)?.as_str().unwrap_or("?").to_owned())
+}
+
+/// Which door scenario a parcel plays (by its number).
+fn kind(p: &NewParcel) -> usize {
+    p.parcel_id.trim_start_matches("PCL-").parse::<usize>().unwrap_or(0) % 20
+}
+
+fn at_the_door(dispatch: &Dispatch, device: &Device, p: &NewParcel) -> DemoResult<&'static str> {
+    let scan = [ScannedParcel::scanned(p.barcode.clone())];
+    let codes = dispatch.codes(&p.parcel_id)?; // what the customer read in their e-mail
+    let code_of = |h: &Holder| codes.iter().find(|(holder, _)| holder == h).map(|(_, c)| c.clone());
+    let accepted = |o: HandoverOutcome| -> DemoResult<()> {
+        match o {
+            HandoverOutcome::Accepted { .. } => Ok(()),
+            other => Err(format!("parcel {}: expected a hand-over, got {other:?}", p.parcel_id).into()),
+        }
+    };
+    Ok(match (code_of(&Holder::Customer), kind(p)) {
+        (None, 7) => {
+            device.record_failure(&scan, FailureReason::RecipientUnavailable, None, None)?;
+            "recipient absent"
+        }
+        (None, _) => {
+            accepted(device.deliver_without_code(&scan, None)?)?;
+            "delivered, no code needed"
+        }
+        (Some(_), 0) => {
+            accepted(device.verify_qr_token(&scan, &dispatch.qr_token(&p.parcel_id, Holder::Customer)?, None)?)?;
+            "delivered, QR token"
+        }
+        (Some(_), 1) => {
+            let code = code_of(&Holder::Delegate("neighbour".into())).ok_or("no delegate code")?;
+            accepted(device.verify_code(&scan, &code, None)?)?;
+            "delivered, delegate's code"
+        }
+        (Some(right), 5) => {
+            match device.verify_code(&scan, &wrong(&right), None)? {
+                HandoverOutcome::WrongCode { attempts_left: 4 } => {}
+                other => return Err(format!("a typo gave {other:?}").into()),
+            }
+            accepted(device.verify_code(&scan, &right, None)?)?;
+            "delivered after a typo"
+        }
+        (Some(right), 6) => {
+            for _ in 0..5 {
+                let _ = device.verify_code(&scan, &wrong(&right), None)?;
+            }
+            device.record_failure(&scan, FailureReason::CodeLockedOut, None, None)?;
+            "locked out (5 wrong codes)"
+        }
+        (Some(_), 10) => {
+            device.record_failure(&scan, FailureReason::RefusedByRecipient, None, None)?;
+            "refused by recipient"
+        }
+        (Some(_), 11) => {
+            device.record_failure(&scan, FailureReason::RecipientUnavailable, None, None)?;
+            "recipient absent"
+        }
+        (Some(_), 15) => "not reached today",
+        (Some(right), _) => {
+            accepted(device.verify_code(&scan, &right, None)?)?;
+            "delivered, code"
+        }
+    })
+}
+
+/// A 6-digit code that differs from `right` in every digit.
+fn wrong(right: &str) -> String {
+    right.bytes().map(|b| char::from(b'0' + (b - b'0' + 5) % 10)).collect()
+}
+
+/// Uploads what the phone holds. With `lose_first_ack`, dispatch's first answer is "lost" on the
+/// way and the same batch is sent again (dispatch answers duplicates). Returns acks lost.
+fn upload(http: &Http, phone: &Phone, lose_first_ack: bool) -> DemoResult<usize> {
+    let path = format!("/v1/devices/{}/receipts", phone.device_id);
+    let mut lost = 0;
+    while let Some(batch) = phone.device.next_batch(50, 256 * 1024)? {
+        let ack = http.post(&path, &[], &batch.bytes)?;
+        if lose_first_ack && lost == 0 {
+            lost = 1;
+            phone.device.record_upload_failure("demo: connection reset before the answer arrived")?;
+            continue;
+        }
+        phone.device.apply_ack(&ack)?;
+    }
+    Ok(lost)
+}
+
+/// The report as the table the demo prints.
+pub fn print_table(r: &DemoReport) {
+    println!("\n{} parcels on {} routes, {} need a code\n", r.parcels, r.routes, r.need_code);
+    println!("{:<34} {:>8}", "at the door", "parcels");
+    for (label, n) in &r.at_the_door {
+        println!("{label:<34} {n:>8}");
+    }
+    println!("\n{:<34} {:>8}", "dispatch's verdict", "receipts");
+    for (label, n) in &r.verdicts {
+        println!("{label:<34} {n:>8}");
+    }
+    println!(
+        "\nreceipts held by dispatch: {}; pending on the phones: {}; lost answers recovered: {}",
+        r.receipts_held_by_dispatch, r.pending_on_phones, r.lost_acks_recovered
+    );
+    println!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
+}
