@@ -53,6 +53,9 @@ pub fn router(dispatch: Arc<Dispatch>) -> Router {
         .route("/v1/enrol", post(enrol))
         .route("/v1/parcels", post(import_parcels))
         .route("/v1/parcels/{id}/departed", post(departed))
+        .route("/v1/parcels/{id}/reset", post(reset))
+        .route("/v1/parcels/{id}/reissue", post(reissue))
+        .route("/v1/parcels/{id}/reassign", post(reassign))
         .route("/v1/devices/{id}/manifest", get(manifest))
         .route("/v1/devices/{id}/receipts", post(upload))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -93,24 +96,52 @@ async fn departed(State(d): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(Json(json!({ "departed": true, "code_issued": code.is_some() })).into_response())
 }
 
-/// `?date=YYYY-MM-DD` (parsed here so a bad value gets the JSON error body too).
-fn query_date(query: Option<&str>) -> Result<NaiveDate, DispatchError> {
+/// One `key=value` of the query string (parsed here so a bad value gets the JSON error body too).
+fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str) -> Result<Option<T>, DispatchError> {
+    let prefix = format!("{key}=");
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("date="))
-        .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?
-        .parse()
-        .map_err(|_| DispatchError::BadRequest("date must be YYYY-MM-DD".into()))
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+        .map(|v| v.parse().map_err(|_| DispatchError::BadRequest(format!("{key} must be {what}"))))
+        .transpose()
 }
 
+/// `?date=YYYY-MM-DD[&since=N]`: the next manifest for the device (204 when it is up to date).
 async fn manifest(
     State(d): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, DispatchError> {
-    let date = query_date(query.as_deref())?;
-    Ok(octets(blocking(move || d.full_manifest(&id, date)).await?))
+    let date: NaiveDate = query_param(query.as_deref(), "date", "YYYY-MM-DD")?
+        .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?;
+    let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
+    Ok(match blocking(move || d.manifest(&id, date, since)).await? {
+        Some(envelope) => octets(envelope),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn reset(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
+    let devices = blocking(move || d.reset_lockout(&id)).await?;
+    Ok(Json(json!({ "devices_notified": devices })).into_response())
+}
+
+async fn reissue(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
+    blocking(move || d.reissue_code(&id)).await?;
+    // The new code goes to the customer by e-mail, never back to the operator.
+    Ok(Json(json!({ "reissued": true })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReassignRequest {
+    route_id: String,
+}
+
+async fn reassign(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response, DispatchError> {
+    let req: ReassignRequest = serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
+    blocking(move || d.reassign(&id, &req.route_id)).await?;
+    Ok(Json(json!({ "reassigned": true })).into_response())
 }
 
 async fn upload(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response, DispatchError> {

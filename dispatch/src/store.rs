@@ -32,7 +32,15 @@ CREATE TABLE IF NOT EXISTS device (
     secret         BLOB NOT NULL,
     public_key     BLOB NOT NULL,
     manifest_seq   INTEGER NOT NULL DEFAULT 0,
+    manifest_date  TEXT,
     enrolled_at_ms INTEGER NOT NULL
+);
+-- Deltas issued to a device, by sequence: `?since=N` returns delta N+1.
+CREATE TABLE IF NOT EXISTS delta (
+    device_id TEXT NOT NULL REFERENCES device (device_id),
+    seq       INTEGER NOT NULL,
+    envelope  BLOB NOT NULL,
+    PRIMARY KEY (device_id, seq)
 );
 CREATE TABLE IF NOT EXISTS parcel (
     parcel_id      TEXT PRIMARY KEY,
@@ -288,19 +296,25 @@ impl Dispatch {
         if label.trim().is_empty() || label.len() > 64 {
             return Err(bad("delegate label must be 1..=64 characters"));
         }
-        let conn = self.lock();
-        let needs_code: bool = conn
-            .query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        let needs_code: bool =
+            tx.query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))?;
         if !needs_code {
             return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs no code")));
         }
         let code = Code::generate()?;
-        conn.execute(
+        tx.execute(
             "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), code.reveal(), now_ms()],
         )?;
+        // Devices already carrying the parcel learn the new holder's tag.
+        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        if !entry.is_empty() {
+            self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+        }
+        tx.commit()?;
         Ok(code.reveal().to_owned())
     }
 
@@ -325,16 +339,9 @@ impl Dispatch {
         }))
     }
 
-    /// The codes issued for a parcel, by holder (for the customer's own view and for tests).
+    /// The current code of each holder of a parcel (the customer's own view; tests).
     pub fn codes(&self, parcel_id: &str) -> Result<Vec<(Holder, String)>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT holder, code FROM code WHERE parcel_id = ?1 ORDER BY issued_at_ms")?;
-        let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|r| {
-            let (h, c) = r?;
-            Ok((Holder::from_key(&h).unwrap_or(Holder::Customer), c))
-        })
-        .collect()
+        Ok(codes_of(&self.lock(), parcel_id)?.into_iter().map(|(h, c)| (h, c.reveal().to_owned())).collect())
     }
 
     fn device(tx: &Transaction<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
@@ -356,70 +363,194 @@ impl Dispatch {
         Ok((device, route_id, seq))
     }
 
-    /// A signed full manifest of the departed parcels of the device's route for `date`.
-    pub fn full_manifest(&self, device_id: &str, date: NaiveDate) -> Result<Vec<u8>> {
+    /// The manifest a device should apply next. Without `since` (or when `since` is not a sequence
+    /// this device can continue from, or the date changed): a new full manifest. With `since` equal
+    /// to the latest sequence: `None`, nothing new. Otherwise the delta `since + 1`.
+    pub fn manifest(&self, device_id: &str, date: NaiveDate, since: Option<u64>) -> Result<Option<Vec<u8>>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (device, route_id, seq) = Self::device(&tx, device_id)?;
-        let mut parcels = Vec::new();
-        let mut zone = "UTC".to_owned();
+        let current_date: Option<String> =
+            tx.query_row("SELECT manifest_date FROM device WHERE device_id = ?1", [device_id], |r| r.get(0))?;
+        if let Some(n) = since
+            && current_date.as_deref() == Some(&date.to_string())
         {
-            let mut stmt = tx.prepare(
-                "SELECT parcel_id, barcode, stop_id, stop_seq, time_zone, address_hint, recipient_hint, needs_code
-                 FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 AND departed_at_ms IS NOT NULL
-                 ORDER BY stop_seq, parcel_id",
-            )?;
-            let rows = stmt.query_map(params![route_id, date.to_string()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, bool>(7)?,
-                ))
-            })?;
-            for row in rows {
-                let (parcel_id, barcode, stop_id, stop_seq, tz, address_hint, recipient_hint, needs_code) = row?;
-                let (not_before, not_after) = delivery_window(date, &tz)?;
-                let codes = if needs_code { codes_of(&tx, &parcel_id)? } else { Vec::new() };
-                if needs_code && codes.is_empty() {
-                    continue; // departed but no code yet cannot happen; never ship a coded parcel without tags
-                }
-                zone = tz;
-                parcels.push(IssuedParcel {
-                    parcel_id,
-                    barcode,
-                    stop: Stop { id: stop_id, sequence: stop_seq },
-                    address_hint,
-                    recipient_hint,
-                    codes,
-                    not_before,
-                    not_after,
-                });
+            if n as i64 == seq {
+                return Ok(None);
+            }
+            let delta: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2",
+                    params![device_id, n as i64 + 1],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if delta.is_some() {
+                return Ok(delta);
             }
         }
-        let sequence = seq + 1;
+        let ids: Vec<String> = tx
+            .prepare(
+                "SELECT parcel_id FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 AND departed_at_ms IS NOT NULL
+                 ORDER BY stop_seq, parcel_id",
+            )?
+            .query_map(params![route_id, date.to_string()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut parcels = Vec::with_capacity(ids.len());
+        for id in &ids {
+            parcels.extend(parcel_entry(&tx, id)?);
+        }
+        let envelope =
+            self.sign_for(&tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
+        tx.execute(
+            "UPDATE device SET manifest_seq = ?1, manifest_date = ?2 WHERE device_id = ?3",
+            params![seq + 1, date.to_string(), device_id],
+        )?;
+        tx.commit()?;
+        Ok(Some(envelope))
+    }
+
+    /// A signed full manifest of the departed parcels of the device's route for `date`.
+    pub fn full_manifest(&self, device_id: &str, date: NaiveDate) -> Result<Vec<u8>> {
+        self.manifest(device_id, date, None)?.ok_or_else(|| bad("no manifest"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign_for(
+        &self,
+        tx: &Transaction<'_>,
+        device: &EnrolledDevice,
+        route_id: &str,
+        date: NaiveDate,
+        sequence: i64,
+        kind: ManifestKind,
+        parcels: Vec<IssuedParcel>,
+        removals: Vec<String>,
+        resets: Vec<String>,
+    ) -> Result<Vec<u8>> {
+        let zone: Option<String> = tx
+            .query_row(
+                "SELECT time_zone FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 LIMIT 1",
+                params![route_id, date.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
         let spec = ManifestSpec {
             manifest_id: Uuid::now_v7().to_string(),
-            route_id,
+            route_id: route_id.to_owned(),
             delivery_date: date,
-            time_zone: zone,
+            time_zone: zone.unwrap_or_else(|| "UTC".into()),
             issued_at: Utc::now(),
             sequence: sequence as u64,
-            kind: ManifestKind::Full,
+            kind,
             policy: Policy::default(),
             parcels,
-            removals: Vec::new(),
-            resets: Vec::new(),
+            removals,
+            resets,
             dispatch_keys: Vec::new(),
         };
-        let envelope = self.issuer.build_manifest(&device, &spec)?;
-        tx.execute("UPDATE device SET manifest_seq = ?1 WHERE device_id = ?2", params![sequence, device_id])?;
+        Ok(self.issuer.build_manifest(device, &spec)?)
+    }
+
+    /// Appends one signed delta to the journal of every device that holds `route_id`'s manifest
+    /// for `date`. Returns how many devices get it (none: the next full manifest carries it).
+    fn push_delta(
+        &self,
+        tx: &Transaction<'_>,
+        route_id: &str,
+        date: NaiveDate,
+        parcels: Vec<IssuedParcel>,
+        removals: Vec<String>,
+        resets: Vec<String>,
+    ) -> Result<usize> {
+        let devices: Vec<String> = tx
+            .prepare("SELECT device_id FROM device WHERE route_id = ?1 AND manifest_date = ?2 AND manifest_seq > 0")?
+            .query_map(params![route_id, date.to_string()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for device_id in &devices {
+            let (device, _, seq) = Self::device(tx, device_id)?;
+            let envelope = self.sign_for(
+                tx,
+                &device,
+                route_id,
+                date,
+                seq + 1,
+                ManifestKind::Delta,
+                parcels.clone(),
+                removals.clone(),
+                resets.clone(),
+            )?;
+            tx.execute(
+                "INSERT INTO delta (device_id, seq, envelope) VALUES (?1, ?2, ?3)",
+                params![device_id, seq + 1, envelope],
+            )?;
+            tx.execute("UPDATE device SET manifest_seq = ?1 WHERE device_id = ?2", params![seq + 1, device_id])?;
+        }
+        Ok(devices.len())
+    }
+
+    fn route_and_date(tx: &Transaction<'_>, parcel_id: &str) -> Result<(String, NaiveDate)> {
+        let (route, date): (String, String) = tx
+            .query_row("SELECT route_id, delivery_date FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
+        Ok((route, date.parse().map_err(|_| bad("stored date"))?))
+    }
+
+    /// Operator: resets a parcel's lockout on the devices that carry it (as a delta).
+    pub fn reset_lockout(&self, parcel_id: &str) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        let n = self.push_delta(&tx, &route, date, vec![], vec![], vec![parcel_id.to_owned()])?;
         tx.commit()?;
-        Ok(envelope)
+        Ok(n)
+    }
+
+    /// Operator: issues a new customer code (the old one stops working on the devices); returns it
+    /// for the customer's e-mail.
+    pub fn reissue_code(&self, parcel_id: &str) -> Result<String> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        let needs_code: bool =
+            tx.query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))?;
+        if !needs_code {
+            return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs no code")));
+        }
+        let code = Code::generate()?;
+        tx.execute(
+            "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, 'customer', ?2, ?3)",
+            params![parcel_id, code.reveal(), now_ms()],
+        )?;
+        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+        tx.commit()?;
+        Ok(code.reveal().to_owned())
+    }
+
+    /// Operator: moves a parcel to another route: it leaves the old route's devices and joins the
+    /// new route's (both as deltas).
+    pub fn reassign(&self, parcel_id: &str, new_route: &str) -> Result<()> {
+        if new_route.is_empty() || new_route.len() > 128 {
+            return Err(bad("route_id must be 1..=128 characters"));
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (old_route, date) = Self::route_and_date(&tx, parcel_id)?;
+        if old_route == new_route {
+            return Ok(());
+        }
+        tx.execute("UPDATE parcel SET route_id = ?1 WHERE parcel_id = ?2", params![new_route, parcel_id])?;
+        self.push_delta(&tx, &old_route, date, vec![], vec![parcel_id.to_owned()], vec![])?;
+        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        if !entry.is_empty() {
+            self.push_delta(&tx, new_route, date, entry, vec![], vec![])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Verifies an uploaded batch, stores what verifies (accepted or flagged), and returns the
@@ -458,8 +589,57 @@ impl Dispatch {
     }
 }
 
-fn codes_of(tx: &Transaction<'_>, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
-    let mut stmt = tx.prepare("SELECT holder, code FROM code WHERE parcel_id = ?1 ORDER BY holder")?;
+/// The manifest entry of a departed parcel (None if it has not left the warehouse yet), with the
+/// latest code of each holder.
+fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedParcel>> {
+    let row = tx
+        .query_row(
+            "SELECT barcode, stop_id, stop_seq, delivery_date, time_zone, address_hint, recipient_hint, needs_code
+             FROM parcel WHERE parcel_id = ?1 AND departed_at_ms IS NOT NULL",
+            [parcel_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((barcode, stop_id, stop_seq, date, tz, address_hint, recipient_hint, needs_code)) = row else {
+        return Ok(None);
+    };
+    let (not_before, not_after) = delivery_window(date.parse().map_err(|_| bad("stored date"))?, &tz)?;
+    let codes = if needs_code { codes_of(tx, parcel_id)? } else { Vec::new() };
+    if needs_code && codes.is_empty() {
+        // Never ship a parcel that needs a code without its tags: it would look like a parcel
+        // that needs none.
+        return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs a code but none was issued")));
+    }
+    Ok(Some(IssuedParcel {
+        parcel_id: parcel_id.to_owned(),
+        barcode,
+        stop: Stop { id: stop_id, sequence: stop_seq },
+        address_hint,
+        recipient_hint,
+        codes,
+        not_before,
+        not_after,
+    }))
+}
+
+/// The latest code of each holder of a parcel (a reissued code replaces the earlier one).
+fn codes_of(conn: &Connection, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
+    let mut stmt = conn.prepare(
+        "SELECT holder, code FROM code c WHERE parcel_id = ?1
+           AND rowid = (SELECT max(rowid) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
+         ORDER BY holder",
+    )?;
     let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     rows.map(|r| {
         let (h, c) = r?;

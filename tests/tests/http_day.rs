@@ -101,15 +101,24 @@ fn day(server: &Server) -> (Device, tempfile::TempDir, String) {
         // The code goes to the customer, never back to the warehouse's caller.
         assert!(String::from_utf8_lossy(&body).chars().filter(char::is_ascii_digit).count() < 6);
     }
-    let (status, body) = post(&format!("{}/v1/enrolment-tokens", server.base), &[], br#"{"route_id":"R1"}"#);
-    assert_eq!(status, 201);
-    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
-
     let dir = tempfile::tempdir().unwrap();
-    let noon = date().and_hms_opt(11, 0, 0).unwrap().and_utc().timestamp_millis();
-    let device =
-        Device::open(dir.path().join("d.db"), Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon))), None)
-            .unwrap();
+    let (device, device_id) = enrol_device(server, "R1", &dir.path().join("d.db"));
+    let report = device.apply_manifest(&manifest(server, &device_id, None).unwrap()).unwrap();
+    assert_eq!(report.added, 8);
+    (device, dir, device_id)
+}
+
+fn noon() -> i64 {
+    date().and_hms_opt(11, 0, 0).unwrap().and_utc().timestamp_millis()
+}
+
+/// A phone enrolled on `route` with a one-time token (which then cannot be used again).
+fn enrol_device(server: &Server, route: &str, db: &std::path::Path) -> (Device, String) {
+    let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
+    let (status, token) = post(&format!("{}/v1/enrolment-tokens", server.base), &[], &body);
+    assert_eq!(status, 201);
+    let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
+    let device = Device::open(db, Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon()))), None).unwrap();
     let (status, bundle) = post(
         &format!("{}/v1/enrol", server.base),
         &[("Enrolment-Token", &token)],
@@ -117,19 +126,35 @@ fn day(server: &Server) -> (Device, tempfile::TempDir, String) {
     );
     assert_eq!(status, 200);
     device.complete_enrolment(&bundle).unwrap();
-    // The token is single-use.
-    let other =
-        Device::open(dir.path().join("other.db"), Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon))), None)
+    let again =
+        Device::open(db.with_extension("other"), Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon()))), None)
             .unwrap();
     let (status, _) =
-        post(&format!("{}/v1/enrol", server.base), &[("Enrolment-Token", &token)], &other.enrolment_request().unwrap());
-    assert_eq!(status, 403);
+        post(&format!("{}/v1/enrol", server.base), &[("Enrolment-Token", &token)], &again.enrolment_request().unwrap());
+    assert_eq!(status, 403, "an enrolment token is single-use");
     let device_id = device.status().unwrap().device_id.unwrap();
-    let (status, manifest) = get(&format!("{}/v1/devices/{device_id}/manifest?date=2026-11-26", server.base));
-    assert_eq!(status, 200);
-    let report = device.apply_manifest(&manifest).unwrap();
-    assert_eq!(report.added, 8);
-    (device, dir, device_id)
+    (device, device_id)
+}
+
+/// The device's next manifest (`since`: its current sequence), or None when it is up to date.
+fn manifest(server: &Server, device_id: &str, since: Option<u64>) -> Option<Vec<u8>> {
+    let since = since.map_or(String::new(), |s| format!("&since={s}"));
+    let (status, body) = get(&format!("{}/v1/devices/{device_id}/manifest?date=2026-11-26{since}", server.base));
+    match status {
+        200 => Some(body),
+        204 => None,
+        other => panic!("manifest: HTTP {other}: {}", String::from_utf8_lossy(&body)),
+    }
+}
+
+/// Applies every manifest the device is due; returns how many.
+fn sync(server: &Server, device: &Device, device_id: &str) -> usize {
+    let mut applied = 0;
+    while let Some(envelope) = manifest(server, device_id, device.status().unwrap().manifest_sequence) {
+        device.apply_manifest(&envelope).unwrap();
+        applied += 1;
+    }
+    applied
 }
 
 fn code(server: &Server, parcel: &str) -> String {
@@ -184,6 +209,9 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     let server = serve();
     let (device, _dir, device_id) = day(&server);
     let url = |p: &str| format!("{}{p}", server.base);
+    assert_eq!(post(&url("/v1/parcels/P0/reassign"), &[], b"{}").0, 400);
+    assert_eq!(post(&url("/v1/parcels/P3/reissue"), &[], b"").0, 409, "P3 needs no code");
+    assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=2026-11-26&since=x"))).0, 400);
     assert_eq!(post(&url("/v1/parcels"), &[], b"{not json").0, 400);
     assert_eq!(post(&url("/v1/enrolment-tokens"), &[], b"{}").0, 400);
     assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 403);
@@ -213,4 +241,52 @@ fn the_demo_day_reconciles() {
     assert_eq!(report.pending_on_phones, 0);
     assert_eq!(report.lost_acks_recovered, 1);
     assert!(report.verdicts.keys().all(|k| k.ends_with(" accepted")), "{:?}", report.verdicts);
+}
+
+#[test]
+fn operator_actions_reach_the_devices_as_deltas() {
+    let server = serve();
+    let (one, dir, one_id) = day(&server);
+    let (two, two_id) = enrol_device(&server, "R2", &dir.path().join("two.db"));
+    two.apply_manifest(&manifest(&server, &two_id, None).unwrap()).unwrap();
+    assert_eq!(sync(&server, &one, &one_id), 0, "up to date: 204");
+    let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
+    let url = |p: &str| format!("{}{p}", server.base);
+
+    // A lockout reset.
+    for _ in 0..5 {
+        let _ = one.verify_code(&scan(0), "000000", None).unwrap();
+    }
+    assert!(matches!(one.verify_code(&scan(0), &code(&server, "P0"), None).unwrap(), HandoverOutcome::Locked { .. }));
+    assert_eq!(post(&url("/v1/parcels/P0/reset"), &[], b"").0, 200);
+    assert_eq!(sync(&server, &one, &one_id), 1);
+    assert!(matches!(one.verify_code(&scan(0), &code(&server, "P0"), None).unwrap(), HandoverOutcome::Accepted { .. }));
+
+    // A reissued code: the old one stops working, the new one works.
+    let old = code(&server, "P2");
+    assert_eq!(post(&url("/v1/parcels/P2/reissue"), &[], b"").0, 200);
+    let new = code(&server, "P2");
+    assert_eq!(sync(&server, &one, &one_id), 1);
+    if old != new {
+        assert!(matches!(one.verify_code(&scan(2), &old, None).unwrap(), HandoverOutcome::WrongCode { .. }));
+    }
+    assert!(matches!(one.verify_code(&scan(2), &new, None).unwrap(), HandoverOutcome::Accepted { .. }));
+
+    // A parcel reassigned to route R2 leaves phone one and reaches phone two.
+    assert_eq!(post(&url("/v1/parcels/P4/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(sync(&server, &one, &one_id), 1);
+    assert!(matches!(
+        one.verify_code(&scan(4), &code(&server, "P4"), None).unwrap(),
+        HandoverOutcome::UnknownParcel { .. }
+    ));
+    assert_eq!(sync(&server, &two, &two_id), 1);
+    assert!(matches!(two.verify_code(&scan(4), &code(&server, "P4"), None).unwrap(), HandoverOutcome::Accepted { .. }));
+
+    // Everything both phones did verifies at dispatch, including the proofs made with codes
+    // issued before and after the reissue.
+    upload(&server, &one, &one_id);
+    upload(&server, &two, &two_id);
+    let held: Vec<_> = [&one_id, &two_id].iter().flat_map(|id| server.dispatch.receipts(id).unwrap()).collect();
+    assert_eq!(held.len(), 4, "lockout, P0, P2 on one; P4 on two");
+    assert!(held.iter().all(|(_, status, _)| *status == ReceiptStatus::Accepted), "{held:?}");
 }
