@@ -8,8 +8,10 @@
 
 pub mod demo;
 pub mod error;
+pub mod mail;
 pub mod service;
 pub mod store;
 
 pub use error::DispatchError;
+pub use mail::MailConfig;
 pub use store::{Dispatch, HighValuePolicy, NewParcel, delivery_window};

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, demo, service};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, demo, service};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -51,6 +51,9 @@ enum Command {
         /// Categories that always need a code (repeatable).
         #[arg(long = "category", default_values_t = ["electronics".to_string(), "jewellery".to_string()])]
         categories: Vec<String>,
+        /// Send customer e-mail to this SMTP relay (host:port) instead of STATE/outbox/*.eml.
+        #[arg(long)]
+        smtp: Option<String>,
     },
 }
 
@@ -62,8 +65,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
-        Command::Serve { addr, state, value_threshold_cents, categories } => {
-            runtime.block_on(serve(addr, state, HighValuePolicy { value_threshold_cents, categories }))
+        Command::Serve { addr, state, value_threshold_cents, categories, smtp } => {
+            let mail = match smtp.as_deref().map(parse_smtp).transpose() {
+                Ok(mail) => mail,
+                Err(e) => return fail(e),
+            };
+            runtime.block_on(serve(addr, state, HighValuePolicy { value_threshold_cents, categories }, mail))
         }
     }
 }
@@ -108,9 +115,18 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
     }
 }
 
-async fn serve(addr: SocketAddr, state: PathBuf, policy: HighValuePolicy) -> ExitCode {
+fn parse_smtp(relay: &str) -> Result<MailConfig, String> {
+    let (host, port) = relay.rsplit_once(':').ok_or("--smtp must be host:port")?;
+    let port = port.parse().map_err(|_| "--smtp port must be a number".to_string())?;
+    Ok(MailConfig::Smtp { host: host.to_owned(), port })
+}
+
+async fn serve(addr: SocketAddr, state: PathBuf, policy: HighValuePolicy, mail: Option<MailConfig>) -> ExitCode {
     let dispatch = match Dispatch::open(&state, policy) {
-        Ok(d) => Arc::new(d),
+        Ok(d) => Arc::new(match mail {
+            Some(mail) => d.with_mail(mail),
+            None => d,
+        }),
         Err(e) => return fail(format!("cannot open the state folder {}: {e}", state.display())),
     };
     let listener = match tokio::net::TcpListener::bind(addr).await {

@@ -56,6 +56,11 @@ pub fn router(dispatch: Arc<Dispatch>) -> Router {
         .route("/v1/parcels/{id}/reset", post(reset))
         .route("/v1/parcels/{id}/reissue", post(reissue))
         .route("/v1/parcels/{id}/reassign", post(reassign))
+        .route("/v1/parcels/{id}/history", get(history))
+        .route("/v1/customer/parcels/{id}/code", get(customer_code))
+        .route("/v1/customer/parcels/{id}/delegates", post(name_delegate))
+        .route("/v1/customer/parcels/{id}/delegates/{label}", axum::routing::delete(revoke_delegate))
+        .route("/v1/customer/parcels/{id}/qr", get(customer_qr))
         .route("/v1/devices/{id}/manifest", get(manifest))
         .route("/v1/devices/{id}/receipts", post(upload))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -146,4 +151,70 @@ async fn reassign(State(d): State<AppState>, Path(id): Path<String>, body: Bytes
 
 async fn upload(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response, DispatchError> {
     Ok(octets(blocking(move || d.upload(&id, &body)).await?))
+}
+
+async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
+    let receipts = blocking(move || d.parcel_history(&id)).await?;
+    let entries: Vec<_> = receipts
+        .into_iter()
+        .map(|(body, status, reason)| json!({ "receipt": body, "status": status, "reason": reason }))
+        .collect();
+    Ok(Json(json!({ "receipts": entries })).into_response())
+}
+
+/// The customer's bearer token (from their code e-mail).
+fn customer_token(headers: &HeaderMap) -> Result<String, DispatchError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .ok_or_else(|| DispatchError::Forbidden("missing Authorization: Bearer <customer token>".into()))
+}
+
+async fn customer_code(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    let code = blocking(move || d.customer_code(&token, &id)).await?;
+    Ok(Json(json!({ "code": code })).into_response())
+}
+
+#[derive(Deserialize)]
+struct DelegateRequest {
+    label: String,
+}
+
+async fn name_delegate(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    let req: DelegateRequest = serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
+    let code = blocking(move || d.customer_name_delegate(&token, &id, &req.label)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response())
+}
+
+async fn revoke_delegate(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path((id, label)): Path<(String, String)>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    blocking(move || d.customer_revoke_delegate(&token, &id, &label)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn customer_qr(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    let qr = blocking(move || d.customer_qr(&token, &id)).await?;
+    Ok(Json(json!({ "token": qr })).into_response())
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{DispatchError, Result};
+use crate::mail::{CodeMail, MailConfig};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS enrolment_token (
@@ -60,11 +61,23 @@ CREATE TABLE IF NOT EXISTS parcel (
 );
 CREATE INDEX IF NOT EXISTS parcel_by_route ON parcel (route_id, delivery_date);
 CREATE TABLE IF NOT EXISTS code (
-    parcel_id    TEXT NOT NULL REFERENCES parcel (parcel_id),
-    holder       TEXT NOT NULL,
-    code         TEXT NOT NULL,
-    issued_at_ms INTEGER NOT NULL,
+    parcel_id     TEXT NOT NULL REFERENCES parcel (parcel_id),
+    holder        TEXT NOT NULL,
+    code          TEXT NOT NULL,
+    issued_at_ms  INTEGER NOT NULL,
+    revoked_at_ms INTEGER,
     PRIMARY KEY (parcel_id, holder, code)
+);
+-- Customers authenticate to their own parcels with a bearer token sent in the code e-mail.
+CREATE TABLE IF NOT EXISTS customer (
+    email TEXT PRIMARY KEY,
+    token TEXT NOT NULL UNIQUE
+);
+-- Which parcels each stored receipt speaks of (the hand-over history query).
+CREATE TABLE IF NOT EXISTS receipt_parcel (
+    receipt_id TEXT NOT NULL,
+    parcel_id  TEXT NOT NULL,
+    PRIMARY KEY (parcel_id, receipt_id)
 );
 CREATE TABLE IF NOT EXISTS receipt (
     device_id      TEXT NOT NULL,
@@ -125,6 +138,7 @@ pub struct Dispatch {
     conn: Mutex<Connection>,
     issuer: Issuer,
     policy: HighValuePolicy,
+    mail: MailConfig,
 }
 
 fn now_ms() -> i64 {
@@ -160,7 +174,18 @@ impl Dispatch {
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Dispatch { conn: Mutex::new(conn), issuer: load_or_create_issuer(&folder.join("keys"))?, policy })
+        Ok(Dispatch {
+            conn: Mutex::new(conn),
+            issuer: load_or_create_issuer(&folder.join("keys"))?,
+            policy,
+            mail: MailConfig::Folder(folder.join("outbox")),
+        })
+    }
+
+    /// Sends customer e-mail through `mail` instead of the state folder's `outbox/`.
+    pub fn with_mail(mut self, mail: MailConfig) -> Dispatch {
+        self.mail = mail;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -220,6 +245,14 @@ impl Dispatch {
                 return Err(bad(format!("parcel {:?}: ids must not be empty", p.parcel_id)));
             }
             delivery_window(p.delivery_date, &p.time_zone)?;
+            if !p.customer_email.contains('@') || p.customer_email.len() > 254 {
+                return Err(bad(format!("parcel {}: invalid customer e-mail", p.parcel_id)));
+            }
+            let token = Uuid::from_bytes(random_bytes::<16>()?).simple().to_string();
+            tx.execute(
+                "INSERT OR IGNORE INTO customer (email, token) VALUES (?1, ?2)",
+                params![p.customer_email, token],
+            )?;
             let needs_code = self.policy.needs_code(p);
             coded += usize::from(needs_code);
             tx.execute(
@@ -280,6 +313,8 @@ impl Dispatch {
                         "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, 'customer', ?2, ?3)",
                         params![parcel_id, code.reveal(), now_ms()],
                     )?;
+                    // Sent before the commit: if the e-mail cannot go out, no code exists.
+                    self.mail_code(&tx, parcel_id, code.reveal(), false)?;
                     Some(code.reveal().to_owned())
                 }
             }
@@ -527,8 +562,108 @@ impl Dispatch {
         )?;
         let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
         self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+        self.mail_code(&tx, parcel_id, code.reveal(), true)?;
         tx.commit()?;
         Ok(code.reveal().to_owned())
+    }
+
+    fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<()> {
+        let (email, date, token): (String, String, String) = tx.query_row(
+            "SELECT p.customer_email, p.delivery_date, c.token FROM parcel p JOIN customer c ON c.email = p.customer_email
+             WHERE p.parcel_id = ?1",
+            [parcel_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        crate::mail::send(
+            &self.mail,
+            &CodeMail {
+                to: &email,
+                parcel_id,
+                code,
+                delivery_date: date.parse().map_err(|_| bad("stored date"))?,
+                customer_token: &token,
+                reissued,
+            },
+        )
+    }
+
+    /// The parcel, if `token` belongs to its customer (404 otherwise: a token never learns whether
+    /// someone else's parcel exists).
+    fn customers_parcel(tx: &Transaction<'_>, token: &str, parcel_id: &str) -> Result<()> {
+        let owned: bool = tx.query_row(
+            "SELECT count(*) FROM parcel p JOIN customer c ON c.email = p.customer_email
+             WHERE p.parcel_id = ?1 AND c.token = ?2",
+            params![parcel_id, token],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if owned { Ok(()) } else { Err(DispatchError::NotFound(format!("parcel {parcel_id}"))) }
+    }
+
+    /// Customer: their current code for their parcel.
+    pub fn customer_code(&self, token: &str, parcel_id: &str) -> Result<Option<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        Self::customers_parcel(&tx, token, parcel_id)?;
+        let codes = codes_of(&tx, parcel_id)?;
+        Ok(codes.into_iter().find(|(h, _)| *h == Holder::Customer).map(|(_, c)| c.reveal().to_owned()))
+    }
+
+    /// Customer: names a trusted person with their own code (returned, for the customer to pass on).
+    pub fn customer_name_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<String> {
+        {
+            let mut conn = self.lock();
+            Self::customers_parcel(&conn.transaction()?, token, parcel_id)?;
+        }
+        self.name_delegate(parcel_id, label)
+    }
+
+    /// Customer: revokes a named person's code; devices that carry the parcel drop its tag.
+    pub fn customer_revoke_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        Self::customers_parcel(&tx, token, parcel_id)?;
+        let revoked = tx.execute(
+            "UPDATE code SET revoked_at_ms = ?3 WHERE parcel_id = ?1 AND holder = ?2 AND revoked_at_ms IS NULL",
+            params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), now_ms()],
+        )?;
+        if revoked == 0 {
+            return Err(DispatchError::NotFound(format!("delegate {label:?}")));
+        }
+        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        if !entry.is_empty() {
+            self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Customer: a QR token for the customer app to show at the door.
+    pub fn customer_qr(&self, token: &str, parcel_id: &str) -> Result<String> {
+        {
+            let mut conn = self.lock();
+            Self::customers_parcel(&conn.transaction()?, token, parcel_id)?;
+        }
+        self.qr_token(parcel_id, Holder::Customer)
+    }
+
+    /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first.
+    pub fn parcel_history(&self, parcel_id: &str) -> Result<Vec<(ReceiptBody, ReceiptStatus, Option<String>)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.body, r.status, r.reason FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
+             WHERE rp.parcel_id = ?1 ORDER BY r.device_id, r.seq",
+        )?;
+        let rows = stmt.query_map([parcel_id], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+        })?;
+        rows.map(|r| {
+            let (body, status, reason) = r?;
+            let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+            let status = serde_json::from_value(serde_json::Value::String(status)).map_err(|e| bad(e.to_string()))?;
+            Ok((body, status, reason))
+        })
+        .collect()
     }
 
     /// Operator: moves a parcel to another route: it leaves the old route's devices and joins the
@@ -636,7 +771,7 @@ fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedPa
 /// The latest code of each holder of a parcel (a reissued code replaces the earlier one).
 fn codes_of(conn: &Connection, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
     let mut stmt = conn.prepare(
-        "SELECT holder, code FROM code c WHERE parcel_id = ?1
+        "SELECT holder, code FROM code c WHERE parcel_id = ?1 AND revoked_at_ms IS NULL
            AND rowid = (SELECT max(rowid) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
          ORDER BY holder",
     )?;
@@ -751,6 +886,13 @@ impl ReceiptLedger for SqlLedger<'_> {
             ],
         );
         self.keep(result);
+        for p in &body.parcels {
+            let link = self.tx.execute(
+                "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
+                params![body.receipt_id.to_string(), p.parcel_id],
+            );
+            self.keep(link);
+        }
     }
 }
 

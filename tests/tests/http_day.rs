@@ -35,7 +35,7 @@ impl Clock for TestClock {
 struct Server {
     base: String,
     dispatch: Arc<Dispatch>,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -47,7 +47,7 @@ fn serve() -> Server {
     let addr: SocketAddr = listener.local_addr().unwrap();
     let app = service::router(dispatch.clone());
     runtime.spawn(async move { axum::serve(listener, app).await });
-    Server { base: format!("http://{addr}"), dispatch, _state: state, _runtime: runtime }
+    Server { base: format!("http://{addr}"), dispatch, state, _runtime: runtime }
 }
 
 fn agent() -> ureq::Agent {
@@ -64,7 +64,15 @@ fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
 }
 
 fn get(url: &str) -> (u16, Vec<u8>) {
-    let mut resp = agent().get(url).call().unwrap();
+    get_as(url, None)
+}
+
+fn get_as(url: &str, bearer: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = agent().get(url);
+    if let Some(token) = bearer {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut resp = req.call().unwrap();
     (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
 }
 
@@ -289,4 +297,90 @@ fn operator_actions_reach_the_devices_as_deltas() {
     let held: Vec<_> = [&one_id, &two_id].iter().flat_map(|id| server.dispatch.receipts(id).unwrap()).collect();
     assert_eq!(held.len(), 4, "lockout, P0, P2 on one; P4 on two");
     assert!(held.iter().all(|(_, status, _)| *status == ReceiptStatus::Accepted), "{held:?}");
+}
+
+/// The code e-mail a customer received for a parcel: (code, customer token).
+fn read_email(server: &Server, parcel: &str) -> (String, String) {
+    let outbox = server.state.path().join("outbox");
+    for entry in std::fs::read_dir(&outbox).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if text.contains(&format!("Parcel: {parcel}\r\n")) || text.contains(&format!("Parcel: {parcel}\n")) {
+            assert!(text.contains("Never tell this code to anyone by phone"));
+            assert!(text.contains("It is valid until\r\nthe end of the delivery day"), "{text}");
+            let field =
+                |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
+            return (field("Delivery code: "), field("Customer app access: "));
+        }
+    }
+    panic!("no e-mail for {parcel}");
+}
+
+#[test]
+fn customers_see_their_code_name_and_revoke_delegates_and_get_qr_tokens() {
+    let server = serve();
+    let (device, _dir, device_id) = day(&server);
+    let url = |p: &str| format!("{}{p}", server.base);
+    let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
+    let (emailed, token) = read_email(&server, "P0");
+    assert_eq!(emailed, code(&server, "P0"));
+    let (_, other_token) = read_email(&server, "P2");
+
+    // Only the parcel's own customer sees its code.
+    let (status, body) = get_as(&url("/v1/customer/parcels/P0/code"), Some(&token));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], emailed.as_str());
+    assert_eq!(get_as(&url("/v1/customer/parcels/P0/code"), Some(&other_token)).0, 404);
+    assert_eq!(get(&url("/v1/customer/parcels/P0/code")).0, 403);
+
+    // A named delegate's code reaches the phone as a delta; once revoked it stops working.
+    let bearer = format!("Bearer {token}");
+    let (status, body) =
+        post(&url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &bearer)], br#"{"label":"Anna"}"#);
+    assert_eq!(status, 201);
+    let anna = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"].as_str().unwrap().to_owned();
+    assert_eq!(sync(&server, &device, &device_id), 1);
+    assert_eq!(device.parcel("P0").unwrap().holders, vec![Holder::Customer, Holder::Delegate("Anna".into())]);
+    let revoke = agent().delete(url("/v1/customer/parcels/P0/delegates/Anna")).header("Authorization", &bearer).call();
+    assert_eq!(revoke.unwrap().status().as_u16(), 204);
+    assert_eq!(sync(&server, &device, &device_id), 1);
+    assert!(matches!(device.verify_code(&scan(0), &anna, None).unwrap(), HandoverOutcome::WrongCode { .. }));
+
+    // The customer app's QR token hands the parcel over.
+    let (status, body) = get_as(&url("/v1/customer/parcels/P0/qr"), Some(&token));
+    assert_eq!(status, 200);
+    let qr = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
+    assert!(matches!(device.verify_qr_token(&scan(0), &qr, None).unwrap(), HandoverOutcome::Accepted { .. }));
+
+    // The operator sees the parcel's history once the receipts are up.
+    upload(&server, &device, &device_id);
+    let (status, body) = get(&url("/v1/parcels/P0/history"));
+    assert_eq!(status, 200);
+    let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let events: Vec<&str> =
+        history["receipts"].as_array().unwrap().iter().map(|r| r["receipt"]["event"].as_str().unwrap()).collect();
+    assert_eq!(events, vec!["delivered"]);
+    assert_eq!(history["receipts"][0]["status"], "accepted");
+}
+
+#[test]
+fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
+    let server = serve();
+    let (device, _dir, device_id) = day(&server);
+    device.record_failure(&[ScannedParcel::scanned("BC3")], FailureReason::RecipientUnavailable, None, None).unwrap();
+    let batch = device.next_batch(10, 64 * 1024).unwrap().unwrap();
+    let mut parsed: serde_json::Value = serde_json::from_slice(&batch.bytes).unwrap();
+    // Swap in a body the device never signed (another receipt's body under this signature).
+    let forged = parsed["receipts"][0]["body"].as_str().unwrap().replace('A', "B");
+    parsed["receipts"][0]["body"] = serde_json::Value::String(forged);
+    let (status, ack) =
+        post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], &serde_json::to_vec(&parsed).unwrap());
+    assert!(status == 200 || status == 400, "{status}");
+    if status == 200 {
+        let report = device.apply_ack(&ack).unwrap();
+        assert_eq!((report.removed, report.rejected.len()), (0, 1));
+    }
+    assert!(server.dispatch.receipts(&device_id).unwrap().is_empty(), "nothing forged was stored");
+    assert_eq!(device.status().unwrap().pending_receipts, 1);
+    upload(&server, &device, &device_id);
+    assert_eq!(server.dispatch.receipts(&device_id).unwrap().len(), 1);
 }

@@ -1,0 +1,77 @@
+//! Customer e-mail: the code for a parcel that left the warehouse (and for a reissued code). By
+//! default each message is written as an `.eml` file into the state folder's `outbox/`; with an
+//! SMTP relay configured it is sent there (plain SMTP to a local relay; TLS is the relay's job).
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{FileTransport, Message, SmtpTransport, Transport};
+
+use crate::error::{DispatchError, Result};
+
+/// Where customer e-mail goes.
+#[derive(Clone, Debug)]
+pub enum MailConfig {
+    /// `.eml` files in this folder.
+    Folder(PathBuf),
+    /// An SMTP relay at `host:port`.
+    Smtp { host: String, port: u16 },
+}
+
+/// What a code e-mail says.
+pub struct CodeMail<'a> {
+    pub to: &'a str,
+    pub parcel_id: &'a str,
+    pub code: &'a str,
+    pub delivery_date: NaiveDate,
+    /// The customer's access token for the customer app (own code, delegates, QR token).
+    pub customer_token: &'a str,
+    pub reissued: bool,
+}
+
+pub(crate) fn send(config: &MailConfig, mail: &CodeMail<'_>) -> Result<()> {
+    let from: Mailbox = "doorstep dispatch <dispatch@doorstep.invalid>".parse().map_err(mail_err)?;
+    let to: Mailbox =
+        mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
+    let opening = if mail.reissued { "Your delivery code has changed." } else { "Your parcel is on its way." };
+    // Lines stay under 76 characters so the message travels as plain 7-bit text.
+    let body = format!(
+        "{opening}\n\n\
+         Parcel: {parcel}\n\
+         Delivery code: {code}\n\n\
+         The driver will ask for this code at the door. It is valid until\n\
+         the end of the delivery day, {date} (local time at the delivery\n\
+         address).\n\n\
+         If you cannot be there, you may pass the code to a person you\n\
+         trust, or name them in the app so they get a code of their own.\n\n\
+         Never tell this code to anyone by phone: the carrier will never\n\
+         call you to ask for it.\n\n\
+         Customer app access: {token}\n",
+        parcel = mail.parcel_id,
+        code = mail.code,
+        date = mail.delivery_date,
+        token = mail.customer_token,
+    );
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(format!("Your delivery code for parcel {}", mail.parcel_id))
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(mail_err)?;
+    match config {
+        MailConfig::Folder(dir) => {
+            std::fs::create_dir_all(dir)?;
+            FileTransport::new(dir).send(&message).map_err(mail_err)?;
+        }
+        MailConfig::Smtp { host, port } => {
+            SmtpTransport::builder_dangerous(host).port(*port).build().send(&message).map_err(mail_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn mail_err(e: impl std::fmt::Display) -> DispatchError {
+    DispatchError::Io(std::io::Error::other(format!("e-mail: {e}")))
+}
