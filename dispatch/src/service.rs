@@ -87,9 +87,19 @@ async fn enrol(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
     Ok(octets(blocking(move || d.enrol(&token, &body)).await?))
 }
 
-async fn import_parcels(State(d): State<AppState>, body: Bytes) -> Result<Response, DispatchError> {
-    let parcels: Vec<NewParcel> =
-        serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
+/// Order lines as JSON (a list) or CSV (`Content-Type: text/csv`, a header row naming the fields).
+async fn import_parcels(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, DispatchError> {
+    let is_csv =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/csv"));
+    let parcels: Vec<NewParcel> = if is_csv {
+        csv::Reader::from_reader(&body[..])
+            .deserialize()
+            .enumerate()
+            .map(|(i, row)| row.map_err(|e| DispatchError::BadRequest(format!("CSV line {}: {e}", i + 2))))
+            .collect::<Result<_, _>>()?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?
+    };
     let count = parcels.len();
     let coded = blocking(move || d.import_parcels(&parcels)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "imported": count, "need_code": coded }))).into_response())

@@ -384,3 +384,25 @@ fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
     upload(&server, &device, &device_id);
     assert_eq!(server.dispatch.receipts(&device_id).unwrap().len(), 1);
 }
+
+#[test]
+fn orders_import_as_csv_and_bad_lines_are_named() {
+    let server = serve();
+    let url = format!("{}/v1/parcels", server.base);
+    let csv_type = [("Content-Type", "text/csv")];
+    let header = "parcel_id,barcode,route_id,stop_id,stop_sequence,delivery_date,time_zone,declared_value_cents,category,customer_email,address_hint,recipient_hint";
+    let good = format!(
+        "{header}\nC1,CBC1,R1,S1,1,2026-11-26,Europe/Berlin,120000,books,a@example.test,1 Elm St,A. B.\n\
+         C2,CBC2,R1,S2,2,2026-11-26,Europe/Berlin,900,jewellery,b@example.test,2 Elm St,C. D.\n\
+         C3,CBC3,R1,S3,3,2026-11-26,Europe/Berlin,900,books,c@example.test,,\n"
+    );
+    let (status, body) = post(&url, &csv_type, good.as_bytes());
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((v["imported"].as_u64(), v["need_code"].as_u64()), (Some(3), Some(2)));
+    let bad = format!("{header}\nC4,CBC4,R1,S4,4,2026-11-26,Europe/Berlin,not-a-number,books,d@example.test,,\n");
+    let (status, body) = post(&url, &csv_type, bad.as_bytes());
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("CSV line 2"), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(post(&format!("{}/v1/parcels/C4/departed", server.base), &[], b"").0, 404);
+}
