@@ -11,6 +11,7 @@ pub mod error;
 pub mod mail;
 pub mod service;
 pub mod store;
+pub mod terminal;
 
 pub use error::DispatchError;
 pub use mail::MailConfig;

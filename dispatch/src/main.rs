@@ -4,7 +4,7 @@
 //!   their routes over HTTP, and the verdict on every receipt.
 //! - `doorstep serve`: dispatch for app developers.
 //!
-//! `doorstep device ...` (act as a phone from the terminal) is still to come: docs/dispatch.md.
+//! - `doorstep device ...`: act as a phone from the terminal against a running dispatch.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, demo, service};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, demo, service, terminal};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -36,6 +36,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Act as a phone from the terminal against a running dispatch (database and sealing key in
+    /// --dir).
+    Device {
+        /// The device's folder (database and sealing key).
+        #[arg(long, default_value = "doorstep-device")]
+        dir: PathBuf,
+        /// The dispatch service.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        dispatch: String,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: DeviceCommand,
+    },
     /// Run the dispatch service for app developers (loopback by default; development only until
     /// device request signing lands, see docs/dispatch.md).
     Serve {
@@ -57,6 +72,44 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Enrol with a one-time token from dispatch (POST /v1/enrolment-tokens).
+    Enrol {
+        #[arg(long)]
+        token: String,
+    },
+    /// Fetch and apply the manifests due for a delivery date.
+    Sync {
+        #[arg(long)]
+        date: chrono::NaiveDate,
+    },
+    /// List the parcels (of one stop).
+    Parcels {
+        #[arg(long)]
+        stop: Option<String>,
+    },
+    /// Hand over a parcel: with the code the recipient gives, a QR token, or neither (no code needed).
+    Verify {
+        barcode: String,
+        code: Option<String>,
+        #[arg(long)]
+        qr: Option<String>,
+    },
+    /// Record a failed hand-over (reason e.g. recipient_unavailable, refused_by_recipient, other).
+    Fail {
+        barcode: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Upload the receipts waiting in the outbox.
+    Upload,
+    /// Counts by state, outbox, clock.
+    Status,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -64,6 +117,28 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     match cli.command {
+        Command::Device { dir, dispatch, json, action } => {
+            let action = match action {
+                DeviceCommand::Enrol { token } => terminal::Action::Enrol { token },
+                DeviceCommand::Sync { date } => terminal::Action::Sync { date },
+                DeviceCommand::Parcels { stop } => terminal::Action::Parcels { stop },
+                DeviceCommand::Verify { barcode, code, qr } => terminal::Action::Verify { barcode, code, qr },
+                DeviceCommand::Fail { barcode, reason, note } => terminal::Action::Fail { barcode, reason, note },
+                DeviceCommand::Upload => terminal::Action::Upload,
+                DeviceCommand::Status => terminal::Action::Status,
+            };
+            match terminal::run(&dir, &dispatch, action) {
+                Ok(value) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                    } else {
+                        terminal::print_plain(&value);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("error: {e}")),
+            }
+        }
         Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
         Command::Serve { addr, state, value_threshold_cents, categories, smtp } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {

@@ -406,3 +406,41 @@ fn orders_import_as_csv_and_bad_lines_are_named() {
     assert!(String::from_utf8_lossy(&body).contains("CSV line 2"), "{}", String::from_utf8_lossy(&body));
     assert_eq!(post(&format!("{}/v1/parcels/C4/departed", server.base), &[], b"").0, 404);
 }
+
+#[test]
+fn the_terminal_device_works_a_day_against_dispatch() {
+    use doorstep_dispatch::terminal::{Action, run};
+    let server = serve();
+    let (status, _) = post(&format!("{}/v1/parcels", server.base), &[], &serde_json::to_vec(&parcels(4)).unwrap());
+    assert_eq!(status, 201);
+    for i in 0..4 {
+        post(&format!("{}/v1/parcels/P{i}/departed", server.base), &[], b"");
+    }
+    let token = server.dispatch.create_enrolment_token("R1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |action| run(dir.path(), &server.base, action).unwrap();
+    assert_eq!(run(Action::Enrol { token })["enrolled"], true);
+    let synced = run(Action::Sync { date: date() });
+    assert_eq!(synced["applied"][0]["added"], 4);
+    assert_eq!(run(Action::Parcels { stop: None }).as_array().unwrap().len(), 4);
+    // The terminal device runs on the real clock: the code is accepted on the parcels' day, and
+    // reported expired (or not yet valid) on any other.
+    let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(code(&server, "P0")), qr: None });
+    let expected = if chrono::Utc::now().date_naive() == date() { "accepted" } else { "expired" };
+    assert!(outcome["outcome"] == expected || outcome["outcome"] == "not_yet_valid", "{outcome}");
+    assert!(
+        run(Action::Fail { barcode: "BC1".into(), reason: "refused_by_recipient".into(), note: None })["receipt_seq"]
+            .is_u64()
+    );
+    let up = run(Action::Upload);
+    assert_eq!((up["rejected"].as_u64(), up["flagged"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(run(Action::Status)["pending_receipts"], 0);
+    assert!(
+        doorstep_dispatch::terminal::run(
+            dir.path(),
+            &server.base,
+            Action::Fail { barcode: "BC1".into(), reason: "bogus".into(), note: None }
+        )
+        .is_err()
+    );
+}

@@ -1,0 +1,249 @@
+//! `doorstep device ...`: a phone in the terminal, for app developers and support. It keeps its
+//! database and a sealing key in one folder and talks to a running dispatch over HTTP.
+//!
+//! The sealing key (`vault.key`, 0600) stands in for the Android Keystore / iOS Keychain: it seals
+//! the device secret and signing key with AES-256-GCM (ring). Fine for a developer's terminal, not
+//! for a phone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use doorstep_core::crypto::random_bytes;
+use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
+use doorstep_core::protocol::FailureReason;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use serde_json::{Value, json};
+
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Seals with AES-256-GCM under a key kept in a 0600 file beside the database.
+struct FileVault {
+    key: LessSafeKey,
+}
+
+impl FileVault {
+    fn open(dir: &Path) -> CliResult<FileVault> {
+        let path = dir.join("vault.key");
+        let bytes = if path.exists() {
+            std::fs::read(&path)?
+        } else {
+            let fresh = random_bytes::<32>()?.to_vec();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::io::Write::write_all(&mut options.open(&path)?, &fresh)?;
+            fresh
+        };
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "vault.key must be 32 bytes")?;
+        Ok(FileVault { key: LessSafeKey::new(key) })
+    }
+}
+
+impl KeyVault for FileVault {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError> {
+        let nonce = random_bytes::<NONCE_LEN>().map_err(|e| HostError(e.to_string()))?;
+        let mut sealed = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
+            .map_err(|_| HostError("seal failed".into()))?;
+        Ok([&nonce[..], &sealed].concat())
+    }
+
+    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(HostError("sealed value too short".into()));
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| HostError("bad nonce".into()))?;
+        let mut body = body.to_vec();
+        let plain =
+            self.key.open_in_place(nonce, Aad::empty(), &mut body).map_err(|_| HostError("unseal failed".into()))?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// What the terminal device can do.
+pub enum Action {
+    Enrol { token: String },
+    Sync { date: chrono::NaiveDate },
+    Parcels { stop: Option<String> },
+    Verify { barcode: String, code: Option<String>, qr: Option<String> },
+    Fail { barcode: String, reason: String, note: Option<String> },
+    Upload,
+    Status,
+}
+
+struct Terminal {
+    device: Device,
+    dispatch: String,
+    agent: ureq::Agent,
+}
+
+impl Terminal {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> CliResult<(u16, Vec<u8>)> {
+        let url = format!("{}{path}", self.dispatch.trim_end_matches('/'));
+        let mut resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call()?,
+            (_, body) => {
+                let mut req = self.agent.post(&url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.send(body.unwrap_or_default())?
+            }
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+        if !(200..300).contains(&status) {
+            return Err(format!("dispatch answered HTTP {status}: {}", String::from_utf8_lossy(&bytes)).into());
+        }
+        Ok((status, bytes))
+    }
+
+    fn device_id(&self) -> CliResult<String> {
+        Ok(self.device.status()?.device_id.ok_or("this device is not enrolled: run `doorstep device enrol` first")?)
+    }
+}
+
+fn outcome_json(o: &HandoverOutcome) -> Value {
+    match o {
+        HandoverOutcome::Accepted { holder, method, receipt } => json!({
+            "outcome": "accepted", "holder": holder, "method": method, "receipt_seq": receipt.seq
+        }),
+        HandoverOutcome::WrongCode { attempts_left } => {
+            json!({ "outcome": "wrong_code", "attempts_left": attempts_left })
+        }
+        HandoverOutcome::Locked { barcode, .. } => json!({ "outcome": "locked", "barcode": barcode }),
+        HandoverOutcome::Expired { barcode } => json!({ "outcome": "expired", "barcode": barcode }),
+        HandoverOutcome::NotYetValid { barcode, valid_from } => {
+            json!({ "outcome": "not_yet_valid", "barcode": barcode, "valid_from": valid_from })
+        }
+        HandoverOutcome::AlreadyDelivered { barcode } => json!({ "outcome": "already_delivered", "barcode": barcode }),
+        HandoverOutcome::UnknownParcel { barcode } => json!({ "outcome": "unknown_parcel", "barcode": barcode }),
+        HandoverOutcome::NoCodeNeeded => json!({ "outcome": "no_code_needed" }),
+    }
+}
+
+/// Runs one action; returns the result as JSON (printed as JSON or as plain lines by the caller).
+pub fn run(dir: &Path, dispatch: &str, action: Action) -> CliResult<Value> {
+    std::fs::create_dir_all(dir)?;
+    let device = Device::open(dir.join("device.db"), Arc::new(FileVault::open(dir)?), Arc::new(SystemClock), None)?;
+    let t = Terminal {
+        device,
+        dispatch: dispatch.to_owned(),
+        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+    };
+    Ok(match action {
+        Action::Enrol { token } => {
+            let request = t.device.enrolment_request()?;
+            let (_, bundle) = t.call("POST", "/v1/enrol", &[("Enrolment-Token", &token)], Some(&request))?;
+            t.device.complete_enrolment(&bundle)?;
+            json!({ "enrolled": true, "device_id": t.device_id()? })
+        }
+        Action::Sync { date } => {
+            let id = t.device_id()?;
+            let mut applied = Vec::new();
+            loop {
+                let since = t.device.status()?.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
+                let (status, body) =
+                    t.call("GET", &format!("/v1/devices/{id}/manifest?date={date}{since}"), &[], None)?;
+                if status == 204 {
+                    break;
+                }
+                let r = t.device.apply_manifest(&body)?;
+                applied.push(json!({
+                    "sequence": r.sequence, "full": r.full, "added": r.added, "updated": r.updated,
+                    "removed": r.removed, "reset": r.reset
+                }));
+            }
+            json!({ "applied": applied })
+        }
+        Action::Parcels { stop } => {
+            let parcels = match stop {
+                Some(stop) => t.device.parcels_at_stop(&stop)?,
+                None => t.device.parcels()?,
+            };
+            Value::Array(
+                parcels
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "parcel_id": p.parcel_id, "barcode": p.barcode, "stop": p.stop_id,
+                            "needs_code": p.needs_code, "state": p.state.as_str(),
+                            "attempts_left": p.attempts_left, "not_after": p.not_after
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        Action::Verify { barcode, code, qr } => {
+            let scan = [ScannedParcel::scanned(barcode)];
+            let outcome = match (code, qr) {
+                (_, Some(token)) => t.device.verify_qr_token(&scan, &token, None)?,
+                (Some(code), None) => t.device.verify_code(&scan, &code, None)?,
+                (None, None) => t.device.deliver_without_code(&scan, None)?,
+            };
+            outcome_json(&outcome)
+        }
+        Action::Fail { barcode, reason, note } => {
+            let reason: FailureReason = serde_json::from_value(Value::String(reason.clone()))
+                .map_err(|_| format!("unknown reason {reason:?} (e.g. recipient_unavailable, refused_by_recipient)"))?;
+            let r = t.device.record_failure(&[ScannedParcel::scanned(barcode)], reason, note, None)?;
+            json!({ "receipt_seq": r.seq })
+        }
+        Action::Upload => {
+            let id = t.device_id()?;
+            let (mut removed, mut flagged, mut rejected) = (0, 0, 0);
+            while let Some(batch) = t.device.next_batch(100, 512 * 1024)? {
+                let (_, ack) = t.call("POST", &format!("/v1/devices/{id}/receipts"), &[], Some(&batch.bytes))?;
+                let report = t.device.apply_ack(&ack)?;
+                removed += report.removed;
+                flagged += report.flagged.len();
+                rejected += report.rejected.len();
+                if report.removed == 0 {
+                    break;
+                }
+            }
+            json!({ "acknowledged": removed, "flagged": flagged, "rejected": rejected })
+        }
+        Action::Status => {
+            let s = t.device.status()?;
+            json!({
+                "enrolled": s.enrolled, "device_id": s.device_id, "route": s.route_id,
+                "delivery_date": s.delivery_date, "manifest_sequence": s.manifest_sequence,
+                "parcels": s.parcels_by_state.iter().map(|(k, v)| (k.as_str().to_owned(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+                "pending_receipts": s.pending_receipts, "trusted_time": s.clock.trusted_time,
+                "wall_clock_set_back": s.clock.wall_clock_set_back
+            })
+        }
+    })
+}
+
+/// Prints a result for people: one `key: value` line per field, one line per list item.
+pub fn print_plain(value: &Value) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                print_plain(item);
+            }
+        }
+        Value::Object(map) => {
+            let line: Vec<String> =
+                map.iter().map(|(k, v)| format!("{k}: {}", v.to_string().trim_matches('"'))).collect();
+            println!("{}", line.join("  "));
+        }
+        other => println!("{other}"),
+    }
+}
+
+/// The default device folder (`./doorstep-device`).
+pub fn default_dir() -> PathBuf {
+    PathBuf::from("doorstep-device")
+}
