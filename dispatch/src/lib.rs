@@ -15,4 +15,4 @@ pub mod terminal;
 
 pub use error::DispatchError;
 pub use mail::MailConfig;
-pub use store::{Dispatch, HighValuePolicy, NewParcel, delivery_window};
+pub use store::{Dispatch, HighValuePolicy, NewParcel, add_key, delivery_window, promote_key};

@@ -51,6 +51,14 @@ enum Command {
         #[command(subcommand)]
         action: DeviceCommand,
     },
+    /// Rotate dispatch's signing key in two steps (restart dispatch after each).
+    Keys {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
+        #[command(subcommand)]
+        step: KeyStep,
+    },
     /// Run the dispatch service for app developers (loopback by default; development only until
     /// device request signing lands, see docs/dispatch.md).
     Serve {
@@ -70,6 +78,14 @@ enum Command {
         #[arg(long)]
         smtp: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyStep {
+    /// Add a new key: manifests announce it to devices, the current key still signs.
+    Add,
+    /// Let the key sign, once devices have synced a manifest announcing it.
+    Promote { key_id: String },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +150,21 @@ fn main() -> ExitCode {
                     } else {
                         terminal::print_plain(&value);
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("error: {e}")),
+            }
+        }
+        Command::Keys { state, step } => {
+            let result = match step {
+                KeyStep::Add => doorstep_dispatch::add_key(&state)
+                    .map(|id| format!("added {id}: restart dispatch; it signs after `doorstep keys promote {id}`")),
+                KeyStep::Promote { key_id } => doorstep_dispatch::promote_key(&state, &key_id)
+                    .map(|()| format!("{key_id} signs from dispatch's next start")),
+            };
+            match result {
+                Ok(message) => {
+                    println!("{message}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("error: {e}")),

@@ -137,6 +137,9 @@ pub struct NewParcel {
 pub struct Dispatch {
     conn: Mutex<Connection>,
     issuer: Issuer,
+    /// Every key on disk, including ones added but not yet promoted; announced in manifests so
+    /// devices learn a new key before it signs.
+    announced_keys: Vec<VerifyingKey>,
     policy: HighValuePolicy,
     mail: MailConfig,
 }
@@ -174,9 +177,11 @@ impl Dispatch {
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         conn.execute_batch(SCHEMA)?;
+        let (issuer, announced_keys) = load_or_create_issuer(&folder.join("keys"))?;
         Ok(Dispatch {
             conn: Mutex::new(conn),
-            issuer: load_or_create_issuer(&folder.join("keys"))?,
+            issuer,
+            announced_keys,
             policy,
             mail: MailConfig::Folder(folder.join("outbox")),
         })
@@ -482,7 +487,8 @@ impl Dispatch {
             parcels,
             removals,
             resets,
-            dispatch_keys: Vec::new(),
+            // Announce the key set while a rotation is under way (more than one key on disk).
+            dispatch_keys: if self.announced_keys.len() > 1 { self.announced_keys.clone() } else { Vec::new() },
         };
         Ok(self.issuer.build_manifest(device, &spec)?)
     }
@@ -783,28 +789,76 @@ fn codes_of(conn: &Connection, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
     .collect()
 }
 
-fn load_or_create_issuer(dir: &Path) -> Result<Issuer> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pk8"))
-        .collect();
-    files.sort();
-    let mut keys = Vec::new();
-    for f in &files {
-        let key_id = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        keys.push(SigningKey::from_pkcs8(key_id, &std::fs::read(f)?)?);
-    }
+const CURRENT_KEY_FILE: &str = "current";
+
+/// Loads the signing keys: `keys/<key_id>.pk8`, in key-id order; the one named in `keys/current`
+/// (or the first, when none is named) signs; keys after it are announced but do not sign yet.
+/// Creates `dispatch-1` on first start.
+fn load_or_create_issuer(dir: &Path) -> Result<(Issuer, Vec<VerifyingKey>)> {
+    let mut keys = read_keys(dir)?;
     if keys.is_empty() {
         let key = SigningKey::generate("dispatch-1")?;
         write_private(&dir.join("dispatch-1.pk8"), key.pkcs8())?;
         keys.push(key);
     }
+    let announced: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
+    let current = match std::fs::read_to_string(dir.join(CURRENT_KEY_FILE)) {
+        Ok(id) => id.trim().to_owned(),
+        Err(_) => keys[0].key_id().to_owned(),
+    };
+    let position = keys
+        .iter()
+        .position(|k| k.key_id() == current)
+        .ok_or_else(|| bad(format!("keys/current names {current:?}, which is not in keys/")))?;
+    keys.truncate(position + 1);
     let mut keys = keys.into_iter();
     let mut issuer = Issuer::new(keys.next().ok_or_else(|| bad("no signing key"))?);
     for key in keys {
         issuer.rotate_to(key)?;
     }
-    Ok(issuer)
+    Ok((issuer, announced))
+}
+
+fn read_keys(dir: &Path) -> Result<Vec<SigningKey>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pk8"))
+        .collect();
+    // dispatch-2 before dispatch-10: order by the number after the last '-', then by name.
+    files.sort_by_key(|f| {
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let n: u64 = stem.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        (n, stem)
+    });
+    let mut keys = Vec::new();
+    for f in &files {
+        let key_id = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        keys.push(SigningKey::from_pkcs8(key_id, &std::fs::read(f)?)?);
+    }
+    Ok(keys)
+}
+
+/// Key rotation, step 1: adds a new signing key to the state folder's `keys/`. Manifests announce
+/// it from the next start on; it signs only after [`promote_key`]. Returns its id.
+pub fn add_key(state: &Path) -> Result<String> {
+    let dir = state.join("keys");
+    std::fs::create_dir_all(&dir)?;
+    let next = read_keys(&dir)?.len() + 1;
+    let key_id = format!("dispatch-{next}");
+    let key = SigningKey::generate(key_id.clone())?;
+    write_private(&dir.join(format!("{key_id}.pk8")), key.pkcs8())?;
+    Ok(key_id)
+}
+
+/// Key rotation, step 2 (once devices have synced a manifest announcing it): the key signs from
+/// the next start on. Devices that never saw the announcement must enrol again.
+pub fn promote_key(state: &Path, key_id: &str) -> Result<()> {
+    let dir = state.join("keys");
+    if !read_keys(&dir)?.iter().any(|k| k.key_id() == key_id) {
+        return Err(DispatchError::NotFound(format!("key {key_id}")));
+    }
+    std::fs::write(dir.join(CURRENT_KEY_FILE), key_id)?;
+    Ok(())
 }
 
 /// Writes a private key readable by the owner only (created with mode 0600 on Unix).
@@ -929,6 +983,82 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join("keys/dispatch-1.pk8")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    struct Vault;
+    impl doorstep_core::device::KeyVault for Vault {
+        fn seal(&self, p: &[u8]) -> Result<Vec<u8>, doorstep_core::device::HostError> {
+            Ok(p.iter().map(|b| b ^ 0x77).collect())
+        }
+        fn unseal(&self, s: &[u8]) -> Result<Vec<u8>, doorstep_core::device::HostError> {
+            self.seal(s)
+        }
+    }
+
+    fn phone(d: &Dispatch, dir: &Path, name: &str) -> (doorstep_core::device::Device, String) {
+        let device = doorstep_core::device::Device::open(
+            dir.join(name),
+            std::sync::Arc::new(Vault),
+            std::sync::Arc::new(doorstep_core::device::SystemClock),
+            None,
+        )
+        .unwrap();
+        let token = d.create_enrolment_token("R1").unwrap();
+        device.complete_enrolment(&d.enrol(&token, &device.enrolment_request().unwrap()).unwrap()).unwrap();
+        let id = device.status().unwrap().device_id.unwrap();
+        (device, id)
+    }
+
+    #[test]
+    fn a_rotated_key_is_announced_before_it_signs() {
+        let state = tempfile::tempdir().unwrap();
+        let phones = tempfile::tempdir().unwrap();
+        let date = Utc::now().date_naive();
+        let d = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap();
+        d.import_parcels(&[NewParcel {
+            parcel_id: "P1".into(),
+            barcode: "BC1".into(),
+            route_id: "R1".into(),
+            stop_id: "S1".into(),
+            stop_sequence: 1,
+            delivery_date: date,
+            time_zone: "UTC".into(),
+            declared_value_cents: 100_000,
+            category: "books".into(),
+            customer_email: "a@example.test".into(),
+            address_hint: String::new(),
+            recipient_hint: String::new(),
+        }])
+        .unwrap();
+        d.parcel_departed("P1").unwrap();
+        let (synced, synced_id) = phone(&d, phones.path(), "synced.db");
+        let (stale, stale_id) = phone(&d, phones.path(), "stale.db");
+        synced.apply_manifest(&d.full_manifest(&synced_id, date).unwrap()).unwrap();
+        stale.apply_manifest(&d.full_manifest(&stale_id, date).unwrap()).unwrap();
+        drop(d);
+
+        // Step 1: the new key is announced in manifests still signed by the old one.
+        let new_key = add_key(state.path()).unwrap();
+        assert_eq!(new_key, "dispatch-2");
+        let d = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap();
+        synced.apply_manifest(&d.full_manifest(&synced_id, date).unwrap()).unwrap();
+        drop(d);
+
+        // Step 2: the new key signs. The phone that synced the announcement accepts it; the one
+        // that did not refuses it (it must enrol again).
+        promote_key(state.path(), &new_key).unwrap();
+        let d = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap();
+        synced.apply_manifest(&d.full_manifest(&synced_id, date).unwrap()).unwrap();
+        let refused = stale.apply_manifest(&d.full_manifest(&stale_id, date).unwrap());
+        assert!(
+            matches!(
+                refused,
+                Err(doorstep_core::CoreError::ManifestRejected(doorstep_core::error::ManifestRejection::UnknownKeyId(ref k)))
+                    if k == "dispatch-2"
+            ),
+            "{refused:?}"
+        );
+        assert!(promote_key(state.path(), "dispatch-9").is_err());
     }
 
     #[test]
