@@ -77,6 +77,12 @@ enum Command {
         /// Send customer e-mail to this SMTP relay (host:port) instead of STATE/outbox/*.eml.
         #[arg(long)]
         smtp: Option<String>,
+        /// Wrong codes allowed per parcel before it locks (3..=10).
+        #[arg(long, default_value_t = 5)]
+        max_attempts: u8,
+        /// Length of the code tags in bits (16..=32); see docs/security.md for the trade-off.
+        #[arg(long, default_value_t = 20)]
+        tag_bits: u8,
     },
 }
 
@@ -171,12 +177,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
-        Command::Serve { addr, state, value_threshold_cents, categories, smtp } => {
+        Command::Serve { addr, state, value_threshold_cents, categories, smtp, max_attempts, tag_bits } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
                 Err(e) => return fail(e),
             };
-            runtime.block_on(serve(addr, state, HighValuePolicy { value_threshold_cents, categories }, mail))
+            let code_policy = doorstep_core::policy::Policy { max_attempts, tag_bits, key_epoch: 0 };
+            let options =
+                ServeOptions { policy: HighValuePolicy { value_threshold_cents, categories }, code_policy, mail };
+            runtime.block_on(serve(addr, state, options))
         }
     }
 }
@@ -227,13 +236,20 @@ fn parse_smtp(relay: &str) -> Result<MailConfig, String> {
     Ok(MailConfig::Smtp { host: host.to_owned(), port })
 }
 
-async fn serve(addr: SocketAddr, state: PathBuf, policy: HighValuePolicy, mail: Option<MailConfig>) -> ExitCode {
-    let dispatch = match Dispatch::open(&state, policy) {
-        Ok(d) => Arc::new(match mail {
+struct ServeOptions {
+    policy: HighValuePolicy,
+    code_policy: doorstep_core::policy::Policy,
+    mail: Option<MailConfig>,
+}
+
+async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
+    let opened = Dispatch::open(&state, options.policy).and_then(|d| d.with_code_policy(options.code_policy));
+    let dispatch = match opened {
+        Ok(d) => Arc::new(match options.mail {
             Some(mail) => d.with_mail(mail),
             None => d,
         }),
-        Err(e) => return fail(format!("cannot open the state folder {}: {e}", state.display())),
+        Err(e) => return fail(format!("cannot start dispatch with {}: {e}", state.display())),
     };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,

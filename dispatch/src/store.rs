@@ -141,6 +141,7 @@ pub struct Dispatch {
     /// devices learn a new key before it signs.
     announced_keys: Vec<VerifyingKey>,
     policy: HighValuePolicy,
+    code_policy: Policy,
     mail: MailConfig,
 }
 
@@ -183,8 +184,16 @@ impl Dispatch {
             issuer,
             announced_keys,
             policy,
+            code_policy: Policy::default(),
             mail: MailConfig::Folder(folder.join("outbox")),
         })
+    }
+
+    /// Sets the attempt limit and tag length that manifests carry (validated as the devices do).
+    pub fn with_code_policy(mut self, policy: Policy) -> Result<Dispatch> {
+        policy.validate().map_err(|e| bad(e.to_string()))?;
+        self.code_policy = policy;
+        Ok(self)
     }
 
     /// Sends customer e-mail through `mail` instead of the state folder's `outbox/`.
@@ -483,7 +492,7 @@ impl Dispatch {
             issued_at: Utc::now(),
             sequence: sequence as u64,
             kind,
-            policy: Policy::default(),
+            policy: self.code_policy,
             parcels,
             removals,
             resets,

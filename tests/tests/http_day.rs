@@ -40,8 +40,13 @@ struct Server {
 }
 
 fn serve() -> Server {
+    serve_with(doorstep_core::policy::Policy::default())
+}
+
+fn serve_with(code_policy: doorstep_core::policy::Policy) -> Server {
     let state = tempfile::tempdir().unwrap();
-    let dispatch = Arc::new(Dispatch::open(state.path(), HighValuePolicy::default()).unwrap());
+    let dispatch = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap();
+    let dispatch = Arc::new(dispatch.with_code_policy(code_policy).unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -443,4 +448,42 @@ fn the_terminal_device_works_a_day_against_dispatch() {
         )
         .is_err()
     );
+}
+
+/// The insider attack over HTTP: with the device secret (unsealed from the phone's own file) and
+/// 16-bit tags, a brute force finds a code that is not the customer's but shares its tag. The phone
+/// accepts it; dispatch re-checks the code proof against the true code and flags the receipt.
+#[test]
+fn a_forged_handover_is_flagged_by_dispatch_over_http() {
+    use doorstep_core::crypto::{Code, DeviceSecret, Tag};
+    let server = serve_with(doorstep_core::policy::Policy { max_attempts: 5, tag_bits: 16, key_epoch: 0 });
+    let (device, dir, device_id) = day(&server);
+    let file = rusqlite::Connection::open(dir.path().join("d.db")).unwrap();
+    let sealed: Vec<u8> = file.query_row("SELECT sealed_secret FROM device", [], |r| r.get(0)).unwrap();
+    let secret = DeviceSecret::from_bytes(&Vault.unseal(&sealed).unwrap()).unwrap();
+    let (salt, tag): (Vec<u8>, Vec<u8>) = file
+        .query_row(
+            "SELECT p.salt, t.tag FROM parcel p JOIN code_tag t USING (parcel_id) WHERE parcel_id = 'P0'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let truth = code(&server, "P0");
+    let key = secret.tag_key(0);
+    let forged = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .find(|c| *c != truth && Tag::matches(&key, "P0", &salt, &Code::parse(c).unwrap(), 16, &tag))
+        .expect("16-bit tags leave about 15 other candidates");
+
+    let out = device.verify_code(&[ScannedParcel::scanned("BC0")], &forged, None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Accepted { .. }), "the tag matches, so the phone accepts: {out:?}");
+    let batch = device.next_batch(10, 64 * 1024).unwrap().unwrap();
+    let (status, ack) = post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], &batch.bytes);
+    assert_eq!(status, 200);
+    let report = device.apply_ack(&ack).unwrap();
+    assert_eq!(report.flagged.len(), 1);
+    assert!(report.flagged[0].reason.as_deref().unwrap().contains("code proof"));
+    let (_, history) = get(&format!("{}/v1/parcels/P0/history", server.base));
+    let history: serde_json::Value = serde_json::from_slice(&history).unwrap();
+    assert_eq!(history["receipts"][0]["status"], "flagged");
 }
