@@ -347,7 +347,16 @@ impl Dispatch {
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        let code = self.issue_code(&tx, parcel_id, &Holder::Delegate(label.to_owned()))?;
+        tx.commit()?;
+        Ok(code.reveal().to_owned())
+    }
+
+    /// Issues a new code for `holder` on a parcel that needs one, replacing the holder's earlier
+    /// code on the devices that carry the parcel (a delta). Dispatch keeps the earlier code, so
+    /// proofs made with it still verify.
+    fn issue_code(&self, tx: &Transaction<'_>, parcel_id: &str, holder: &Holder) -> Result<Code> {
+        let (route, date) = Self::route_and_date(tx, parcel_id)?;
         let needs_code: bool =
             tx.query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))?;
         if !needs_code {
@@ -356,15 +365,13 @@ impl Dispatch {
         let code = Code::generate()?;
         tx.execute(
             "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), code.reveal(), now_ms()],
+            params![parcel_id, holder.to_key(), code.reveal(), now_ms()],
         )?;
-        // Devices already carrying the parcel learn the new holder's tag.
-        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> = parcel_entry(tx, parcel_id)?.into_iter().collect();
         if !entry.is_empty() {
-            self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+            self.push_delta(tx, &route, date, entry, vec![], vec![])?;
         }
-        tx.commit()?;
-        Ok(code.reveal().to_owned())
+        Ok(code)
     }
 
     /// A QR token for the customer app: signed by dispatch, for one parcel and holder, valid for
@@ -564,19 +571,7 @@ impl Dispatch {
     pub fn reissue_code(&self, parcel_id: &str) -> Result<String> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
-        let needs_code: bool =
-            tx.query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))?;
-        if !needs_code {
-            return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs no code")));
-        }
-        let code = Code::generate()?;
-        tx.execute(
-            "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, 'customer', ?2, ?3)",
-            params![parcel_id, code.reveal(), now_ms()],
-        )?;
-        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
-        self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+        let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         self.mail_code(&tx, parcel_id, code.reveal(), true)?;
         tx.commit()?;
         Ok(code.reveal().to_owned())
@@ -663,22 +658,13 @@ impl Dispatch {
     }
 
     /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first.
-    pub fn parcel_history(&self, parcel_id: &str) -> Result<Vec<(ReceiptBody, ReceiptStatus, Option<String>)>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+    pub fn parcel_history(&self, parcel_id: &str) -> Result<Vec<StoredReceipt>> {
+        stored_receipts(
+            &self.lock(),
             "SELECT r.body, r.status, r.reason FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
              WHERE rp.parcel_id = ?1 ORDER BY r.device_id, r.seq",
-        )?;
-        let rows = stmt.query_map([parcel_id], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
-        })?;
-        rows.map(|r| {
-            let (body, status, reason) = r?;
-            let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-            let status = serde_json::from_value(serde_json::Value::String(status)).map_err(|e| bad(e.to_string()))?;
-            Ok((body, status, reason))
-        })
-        .collect()
+            parcel_id,
+        )
     }
 
     /// Operator: moves a parcel to another route: it leaves the old route's devices and joins the
@@ -723,20 +709,30 @@ impl Dispatch {
     }
 
     /// Receipts held for a device with their verdicts, in chain order.
-    pub fn receipts(&self, device_id: &str) -> Result<Vec<(ReceiptBody, ReceiptStatus, Option<String>)>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT body, status, reason FROM receipt WHERE device_id = ?1 ORDER BY seq")?;
-        let rows = stmt.query_map([device_id], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
-        })?;
-        rows.map(|r| {
-            let (body, status, reason) = r?;
-            let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-            let status = serde_json::from_value(serde_json::Value::String(status)).map_err(|e| bad(e.to_string()))?;
-            Ok((body, status, reason))
-        })
-        .collect()
+    pub fn receipts(&self, device_id: &str) -> Result<Vec<StoredReceipt>> {
+        stored_receipts(
+            &self.lock(),
+            "SELECT body, status, reason FROM receipt WHERE device_id = ?1 ORDER BY seq",
+            device_id,
+        )
     }
+}
+
+/// A stored receipt with dispatch's verdict and its reason.
+pub type StoredReceipt = (ReceiptBody, ReceiptStatus, Option<String>);
+
+/// Runs a query selecting `body, status, reason` of stored receipts.
+fn stored_receipts(conn: &Connection, sql: &str, key: &str) -> Result<Vec<StoredReceipt>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt
+        .query_map([key], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
+    rows.map(|r| {
+        let (body, status, reason) = r?;
+        let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let status = serde_json::from_value(serde_json::Value::String(status)).map_err(|e| bad(e.to_string()))?;
+        Ok((body, status, reason))
+    })
+    .collect()
 }
 
 /// The manifest entry of a departed parcel (None if it has not left the warehouse yet), with the
