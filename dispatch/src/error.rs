@@ -12,6 +12,8 @@ pub enum DispatchError {
     Conflict(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("the body is over the limit of {0} bytes")]
+    TooLarge(usize),
     #[error(transparent)]
     Core(#[from] CoreError),
     #[error("storage: {0}")]
@@ -28,6 +30,7 @@ impl DispatchError {
             DispatchError::Forbidden(_) => 403,
             DispatchError::NotFound(_) => 404,
             DispatchError::Conflict(_) => 409,
+            DispatchError::TooLarge(_) => 413,
             DispatchError::Core(
                 CoreError::InvalidInput { .. } | CoreError::BatchRejected(_) | CoreError::MalformedCode,
             ) => 400,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +31,7 @@ impl IntoResponse for DispatchError {
             403 => "forbidden",
             404 => "not_found",
             409 => "conflict",
+            413 => "too_large",
             _ => "internal",
         };
         (status, Json(json!({ "error": kind, "detail": self.to_string() }))).into_response()
@@ -40,6 +42,17 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DispatchError> + Send + 'static,
 ) -> Result<T, DispatchError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| DispatchError::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// The request body, or the JSON error for one that is too large or unreadable.
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DispatchError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            DispatchError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            DispatchError::BadRequest(e.body_text())
+        }
+    })
 }
 
 fn octets(bytes: Vec<u8>) -> Response {
@@ -72,13 +85,22 @@ struct TokenRequest {
     route_id: String,
 }
 
-async fn create_token(State(d): State<AppState>, body: Bytes) -> Result<Response, DispatchError> {
+async fn create_token(
+    State(d): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, DispatchError> {
+    let body = body_of(body)?;
     let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
     let token = blocking(move || d.create_enrolment_token(&req.route_id)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
 }
 
-async fn enrol(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, DispatchError> {
+async fn enrol(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, DispatchError> {
+    let body = body_of(body)?;
     let token = headers
         .get("enrolment-token")
         .and_then(|v| v.to_str().ok())
@@ -88,7 +110,12 @@ async fn enrol(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 /// Order lines as JSON (a list) or CSV (`Content-Type: text/csv`, a header row naming the fields).
-async fn import_parcels(State(d): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, DispatchError> {
+async fn import_parcels(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, DispatchError> {
+    let body = body_of(body)?;
     let is_csv =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/csv"));
     let parcels: Vec<NewParcel> = if is_csv {
@@ -153,13 +180,23 @@ struct ReassignRequest {
     route_id: String,
 }
 
-async fn reassign(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response, DispatchError> {
+async fn reassign(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, DispatchError> {
+    let body = body_of(body)?;
     let req: ReassignRequest = serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
     blocking(move || d.reassign(&id, &req.route_id)).await?;
     Ok(Json(json!({ "reassigned": true })).into_response())
 }
 
-async fn upload(State(d): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Response, DispatchError> {
+async fn upload(
+    State(d): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, DispatchError> {
+    let body = body_of(body)?;
     Ok(octets(blocking(move || d.upload(&id, &body)).await?))
 }
 
@@ -201,8 +238,9 @@ async fn name_delegate(
     State(d): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
+    let body = body_of(body)?;
     let token = customer_token(&headers)?;
     let req: DelegateRequest = serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?;
     let code = blocking(move || d.customer_name_delegate(&token, &id, &req.label)).await?;

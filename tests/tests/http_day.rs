@@ -240,7 +240,9 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     assert_eq!(post(&url("/v1/parcels/P8/departed"), &[], b"").0, 404, "the refused import left nothing behind");
     // Oversized bodies are refused before they are read.
     let huge = vec![b' '; service::MAX_BODY_BYTES + 1];
-    assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], &huge).0, 413);
+    let (status, body) = post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], &huge);
+    assert_eq!(status, 413);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"], "too_large");
     assert!(server.dispatch.receipts(&device_id).unwrap().is_empty());
     drop(device);
 }
