@@ -52,6 +52,12 @@ impl DoorstepDevice {
         Ok(self.device.enrolment_request()?)
     }
 
+    /// The `Device-Signature` header value for a request to dispatch: method, path with query, and
+    /// body, signed with this device's key. Add it to manifest fetches and receipt uploads.
+    pub fn sign_request(&self, method: String, path: String, body: Vec<u8>) -> Result<String> {
+        Ok(self.device.sign_request(&method, &path, &body)?)
+    }
+
     /// Stores dispatch's enrolment answer; the device secret is sealed by the `KeyVault` at once.
     pub fn complete_enrolment(&self, bundle: Vec<u8>) -> Result<()> {
         Ok(self.device.complete_enrolment(&bundle)?)

@@ -309,3 +309,30 @@ fn a_locked_key_vault_is_reported_not_hidden() {
     let err = doorstep_core::device::Device::open(&w.path, w.vault.clone(), w.clock.clone(), None).err().unwrap();
     assert!(matches!(err, CoreError::KeyVault(_)));
 }
+
+#[test]
+fn a_signed_request_verifies_only_as_sent() {
+    use doorstep_core::protocol::{RequestRejection, request_device, verify_request};
+    let w = World::with_parcels(1);
+    let now = w.clock.now().timestamp_millis();
+    let header = w.device.sign_request("POST", "/v1/devices/dev-1/receipts", b"{\"batch\":1}").unwrap();
+    assert_eq!(request_device(&header), Some("dev-1"));
+    let key = &w.record.public_key;
+    let skew = doorstep_core::protocol::REQUEST_SKEW_MS;
+    let check = |method: &str, path: &str, body: &[u8], at: i64| {
+        verify_request(&header, "dev-1", key, method, path, body, at, skew)
+    };
+    assert_eq!(check("POST", "/v1/devices/dev-1/receipts", b"{\"batch\":1}", now), Ok(()));
+    assert_eq!(check("GET", "/v1/devices/dev-1/receipts", b"{\"batch\":1}", now), Err(RequestRejection::BadSignature));
+    assert_eq!(check("POST", "/v1/devices/dev-2/receipts", b"{\"batch\":1}", now), Err(RequestRejection::BadSignature));
+    assert_eq!(check("POST", "/v1/devices/dev-1/receipts", b"{\"batch\":2}", now), Err(RequestRejection::BadSignature));
+    assert_eq!(
+        check("POST", "/v1/devices/dev-1/receipts", b"{\"batch\":1}", now + 6 * 60_000),
+        Err(RequestRejection::Stale)
+    );
+    assert_eq!(
+        verify_request(&header, "dev-2", key, "POST", "/v1/devices/dev-1/receipts", b"{\"batch\":1}", now, skew),
+        Err(RequestRejection::WrongDevice)
+    );
+    assert_eq!(verify_request("junk", "dev-1", key, "GET", "/", b"", now, skew), Err(RequestRejection::Malformed));
+}

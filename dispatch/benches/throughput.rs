@@ -19,7 +19,7 @@ use doorstep_core::crypto::{Code, SigningKey};
 use doorstep_core::device::{Clock, Device, HostError, KeyVault, ScannedParcel};
 use doorstep_core::issuer::{IssuedParcel, Issuer, ManifestSpec};
 use doorstep_core::policy::Policy;
-use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, Stop};
+use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, REQUEST_HEADER, Stop};
 use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, delivery_window, service};
 
 const ROUTE_PARCELS: usize = 300;
@@ -115,8 +115,9 @@ fn bench_manifests(c: &mut Criterion) {
     for p in parcels("R1", ROUTE_PARCELS, 0) {
         s.dispatch.parcel_departed(&p.parcel_id).unwrap();
     }
-    let (_device, id) = enrol(&s, "R1", dir.path());
-    let url = format!("{}/v1/devices/{id}/manifest?date={}", s.base, date());
+    let (device, id) = enrol(&s, "R1", dir.path());
+    let path = format!("/v1/devices/{id}/manifest?date={}", date());
+    let url = format!("{}{path}", s.base);
     let agent = agent();
 
     // Floor: the same manifest built and signed by the core's issuer in memory.
@@ -165,7 +166,11 @@ fn bench_manifests(c: &mut Criterion) {
         })
     });
     g.bench_function("http", |b| {
-        b.iter(|| black_box(agent.get(&url).call().unwrap().body_mut().read_to_vec().unwrap()))
+        b.iter(|| {
+            let signature = device.sign_request("GET", &path, b"").unwrap();
+            let mut resp = agent.get(&url).header(REQUEST_HEADER, &signature).call().unwrap();
+            black_box(resp.body_mut().read_to_vec().unwrap())
+        })
     });
     g.finish();
 }
@@ -207,13 +212,16 @@ fn bench_uploads(c: &mut Criterion) {
                     }
                     let batch = device.next_batch(RECEIPTS_PER_DEVICE as u32, 1 << 20).unwrap().unwrap();
                     assert_eq!(batch.receipt_count as usize, RECEIPTS_PER_DEVICE);
-                    uploads.push((format!("{}/v1/devices/{id}/receipts", s.base), batch.bytes));
+                    let path = format!("/v1/devices/{id}/receipts");
+                    let signature = device.sign_request("POST", &path, &batch.bytes).unwrap();
+                    uploads.push((format!("{}{path}", s.base), signature, batch.bytes));
                 }
                 let start = Instant::now();
                 std::thread::scope(|scope| {
-                    for (url, body) in &uploads {
+                    for (url, signature, body) in &uploads {
                         scope.spawn(move || {
-                            let ack = agent().post(url).send(&body[..]).unwrap().body_mut().read_to_vec().unwrap();
+                            let req = agent().post(url).header(REQUEST_HEADER, signature);
+                            let ack = req.send(&body[..]).unwrap().body_mut().read_to_vec().unwrap();
                             black_box(ack);
                         });
                     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{Days, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
-use doorstep_core::protocol::{FailureReason, Holder, ReceiptStatus};
+use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -20,6 +20,10 @@ use crate::store::{Dispatch, NewParcel, delivery_window};
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const ZONE: &str = "Europe/Berlin";
+
+/// The request-time skew a dispatch serving the demo must accept: the phones' simulated day is
+/// tomorrow (see `Dispatch::with_request_skew_ms`).
+pub const CLOCK_SKEW_MS: i64 = 2 * 24 * 3600 * 1000;
 
 /// For the demo only: the phones' key vault XORs with a fixed key stream (apps use the Android
 /// Keystore or the iOS Keychain).
@@ -74,8 +78,12 @@ impl Http {
         Self::check(path, req.send(body)?)
     }
 
-    fn get(&self, path: &str) -> DemoResult<Vec<u8>> {
-        Self::check(path, self.agent.get(format!("{}{path}", self.base)).call()?)
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> DemoResult<Vec<u8>> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::check(path, req.call()?)
     }
 }
 
@@ -151,7 +159,9 @@ pub fn run(base: &str, dispatch: &Dispatch, parcels: usize, routes: usize, quiet
         let bundle = http.post("/v1/enrol", &[("Enrolment-Token", &token)], &device.enrolment_request()?)?;
         device.complete_enrolment(&bundle)?;
         let device_id = device.status()?.device_id.ok_or("not enrolled")?;
-        device.apply_manifest(&http.get(&format!("/v1/devices/{device_id}/manifest?date={date}"))?)?;
+        let path = format!("/v1/devices/{device_id}/manifest?date={date}");
+        let signature = device.sign_request("GET", &path, b"")?;
+        device.apply_manifest(&http.get(&path, &[(REQUEST_HEADER, &signature)])?)?;
         phones.push(Phone { device, device_id });
     }
 
@@ -277,7 +287,8 @@ fn upload(http: &Http, phone: &Phone, lose_first_ack: bool) -> DemoResult<usize>
     let path = format!("/v1/devices/{}/receipts", phone.device_id);
     let mut lost = 0;
     while let Some(batch) = phone.device.next_batch(50, 256 * 1024)? {
-        let ack = http.post(&path, &[], &batch.bytes)?;
+        let signature = phone.device.sign_request("POST", &path, &batch.bytes)?;
+        let ack = http.post(&path, &[(REQUEST_HEADER, &signature)], &batch.bytes)?;
         if lose_first_ack && lost == 0 {
             lost = 1;
             phone.device.record_upload_failure("demo: connection reset before the answer arrived")?;

@@ -12,6 +12,8 @@ pub enum DispatchError {
     Conflict(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("the body is over the limit of {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -27,6 +29,7 @@ impl DispatchError {
     pub fn status(&self) -> u16 {
         match self {
             DispatchError::BadRequest(_) => 400,
+            DispatchError::Unauthorized(_) => 401,
             DispatchError::Forbidden(_) => 403,
             DispatchError::NotFound(_) => 404,
             DispatchError::Conflict(_) => 409,

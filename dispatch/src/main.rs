@@ -59,8 +59,8 @@ enum Command {
         #[command(subcommand)]
         step: KeyStep,
     },
-    /// Run the dispatch service for app developers (loopback by default; development only until
-    /// device request signing lands, see docs/dispatch.md).
+    /// Run the dispatch service for app developers (loopback by default: operator endpoints are not
+    /// authenticated yet, see docs/dispatch.md).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -203,8 +203,10 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
         Ok(s) => s,
         Err(e) => return fail(format!("cannot create a temporary state folder: {e}")),
     };
+    // The simulated phones live on tomorrow's delivery day, so their signed requests carry
+    // tomorrow's time: this private dispatch accepts two days of skew.
     let dispatch = match Dispatch::open(state.path(), HighValuePolicy::default()) {
-        Ok(d) => Arc::new(d),
+        Ok(d) => Arc::new(d.with_request_skew_ms(demo::CLOCK_SKEW_MS)),
         Err(e) => return fail(format!("cannot open dispatch: {e}")),
     };
     let listener = match runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")) {

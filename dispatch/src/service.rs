@@ -8,10 +8,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
+use doorstep_core::protocol::REQUEST_HEADER;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,6 +29,7 @@ impl IntoResponse for DispatchError {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let kind = match status.as_u16() {
             400 => "bad_request",
+            401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
             409 => "conflict",
@@ -150,18 +152,34 @@ fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str)
 }
 
 /// `?date=YYYY-MM-DD[&since=N]`: the next manifest for the device (204 when it is up to date).
+/// Signed by the device (`Device-Signature`).
 async fn manifest(
     State(d): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
     RawQuery(query): RawQuery,
 ) -> Result<Response, DispatchError> {
     let date: NaiveDate = query_param(query.as_deref(), "date", "YYYY-MM-DD")?
         .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?;
     let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
-    Ok(match blocking(move || d.manifest(&id, date, since)).await? {
-        Some(envelope) => octets(envelope),
-        None => StatusCode::NO_CONTENT.into_response(),
-    })
+    let signature = device_signature(&headers);
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    Ok(
+        match blocking(move || {
+            d.verify_device_request(&id, signature.as_deref(), "GET", &path, b"")?;
+            d.manifest(&id, date, since)
+        })
+        .await?
+        {
+            Some(envelope) => octets(envelope),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
+}
+
+fn device_signature(headers: &HeaderMap) -> Option<String> {
+    headers.get(REQUEST_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 async fn reset(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
@@ -194,10 +212,20 @@ async fn reassign(
 async fn upload(
     State(d): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
     let body = body_of(body)?;
-    Ok(octets(blocking(move || d.upload(&id, &body)).await?))
+    let signature = device_signature(&headers);
+    let path = uri.path().to_owned();
+    Ok(octets(
+        blocking(move || {
+            d.verify_device_request(&id, signature.as_deref(), "POST", &path, &body)?;
+            d.upload(&id, &body)
+        })
+        .await?,
+    ))
 }
 
 async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {

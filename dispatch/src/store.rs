@@ -143,6 +143,8 @@ pub struct Dispatch {
     policy: HighValuePolicy,
     code_policy: Policy,
     mail: MailConfig,
+    /// How far a signed device request's time may be from the server's.
+    request_skew_ms: i64,
 }
 
 fn now_ms() -> i64 {
@@ -186,7 +188,15 @@ impl Dispatch {
             policy,
             code_policy: Policy::default(),
             mail: MailConfig::Folder(folder.join("outbox")),
+            request_skew_ms: doorstep_core::protocol::REQUEST_SKEW_MS,
         })
+    }
+
+    /// Accepts signed device requests whose time is within `skew_ms` of the server's (default five
+    /// minutes). The demo widens it: its phones live on a simulated day.
+    pub fn with_request_skew_ms(mut self, skew_ms: i64) -> Dispatch {
+        self.request_skew_ms = skew_ms.max(0);
+        self
     }
 
     /// Sets the attempt limit and tag length that manifests carry (validated as the devices do).
@@ -687,6 +697,34 @@ impl Dispatch {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Checks a device request's `Device-Signature` header (method, path with query, body) against
+    /// the device's enrolled key and the server's clock.
+    pub fn verify_device_request(
+        &self,
+        device_id: &str,
+        header: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let (device, _, _) = {
+            let mut conn = self.lock();
+            Self::device(&conn.transaction()?, device_id)?
+        };
+        let header = header.ok_or_else(|| DispatchError::Unauthorized("missing Device-Signature header".into()))?;
+        doorstep_core::protocol::verify_request(
+            header,
+            device_id,
+            &device.public_key,
+            method,
+            path,
+            body,
+            Utc::now().timestamp_millis(),
+            self.request_skew_ms,
+        )
+        .map_err(|e| DispatchError::Unauthorized(e.to_string()))
     }
 
     /// Verifies an uploaded batch, stores what verifies (accepted or flagged), and returns the

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use doorstep_core::crypto::random_bytes;
 use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
-use doorstep_core::protocol::FailureReason;
+use doorstep_core::protocol::{FailureReason, REQUEST_HEADER};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde_json::{Value, json};
 
@@ -90,7 +90,13 @@ impl Terminal {
     ) -> CliResult<(u16, Vec<u8>)> {
         let url = format!("{}{path}", self.dispatch.trim_end_matches('/'));
         let mut resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call()?,
+            ("GET", _) => {
+                let mut req = self.agent.get(&url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.call()?
+            }
             (_, body) => {
                 let mut req = self.agent.post(&url);
                 for (k, v) in headers {
@@ -152,8 +158,9 @@ pub fn run(dir: &Path, dispatch: &str, action: Action) -> CliResult<Value> {
             let mut applied = Vec::new();
             loop {
                 let since = t.device.status()?.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
-                let (status, body) =
-                    t.call("GET", &format!("/v1/devices/{id}/manifest?date={date}{since}"), &[], None)?;
+                let path = format!("/v1/devices/{id}/manifest?date={date}{since}");
+                let signature = t.device.sign_request("GET", &path, b"")?;
+                let (status, body) = t.call("GET", &path, &[(REQUEST_HEADER, &signature)], None)?;
                 if status == 204 {
                     break;
                 }
@@ -202,7 +209,9 @@ pub fn run(dir: &Path, dispatch: &str, action: Action) -> CliResult<Value> {
             let id = t.device_id()?;
             let (mut removed, mut flagged, mut rejected) = (0, 0, 0);
             while let Some(batch) = t.device.next_batch(100, 512 * 1024)? {
-                let (_, ack) = t.call("POST", &format!("/v1/devices/{id}/receipts"), &[], Some(&batch.bytes))?;
+                let path = format!("/v1/devices/{id}/receipts");
+                let signature = t.device.sign_request("POST", &path, &batch.bytes)?;
+                let (_, ack) = t.call("POST", &path, &[(REQUEST_HEADER, &signature)], Some(&batch.bytes))?;
                 let report = t.device.apply_ack(&ack)?;
                 removed += report.removed;
                 flagged += report.flagged.len();

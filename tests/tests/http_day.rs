@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::NaiveDate;
 use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel};
-use doorstep_core::protocol::{FailureReason, Holder, ReceiptStatus};
+use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptStatus};
 use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, service};
 
 struct Vault;
@@ -44,9 +44,12 @@ fn serve() -> Server {
 }
 
 fn serve_with(code_policy: doorstep_core::policy::Policy) -> Server {
+    serve_configured(|d| d.with_code_policy(code_policy).unwrap())
+}
+
+fn serve_configured(configure: impl FnOnce(Dispatch) -> Dispatch) -> Server {
     let state = tempfile::tempdir().unwrap();
-    let dispatch = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap();
-    let dispatch = Arc::new(dispatch.with_code_policy(code_policy).unwrap());
+    let dispatch = Arc::new(configure(Dispatch::open(state.path(), HighValuePolicy::default()).unwrap()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -73,12 +76,29 @@ fn get(url: &str) -> (u16, Vec<u8>) {
 }
 
 fn get_as(url: &str, bearer: Option<&str>) -> (u16, Vec<u8>) {
+    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    get_with(url, &headers)
+}
+
+fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
     let mut req = agent().get(url);
-    if let Some(token) = bearer {
-        req = req.header("Authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let mut resp = req.call().unwrap();
     (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
+
+/// A device request, signed by `device` as the apps do.
+fn signed_get(server: &Server, device: &Device, path: &str) -> (u16, Vec<u8>) {
+    let signature = device.sign_request("GET", path, b"").unwrap();
+    get_with(&format!("{}{path}", server.base), &[(REQUEST_HEADER, &signature)])
+}
+
+fn signed_post(server: &Server, device: &Device, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let signature = device.sign_request("POST", path, body).unwrap();
+    post(&format!("{}{path}", server.base), &[(REQUEST_HEADER, &signature)], body)
 }
 
 fn date() -> NaiveDate {
@@ -116,7 +136,7 @@ fn day(server: &Server) -> (Device, tempfile::TempDir, String) {
     }
     let dir = tempfile::tempdir().unwrap();
     let (device, device_id) = enrol_device(server, "R1", &dir.path().join("d.db"));
-    let report = device.apply_manifest(&manifest(server, &device_id, None).unwrap()).unwrap();
+    let report = device.apply_manifest(&manifest(server, &device, &device_id, None).unwrap()).unwrap();
     assert_eq!(report.added, 8);
     (device, dir, device_id)
 }
@@ -150,9 +170,10 @@ fn enrol_device(server: &Server, route: &str, db: &std::path::Path) -> (Device, 
 }
 
 /// The device's next manifest (`since`: its current sequence), or None when it is up to date.
-fn manifest(server: &Server, device_id: &str, since: Option<u64>) -> Option<Vec<u8>> {
+fn manifest(server: &Server, device: &Device, device_id: &str, since: Option<u64>) -> Option<Vec<u8>> {
     let since = since.map_or(String::new(), |s| format!("&since={s}"));
-    let (status, body) = get(&format!("{}/v1/devices/{device_id}/manifest?date=2026-11-26{since}", server.base));
+    let (status, body) =
+        signed_get(server, device, &format!("/v1/devices/{device_id}/manifest?date=2026-11-26{since}"));
     match status {
         200 => Some(body),
         204 => None,
@@ -163,7 +184,7 @@ fn manifest(server: &Server, device_id: &str, since: Option<u64>) -> Option<Vec<
 /// Applies every manifest the device is due; returns how many.
 fn sync(server: &Server, device: &Device, device_id: &str) -> usize {
     let mut applied = 0;
-    while let Some(envelope) = manifest(server, device_id, device.status().unwrap().manifest_sequence) {
+    while let Some(envelope) = manifest(server, device, device_id, device.status().unwrap().manifest_sequence) {
         device.apply_manifest(&envelope).unwrap();
         applied += 1;
     }
@@ -177,7 +198,7 @@ fn code(server: &Server, parcel: &str) -> String {
 fn upload(server: &Server, device: &Device, device_id: &str) -> Vec<Vec<u8>> {
     let mut acks = Vec::new();
     while let Some(batch) = device.next_batch(3, 64 * 1024).unwrap() {
-        let (status, ack) = post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], &batch.bytes);
+        let (status, ack) = signed_post(server, device, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ack));
         device.apply_ack(&ack).unwrap();
         acks.push(batch.bytes);
@@ -208,7 +229,7 @@ fn a_day_over_http_reconciles_and_a_repeated_upload_is_harmless() {
 
     // The same batches again: duplicates, nothing stored twice.
     for body in &bodies {
-        let (status, _) = post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], body);
+        let (status, _) = signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), body);
         assert_eq!(status, 200);
     }
     let held = server.dispatch.receipts(&device_id).unwrap();
@@ -232,7 +253,8 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     assert_eq!(post(&url("/v1/parcels/NOPE/departed"), &[], b"").0, 404);
     assert_eq!(get(&url("/v1/devices/nobody/manifest?date=2026-11-26")).0, 404);
     assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=yesterday"))).0, 400);
-    assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], b"[]").0, 400);
+    assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], b"[]").0, 401, "unsigned");
+    assert_eq!(signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), b"[]").0, 400);
     // A duplicate import is refused as a whole (the first line is new, the second exists).
     let mut again = parcels(9);
     again.swap(0, 8);
@@ -249,7 +271,7 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
 
 #[test]
 fn the_demo_day_reconciles() {
-    let server = serve();
+    let server = serve_configured(|d| d.with_request_skew_ms(doorstep_dispatch::demo::CLOCK_SKEW_MS));
     let report = doorstep_dispatch::demo::run(&server.base, &server.dispatch, 90, 2, true).unwrap();
     assert!(report.reconciled, "{report:?}");
     assert_eq!(report.at_the_door.values().sum::<usize>(), 90);
@@ -263,7 +285,11 @@ fn operator_actions_reach_the_devices_as_deltas() {
     let server = serve();
     let (one, dir, one_id) = day(&server);
     let (two, two_id) = enrol_device(&server, "R2", &dir.path().join("two.db"));
-    two.apply_manifest(&manifest(&server, &two_id, None).unwrap()).unwrap();
+    two.apply_manifest(&manifest(&server, &two, &two_id, None).unwrap()).unwrap();
+    // One phone cannot fetch another's manifest, nor can anyone unsigned.
+    let path = format!("/v1/devices/{two_id}/manifest?date=2026-11-26");
+    assert_eq!(signed_get(&server, &one, &path).0, 401);
+    assert_eq!(get(&format!("{}{path}", server.base)).0, 401);
     assert_eq!(sync(&server, &one, &one_id), 0, "up to date: 204");
     let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
     let url = |p: &str| format!("{}{p}", server.base);
@@ -379,8 +405,8 @@ fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
     // Swap in a body the device never signed (another receipt's body under this signature).
     let forged = parsed["receipts"][0]["body"].as_str().unwrap().replace('A', "B");
     parsed["receipts"][0]["body"] = serde_json::Value::String(forged);
-    let (status, ack) =
-        post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], &serde_json::to_vec(&parsed).unwrap());
+    let tampered = serde_json::to_vec(&parsed).unwrap();
+    let (status, ack) = signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), &tampered);
     assert!(status == 200 || status == 400, "{status}");
     if status == 200 {
         let report = device.apply_ack(&ack).unwrap();
@@ -488,7 +514,7 @@ fn a_forged_handover_is_flagged_by_dispatch_over_http() {
     let out = device.verify_code(&[ScannedParcel::scanned("BC0")], &forged, None).unwrap();
     assert!(matches!(out, HandoverOutcome::Accepted { .. }), "the tag matches, so the phone accepts: {out:?}");
     let batch = device.next_batch(10, 64 * 1024).unwrap().unwrap();
-    let (status, ack) = post(&format!("{}/v1/devices/{device_id}/receipts", server.base), &[], &batch.bytes);
+    let (status, ack) = signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
     assert_eq!(status, 200);
     let report = device.apply_ack(&ack).unwrap();
     assert_eq!(report.flagged.len(), 1);

@@ -49,6 +49,17 @@ impl Device {
         Ok(serde_json::to_vec(&request).unwrap_or_default())
     }
 
+    /// Signs an HTTP request to dispatch (method, path with query, body) with the device's key;
+    /// returns the value of the `Device-Signature` header. Time is trusted time.
+    pub fn sign_request(&self, method: &str, path: &str, body: &[u8]) -> Result<String> {
+        self.read(|_, now, keys| {
+            let keys = keys.ok_or(CoreError::NotEnrolled)?;
+            let msg = crate::protocol::request_message(method, path, now.trusted_ms, body);
+            let sig = keys.signing.sign(crate::protocol::request_domain(), &msg);
+            Ok(format!("{}.{}.{}", keys.device_id, now.trusted_ms, crate::encoding::encode(&sig)))
+        })
+    }
+
     /// Stores dispatch's answer: device id, sealed device secret, dispatch keys, server time.
     pub fn complete_enrolment(&self, bundle: &[u8]) -> Result<()> {
         if bundle.len() > MAX_BUNDLE_BYTES {

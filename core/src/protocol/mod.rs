@@ -11,6 +11,7 @@ mod envelope;
 mod manifest;
 mod qr;
 mod receipt;
+mod request;
 
 pub use batch::{Ack, Checkpoint, ReceiptResult, ReceiptStatus, UploadBatch};
 pub use enrolment::{EnrolmentBundle, EnrolmentRequest};
@@ -25,3 +26,5 @@ pub use receipt::{
     FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptBody, ReceiptEvent, ReceiptParcel,
     SignedReceipt, genesis_hash,
 };
+pub use request::{REQUEST_HEADER, REQUEST_SKEW_MS, RequestRejection, request_device, verify_request};
+pub(crate) use request::{request_domain, request_message};

@@ -84,6 +84,11 @@ public final class Doorstep: Sendable {
     }
 
     public func applyAck(_ signedAck: Data) async throws -> AckReport { try await run { try $0.applyAck(signedAck: signedAck) } }
+
+    /// The `Device-Signature` header for a request to dispatch (method, path with query, body).
+    public func signRequest(method: String, path: String, body: Data) async throws -> String {
+        try await run { try $0.signRequest(method: method, path: path, body: body) }
+    }
     public func recordUploadFailure(_ error: String) async throws -> RetryAdvice {
         try await run { try $0.recordUploadFailure(error: error) }
     }

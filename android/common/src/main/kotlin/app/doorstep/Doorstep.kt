@@ -85,6 +85,13 @@ class Doorstep(
         io { nextBatch(maxReceipts, maxBytes) }
 
     suspend fun applyAck(signedAck: ByteArray): AckReport = io { applyAck(signedAck) }
+
+    /**
+     * The `Device-Signature` header for a request to dispatch (method, path with query, body),
+     * signed with this device's key. Add it to manifest fetches and receipt uploads.
+     */
+    suspend fun signRequest(method: String, path: String, body: ByteArray): String =
+        io { signRequest(method, path, body) }
     suspend fun recordUploadFailure(error: String): RetryAdvice = io { recordUploadFailure(error) }
     suspend fun purgeExpired(): PurgeReport = io { purgeExpired() }
     suspend fun status(): Status = io { status() }

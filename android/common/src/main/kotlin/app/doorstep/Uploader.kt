@@ -16,7 +16,8 @@ sealed interface UploadOutcome {
 
 /**
  * Drains the outbox through [post], the app's HTTP call (OkHttp, Ktor...): it sends a batch body to
- * dispatch and returns dispatch's signed answer, or throws. The core never owns a socket.
+ * dispatch, with the header `Device-Signature: doorstep.signRequest("POST", path, body)`, and
+ * returns dispatch's signed answer, or throws. The core never owns a socket.
  *
  * Receipts are only forgotten after the core has verified dispatch's signed acknowledgement; a
  * batch interrupted by a crash or a lost answer is sent again and de-duplicated by dispatch.

@@ -33,7 +33,10 @@ class UploadWorker(context: Context, params: WorkerParameters) : CoroutineWorker
     override suspend fun doWork(): Result {
         val endpoint = inputData.getString(KEY_ENDPOINT) ?: return Result.failure()
         val provider = applicationContext as? DoorstepProvider ?: return Result.failure()
-        return when (val outcome = Uploader(provider.doorstep()) { body -> post(endpoint, body) }.drain()) {
+        val doorstep = provider.doorstep()
+        val path = URL(endpoint).path
+        val uploader = Uploader(doorstep) { body -> post(endpoint, body, doorstep.signRequest("POST", path, body)) }
+        return when (val outcome = uploader.drain()) {
             is UploadOutcome.Done -> Result.success()
             is UploadOutcome.RetryLater -> {
                 enqueue(applicationContext, endpoint, delayMs = outcome.afterMs)
@@ -43,7 +46,7 @@ class UploadWorker(context: Context, params: WorkerParameters) : CoroutineWorker
         }
     }
 
-    private fun post(endpoint: String, body: ByteArray): ByteArray {
+    private fun post(endpoint: String, body: ByteArray, signature: String): ByteArray {
         val connection = URL(endpoint).openConnection() as HttpURLConnection
         try {
             connection.requestMethod = "POST"
@@ -51,6 +54,7 @@ class UploadWorker(context: Context, params: WorkerParameters) : CoroutineWorker
             connection.connectTimeout = 15_000
             connection.readTimeout = 30_000
             connection.setRequestProperty("Content-Type", "application/json")
+            connection.setRequestProperty("Device-Signature", signature)
             connection.outputStream.use { it.write(body) }
             if (connection.responseCode !in 200..299) error("HTTP ${connection.responseCode}")
             return connection.inputStream.use { it.readBytes() }
