@@ -74,11 +74,7 @@ impl From<CoreError> for DoorstepError {
             }
             CoreError::NotEnrolled => DoorstepError::NotEnrolled,
             CoreError::UnknownParcel(parcel) => DoorstepError::UnknownParcel { parcel },
-            CoreError::AlreadyEnrolled
-            | CoreError::NoManifest
-            | CoreError::InvalidState { .. }
-            | CoreError::UnknownReceipt(_)
-            | CoreError::UnknownBatch(_) => DoorstepError::NotAllowed { reason },
+            CoreError::AlreadyEnrolled | CoreError::InvalidState { .. } => DoorstepError::NotAllowed { reason },
             CoreError::DatabaseCorrupt(_) | CoreError::ForeignDatabase | CoreError::DatabaseTooNew { .. } => {
                 DoorstepError::DatabaseUnusable { reason }
             }

@@ -30,14 +30,8 @@ pub enum CoreError {
     NotEnrolled,
     #[error("this device is already enrolled")]
     AlreadyEnrolled,
-    #[error("no manifest has been applied yet")]
-    NoManifest,
     #[error("unknown parcel {0}")]
     UnknownParcel(String),
-    #[error("unknown receipt {0}")]
-    UnknownReceipt(String),
-    #[error("no batch {0} is in flight")]
-    UnknownBatch(String),
     #[error("the operation is not allowed for parcel {parcel} in state {state}")]
     InvalidState { parcel: String, state: String },
     #[error("the database file is corrupt or unreadable ({0}); it was left in place untouched")]

@@ -196,7 +196,8 @@ pub fn run(base: &str, dispatch: &Dispatch, parcels: usize, routes: usize, quiet
     let mut all_accepted = true;
     for phone in &phones {
         let held = dispatch.receipts(&phone.device_id)?;
-        for (n, (body, status, _)) in held.iter().enumerate() {
+        for (n, r) in held.iter().enumerate() {
+            let (body, status) = (&r.body, &r.status);
             all_accepted &= *status == ReceiptStatus::Accepted && body.seq == n as u64 + 1;
             let key = format!("{} {}", json_name(&body.event)?, json_name(status)?);
             *report.verdicts.entry(key).or_default() += 1;

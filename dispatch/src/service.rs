@@ -230,10 +230,8 @@ async fn upload(
 
 async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
     let receipts = blocking(move || d.parcel_history(&id)).await?;
-    let entries: Vec<_> = receipts
-        .into_iter()
-        .map(|(body, status, reason)| json!({ "receipt": body, "status": status, "reason": reason }))
-        .collect();
+    let entries: Vec<_> =
+        receipts.into_iter().map(|r| json!({ "receipt": r.body, "status": r.status, "reason": r.reason })).collect();
     Ok(Json(json!({ "receipts": entries })).into_response())
 }
 

@@ -10,7 +10,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes};
-use doorstep_core::issuer::{CodeBook, EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, ReceiptLedger};
+use doorstep_core::issuer::{
+    CodeBook, EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, ReceiptLedger, StoredReceipt,
+};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptStatus, SignedReceipt, Stop, genesis_hash};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -671,7 +673,7 @@ impl Dispatch {
     pub fn parcel_history(&self, parcel_id: &str) -> Result<Vec<StoredReceipt>> {
         stored_receipts(
             &self.lock(),
-            "SELECT r.body, r.status, r.reason FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
+            "SELECT r.body, r.signature, r.status, r.reason FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
              WHERE rp.parcel_id = ?1 ORDER BY r.device_id, r.seq",
             parcel_id,
         )
@@ -750,25 +752,27 @@ impl Dispatch {
     pub fn receipts(&self, device_id: &str) -> Result<Vec<StoredReceipt>> {
         stored_receipts(
             &self.lock(),
-            "SELECT body, status, reason FROM receipt WHERE device_id = ?1 ORDER BY seq",
+            "SELECT body, signature, status, reason FROM receipt WHERE device_id = ?1 ORDER BY seq",
             device_id,
         )
     }
 }
 
-/// A stored receipt with dispatch's verdict and its reason.
-pub type StoredReceipt = (ReceiptBody, ReceiptStatus, Option<String>);
-
-/// Runs a query selecting `body, status, reason` of stored receipts.
+/// Runs a query selecting `body, signature, status, reason` of stored receipts.
 fn stored_receipts(conn: &Connection, sql: &str, key: &str) -> Result<Vec<StoredReceipt>> {
     let mut stmt = conn.prepare(sql)?;
-    let rows = stmt
-        .query_map([key], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
+    let rows = stmt.query_map([key], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?))
+    })?;
     rows.map(|r| {
-        let (body, status, reason) = r?;
-        let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let (body, signature, status, reason) = r?;
+        let receipt = SignedReceipt {
+            body: doorstep_core::protocol::Base64Bytes(body),
+            signature: doorstep_core::protocol::Base64Bytes(signature),
+        };
+        let body = receipt.parse_body().map_err(|e| bad(e.to_string()))?;
         let status = serde_json::from_value(serde_json::Value::String(status)).map_err(|e| bad(e.to_string()))?;
-        Ok((body, status, reason))
+        Ok(StoredReceipt { receipt, body, status, reason })
     })
     .collect()
 }

@@ -234,8 +234,8 @@ fn a_day_over_http_reconciles_and_a_repeated_upload_is_harmless() {
     }
     let held = server.dispatch.receipts(&device_id).unwrap();
     assert_eq!(held.len(), 4);
-    assert!(held.iter().all(|(_, status, _)| *status == ReceiptStatus::Accepted));
-    assert_eq!(held.iter().map(|(b, _, _)| b.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(held.iter().all(|r| r.status == ReceiptStatus::Accepted));
+    assert_eq!(held.iter().map(|r| r.body.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -329,7 +329,7 @@ fn operator_actions_reach_the_devices_as_deltas() {
     upload(&server, &two, &two_id);
     let held: Vec<_> = [&one_id, &two_id].iter().flat_map(|id| server.dispatch.receipts(id).unwrap()).collect();
     assert_eq!(held.len(), 4, "lockout, P0, P2 on one; P4 on two");
-    assert!(held.iter().all(|(_, status, _)| *status == ReceiptStatus::Accepted), "{held:?}");
+    assert!(held.iter().all(|r| r.status == ReceiptStatus::Accepted), "{held:?}");
 }
 
 /// The code e-mail a customer received for a parcel: (code, customer token).
