@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust, if it is missing: a JDK (17+) and Maven for the Kotlin
-# host tests, and the rustfmt/clippy components. Maven fetches its own dependencies from Maven
+# host tests, libfaketime for the any-day test run, and the rustfmt/clippy components. Maven fetches its own dependencies from Maven
 # Central on first use. Safe to run repeatedly.
 set -euo pipefail
 
 missing=()
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v faketime >/dev/null || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "please install: ${missing[*]}" >&2

@@ -1,9 +1,28 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust workspace (unit, integration, property, crash and FFI
-# tests), then the Kotlin bindings on the host JVM (JUnit through Maven).
-set -euo pipefail
+# Runs every test of the project:
+#   1. the Rust workspace (unit, integration, property, crash, FFI and HTTP tests);
+#   2. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
+#   3. the Rust tests again under libfaketime at instants years apart (no test depends on the day
+#      or hour it runs);
+#   4. the Kotlin bindings on the host JVM (JUnit through Maven).
+# Every step runs even when an earlier one failed (and cargo runs with --no-fail-fast), so one
+# failure never hides another; the script fails if any step did.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
-cargo test --workspace --locked
-bash scripts/kotlin-host-tests.sh
+failed=()
+step() {
+  echo "==> $*"
+  "$@" || failed+=("$*")
+}
+
+step cargo test --workspace --locked --no-fail-fast
+step cargo test --workspace --benches --locked --no-fail-fast
+step bash scripts/test-any-day.sh
+step bash scripts/kotlin-host-tests.sh
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

@@ -10,17 +10,16 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
-use chrono::{Days, Utc};
+use chrono::NaiveDate;
 use criterion::Criterion;
 use doorstep_core::crypto::{Code, SigningKey};
-use doorstep_core::device::{Clock, Device, HostError, KeyVault, ScannedParcel};
+use doorstep_core::device::{Device, HostError, KeyVault, ScannedParcel};
 use doorstep_core::issuer::{IssuedParcel, Issuer, ManifestSpec};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, REQUEST_HEADER, Stop};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, delivery_window, service};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, SetClock, delivery_window, service};
 
 const ROUTE_PARCELS: usize = 300;
 const DEVICES: usize = 50;
@@ -36,36 +35,31 @@ impl KeyVault for Vault {
     }
 }
 
-struct FixedClock(AtomicI64);
-impl Clock for FixedClock {
-    fn wall_time_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(std::sync::atomic::Ordering::SeqCst))
-    }
-    fn monotonic_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(std::sync::atomic::Ordering::SeqCst))
-    }
-}
-
 struct Served {
     base: String,
     dispatch: Arc<Dispatch>,
+    clock: Arc<SetClock>,
     _state: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
 }
 
+/// Dispatch on loopback; it and the phones read one clock, set to 10:00 UTC on the delivery date,
+/// so the benchmark runs the same on any day.
 fn serve() -> Served {
     let state = tempfile::tempdir().unwrap();
-    let dispatch = Arc::new(Dispatch::open(state.path(), HighValuePolicy::default()).unwrap());
+    let clock = Arc::new(SetClock::at(date().and_hms_opt(10, 0, 0).unwrap().and_utc()));
+    let dispatch =
+        Arc::new(Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let app = service::router(dispatch.clone());
     runtime.spawn(async move { axum::serve(listener, app).await });
-    Served { base: format!("http://{addr}"), dispatch, _state: state, _runtime: runtime }
+    Served { base: format!("http://{addr}"), dispatch, clock, _state: state, _runtime: runtime }
 }
 
-fn date() -> chrono::NaiveDate {
-    Utc::now().date_naive().checked_add_days(Days::new(1)).unwrap()
+fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2031, 5, 6).unwrap()
 }
 
 fn parcels(route: &str, n: usize, offset: usize) -> Vec<NewParcel> {
@@ -94,14 +88,7 @@ fn agent() -> ureq::Agent {
 /// Enrols a device on `route` through the service; returns it and its id.
 fn enrol(s: &Served, route: &str, dir: &std::path::Path) -> (Device, String) {
     let token = s.dispatch.create_enrolment_token(route).unwrap();
-    let noon = date().and_hms_opt(10, 0, 0).unwrap().and_utc().timestamp_millis();
-    let device = Device::open(
-        dir.join(format!("{route}.db")),
-        Arc::new(Vault),
-        Arc::new(FixedClock(AtomicI64::new(noon))),
-        None,
-    )
-    .unwrap();
+    let device = Device::open(dir.join(format!("{route}.db")), Arc::new(Vault), s.clock.clone(), None).unwrap();
     let bundle = s.dispatch.enrol(&token, &device.enrolment_request().unwrap()).unwrap();
     device.complete_enrolment(&bundle).unwrap();
     let id = device.status().unwrap().device_id.unwrap();
@@ -122,12 +109,11 @@ fn bench_manifests(c: &mut Criterion) {
 
     // Floor: the same manifest built and signed by the core's issuer in memory.
     let issuer = Issuer::new(SigningKey::generate("k").unwrap());
-    let request =
-        Device::open(dir.path().join("floor.db"), Arc::new(Vault), Arc::new(FixedClock(AtomicI64::new(0))), None)
-            .unwrap()
-            .enrolment_request()
-            .unwrap();
-    let (record, _) = issuer.enrol(&request, "floor", Utc::now()).unwrap();
+    let request = Device::open(dir.path().join("floor.db"), Arc::new(Vault), s.clock.clone(), None)
+        .unwrap()
+        .enrolment_request()
+        .unwrap();
+    let (record, _) = issuer.enrol(&request, "floor", s.clock.now()).unwrap();
     let (not_before, not_after) = delivery_window(date(), "Europe/Berlin").unwrap();
     let issued: Vec<IssuedParcel> = (0..ROUTE_PARCELS)
         .map(|i| IssuedParcel {
@@ -153,7 +139,7 @@ fn bench_manifests(c: &mut Criterion) {
                 route_id: "R1".into(),
                 delivery_date: date(),
                 time_zone: "Europe/Berlin".into(),
-                issued_at: Utc::now(),
+                issued_at: s.clock.now(),
                 sequence: seq,
                 kind: ManifestKind::Full,
                 policy: Policy::default(),

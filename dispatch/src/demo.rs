@@ -6,24 +6,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::{Days, TimeDelta, TimeZone, Utc};
+use chrono::{Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
+use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
 use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::clock::SetClock;
 use crate::store::{Dispatch, NewParcel, delivery_window};
 
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const ZONE: &str = "Europe/Berlin";
-
-/// The request-time skew a dispatch serving the demo must accept: the phones' simulated day is
-/// tomorrow (see `Dispatch::with_request_skew_ms`).
-pub const CLOCK_SKEW_MS: i64 = 2 * 24 * 3600 * 1000;
 
 /// For the demo only: the phones' key vault XORs with a fixed key stream (apps use the Android
 /// Keystore or the iOS Keychain).
@@ -38,16 +34,11 @@ impl KeyVault for DemoVault {
     }
 }
 
-/// The simulated day's clock, shared by the phones.
-struct DayClock(AtomicI64);
-
-impl Clock for DayClock {
-    fn wall_time_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(Ordering::SeqCst))
-    }
-    fn monotonic_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(Ordering::SeqCst))
-    }
+/// The delivery date the command-line demo plays: tomorrow in the demo's zone, so a day played
+/// from its morning is always whole. Tests pick their own date.
+pub fn default_date() -> DemoResult<NaiveDate> {
+    let tz: Tz = ZONE.parse().map_err(|_| "time zone")?;
+    Ok(Utc::now().with_timezone(&tz).date_naive().checked_add_days(Days::new(1)).ok_or("date")?)
 }
 
 /// A tiny HTTP client for the phones' calls (what OkHttp or URLSession do in the apps).
@@ -108,17 +99,25 @@ struct Phone {
     device_id: String,
 }
 
-/// Runs the day against the dispatch at `base` (which must serve `dispatch`).
-pub fn run(base: &str, dispatch: &Dispatch, parcels: usize, routes: usize, quiet: bool) -> DemoResult<DemoReport> {
+/// Plays the delivery day `date` against the dispatch at `base` (which must serve `dispatch`,
+/// and take its time from `clock`: the demo moves that clock through the day, for dispatch and the
+/// phones alike).
+pub fn run(
+    base: &str,
+    dispatch: &Dispatch,
+    clock: &Arc<SetClock>,
+    date: NaiveDate,
+    parcels: usize,
+    routes: usize,
+    quiet: bool,
+) -> DemoResult<DemoReport> {
     let routes = routes.clamp(1, 20);
     let http = Http::new(base.to_owned());
     let phones_dir = tempfile::tempdir()?;
     let tz: Tz = ZONE.parse().map_err(|_| "time zone")?;
-    // Tomorrow's deliveries, so the simulated day is always whole whatever the time now.
-    let date = Utc::now().with_timezone(&tz).date_naive().checked_add_days(Days::new(1)).ok_or("date")?;
     let (_, end_of_day) = delivery_window(date, ZONE)?;
     let morning = tz.from_local_datetime(&date.and_hms_opt(8, 0, 0).ok_or("time")?).earliest().ok_or("time")?;
-    let clock = Arc::new(DayClock(AtomicI64::new(morning.timestamp_millis())));
+    clock.set(morning.to_utc());
 
     // The warehouse imports the day and the parcels leave it; customers get their codes.
     let orders: Vec<NewParcel> = (0..parcels)
@@ -170,7 +169,7 @@ pub fn run(base: &str, dispatch: &Dispatch, parcels: usize, routes: usize, quiet
     progress.set_message("on the road");
     let mut lost = 0usize;
     for (i, p) in orders.iter().enumerate() {
-        clock.0.fetch_add(TimeDelta::seconds(60).num_milliseconds(), Ordering::SeqCst);
+        clock.advance(TimeDelta::seconds(60));
         let phone = &phones[i % routes];
         let label = at_the_door(dispatch, &phone.device, p)?;
         *report.at_the_door.entry(label.to_owned()).or_default() += 1;
@@ -185,7 +184,7 @@ pub fn run(base: &str, dispatch: &Dispatch, parcels: usize, routes: usize, quiet
     progress.finish_with_message("day done");
 
     // End of the day: what was not handed over expires; everything goes up.
-    clock.0.store(end_of_day.timestamp_millis() + PURGE_GRACE_MS + 60_000, Ordering::SeqCst);
+    clock.set(end_of_day + TimeDelta::milliseconds(PURGE_GRACE_MS + 60_000));
     for phone in &phones {
         phone.device.purge_expired()?;
         lost += upload(&http, phone, false)?;

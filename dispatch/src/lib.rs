@@ -5,7 +5,10 @@
 //!
 //! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection).
 //! - [`service`]: the axum router that exposes them.
+//! - [`clock`]: [`SetClock`], the settable clock of simulated days (demo, tests, benchmarks);
+//!   `serve` uses the system clock.
 
+pub mod clock;
 pub mod demo;
 pub mod error;
 pub mod mail;
@@ -13,6 +16,7 @@ pub mod service;
 pub mod store;
 pub mod terminal;
 
+pub use clock::SetClock;
 pub use error::DispatchError;
 pub use mail::MailConfig;
 pub use store::{Dispatch, HighValuePolicy, NewParcel, add_key, delivery_window, promote_key};

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, demo, service, terminal};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, SetClock, demo, service, terminal};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -203,10 +203,14 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
         Ok(s) => s,
         Err(e) => return fail(format!("cannot create a temporary state folder: {e}")),
     };
-    // The simulated phones live on tomorrow's delivery day, so their signed requests carry
-    // tomorrow's time: this private dispatch accepts two days of skew.
+    // Dispatch and the simulated phones share one clock, which the demo moves through the day.
+    let date = match demo::default_date() {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot pick the demo's date: {e}")),
+    };
+    let clock = Arc::new(SetClock::at(chrono::Utc::now()));
     let dispatch = match Dispatch::open(state.path(), HighValuePolicy::default()) {
-        Ok(d) => Arc::new(d.with_request_skew_ms(demo::CLOCK_SKEW_MS)),
+        Ok(d) => Arc::new(d.with_clock(clock.clone())),
         Err(e) => return fail(format!("cannot open dispatch: {e}")),
     };
     let listener = match runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")) {
@@ -219,7 +223,7 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
     if !json {
         println!("dispatch listening on http://{addr} (state in {})", state.path().display());
     }
-    match demo::run(&format!("http://{addr}"), &dispatch, parcels, routes, json) {
+    match demo::run(&format!("http://{addr}"), &dispatch, &clock, date, parcels, routes, json) {
         Ok(report) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

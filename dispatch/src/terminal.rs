@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use doorstep_core::crypto::random_bytes;
-use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
+use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
 use doorstep_core::protocol::{FailureReason, REQUEST_HEADER};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde_json::{Value, json};
@@ -137,10 +137,16 @@ fn outcome_json(o: &HandoverOutcome) -> Value {
     }
 }
 
-/// Runs one action; returns the result as JSON (printed as JSON or as plain lines by the caller).
+/// Runs one action on the phone's system clock; returns the result as JSON (printed as JSON or as
+/// plain lines by the caller).
 pub fn run(dir: &Path, dispatch: &str, action: Action) -> CliResult<Value> {
+    run_with_clock(dir, dispatch, action, Arc::new(SystemClock))
+}
+
+/// [`run`] on the given clock (tests play a day on a chosen date this way).
+pub fn run_with_clock(dir: &Path, dispatch: &str, action: Action, clock: Arc<dyn Clock>) -> CliResult<Value> {
     std::fs::create_dir_all(dir)?;
-    let device = Device::open(dir.join("device.db"), Arc::new(FileVault::open(dir)?), Arc::new(SystemClock), None)?;
+    let device = Device::open(dir.join("device.db"), Arc::new(FileVault::open(dir)?), clock, None)?;
     let t = Terminal {
         device,
         dispatch: dispatch.to_owned(),

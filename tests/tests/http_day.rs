@@ -1,262 +1,96 @@
-//! dispatch over real HTTP on loopback, with a device from the core: enrolment with a one-time
+//! dispatch over real HTTP on loopback, with phones from the core: enrolment with a one-time
 //! token, import, departure (codes issued), manifest, hand-overs, upload and ack; the same upload
-//! twice is harmless; malformed and oversized requests are refused and change nothing.
+//! twice is harmless; malformed and oversized requests are refused and change nothing. Every test
+//! plays its day on the harness's clock, and the day reconciles at awkward instants too.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use chrono::NaiveDate;
-use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel};
-use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptStatus};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, service};
-
-struct Vault;
-impl KeyVault for Vault {
-    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError> {
-        Ok(plaintext.iter().map(|b| b ^ 0x3C).collect())
-    }
-    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
-        self.seal(sealed)
-    }
-}
-
-struct TestClock(AtomicI64);
-impl Clock for TestClock {
-    fn wall_time_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(Ordering::SeqCst))
-    }
-    fn monotonic_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// A dispatch served on an ephemeral loopback port for the life of the test.
-struct Server {
-    base: String,
-    dispatch: Arc<Dispatch>,
-    state: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
-}
+use chrono::{NaiveDate, TimeDelta};
+use doorstep_core::device::{HandoverOutcome, KeyVault, ScannedParcel};
+use doorstep_core::protocol::{FailureReason, Holder, ReceiptStatus};
+use doorstep_dispatch::service;
+use doorstep_tests::http::{Scene, Server, Vault, agent, get, get_as, post};
 
 fn serve() -> Server {
-    serve_with(doorstep_core::policy::Policy::default())
+    Server::start()
 }
 
 fn serve_with(code_policy: doorstep_core::policy::Policy) -> Server {
-    serve_configured(|d| d.with_code_policy(code_policy).unwrap())
+    Server::start_with(Scene::default_day(), |d| d.with_code_policy(code_policy).unwrap())
 }
 
-fn serve_configured(configure: impl FnOnce(Dispatch) -> Dispatch) -> Server {
-    let state = tempfile::tempdir().unwrap();
-    let dispatch = Arc::new(configure(Dispatch::open(state.path(), HighValuePolicy::default()).unwrap()));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = service::router(dispatch.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    Server { base: format!("http://{addr}"), dispatch, state, _runtime: runtime }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
-}
-
-fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
-    let mut req = agent().post(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut resp = req.send(body).unwrap();
-    (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
-}
-
-fn get(url: &str) -> (u16, Vec<u8>) {
-    get_as(url, None)
-}
-
-fn get_as(url: &str, bearer: Option<&str>) -> (u16, Vec<u8>) {
-    let auth = bearer.map(|token| format!("Bearer {token}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    get_with(url, &headers)
-}
-
-fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
-    let mut req = agent().get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut resp = req.call().unwrap();
-    (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
-}
-
-/// A device request, signed by `device` as the apps do.
-fn signed_get(server: &Server, device: &Device, path: &str) -> (u16, Vec<u8>) {
-    let signature = device.sign_request("GET", path, b"").unwrap();
-    get_with(&format!("{}{path}", server.base), &[(REQUEST_HEADER, &signature)])
-}
-
-fn signed_post(server: &Server, device: &Device, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let signature = device.sign_request("POST", path, body).unwrap();
-    post(&format!("{}{path}", server.base), &[(REQUEST_HEADER, &signature)], body)
-}
-
-fn date() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
-}
-
-fn parcels(n: usize) -> Vec<NewParcel> {
-    (0..n)
-        .map(|i| NewParcel {
-            parcel_id: format!("P{i}"),
-            barcode: format!("BC{i}"),
-            route_id: "R1".into(),
-            stop_id: format!("S{}", i / 2),
-            stop_sequence: (i / 2 + 1) as u32,
-            delivery_date: date(),
-            time_zone: "Europe/Berlin".into(),
-            declared_value_cents: if i % 2 == 0 { 120_000 } else { 2_500 },
-            category: if i % 5 == 1 { "jewellery".into() } else { "books".into() },
-            customer_email: format!("customer{i}@example.test"),
-            address_hint: format!("{i} Elm St"),
-            recipient_hint: "A. B.".into(),
-        })
-        .collect()
-}
-
-/// A dispatch with 8 departed parcels and an enrolled, synced device.
-fn day(server: &Server) -> (Device, tempfile::TempDir, String) {
-    let (status, _) = post(&format!("{}/v1/parcels", server.base), &[], &serde_json::to_vec(&parcels(8)).unwrap());
-    assert_eq!(status, 201);
-    for i in 0..8 {
-        let (status, body) = post(&format!("{}/v1/parcels/P{i}/departed", server.base), &[], b"");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        // The code goes to the customer, never back to the warehouse's caller.
-        assert!(String::from_utf8_lossy(&body).chars().filter(char::is_ascii_digit).count() < 6);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (device, device_id) = enrol_device(server, "R1", &dir.path().join("d.db"));
-    let report = device.apply_manifest(&manifest(server, &device, &device_id, None).unwrap()).unwrap();
-    assert_eq!(report.added, 8);
-    (device, dir, device_id)
-}
-
-fn noon() -> i64 {
-    date().and_hms_opt(11, 0, 0).unwrap().and_utc().timestamp_millis()
-}
-
-/// A phone enrolled on `route` with a one-time token (which then cannot be used again).
-fn enrol_device(server: &Server, route: &str, db: &std::path::Path) -> (Device, String) {
-    let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
-    let (status, token) = post(&format!("{}/v1/enrolment-tokens", server.base), &[], &body);
-    assert_eq!(status, 201);
-    let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
-    let device = Device::open(db, Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon()))), None).unwrap();
-    let (status, bundle) = post(
-        &format!("{}/v1/enrol", server.base),
-        &[("Enrolment-Token", &token)],
-        &device.enrolment_request().unwrap(),
-    );
-    assert_eq!(status, 200);
-    device.complete_enrolment(&bundle).unwrap();
-    let again =
-        Device::open(db.with_extension("other"), Arc::new(Vault), Arc::new(TestClock(AtomicI64::new(noon()))), None)
-            .unwrap();
-    let (status, _) =
-        post(&format!("{}/v1/enrol", server.base), &[("Enrolment-Token", &token)], &again.enrolment_request().unwrap());
-    assert_eq!(status, 403, "an enrolment token is single-use");
-    let device_id = device.status().unwrap().device_id.unwrap();
-    (device, device_id)
-}
-
-/// The device's next manifest (`since`: its current sequence), or None when it is up to date.
-fn manifest(server: &Server, device: &Device, device_id: &str, since: Option<u64>) -> Option<Vec<u8>> {
-    let since = since.map_or(String::new(), |s| format!("&since={s}"));
-    let (status, body) =
-        signed_get(server, device, &format!("/v1/devices/{device_id}/manifest?date=2026-11-26{since}"));
-    match status {
-        200 => Some(body),
-        204 => None,
-        other => panic!("manifest: HTTP {other}: {}", String::from_utf8_lossy(&body)),
-    }
-}
-
-/// Applies every manifest the device is due; returns how many.
-fn sync(server: &Server, device: &Device, device_id: &str) -> usize {
-    let mut applied = 0;
-    while let Some(envelope) = manifest(server, device, device_id, device.status().unwrap().manifest_sequence) {
-        device.apply_manifest(&envelope).unwrap();
-        applied += 1;
-    }
-    applied
-}
-
-fn code(server: &Server, parcel: &str) -> String {
-    server.dispatch.codes(parcel).unwrap().into_iter().find(|(h, _)| *h == Holder::Customer).unwrap().1
-}
-
-fn upload(server: &Server, device: &Device, device_id: &str) -> Vec<Vec<u8>> {
-    let mut acks = Vec::new();
-    while let Some(batch) = device.next_batch(3, 64 * 1024).unwrap() {
-        let (status, ack) = signed_post(server, device, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ack));
-        device.apply_ack(&ack).unwrap();
-        acks.push(batch.bytes);
-    }
-    acks
-}
-
-#[test]
-fn a_day_over_http_reconciles_and_a_repeated_upload_is_harmless() {
-    let server = serve();
-    let (device, _dir, device_id) = day(&server);
+/// Hands over, fails, uploads twice: everything dispatch holds is accepted, nothing twice.
+fn reconcile_a_day(server: &Server) {
+    let (device, _dir, device_id) = server.day();
     // P0, P2, P4, P6 are high-value; P1 and P6 are jewellery.
     let needs: Vec<bool> = device.parcels().unwrap().iter().map(|p| p.needs_code).collect();
     assert_eq!(needs, vec![true, true, true, false, true, false, true, false]);
     let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
+    let outcome = device.verify_code(&scan(0), &server.code("P0"), None).unwrap();
+    assert!(matches!(outcome, HandoverOutcome::Accepted { .. }), "at {}: {outcome:?}", server.clock.now());
     assert!(matches!(
-        device.verify_code(&scan(0), &code(&server, "P0"), None).unwrap(),
+        device.verify_code(&scan(1), &server.code("P1"), None).unwrap(),
         HandoverOutcome::Accepted { .. }
     ));
-    assert!(matches!(
-        device.verify_code(&scan(1), &code(&server, "P1"), None).unwrap(),
-        HandoverOutcome::Accepted { .. }
-    ));
+    let qr = server.dispatch.qr_token("P4", Holder::Customer).unwrap();
+    assert!(matches!(device.verify_qr_token(&scan(4), &qr, None).unwrap(), HandoverOutcome::Accepted { .. }));
     assert!(matches!(device.deliver_without_code(&scan(3), None).unwrap(), HandoverOutcome::Accepted { .. }));
     device.record_failure(&scan(2), FailureReason::RecipientUnavailable, None, None).unwrap();
-    let bodies = upload(&server, &device, &device_id);
+    let bodies = server.upload(&device, &device_id);
     assert_eq!(device.status().unwrap().pending_receipts, 0);
 
     // The same batches again: duplicates, nothing stored twice.
     for body in &bodies {
-        let (status, _) = signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), body);
+        let (status, _) = server.signed_post(&device, &format!("/v1/devices/{device_id}/receipts"), body);
         assert_eq!(status, 200);
     }
     let held = server.dispatch.receipts(&device_id).unwrap();
-    assert_eq!(held.len(), 4);
-    assert!(held.iter().all(|r| r.status == ReceiptStatus::Accepted));
-    assert_eq!(held.iter().map(|r| r.body.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(held.len(), 5);
+    assert!(held.iter().all(|r| r.status == ReceiptStatus::Accepted), "at {}: {held:?}", server.clock.now());
+    assert_eq!(held.iter().map(|r| r.body.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_day_over_http_reconciles_and_a_repeated_upload_is_harmless() {
+    reconcile_a_day(&serve());
+}
+
+/// Dispatch and the phones on one clock, placed at instants where a day's edges bite: both DST
+/// changes in Berlin, a minute before and after local midnight, and New Year's Eve in a UTC−10
+/// zone (whose local date is a day behind UTC's).
+#[test]
+fn the_day_reconciles_at_any_instant_dispatch_runs() {
+    let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+    let scenes = [
+        Scene::at_local(d(2027, 3, 28), "Europe/Berlin", 3, 30), // spring forward: a 23-hour day
+        Scene::at_local(d(2027, 10, 31), "Europe/Berlin", 2, 30), // fall back: a 25-hour day
+        Scene::at_local(d(2026, 12, 3), "Europe/Berlin", 23, 59),
+        Scene::at_local(d(2026, 12, 3), "Europe/Berlin", 0, 1),
+        Scene::at_local(d(2026, 12, 31), "Pacific/Honolulu", 23, 59),
+        Scene::at_local(d(2031, 7, 1), "America/Sao_Paulo", 0, 1),
+    ];
+    for scene in scenes {
+        reconcile_a_day(&Server::start_with(scene, |d| d));
+    }
 }
 
 #[test]
 fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     let server = serve();
-    let (device, _dir, device_id) = day(&server);
+    let (device, _dir, device_id) = server.day();
     let url = |p: &str| format!("{}{p}", server.base);
     assert_eq!(post(&url("/v1/parcels/P0/reassign"), &[], b"{}").0, 400);
     assert_eq!(post(&url("/v1/parcels/P3/reissue"), &[], b"").0, 409, "P3 needs no code");
-    assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=2026-11-26&since=x"))).0, 400);
+    assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date={}&since=x", server.scene.date))).0, 400);
     assert_eq!(post(&url("/v1/parcels"), &[], b"{not json").0, 400);
     assert_eq!(post(&url("/v1/enrolment-tokens"), &[], b"{}").0, 400);
     assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 403);
     assert_eq!(post(&url("/v1/enrol"), &[("Enrolment-Token", "nope")], b"{}").0, 403);
     assert_eq!(post(&url("/v1/parcels/NOPE/departed"), &[], b"").0, 404);
-    assert_eq!(get(&url("/v1/devices/nobody/manifest?date=2026-11-26")).0, 404);
+    assert_eq!(get(&url(&format!("/v1/devices/nobody/manifest?date={}", server.scene.date))).0, 404);
     assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=yesterday"))).0, 400);
     assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], b"[]").0, 401, "unsigned");
-    assert_eq!(signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), b"[]").0, 400);
+    assert_eq!(server.signed_post(&device, &format!("/v1/devices/{device_id}/receipts"), b"[]").0, 400);
     // A duplicate import is refused as a whole (the first line is new, the second exists).
-    let mut again = parcels(9);
+    let mut again = server.parcels(9);
     again.swap(0, 8);
     assert_eq!(post(&url("/v1/parcels"), &[], &serde_json::to_vec(&again[..2]).unwrap()).0, 409);
     assert_eq!(post(&url("/v1/parcels/P8/departed"), &[], b"").0, 404, "the refused import left nothing behind");
@@ -271,8 +105,11 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
 
 #[test]
 fn the_demo_day_reconciles() {
-    let server = serve_configured(|d| d.with_request_skew_ms(doorstep_dispatch::demo::CLOCK_SKEW_MS));
-    let report = doorstep_dispatch::demo::run(&server.base, &server.dispatch, 90, 2, true).unwrap();
+    // A date far from today: the demo moves dispatch's clock and the phones' together.
+    let server = serve();
+    let date = NaiveDate::from_ymd_opt(2029, 3, 25).unwrap(); // spring-forward Sunday in Berlin
+    let report =
+        doorstep_dispatch::demo::run(&server.base, &server.dispatch, &server.clock, date, 90, 2, true).unwrap();
     assert!(report.reconciled, "{report:?}");
     assert_eq!(report.at_the_door.values().sum::<usize>(), 90);
     assert_eq!(report.pending_on_phones, 0);
@@ -283,14 +120,14 @@ fn the_demo_day_reconciles() {
 #[test]
 fn operator_actions_reach_the_devices_as_deltas() {
     let server = serve();
-    let (one, dir, one_id) = day(&server);
-    let (two, two_id) = enrol_device(&server, "R2", &dir.path().join("two.db"));
-    two.apply_manifest(&manifest(&server, &two, &two_id, None).unwrap()).unwrap();
+    let (one, dir, one_id) = server.day();
+    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
+    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
     // One phone cannot fetch another's manifest, nor can anyone unsigned.
-    let path = format!("/v1/devices/{two_id}/manifest?date=2026-11-26");
-    assert_eq!(signed_get(&server, &one, &path).0, 401);
+    let path = format!("/v1/devices/{two_id}/manifest?date={}", server.scene.date);
+    assert_eq!(server.signed_get(&one, &path).0, 401);
     assert_eq!(get(&format!("{}{path}", server.base)).0, 401);
-    assert_eq!(sync(&server, &one, &one_id), 0, "up to date: 204");
+    assert_eq!(server.sync(&one, &one_id), 0, "up to date: 204");
     let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
     let url = |p: &str| format!("{}{p}", server.base);
 
@@ -298,16 +135,16 @@ fn operator_actions_reach_the_devices_as_deltas() {
     for _ in 0..5 {
         let _ = one.verify_code(&scan(0), "000000", None).unwrap();
     }
-    assert!(matches!(one.verify_code(&scan(0), &code(&server, "P0"), None).unwrap(), HandoverOutcome::Locked { .. }));
+    assert!(matches!(one.verify_code(&scan(0), &server.code("P0"), None).unwrap(), HandoverOutcome::Locked { .. }));
     assert_eq!(post(&url("/v1/parcels/P0/reset"), &[], b"").0, 200);
-    assert_eq!(sync(&server, &one, &one_id), 1);
-    assert!(matches!(one.verify_code(&scan(0), &code(&server, "P0"), None).unwrap(), HandoverOutcome::Accepted { .. }));
+    assert_eq!(server.sync(&one, &one_id), 1);
+    assert!(matches!(one.verify_code(&scan(0), &server.code("P0"), None).unwrap(), HandoverOutcome::Accepted { .. }));
 
     // A reissued code: the old one stops working, the new one works.
-    let old = code(&server, "P2");
+    let old = server.code("P2");
     assert_eq!(post(&url("/v1/parcels/P2/reissue"), &[], b"").0, 200);
-    let new = code(&server, "P2");
-    assert_eq!(sync(&server, &one, &one_id), 1);
+    let new = server.code("P2");
+    assert_eq!(server.sync(&one, &one_id), 1);
     if old != new {
         assert!(matches!(one.verify_code(&scan(2), &old, None).unwrap(), HandoverOutcome::WrongCode { .. }));
     }
@@ -315,54 +152,38 @@ fn operator_actions_reach_the_devices_as_deltas() {
 
     // A parcel reassigned to route R2 leaves phone one and reaches phone two.
     assert_eq!(post(&url("/v1/parcels/P4/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
-    assert_eq!(sync(&server, &one, &one_id), 1);
+    assert_eq!(server.sync(&one, &one_id), 1);
     assert!(matches!(
-        one.verify_code(&scan(4), &code(&server, "P4"), None).unwrap(),
+        one.verify_code(&scan(4), &server.code("P4"), None).unwrap(),
         HandoverOutcome::UnknownParcel { .. }
     ));
-    assert_eq!(sync(&server, &two, &two_id), 1);
-    assert!(matches!(two.verify_code(&scan(4), &code(&server, "P4"), None).unwrap(), HandoverOutcome::Accepted { .. }));
+    assert_eq!(server.sync(&two, &two_id), 1);
+    assert!(matches!(two.verify_code(&scan(4), &server.code("P4"), None).unwrap(), HandoverOutcome::Accepted { .. }));
 
     // Everything both phones did verifies at dispatch, including the proofs made with codes
     // issued before and after the reissue.
-    upload(&server, &one, &one_id);
-    upload(&server, &two, &two_id);
+    server.upload(&one, &one_id);
+    server.upload(&two, &two_id);
     let held: Vec<_> = [&one_id, &two_id].iter().flat_map(|id| server.dispatch.receipts(id).unwrap()).collect();
     assert_eq!(held.len(), 4, "lockout, P0, P2 on one; P4 on two");
     assert!(held.iter().all(|r| r.status == ReceiptStatus::Accepted), "{held:?}");
 }
 
-/// The code e-mail a customer received for a parcel: (code, customer token).
-fn read_email(server: &Server, parcel: &str) -> (String, String) {
-    let outbox = server.state.path().join("outbox");
-    for entry in std::fs::read_dir(&outbox).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        if text.contains(&format!("Parcel: {parcel}\r\n")) || text.contains(&format!("Parcel: {parcel}\n")) {
-            assert!(text.contains("Never tell this code to anyone by phone"));
-            assert!(text.contains("It is valid until\r\nthe end of the delivery day"), "{text}");
-            let field =
-                |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
-            return (field("Delivery code: "), field("Customer app access: "));
-        }
-    }
-    panic!("no e-mail for {parcel}");
-}
-
 #[test]
 fn customers_see_their_code_name_and_revoke_delegates_and_get_qr_tokens() {
     let server = serve();
-    let (device, _dir, device_id) = day(&server);
+    let (device, _dir, device_id) = server.day();
     let url = |p: &str| format!("{}{p}", server.base);
     let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
-    let (emailed, token) = read_email(&server, "P0");
-    assert_eq!(emailed, code(&server, "P0"));
-    let (_, other_token) = read_email(&server, "P2");
+    let (emailed, token) = server.read_email("P0");
+    assert_eq!(emailed, server.code("P0"));
+    let (_, other_token) = server.read_email("P2");
 
     // Only the parcel's own customer sees its code.
-    let (status, body) = get_as(&url("/v1/customer/parcels/P0/code"), Some(&token));
+    let (status, body) = get_as(&url("/v1/customer/parcels/P0/code"), &token);
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], emailed.as_str());
-    assert_eq!(get_as(&url("/v1/customer/parcels/P0/code"), Some(&other_token)).0, 404);
+    assert_eq!(get_as(&url("/v1/customer/parcels/P0/code"), &other_token).0, 404);
     assert_eq!(get(&url("/v1/customer/parcels/P0/code")).0, 403);
 
     // A named delegate's code reaches the phone as a delta; once revoked it stops working.
@@ -371,21 +192,21 @@ fn customers_see_their_code_name_and_revoke_delegates_and_get_qr_tokens() {
         post(&url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &bearer)], br#"{"label":"Anna"}"#);
     assert_eq!(status, 201);
     let anna = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"].as_str().unwrap().to_owned();
-    assert_eq!(sync(&server, &device, &device_id), 1);
+    assert_eq!(server.sync(&device, &device_id), 1);
     assert_eq!(device.parcel("P0").unwrap().holders, vec![Holder::Customer, Holder::Delegate("Anna".into())]);
     let revoke = agent().delete(url("/v1/customer/parcels/P0/delegates/Anna")).header("Authorization", &bearer).call();
     assert_eq!(revoke.unwrap().status().as_u16(), 204);
-    assert_eq!(sync(&server, &device, &device_id), 1);
+    assert_eq!(server.sync(&device, &device_id), 1);
     assert!(matches!(device.verify_code(&scan(0), &anna, None).unwrap(), HandoverOutcome::WrongCode { .. }));
 
     // The customer app's QR token hands the parcel over.
-    let (status, body) = get_as(&url("/v1/customer/parcels/P0/qr"), Some(&token));
+    let (status, body) = get_as(&url("/v1/customer/parcels/P0/qr"), &token);
     assert_eq!(status, 200);
     let qr = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
     assert!(matches!(device.verify_qr_token(&scan(0), &qr, None).unwrap(), HandoverOutcome::Accepted { .. }));
 
     // The operator sees the parcel's history once the receipts are up.
-    upload(&server, &device, &device_id);
+    server.upload(&device, &device_id);
     let (status, body) = get(&url("/v1/parcels/P0/history"));
     assert_eq!(status, 200);
     let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -398,7 +219,7 @@ fn customers_see_their_code_name_and_revoke_delegates_and_get_qr_tokens() {
 #[test]
 fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
     let server = serve();
-    let (device, _dir, device_id) = day(&server);
+    let (device, _dir, device_id) = server.day();
     device.record_failure(&[ScannedParcel::scanned("BC3")], FailureReason::RecipientUnavailable, None, None).unwrap();
     let batch = device.next_batch(10, 64 * 1024).unwrap().unwrap();
     let mut parsed: serde_json::Value = serde_json::from_slice(&batch.bytes).unwrap();
@@ -406,7 +227,7 @@ fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
     let forged = parsed["receipts"][0]["body"].as_str().unwrap().replace('A', "B");
     parsed["receipts"][0]["body"] = serde_json::Value::String(forged);
     let tampered = serde_json::to_vec(&parsed).unwrap();
-    let (status, ack) = signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), &tampered);
+    let (status, ack) = server.signed_post(&device, &format!("/v1/devices/{device_id}/receipts"), &tampered);
     assert!(status == 200 || status == 400, "{status}");
     if status == 200 {
         let report = device.apply_ack(&ack).unwrap();
@@ -414,7 +235,7 @@ fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
     }
     assert!(server.dispatch.receipts(&device_id).unwrap().is_empty(), "nothing forged was stored");
     assert_eq!(device.status().unwrap().pending_receipts, 1);
-    upload(&server, &device, &device_id);
+    server.upload(&device, &device_id);
     assert_eq!(server.dispatch.receipts(&device_id).unwrap().len(), 1);
 }
 
@@ -442,33 +263,22 @@ fn orders_import_as_csv_and_bad_lines_are_named() {
 
 #[test]
 fn the_terminal_device_works_a_day_against_dispatch() {
-    use doorstep_dispatch::terminal::{Action, run};
+    use doorstep_dispatch::terminal::{Action, run_with_clock};
     let server = serve();
-    let (status, _) = post(&format!("{}/v1/parcels", server.base), &[], &serde_json::to_vec(&parcels(4)).unwrap());
+    let (status, _) = post(&server.url("/v1/parcels"), &[], &serde_json::to_vec(&server.parcels(4)).unwrap());
     assert_eq!(status, 201);
     for i in 0..4 {
-        post(&format!("{}/v1/parcels/P{i}/departed", server.base), &[], b"");
+        post(&server.url(&format!("/v1/parcels/P{i}/departed")), &[], b"");
     }
     let token = server.dispatch.create_enrolment_token("R1").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let run = |action| run(dir.path(), &server.base, action).unwrap();
+    let run = |action| run_with_clock(dir.path(), &server.base, action, server.clock.clone()).unwrap();
     assert_eq!(run(Action::Enrol { token })["enrolled"], true);
-    let synced = run(Action::Sync { date: date() });
+    let synced = run(Action::Sync { date: server.scene.date });
     assert_eq!(synced["applied"][0]["added"], 4);
     assert_eq!(run(Action::Parcels { stop: None }).as_array().unwrap().len(), 4);
-    // The terminal device runs on the real clock: the code is accepted on the parcels' day, and
-    // reported expired (or not yet valid) on any other.
-    let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(code(&server, "P0")), qr: None });
-    let (from, until) = doorstep_dispatch::delivery_window(date(), "Europe/Berlin").unwrap();
-    let now = chrono::Utc::now();
-    let expected = if now < from {
-        "not_yet_valid"
-    } else if now < until {
-        "accepted"
-    } else {
-        "expired"
-    };
-    assert_eq!(outcome["outcome"], expected, "{outcome}");
+    let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(server.code("P0")), qr: None });
+    assert_eq!(outcome["outcome"], "accepted", "{outcome}");
     assert!(
         run(Action::Fail { barcode: "BC1".into(), reason: "refused_by_recipient".into(), note: None })["receipt_seq"]
             .is_u64()
@@ -476,14 +286,13 @@ fn the_terminal_device_works_a_day_against_dispatch() {
     let up = run(Action::Upload);
     assert_eq!((up["rejected"].as_u64(), up["flagged"].as_u64()), (Some(0), Some(0)));
     assert_eq!(run(Action::Status)["pending_receipts"], 0);
-    assert!(
-        doorstep_dispatch::terminal::run(
-            dir.path(),
-            &server.base,
-            Action::Fail { barcode: "BC1".into(), reason: "bogus".into(), note: None }
-        )
-        .is_err()
-    );
+    let bogus = Action::Fail { barcode: "BC1".into(), reason: "bogus".into(), note: None };
+    assert!(run_with_clock(dir.path(), &server.base, bogus, server.clock.clone()).is_err());
+
+    // The next morning the code has expired, on the phone's clock as on dispatch's.
+    server.clock.advance(TimeDelta::hours(24));
+    let outcome = run(Action::Verify { barcode: "BC2".into(), code: Some(server.code("P2")), qr: None });
+    assert_eq!(outcome["outcome"], "expired", "{outcome}");
 }
 
 /// The insider attack over HTTP: with the device secret (unsealed from the phone's own file) and
@@ -493,7 +302,7 @@ fn the_terminal_device_works_a_day_against_dispatch() {
 fn a_forged_handover_is_flagged_by_dispatch_over_http() {
     use doorstep_core::crypto::{Code, DeviceSecret, Tag};
     let server = serve_with(doorstep_core::policy::Policy { max_attempts: 5, tag_bits: 16, key_epoch: 0 });
-    let (device, dir, device_id) = day(&server);
+    let (device, dir, device_id) = server.day();
     let file = rusqlite::Connection::open(dir.path().join("d.db")).unwrap();
     let sealed: Vec<u8> = file.query_row("SELECT sealed_secret FROM device", [], |r| r.get(0)).unwrap();
     let secret = DeviceSecret::from_bytes(&Vault.unseal(&sealed).unwrap()).unwrap();
@@ -504,7 +313,7 @@ fn a_forged_handover_is_flagged_by_dispatch_over_http() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    let truth = code(&server, "P0");
+    let truth = server.code("P0");
     let key = secret.tag_key(0);
     let forged = (0..1_000_000u32)
         .map(|n| format!("{n:06}"))
@@ -514,7 +323,7 @@ fn a_forged_handover_is_flagged_by_dispatch_over_http() {
     let out = device.verify_code(&[ScannedParcel::scanned("BC0")], &forged, None).unwrap();
     assert!(matches!(out, HandoverOutcome::Accepted { .. }), "the tag matches, so the phone accepts: {out:?}");
     let batch = device.next_batch(10, 64 * 1024).unwrap().unwrap();
-    let (status, ack) = signed_post(&server, &device, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
+    let (status, ack) = server.signed_post(&device, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
     assert_eq!(status, 200);
     let report = device.apply_ack(&ack).unwrap();
     assert_eq!(report.flagged.len(), 1);

@@ -1,0 +1,245 @@
+//! A dispatch on an ephemeral loopback port and phones from the core that talk to it over real
+//! HTTP, the way the apps do (signed device requests, manifests, uploads).
+//!
+//! Dispatch and every phone read one [`SetClock`], placed by a [`Scene`]: a delivery date, the
+//! delivery's time zone and the instant "now". A test therefore plays the same day whatever the
+//! date and hour it runs on; [`Scene::at_local`] picks awkward instants (23:59, 00:01, DST days).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use doorstep_core::device::{Device, HostError, KeyVault};
+use doorstep_core::protocol::{Holder, REQUEST_HEADER};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, SetClock, service};
+
+/// Seals by XOR (a stand-in for the Android Keystore / iOS Keychain).
+pub struct Vault;
+
+impl KeyVault for Vault {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError> {
+        Ok(plaintext.iter().map(|b| b ^ 0x3C).collect())
+    }
+    fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.seal(sealed)
+    }
+}
+
+/// Where and when a test's day is played.
+#[derive(Clone, Copy, Debug)]
+pub struct Scene {
+    pub date: NaiveDate,
+    pub zone: &'static str,
+    pub now: DateTime<Utc>,
+}
+
+impl Scene {
+    /// `date` in `zone`, at local `hh:mm` (the earliest instant of that reading on a DST day).
+    pub fn at_local(date: NaiveDate, zone: &'static str, hour: u32, minute: u32) -> Scene {
+        let tz: Tz = zone.parse().expect("a known zone");
+        let local = date.and_hms_opt(hour, minute, 0).expect("a valid time");
+        let now = tz.from_local_datetime(&local).earliest().expect("a local time that exists").to_utc();
+        Scene { date, zone, now }
+    }
+
+    /// The day most tests play: 2026-11-26 in Berlin, at noon.
+    pub fn default_day() -> Scene {
+        Scene::at_local(NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(), "Europe/Berlin", 12, 0)
+    }
+}
+
+/// A dispatch served on loopback for the life of the test, on the scene's clock.
+pub struct Server {
+    pub base: String,
+    pub dispatch: Arc<Dispatch>,
+    pub clock: Arc<SetClock>,
+    pub scene: Scene,
+    pub state: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Scene::default_day(), |d| d)
+    }
+
+    /// Serves a dispatch opened on a fresh state folder, configured by `configure`, on the scene's
+    /// clock.
+    pub fn start_with(scene: Scene, configure: impl FnOnce(Dispatch) -> Dispatch) -> Server {
+        let state = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SetClock::at(scene.now));
+        let opened = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone());
+        let dispatch = Arc::new(configure(opened));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = service::router(dispatch.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server { base: format!("http://{addr}"), dispatch, clock, scene, state, _runtime: runtime }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A phone on this server's clock, not enrolled yet.
+    pub fn phone(&self, db: &Path) -> Device {
+        Device::open(db, Arc::new(Vault), self.clock.clone(), None).unwrap()
+    }
+
+    /// `n` order lines for route R1 on the scene's date: even ones high-value, `i % 5 == 1`
+    /// jewellery (so P0, P1, P2, P4, P6 need a code).
+    pub fn parcels(&self, n: usize) -> Vec<NewParcel> {
+        (0..n)
+            .map(|i| NewParcel {
+                parcel_id: format!("P{i}"),
+                barcode: format!("BC{i}"),
+                route_id: "R1".into(),
+                stop_id: format!("S{}", i / 2),
+                stop_sequence: (i / 2 + 1) as u32,
+                delivery_date: self.scene.date,
+                time_zone: self.scene.zone.into(),
+                declared_value_cents: if i % 2 == 0 { 120_000 } else { 2_500 },
+                category: if i % 5 == 1 { "jewellery".into() } else { "books".into() },
+                customer_email: format!("customer{i}@example.test"),
+                address_hint: format!("{i} Elm St"),
+                recipient_hint: "A. B.".into(),
+            })
+            .collect()
+    }
+
+    /// A phone enrolled on `route` with a one-time token (checked to be single-use).
+    pub fn enrol_device(&self, route: &str, db: &Path) -> (Device, String) {
+        let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
+        let (status, token) = post(&self.url("/v1/enrolment-tokens"), &[], &body);
+        assert_eq!(status, 201);
+        let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
+        let device = self.phone(db);
+        let (status, bundle) =
+            post(&self.url("/v1/enrol"), &[("Enrolment-Token", &token)], &device.enrolment_request().unwrap());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bundle));
+        device.complete_enrolment(&bundle).unwrap();
+        let again = self.phone(&db.with_extension("other"));
+        let (status, _) =
+            post(&self.url("/v1/enrol"), &[("Enrolment-Token", &token)], &again.enrolment_request().unwrap());
+        assert_eq!(status, 403, "an enrolment token is single-use");
+        let device_id = device.status().unwrap().device_id.unwrap();
+        (device, device_id)
+    }
+
+    /// 8 parcels imported and departed (codes e-mailed), and an enrolled phone on R1 that synced.
+    pub fn day(&self) -> (Device, tempfile::TempDir, String) {
+        let (status, body) = post(&self.url("/v1/parcels"), &[], &serde_json::to_vec(&self.parcels(8)).unwrap());
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        for i in 0..8 {
+            let (status, body) = post(&self.url(&format!("/v1/parcels/P{i}/departed")), &[], b"");
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            // The code goes to the customer, never back to the warehouse's caller.
+            assert!(String::from_utf8_lossy(&body).chars().filter(char::is_ascii_digit).count() < 6);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (device, device_id) = self.enrol_device("R1", &dir.path().join("d.db"));
+        let report = device.apply_manifest(&self.manifest(&device, &device_id, None).unwrap()).unwrap();
+        assert_eq!(report.added, 8);
+        (device, dir, device_id)
+    }
+
+    /// A device request, signed by `device` as the apps do.
+    pub fn signed_get(&self, device: &Device, path: &str) -> (u16, Vec<u8>) {
+        let signature = device.sign_request("GET", path, b"").unwrap();
+        get_with(&self.url(path), &[(REQUEST_HEADER, &signature)])
+    }
+
+    pub fn signed_post(&self, device: &Device, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let signature = device.sign_request("POST", path, body).unwrap();
+        post(&self.url(path), &[(REQUEST_HEADER, &signature)], body)
+    }
+
+    /// The device's next manifest for the scene's date (`since`: its current sequence), or None
+    /// when it is up to date.
+    pub fn manifest(&self, device: &Device, device_id: &str, since: Option<u64>) -> Option<Vec<u8>> {
+        let since = since.map_or(String::new(), |s| format!("&since={s}"));
+        let path = format!("/v1/devices/{device_id}/manifest?date={}{since}", self.scene.date);
+        let (status, body) = self.signed_get(device, &path);
+        match status {
+            200 => Some(body),
+            204 => None,
+            other => panic!("manifest: HTTP {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// Applies every manifest the device is due; returns how many.
+    pub fn sync(&self, device: &Device, device_id: &str) -> usize {
+        let mut applied = 0;
+        while let Some(envelope) = self.manifest(device, device_id, device.status().unwrap().manifest_sequence) {
+            device.apply_manifest(&envelope).unwrap();
+            applied += 1;
+        }
+        applied
+    }
+
+    /// The customer's current code for a parcel (what their e-mail says).
+    pub fn code(&self, parcel: &str) -> String {
+        self.dispatch.codes(parcel).unwrap().into_iter().find(|(h, _)| *h == Holder::Customer).unwrap().1
+    }
+
+    /// Uploads everything the phone holds, applying each ack; returns the batches sent.
+    pub fn upload(&self, device: &Device, device_id: &str) -> Vec<Vec<u8>> {
+        let mut sent = Vec::new();
+        while let Some(batch) = device.next_batch(3, 64 * 1024).unwrap() {
+            let (status, ack) = self.signed_post(device, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ack));
+            device.apply_ack(&ack).unwrap();
+            sent.push(batch.bytes);
+        }
+        sent
+    }
+
+    /// The code e-mail a customer received for a parcel: (code, customer token).
+    pub fn read_email(&self, parcel: &str) -> (String, String) {
+        let outbox = self.state.path().join("outbox");
+        for entry in std::fs::read_dir(&outbox).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            if text.contains(&format!("Parcel: {parcel}\r\n")) || text.contains(&format!("Parcel: {parcel}\n")) {
+                assert!(text.contains("Never tell this code to anyone by phone"));
+                assert!(text.contains("It is valid until\r\nthe end of the delivery day"), "{text}");
+                let field =
+                    |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
+                return (field("Delivery code: "), field("Customer app access: "));
+            }
+        }
+        panic!("no e-mail for {parcel}");
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
+
+pub fn get(url: &str) -> (u16, Vec<u8>) {
+    get_with(url, &[])
+}
+
+pub fn get_as(url: &str, bearer: &str) -> (u16, Vec<u8>) {
+    get_with(url, &[("Authorization", &format!("Bearer {bearer}"))])
+}
+
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap();
+    (resp.status().as_u16(), resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
