@@ -2,13 +2,12 @@
 //! Kotlin and Swift tests can enrol, sync, hand over, upload and have the chain verified without a
 //! server. It wraps `doorstep_core::issuer` and holds the issued codes in memory.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_core::crypto::{Code, SigningKey, random_bytes};
-use doorstep_core::issuer::{EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, MemoryLedger};
+use doorstep_core::issuer::{EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, MemoryCodeBook, MemoryLedger};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{self as wire, Base64Bytes, ManifestKind, ReceiptStatus, Stop};
 
@@ -45,7 +44,7 @@ struct State {
     issuer: Issuer,
     device: Option<EnrolledDevice>,
     parcels: Vec<IssuedParcel>,
-    codes: HashMap<(String, wire::Holder), Vec<Code>>,
+    codes: MemoryCodeBook,
     ledger: MemoryLedger,
     sequence: u64,
     manifest: Option<(String, NaiveDate)>,
@@ -102,7 +101,7 @@ impl TestDispatch {
                 issuer: Issuer::new(SigningKey::generate("test-dispatch-1")?),
                 device: None,
                 parcels: Vec::new(),
-                codes: HashMap::new(),
+                codes: MemoryCodeBook::default(),
                 ledger: MemoryLedger::default(),
                 sequence: 0,
                 manifest: None,
@@ -140,9 +139,6 @@ impl TestDispatch {
                     codes.push((wire::Holder::Delegate(label.clone()), Code::generate()?));
                 }
             }
-            for (holder, code) in &codes {
-                s.codes.insert((parcel_id.clone(), holder.clone()), vec![code.clone()]);
-            }
             let issued = IssuedCodes {
                 customer: codes.first().map(|(_, c)| c.reveal().to_owned()),
                 delegates: codes
@@ -157,7 +153,7 @@ impl TestDispatch {
                     })
                     .collect(),
             };
-            s.parcels.push(IssuedParcel {
+            let parcel = IssuedParcel {
                 parcel_id,
                 barcode,
                 stop: Stop { id: stop_id, sequence: stop_sequence },
@@ -166,7 +162,10 @@ impl TestDispatch {
                 codes,
                 not_before: not_before.into(),
                 not_after: not_after.into(),
-            });
+                attempts_used: 0,
+            };
+            s.codes.issue(&parcel, parcel.not_before);
+            s.parcels.push(parcel);
             Ok(issued)
         })
     }
@@ -200,7 +199,7 @@ impl TestDispatch {
                 not_before: not_before.into(),
                 not_after: not_after.into(),
                 nonce: Base64Bytes(random_bytes::<16>()?.to_vec()),
-            }))
+            })?)
         })
     }
 

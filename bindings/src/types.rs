@@ -53,6 +53,8 @@ pub enum HandoverMethod {
 pub enum ReceiptEvent {
     Delivered,
     Failed,
+    /// A wrong code was given (the attempt count travels to dispatch).
+    WrongCode,
     LockedOut,
     Expired,
     Reversed,
@@ -333,6 +335,7 @@ impl From<wire::ReceiptEvent> for ReceiptEvent {
         match e {
             wire::ReceiptEvent::Delivered => ReceiptEvent::Delivered,
             wire::ReceiptEvent::Failed => ReceiptEvent::Failed,
+            wire::ReceiptEvent::WrongCode => ReceiptEvent::WrongCode,
             wire::ReceiptEvent::LockedOut => ReceiptEvent::LockedOut,
             wire::ReceiptEvent::Expired => ReceiptEvent::Expired,
             wire::ReceiptEvent::Reversed => ReceiptEvent::Reversed,

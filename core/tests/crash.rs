@@ -143,5 +143,8 @@ fn killed_mid_handover_leaves_a_consistent_database() {
     w.reopen();
     let verdicts = w.upload_all();
     let accepted: usize = verdicts.iter().map(|v| v.count(ReceiptStatus::Accepted)).sum();
-    assert_eq!(accepted, PARCELS);
+    let held = &w.ledger.chains["dev-1"];
+    assert_eq!(accepted, held.len(), "every receipt (wrong codes and hand-overs) is accepted");
+    let delivered = held.iter().filter(|r| r.body.event == doorstep_core::protocol::ReceiptEvent::Delivered).count();
+    assert_eq!(delivered, PARCELS);
 }

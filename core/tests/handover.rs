@@ -157,7 +157,7 @@ fn one_code_can_cover_several_parcels_of_one_order() {
     }
     for p in w.parcels.iter_mut().filter(|p| p.parcel_id != "P00002") {
         p.codes = vec![(Holder::Customer, shared.clone())];
-        w.codes.insert((p.parcel_id.clone(), Holder::Customer), vec![shared.clone()]);
+        w.codes.issue(p, p.not_before);
     }
     w.push_full();
     let both = [w.scan(0), w.scan(1)].concat();
@@ -178,17 +178,23 @@ fn one_code_can_cover_several_parcels_of_one_order() {
         HandoverOutcome::AlreadyDelivered { .. }
     ));
     let verdicts = w.upload_all();
-    assert_eq!(verdicts[0].count(doorstep_core::protocol::ReceiptStatus::Accepted), 1);
+    assert_eq!(
+        verdicts[0].count(doorstep_core::protocol::ReceiptStatus::Accepted),
+        2,
+        "the hand-over and the wrong code"
+    );
 }
 
 fn qr(w: &World, parcel: usize, holder: Holder, valid: TimeDelta) -> String {
-    w.issuer.sign_qr(&QrToken {
-        parcel_id: format!("P{parcel:05}"),
-        holder,
-        not_before: w.clock.now() - TimeDelta::minutes(1),
-        not_after: w.clock.now() + valid,
-        nonce: Base64Bytes(doorstep_core::crypto::random_bytes::<16>().unwrap().to_vec()),
-    })
+    w.issuer
+        .sign_qr(&QrToken {
+            parcel_id: format!("P{parcel:05}"),
+            holder,
+            not_before: w.clock.now() - TimeDelta::minutes(1),
+            not_after: w.clock.now() + valid,
+            nonce: Base64Bytes(doorstep_core::crypto::random_bytes::<16>().unwrap().to_vec()),
+        })
+        .unwrap()
 }
 
 fn qr_err(r: Result<HandoverOutcome, CoreError>) -> QrRejection {

@@ -123,12 +123,15 @@ fn unknown_key_and_unknown_major_version_are_rejected() {
 
     let rogue = doorstep_core::issuer::Issuer::new(SigningKey::generate("dispatch-9").unwrap());
     assert_eq!(
-        rejection(w.device.apply_manifest(&rogue.sign_manifest(&payload))),
+        rejection(w.device.apply_manifest(&rogue.sign_manifest(&payload).unwrap())),
         ManifestRejection::UnknownKeyId("dispatch-9".into())
     );
     // Same key id, different key: the signature does not verify.
     let impostor = doorstep_core::issuer::Issuer::new(SigningKey::generate("dispatch-1").unwrap());
-    assert_eq!(rejection(w.device.apply_manifest(&impostor.sign_manifest(&payload))), ManifestRejection::BadSignature);
+    assert_eq!(
+        rejection(w.device.apply_manifest(&impostor.sign_manifest(&payload).unwrap())),
+        ManifestRejection::BadSignature
+    );
 
     // A correctly signed envelope of major version 2.
     let bytes = serde_json::to_vec(&payload).unwrap();
@@ -191,7 +194,7 @@ fn inconsistent_payloads_are_rejected_each_with_its_own_error() {
     cases.push((delegate_only, |r| matches!(r, ManifestRejection::InvalidParcel { .. })));
 
     for (payload, expected) in cases {
-        let r = rejection(w.device.apply_manifest(&w.issuer.sign_manifest(&payload)));
+        let r = rejection(w.device.apply_manifest(&w.issuer.sign_manifest(&payload).unwrap()));
         assert!(expected(&r), "unexpected rejection {r:?}");
         assert_eq!(snapshot(&w), before);
     }

@@ -52,22 +52,22 @@ fn no_receipt_is_forgotten_without_a_verified_ack() {
 
     // An ack signed by someone else.
     let rogue = Issuer::new(SigningKey::generate("dispatch-1").unwrap());
-    let err = w.device.apply_ack(&rogue.sign_ack(&verdict.ack)).unwrap_err();
+    let err = w.device.apply_ack(&rogue.sign_ack(&verdict.ack).unwrap()).unwrap_err();
     assert!(matches!(err, CoreError::AckRejected(AckRejection::BadSignature)));
     // A correctly signed ack whose checkpoint hash is wrong.
     let mut wrong_hash = verdict.ack.clone();
     wrong_hash.checkpoint.head_hash[0] ^= 1;
-    let err = w.device.apply_ack(&w.issuer.sign_ack(&wrong_hash)).unwrap_err();
+    let err = w.device.apply_ack(&w.issuer.sign_ack(&wrong_hash).unwrap()).unwrap_err();
     assert!(matches!(err, CoreError::AckRejected(AckRejection::CheckpointMismatch { .. })));
     // A checkpoint beyond what the device ever wrote.
     let mut ahead = verdict.ack.clone();
     ahead.checkpoint.seq = 99;
-    assert!(w.device.apply_ack(&w.issuer.sign_ack(&ahead)).is_err());
+    assert!(w.device.apply_ack(&w.issuer.sign_ack(&ahead).unwrap()).is_err());
     // Another device's ack.
     let mut other = verdict.ack.clone();
     other.device_id = "dev-2".into();
     assert!(matches!(
-        w.device.apply_ack(&w.issuer.sign_ack(&other)),
+        w.device.apply_ack(&w.issuer.sign_ack(&other).unwrap()),
         Err(CoreError::AckRejected(AckRejection::WrongDevice))
     ));
     // Every byte flipped.
@@ -85,7 +85,7 @@ fn no_receipt_is_forgotten_without_a_verified_ack() {
     make_receipts(&w, 2);
     let verdicts = w.upload_all();
     assert_eq!(verdicts[0].count(ReceiptStatus::Accepted), 2);
-    assert_eq!(w.ledger.head("dev-1").0, 6);
+    assert_eq!(w.ledger.head("dev-1").unwrap().0, 6);
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn a_forged_handover_with_a_colliding_code_is_flagged_by_dispatch() {
     assert_eq!(result.status, ReceiptStatus::Flagged);
     assert!(result.reason.as_deref().unwrap().contains("code proof"));
     // It is stored (evidence) but flagged, and the device learns it.
-    assert_eq!(w.ledger.head("dev-1").0, 1);
+    assert_eq!(w.ledger.head("dev-1").unwrap().0, 1);
 }
 
 #[test]

@@ -125,6 +125,7 @@ fn bench_manifests(c: &mut Criterion) {
             codes: if i % 5 < 2 { vec![(Holder::Customer, Code::generate().unwrap())] } else { vec![] },
             not_before,
             not_after,
+            attempts_used: 0,
         })
         .collect();
     let mut seq = 0;

@@ -9,14 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use doorstep_core::CoreError;
 use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes};
 use doorstep_core::device::{Clock, SystemClock};
 use doorstep_core::issuer::{
-    CodeBook, EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, ReceiptLedger, StoredReceipt,
+    CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, ReceiptLedger,
+    StoredReceipt,
 };
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptStatus, SignedReceipt, Stop, genesis_hash};
+use doorstep_core::{CoreError, Result as CoreResult};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -82,6 +83,18 @@ CREATE TABLE IF NOT EXISTS receipt_parcel (
     receipt_id TEXT NOT NULL,
     parcel_id  TEXT NOT NULL,
     PRIMARY KEY (parcel_id, receipt_id)
+);
+-- QR token nonces already used by a stored hand-over: a token opens a parcel once, across phones.
+CREATE TABLE IF NOT EXISTS qr_nonce (
+    nonce      BLOB PRIMARY KEY,
+    receipt_id TEXT NOT NULL
+);
+-- Wrong codes seen for a parcel since its last reset (from receipts of any phone); manifests
+-- carry the count so a parcel never gets fresh attempts by moving to another phone.
+CREATE TABLE IF NOT EXISTS parcel_attempts (
+    parcel_id     TEXT PRIMARY KEY,
+    attempts_used INTEGER NOT NULL,
+    reset_at_ms   INTEGER
 );
 CREATE TABLE IF NOT EXISTS receipt (
     device_id      TEXT NOT NULL,
@@ -418,7 +431,7 @@ impl Dispatch {
             not_before,
             not_after,
             nonce: doorstep_core::protocol::Base64Bytes(random_bytes::<16>()?.to_vec()),
-        }))
+        })?)
     }
 
     /// The current code of each holder of a parcel (the customer's own view; tests).
@@ -587,6 +600,12 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        // Receipts made before the reset no longer count against the parcel.
+        tx.execute(
+            "INSERT INTO parcel_attempts (parcel_id, attempts_used, reset_at_ms) VALUES (?1, 0, ?2)
+             ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = 0, reset_at_ms = excluded.reset_at_ms",
+            params![parcel_id, self.now_ms()?],
+        )?;
         let n = self.push_delta(&tx, &route, date, vec![], vec![], vec![parcel_id.to_owned()])?;
         tx.commit()?;
         Ok(n)
@@ -749,15 +768,10 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (device, _, _) = Self::device(&tx, device_id)?;
-        let verdict = {
-            let mut ledger = SqlLedger { tx: &tx, error: Default::default() };
-            let codes = SqlCodes { tx: &tx };
-            let verdict = self.issuer.verify_batch(&device, &mut ledger, &codes, batch, self.now()?)?;
-            if let Some(e) = ledger.error.into_inner() {
-                return Err(e.into());
-            }
-            verdict
-        };
+        // Any storage error fails the whole upload here (the transaction rolls back, nothing is
+        // accepted) and the device sends the batch again.
+        let verdict =
+            self.issuer.verify_batch(&device, &mut SqlLedger { tx: &tx }, &SqlCodes { tx: &tx }, batch, self.now()?)?;
         tx.commit()?;
         Ok(verdict.signed_ack)
     }
@@ -818,6 +832,10 @@ fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedPa
     };
     let (not_before, not_after) = delivery_window(date.parse().map_err(|_| bad("stored date"))?, &tz)?;
     let codes = if needs_code { codes_of(tx, parcel_id)? } else { Vec::new() };
+    let attempts_used: u32 = tx
+        .query_row("SELECT attempts_used FROM parcel_attempts WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
     if needs_code && codes.is_empty() {
         // Never ship a parcel that needs a code without its tags: it would look like a parcel
         // that needs none.
@@ -832,6 +850,7 @@ fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedPa
         codes,
         not_before,
         not_after,
+        attempts_used,
     }))
 }
 
@@ -933,98 +952,168 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A storage error as the issuer library sees it (it fails the upload; see `Dispatch::upload`).
+fn storage(e: rusqlite::Error) -> CoreError {
+    CoreError::Database(e)
+}
+
 /// The receipt ledger in dispatch's database, inside the upload's transaction.
 struct SqlLedger<'a> {
     tx: &'a Transaction<'a>,
-    /// `ReceiptLedger` cannot fail; a storage error is kept here and fails the whole upload.
-    error: std::cell::RefCell<Option<rusqlite::Error>>,
-}
-
-impl SqlLedger<'_> {
-    fn keep<T>(&self, result: rusqlite::Result<T>) -> Option<T> {
-        result.map_err(|e| self.error.borrow_mut().get_or_insert(e).to_string()).ok()
-    }
 }
 
 impl ReceiptLedger for SqlLedger<'_> {
-    fn head(&self, device_id: &str) -> (u64, [u8; 32]) {
+    fn head(&self, device_id: &str) -> CoreResult<(u64, [u8; 32])> {
         let row: Option<(i64, Vec<u8>)> = self
-            .keep(
-                self.tx
-                    .query_row(
-                        "SELECT seq, hash FROM receipt WHERE device_id = ?1 ORDER BY seq DESC LIMIT 1",
-                        [device_id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional(),
+            .tx
+            .query_row(
+                "SELECT seq, hash FROM receipt WHERE device_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [device_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .flatten();
+            .optional()
+            .map_err(storage)?;
         match row {
-            Some((seq, hash)) => (seq as u64, hash.try_into().unwrap_or([0; 32])),
-            None => (0, genesis_hash(device_id)),
+            Some((seq, hash)) => Ok((
+                seq as u64,
+                hash.try_into().map_err(|_| CoreError::Integrity("stored receipt hash is not 32 bytes".into()))?,
+            )),
+            None => Ok((0, genesis_hash(device_id))),
         }
     }
 
-    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Option<u64> {
-        self.keep(
-            self.tx
-                .query_row(
-                    "SELECT seq FROM receipt WHERE device_id = ?1 AND receipt_id = ?2",
-                    params![device_id, receipt_id.to_string()],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional(),
-        )
-        .flatten()
-        .map(|s| s as u64)
+    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> CoreResult<Option<u64>> {
+        self.tx
+            .query_row(
+                "SELECT seq FROM receipt WHERE device_id = ?1 AND receipt_id = ?2",
+                params![device_id, receipt_id.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|s| s.map(|s| s as u64))
+            .map_err(storage)
     }
 
-    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, status: ReceiptStatus, reason: Option<&str>) {
+    fn append(
+        &mut self,
+        receipt: &SignedReceipt,
+        body: &ReceiptBody,
+        status: ReceiptStatus,
+        reason: Option<&str>,
+    ) -> CoreResult<()> {
         let status = match status {
             ReceiptStatus::Accepted => "accepted",
             ReceiptStatus::Duplicate => "duplicate",
             ReceiptStatus::Flagged => "flagged",
             ReceiptStatus::Rejected => "rejected",
         };
-        let result = self.tx.execute(
-            "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                body.device_id,
-                body.seq as i64,
-                body.receipt_id.to_string(),
-                receipt.body.0,
-                receipt.signature.0,
-                receipt.hash().to_vec(),
-                status,
-                reason
-            ],
-        );
-        self.keep(result);
+        self.tx
+            .execute(
+                "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    body.device_id,
+                    body.seq as i64,
+                    body.receipt_id.to_string(),
+                    receipt.body.0,
+                    receipt.signature.0,
+                    receipt.hash().to_vec(),
+                    status,
+                    reason
+                ],
+            )
+            .map_err(storage)?;
         for p in &body.parcels {
-            let link = self.tx.execute(
-                "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
-                params![body.receipt_id.to_string(), p.parcel_id],
-            );
-            self.keep(link);
+            self.tx
+                .execute(
+                    "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
+                    params![body.receipt_id.to_string(), p.parcel_id],
+                )
+                .map_err(storage)?;
+            // The phone's attempt count, unless the receipt predates the parcel's last reset.
+            self.tx
+                .execute(
+                    "INSERT INTO parcel_attempts (parcel_id, attempts_used) VALUES (?1, ?2)
+                     ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = max(attempts_used, excluded.attempts_used)
+                     WHERE reset_at_ms IS NULL OR ?3 >= reset_at_ms",
+                    params![p.parcel_id, p.attempts_used, body.trusted_time.timestamp_millis()],
+                )
+                .map_err(storage)?;
         }
+        Ok(())
+    }
+
+    fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> CoreResult<bool> {
+        let inserted = self
+            .tx
+            .execute(
+                "INSERT OR IGNORE INTO qr_nonce (nonce, receipt_id) VALUES (?1, ?2)",
+                params![nonce, receipt_id.to_string()],
+            )
+            .map_err(storage)?;
+        Ok(inserted == 1)
     }
 }
 
-/// The issued codes in dispatch's database.
+/// What dispatch issued, read from its database inside the upload's transaction.
 struct SqlCodes<'a> {
     tx: &'a Transaction<'a>,
 }
 
 impl CodeBook for SqlCodes<'_> {
-    fn codes(&self, parcel_id: &str, holder: &Holder) -> Vec<Code> {
-        let Ok(mut stmt) = self.tx.prepare_cached("SELECT code FROM code WHERE parcel_id = ?1 AND holder = ?2") else {
-            return Vec::new();
+    fn parcel(&self, parcel_id: &str) -> CoreResult<Option<ParcelRecord>> {
+        let row: Option<(bool, String, String)> = self
+            .tx
+            .prepare_cached("SELECT needs_code, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1")
+            .and_then(|mut s| s.query_row([parcel_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .map_err(storage)?;
+        let Some((needs_code, date, zone)) = row else {
+            return Ok(None);
         };
-        let Ok(rows) = stmt.query_map(params![parcel_id, holder.to_key()], |r| r.get::<_, String>(0)) else {
-            return Vec::new();
+        let date: NaiveDate =
+            date.parse().map_err(|_| CoreError::Integrity(format!("stored delivery date of {parcel_id}")))?;
+        let (not_before, not_after) = delivery_window(date, &zone)
+            .map_err(|_| CoreError::Integrity(format!("stored time zone of {parcel_id}")))?;
+        // Each code ends when it is revoked or when a later code for the same holder replaces it.
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT holder, code, issued_at_ms, revoked_at_ms,
+                        (SELECT min(n.issued_at_ms) FROM code n
+                         WHERE n.parcel_id = c.parcel_id AND n.holder = c.holder AND n.rowid > c.rowid)
+                 FROM code c WHERE parcel_id = ?1 ORDER BY rowid",
+            )
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map([parcel_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(storage)?;
+        let instant = |ms: i64| {
+            DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| CoreError::Integrity("stored instant out of range".into()))
         };
-        rows.filter_map(|r| r.ok().and_then(|c| Code::parse(&c).ok())).collect()
+        let mut codes = Vec::new();
+        for row in rows {
+            let (holder, code, issued, revoked, replaced) = row.map_err(storage)?;
+            let ended = match (revoked, replaced) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            codes.push(IssuedCode {
+                holder: Holder::from_key(&holder).ok_or_else(|| CoreError::Integrity("stored holder".into()))?,
+                code: Code::parse(&code)?,
+                issued_at: instant(issued)?,
+                ended_at: ended.map(instant).transpose()?,
+            });
+        }
+        Ok(Some(ParcelRecord { needs_code, not_before, not_after, codes }))
     }
 }
 

@@ -2,5 +2,7 @@
 //!
 //! - [`http`]: a dispatch served on loopback with phones from the core, all on one settable clock
 //!   placed at a chosen instant of a chosen delivery day, so no test depends on when it runs.
+//! - [`insider`]: a phone's secrets unsealed from its file, to sign receipts the phone never made.
 
 pub mod http;
+pub mod insider;

@@ -280,8 +280,17 @@ impl Device {
         let newly_locked: Vec<_> =
             code_rows.clone().filter(|(r, _)| r.view.attempts_used >= r.view.max_attempts).collect();
         if newly_locked.is_empty() {
-            let attempts_left =
-                code_rows.map(|(r, _)| r.view.max_attempts.saturating_sub(r.view.attempts_used)).min().unwrap_or(0);
+            // The wrong attempt leaves the phone as a receipt (durable in the outbox like any
+            // other), so dispatch carries the count to wherever the parcel goes next.
+            let attempts_left = code_rows
+                .clone()
+                .map(|(r, _)| r.view.max_attempts.saturating_sub(r.view.attempts_used))
+                .min()
+                .unwrap_or(0);
+            let parcels = code_rows.map(|(row, identified)| receipt_parcel(row, *identified, None)).collect();
+            let mut draft = Draft::new(ReceiptEvent::WrongCode, parcels);
+            draft.location = location;
+            receipts::append(s, Uuid::now_v7(), draft)?;
             return Ok(HandoverOutcome::WrongCode { attempts_left });
         }
         let receipt_id = Uuid::now_v7();

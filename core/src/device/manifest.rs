@@ -168,11 +168,14 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             tx.query_row("SELECT coalesce(delivery_date = ?1, 0) FROM device_state WHERE id = 1", [&date], |r| {
                 r.get(0)
             })?;
+        if !same_day {
+            // A new day: codes are new, so attempts counted against yesterday's are forgotten.
+            tx.execute("DELETE FROM spent_attempts", [])?;
+        }
         let existing: Vec<(String, String)> = tx
             .prepare("SELECT parcel_id, state FROM parcel")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut delete = tx.prepare_cached("DELETE FROM parcel WHERE parcel_id = ?1")?;
         for (id, state) in existing {
             if listed.contains(id.as_str()) {
                 continue;
@@ -181,7 +184,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
                 report.kept_delivered += 1;
                 continue;
             }
-            delete.execute([&id])?;
+            remove_parcel(tx, &id)?;
             report.removed += 1;
         }
     }
@@ -191,13 +194,15 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
         "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, salt,
                              tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state, attempts_used,
                              manifest_id, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', 0, ?14, ?15)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending',
+                 max(?16, coalesce((SELECT attempts_used FROM spent_attempts WHERE parcel_id = ?1), 0)), ?14, ?15)
          ON CONFLICT (parcel_id) DO UPDATE SET
              barcode = excluded.barcode, stop_id = excluded.stop_id, stop_seq = excluded.stop_seq,
              address_hint = excluded.address_hint, recipient_hint = excluded.recipient_hint,
              needs_code = excluded.needs_code, salt = excluded.salt, tag_bits = excluded.tag_bits,
              key_epoch = excluded.key_epoch, max_attempts = excluded.max_attempts,
              not_before_ms = excluded.not_before_ms, not_after_ms = excluded.not_after_ms,
+             attempts_used = max(attempts_used, excluded.attempts_used),
              state = CASE WHEN state = 'expired' AND excluded.not_after_ms > ?15 THEN 'pending' ELSE state END,
              manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms",
     )?;
@@ -231,6 +236,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             p.not_after.timestamp_millis(),
             m.manifest_id,
             now,
+            p.attempts_used,
         ])?;
         if state.is_some() {
             clear_tags.execute([&p.parcel_id])?;
@@ -246,13 +252,14 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
         match state_of.query_row([id], |r| r.get::<_, String>(0)).optional()?.as_deref() {
             Some("delivered") => report.kept_delivered += 1,
             Some(_) => {
-                tx.execute("DELETE FROM parcel WHERE parcel_id = ?1", [id])?;
+                remove_parcel(tx, id)?;
                 report.removed += 1;
             }
             None => {}
         }
     }
     for id in &m.resets {
+        tx.execute("DELETE FROM spent_attempts WHERE parcel_id = ?1", [id])?;
         report.reset += tx.execute(
             "UPDATE parcel SET attempts_used = 0, updated_at_ms = ?2,
                  state = CASE WHEN state = 'locked' THEN 'pending' ELSE state END
@@ -289,4 +296,17 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     )?;
     s.saw_server_time(m.issued_at.timestamp_millis())?;
     Ok(report)
+}
+
+/// Takes a parcel off the device, remembering the attempts spent on it (a parcel that comes back
+/// resumes its count: only a signed reset gives attempts back).
+fn remove_parcel(tx: &rusqlite::Transaction<'_>, parcel_id: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO spent_attempts (parcel_id, attempts_used)
+             SELECT parcel_id, attempts_used FROM parcel WHERE parcel_id = ?1 AND attempts_used > 0
+         ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = max(attempts_used, excluded.attempts_used)",
+    )?
+    .execute([parcel_id])?;
+    tx.prepare_cached("DELETE FROM parcel WHERE parcel_id = ?1")?.execute([parcel_id])?;
+    Ok(())
 }

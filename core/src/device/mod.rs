@@ -43,6 +43,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use crate::crypto::{DeviceSecret, ProofKey, SigningKey, VerifyingKey};
 use crate::{CoreError, Result};
 
+/// How far reads may advance trusted time before they persist it (at most one small write a
+/// minute while only reads happen).
+pub const READ_PERSIST_MS: i64 = 60_000;
+
 /// The offline hand-over core on one phone.
 pub struct Device {
     inner: Mutex<Inner>,
@@ -161,7 +165,9 @@ impl Device {
         Ok(out)
     }
 
-    /// Runs a read-only `f` on the connection with the current time.
+    /// Runs a read-only `f` on the connection with the current time. A read that advances trusted
+    /// time by more than [`READ_PERSIST_MS`] past the persisted mark persists it first, so a code
+    /// seen expired by reads alone stays expired after a restart with the clock set back.
     pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection, TimeReading, Option<&DeviceKeys>) -> Result<T>,
@@ -169,6 +175,15 @@ impl Device {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let now = inner.anchor.read(&*self.clock, inner.high_water)?;
+        if now.trusted_ms > inner.high_water.saturating_add(READ_PERSIST_MS) {
+            let persist = "UPDATE device_state SET high_water_ms = max(high_water_ms, ?1) WHERE id = 1";
+            match inner.conn.execute(persist, [now.trusted_ms]) {
+                Ok(_) => inner.high_water = now.trusted_ms,
+                // The read still answers (trusted time is right in memory); the next write or
+                // read persists the mark.
+                Err(e) => self.log(LogLevel::Warn, &format!("could not persist trusted time: {}", store::classify(e))),
+            }
+        }
         f(&inner.conn, now, inner.keys.as_deref())
     }
 

@@ -7,9 +7,9 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::Session;
-use crate::crypto::sha256;
 use crate::protocol::{
-    FailureReason, HandoverMethod, Holder, Location, PROTOCOL_VERSION, ReceiptBody, ReceiptEvent, ReceiptParcel, domain,
+    FailureReason, HandoverMethod, Holder, Location, PROTOCOL_VERSION, ReceiptBody, ReceiptEvent, ReceiptParcel,
+    SignedReceipt,
 };
 use crate::{CoreError, Result};
 
@@ -82,9 +82,10 @@ pub(crate) fn append(s: &Session<'_>, receipt_id: Uuid, draft: Draft) -> Result<
         skew_ms: s.now.skew_ms(),
         location: draft.location,
     };
-    let bytes = serde_json::to_vec(&body).map_err(|_| CoreError::Integrity("receipt did not serialise".into()))?;
-    let signature = keys.signing.sign(domain::RECEIPT, &bytes);
-    let hash = sha256(&bytes);
+    let signed = SignedReceipt::sign(&body, &keys.signing)
+        .map_err(|_| CoreError::Integrity("receipt did not serialise".into()))?;
+    let hash = signed.hash();
+    let (bytes, signature) = (signed.body.0, signed.signature.0);
     s.tx.prepare_cached(
         "INSERT INTO receipt (seq, receipt_id, event, body, signature, hash, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -138,6 +139,7 @@ pub(crate) fn event_name(event: ReceiptEvent) -> &'static str {
     match event {
         ReceiptEvent::Delivered => "delivered",
         ReceiptEvent::Failed => "failed",
+        ReceiptEvent::WrongCode => "wrong_code",
         ReceiptEvent::LockedOut => "locked_out",
         ReceiptEvent::Expired => "expired",
         ReceiptEvent::Reversed => "reversed",

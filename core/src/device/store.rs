@@ -113,6 +113,14 @@ const MIGRATIONS: &[&str] = &[
         last_error  TEXT
     );
     "#,
+    // 3: attempts spent on parcels that left this device (removed, or dropped by a full
+    // manifest): a parcel that comes back resumes its count instead of getting fresh attempts.
+    r#"
+    CREATE TABLE spent_attempts (
+        parcel_id     TEXT PRIMARY KEY,
+        attempts_used INTEGER NOT NULL CHECK (attempts_used > 0)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -37,7 +37,8 @@ impl Issuer {
             dispatch_keys: self.verifying_keys(),
             server_time: now,
         };
-        let bytes = serde_json::to_vec(&bundle).unwrap_or_default();
+        let bytes = serde_json::to_vec(&bundle)
+            .map_err(|_| CoreError::Integrity("enrolment bundle did not serialise".into()))?;
         let device = EnrolledDevice {
             device_id: device_id.into(),
             secret,

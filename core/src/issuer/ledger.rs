@@ -1,32 +1,128 @@
-//! What batch verification needs from dispatch's storage: the issued codes and the receipts held.
+//! What batch verification needs from dispatch's storage: what was issued for each parcel (its
+//! window and every code with its lifetime) and the receipts held. Both are fallible: a storage
+//! error fails the whole upload (the device keeps its receipts and sends them again); it never
+//! reads as "nothing issued" and so never accepts a receipt.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::IssuedParcel;
+use crate::Result;
 use crate::crypto::Code;
 use crate::protocol::{Holder, ReceiptBody, ReceiptStatus, SignedReceipt, genesis_hash};
 
-/// The codes dispatch issued. Several may be returned when a code was reissued during the day.
-pub trait CodeBook {
-    fn codes(&self, parcel_id: &str, holder: &Holder) -> Vec<Code>;
+/// One code dispatch issued, with its lifetime.
+#[derive(Clone, Debug)]
+pub struct IssuedCode {
+    pub holder: Holder,
+    pub code: Code,
+    pub issued_at: DateTime<Utc>,
+    /// When it stopped opening the parcel: the holder was revoked or the code replaced.
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
-impl CodeBook for HashMap<(String, Holder), Vec<Code>> {
-    fn codes(&self, parcel_id: &str, holder: &Holder) -> Vec<Code> {
-        self.get(&(parcel_id.to_owned(), holder.clone())).cloned().unwrap_or_default()
+impl IssuedCode {
+    /// Whether the code opened the parcel at `t`.
+    pub fn valid_at(&self, t: DateTime<Utc>) -> bool {
+        self.issued_at <= t && self.ended_at.is_none_or(|end| t < end)
     }
 }
 
-/// Dispatch's record of one device's receipt chain.
+/// What dispatch issued for one parcel: enough to judge any hand-over a receipt claims.
+#[derive(Clone, Debug)]
+pub struct ParcelRecord {
+    pub needs_code: bool,
+    /// The delivery day's window; no hand-over counts outside it.
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    /// Every code ever issued for the parcel, revoked and replaced ones included.
+    pub codes: Vec<IssuedCode>,
+}
+
+/// The parcels dispatch issued, as batch verification reads them.
+pub trait CodeBook {
+    /// The parcel's record; `None` when dispatch never issued a parcel with this id.
+    fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelRecord>>;
+}
+
+/// An in-memory code book for tests, fixtures and tools.
+#[derive(Default, Debug)]
+pub struct MemoryCodeBook {
+    pub parcels: HashMap<String, ParcelRecord>,
+}
+
+impl MemoryCodeBook {
+    /// Records what `parcel` carries as issued at `at`: its window, and its codes. A holder's
+    /// earlier code that differs from the new one ends at `at` (replaced); holders no longer
+    /// listed end at `at` too (revoked).
+    pub fn issue(&mut self, parcel: &IssuedParcel, at: DateTime<Utc>) {
+        let record = self.parcels.entry(parcel.parcel_id.clone()).or_insert_with(|| ParcelRecord {
+            needs_code: false,
+            not_before: parcel.not_before,
+            not_after: parcel.not_after,
+            codes: Vec::new(),
+        });
+        record.needs_code = !parcel.codes.is_empty();
+        (record.not_before, record.not_after) = (parcel.not_before, parcel.not_after);
+        for old in record.codes.iter_mut().filter(|c| c.ended_at.is_none()) {
+            if !parcel.codes.iter().any(|(h, code)| *h == old.holder && *code == old.code) {
+                old.ended_at = Some(at);
+            }
+        }
+        for (holder, code) in &parcel.codes {
+            if !record.codes.iter().any(|c| c.ended_at.is_none() && c.holder == *holder && c.code == *code) {
+                record.codes.push(IssuedCode {
+                    holder: holder.clone(),
+                    code: code.clone(),
+                    issued_at: at,
+                    ended_at: None,
+                });
+            }
+        }
+    }
+
+    /// The holder's current code for a parcel.
+    pub fn current(&self, parcel_id: &str, holder: &Holder) -> Option<&Code> {
+        self.parcels
+            .get(parcel_id)?
+            .codes
+            .iter()
+            .rev()
+            .find(|c| c.ended_at.is_none() && c.holder == *holder)
+            .map(|c| &c.code)
+    }
+
+    /// Every code ever issued, in no order (tests search files and logs for them).
+    pub fn all_codes(&self) -> impl Iterator<Item = &Code> {
+        self.parcels.values().flat_map(|r| r.codes.iter().map(|c| &c.code))
+    }
+}
+
+impl CodeBook for MemoryCodeBook {
+    fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelRecord>> {
+        Ok(self.parcels.get(parcel_id).cloned())
+    }
+}
+
+/// Dispatch's record of one device's receipt chain, and of QR tokens already used.
 pub trait ReceiptLedger {
     /// Sequence and hash of the last receipt held with an unbroken chain (0 and the genesis hash
     /// when none).
-    fn head(&self, device_id: &str) -> (u64, [u8; 32]);
+    fn head(&self, device_id: &str) -> Result<(u64, [u8; 32])>;
     /// The sequence of a receipt already held, by id.
-    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Option<u64>;
+    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Result<Option<u64>>;
     /// Stores a verified receipt (accepted or flagged) as the new head.
-    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, status: ReceiptStatus, reason: Option<&str>);
+    fn append(
+        &mut self,
+        receipt: &SignedReceipt,
+        body: &ReceiptBody,
+        status: ReceiptStatus,
+        reason: Option<&str>,
+    ) -> Result<()>;
+    /// Marks a QR token's nonce used by `receipt_id`; `false` when an earlier receipt used it.
+    fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> Result<bool>;
 }
 
 /// A receipt as the ledger keeps it.
@@ -42,26 +138,43 @@ pub struct StoredReceipt {
 #[derive(Default, Debug)]
 pub struct MemoryLedger {
     pub chains: HashMap<String, Vec<StoredReceipt>>,
+    pub used_qr_nonces: HashMap<Vec<u8>, Uuid>,
 }
 
 impl ReceiptLedger for MemoryLedger {
-    fn head(&self, device_id: &str) -> (u64, [u8; 32]) {
-        match self.chains.get(device_id).and_then(|c| c.last()) {
+    fn head(&self, device_id: &str) -> Result<(u64, [u8; 32])> {
+        Ok(match self.chains.get(device_id).and_then(|c| c.last()) {
             Some(last) => (last.body.seq, last.receipt.hash()),
             None => (0, genesis_hash(device_id)),
-        }
+        })
     }
 
-    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Option<u64> {
-        self.chains.get(device_id)?.iter().find(|r| &r.body.receipt_id == receipt_id).map(|r| r.body.seq)
+    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Result<Option<u64>> {
+        Ok(self
+            .chains
+            .get(device_id)
+            .and_then(|c| c.iter().find(|r| &r.body.receipt_id == receipt_id))
+            .map(|r| r.body.seq))
     }
 
-    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, status: ReceiptStatus, reason: Option<&str>) {
+    fn append(
+        &mut self,
+        receipt: &SignedReceipt,
+        body: &ReceiptBody,
+        status: ReceiptStatus,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.chains.entry(body.device_id.clone()).or_default().push(StoredReceipt {
             receipt: receipt.clone(),
             body: body.clone(),
             status,
             reason: reason.map(str::to_owned),
         });
+        Ok(())
+    }
+
+    fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> Result<bool> {
+        let previous = self.used_qr_nonces.entry(nonce.to_vec()).or_insert(*receipt_id);
+        Ok(previous == receipt_id)
     }
 }

@@ -3,12 +3,12 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{EnrolledDevice, Issuer};
-use crate::Result;
 use crate::crypto::{Code, Tag, VerifyingKey, random_bytes};
 use crate::policy::Policy;
 use crate::protocol::{
     Base64Bytes, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SALT_LEN, SignedEnvelope, Stop, domain,
 };
+use crate::{CoreError, Result};
 
 /// A parcel as dispatch knows it, with its codes in the clear (they never leave dispatch).
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct IssuedParcel {
     pub codes: Vec<(Holder, Code)>,
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
+    /// Wrong codes seen for the parcel since its last reset (any phone); 0 when none.
+    pub attempts_used: u32,
 }
 
 /// Everything a manifest says, before tags are computed and it is signed.
@@ -69,6 +71,7 @@ impl IssuedParcel {
             tags,
             not_before: self.not_before,
             not_after: self.not_after,
+            attempts_used: self.attempts_used,
         })
     }
 }
@@ -92,12 +95,13 @@ impl Issuer {
             dispatch_keys: spec.dispatch_keys.clone(),
         };
         payload.validate()?;
-        Ok(self.sign_manifest(&payload))
+        self.sign_manifest(&payload)
     }
 
     /// Signs a payload as it is (tests use this to sign deliberately odd payloads).
-    pub fn sign_manifest(&self, payload: &ManifestPayload) -> Vec<u8> {
-        let bytes = serde_json::to_vec(payload).unwrap_or_default();
-        SignedEnvelope::sign(domain::MANIFEST, bytes, self.current_key()).to_bytes()
+    pub fn sign_manifest(&self, payload: &ManifestPayload) -> Result<Vec<u8>> {
+        let bytes =
+            serde_json::to_vec(payload).map_err(|_| CoreError::Integrity("manifest did not serialise".into()))?;
+        Ok(SignedEnvelope::sign(domain::MANIFEST, bytes, self.current_key()).to_bytes())
     }
 }

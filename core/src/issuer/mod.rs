@@ -1,8 +1,9 @@
 //! Dispatch's side as a library: enrol devices, build and sign manifests, sign QR tokens, verify
 //! uploaded receipt batches and answer with signed acknowledgements.
 //!
-//! Storage-agnostic: the caller keeps device records, issued codes ([`CodeBook`]) and received
-//! receipts ([`ReceiptLedger`]); [`MemoryLedger`] serves tests and small tools.
+//! Storage-agnostic: the caller keeps device records, what it issued ([`CodeBook`]: each parcel's
+//! window and every code with its lifetime) and received receipts ([`ReceiptLedger`]);
+//! [`MemoryCodeBook`] and [`MemoryLedger`] serve tests and small tools.
 
 mod enrol;
 mod ledger;
@@ -10,7 +11,7 @@ mod manifest;
 mod verify;
 
 pub use enrol::EnrolledDevice;
-pub use ledger::{CodeBook, MemoryLedger, ReceiptLedger, StoredReceipt};
+pub use ledger::{CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, ReceiptLedger, StoredReceipt};
 pub use manifest::{IssuedParcel, ManifestSpec};
 pub use verify::BatchVerdict;
 
@@ -48,12 +49,12 @@ impl Issuer {
         self.keys.iter().map(SigningKey::verifying_key).collect()
     }
 
-    pub fn sign_qr(&self, token: &QrToken) -> String {
-        token.sign(self.current_key())
+    pub fn sign_qr(&self, token: &QrToken) -> Result<String> {
+        token.sign(self.current_key()).map_err(|_| CoreError::Integrity("QR token did not serialise".into()))
     }
 
-    pub fn sign_ack(&self, ack: &Ack) -> Vec<u8> {
-        let payload = serde_json::to_vec(ack).unwrap_or_default();
-        SignedEnvelope::sign(domain::ACK, payload, self.current_key()).to_bytes()
+    pub fn sign_ack(&self, ack: &Ack) -> Result<Vec<u8>> {
+        let payload = serde_json::to_vec(ack).map_err(|_| CoreError::Integrity("ack did not serialise".into()))?;
+        Ok(SignedEnvelope::sign(domain::ACK, payload, self.current_key()).to_bytes())
     }
 }

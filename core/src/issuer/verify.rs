@@ -1,14 +1,16 @@
-//! Verifying an uploaded batch: device signature, chain continuity, code proofs against the true
-//! codes, duplicates. Every receipt gets a verdict; a failed proof is *flagged* (kept, for a person to
-//! look at), never silently accepted.
+//! Verifying an uploaded batch: device signature, chain continuity, duplicates, and every claim a
+//! hand-over makes re-checked with the phone's own rules (code proofs against the codes valid at
+//! the time, QR tokens, windows). Every receipt gets a verdict; what cannot be verified is
+//! *flagged* (kept, for a person to look at), never silently accepted. A storage error fails the
+//! whole batch: nothing is stored and the device sends it again.
 
 use chrono::{DateTime, Utc};
 
-use super::{CodeBook, EnrolledDevice, Issuer, ReceiptLedger};
+use super::{CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLedger};
 use crate::crypto::verify_code_proof;
 use crate::protocol::{
-    Ack, Checkpoint, HandoverMethod, QrToken, ReceiptBody, ReceiptEvent, ReceiptResult, ReceiptStatus, SignedReceipt,
-    UploadBatch, check_version, domain,
+    Ack, Checkpoint, HandoverMethod, Holder, QrToken, ReceiptBody, ReceiptEvent, ReceiptParcel, ReceiptResult,
+    ReceiptStatus, SignedReceipt, UploadBatch, check_version, domain,
 };
 use crate::{CoreError, Result};
 
@@ -49,9 +51,9 @@ impl Issuer {
         }
         let mut results = Vec::with_capacity(batch.receipts.len());
         for receipt in &batch.receipts {
-            results.push(self.judge(device, ledger, codes, receipt));
+            results.push(self.judge(device, ledger, codes, receipt)?);
         }
-        let (seq, head_hash) = ledger.head(&device.device_id);
+        let (seq, head_hash) = ledger.head(&device.device_id)?;
         let ack = Ack {
             device_id: device.device_id.clone(),
             batch_id: batch.batch_id,
@@ -59,7 +61,7 @@ impl Issuer {
             checkpoint: Checkpoint { seq, head_hash },
             results,
         };
-        let signed_ack = self.sign_ack(&ack);
+        let signed_ack = self.sign_ack(&ack)?;
         Ok(BatchVerdict { ack, signed_ack })
     }
 
@@ -69,7 +71,7 @@ impl Issuer {
         ledger: &mut dyn ReceiptLedger,
         codes: &dyn CodeBook,
         receipt: &SignedReceipt,
-    ) -> ReceiptResult {
+    ) -> Result<ReceiptResult> {
         let reject = |id, seq, why: &str| ReceiptResult {
             receipt_id: id,
             seq,
@@ -77,82 +79,172 @@ impl Issuer {
             reason: Some(why.to_owned()),
         };
         let Ok(body) = receipt.parse_body() else {
-            return reject(uuid::Uuid::nil(), 0, "body is not a receipt");
+            return Ok(reject(uuid::Uuid::nil(), 0, "body is not a receipt"));
         };
         let (id, seq) = (body.receipt_id, body.seq);
-        if !device.public_key.verify(domain::RECEIPT, &receipt.body.0, &receipt.signature.0) {
-            return reject(id, seq, "device signature does not verify");
+        if !receipt.verify(&device.public_key, &body) {
+            return Ok(reject(id, seq, "device signature does not verify"));
         }
         if body.device_id != device.device_id {
-            return reject(id, seq, "receipt names another device");
+            return Ok(reject(id, seq, "receipt names another device"));
         }
-        if let Some(held) = ledger.seq_of(&device.device_id, &id) {
+        if let Some(held) = ledger.seq_of(&device.device_id, &id)? {
             if held == seq {
-                return ReceiptResult { receipt_id: id, seq, status: ReceiptStatus::Duplicate, reason: None };
+                return Ok(ReceiptResult { receipt_id: id, seq, status: ReceiptStatus::Duplicate, reason: None });
             }
-            return reject(id, seq, "receipt id already held at another sequence");
+            return Ok(reject(id, seq, "receipt id already held at another sequence"));
         }
-        let (head_seq, head_hash) = ledger.head(&device.device_id);
+        let (head_seq, head_hash) = ledger.head(&device.device_id)?;
         if seq <= head_seq {
-            return reject(id, seq, "another receipt is already held at this sequence (forked chain)");
+            return Ok(reject(id, seq, "another receipt is already held at this sequence (forked chain)"));
         }
         if seq != head_seq + 1 {
-            return reject(id, seq, "gap in the chain: earlier receipts are missing");
+            return Ok(reject(id, seq, "gap in the chain: earlier receipts are missing"));
         }
         if body.prev_hash != head_hash {
-            return reject(id, seq, "prev_hash does not match the previous receipt");
+            return Ok(reject(id, seq, "prev_hash does not match the previous receipt"));
         }
-        let problem = self.content_problem(device, codes, &body);
+        let problem = self.content_problem(device, ledger, codes, &body)?;
         let status = if problem.is_some() { ReceiptStatus::Flagged } else { ReceiptStatus::Accepted };
-        ledger.append(receipt, &body, status, problem.as_deref());
-        ReceiptResult { receipt_id: id, seq, status, reason: problem }
+        ledger.append(receipt, &body, status, problem.as_deref())?;
+        Ok(ReceiptResult { receipt_id: id, seq, status, reason: problem })
     }
 
-    /// Checks what the receipt claims: the code proof against the true codes, or the QR token.
-    fn content_problem(&self, device: &EnrolledDevice, codes: &dyn CodeBook, body: &ReceiptBody) -> Option<String> {
+    /// Re-checks every claim a "delivered" receipt makes, with the phone's own rules
+    /// (`device::handover`): each parcel was issued and the hand-over falls inside its day; a code
+    /// hand-over proves, for every parcel that needs one, a code issued to the holder it names and
+    /// valid at the receipt's trusted time; a QR hand-over shows a dispatch-signed token for that
+    /// holder and parcel, inside its window, never used before; a hand-over without a code covers
+    /// only parcels that need none. `Some(why)` flags the receipt.
+    fn content_problem(
+        &self,
+        device: &EnrolledDevice,
+        ledger: &mut dyn ReceiptLedger,
+        codes: &dyn CodeBook,
+        body: &ReceiptBody,
+    ) -> Result<Option<String>> {
         if body.event != ReceiptEvent::Delivered {
-            return None;
+            return Ok(None);
         }
-        match body.method {
-            Some(HandoverMethod::Code | HandoverMethod::DelegateCode) => {
-                let Some(holder) = &body.holder else {
-                    return Some("delivered with a code but no holder named".into());
+        let t = body.trusted_time;
+        let mut records = Vec::with_capacity(body.parcels.len());
+        for p in &body.parcels {
+            let Some(record) = codes.parcel(&p.parcel_id)? else {
+                return Ok(Some(format!("parcel {} was never issued", p.parcel_id)));
+            };
+            if t < record.not_before || t >= record.not_after {
+                return Ok(Some(format!(
+                    "parcel {} handed over at {t}, outside its delivery window {} to {}",
+                    p.parcel_id, record.not_before, record.not_after
+                )));
+            }
+            records.push((p, record));
+        }
+        let holder = body.holder.as_ref();
+        Ok(match body.method {
+            None => Some("delivered without a method".into()),
+            Some(HandoverMethod::NoCode) => records
+                .iter()
+                .find(|(_, r)| r.needs_code)
+                .map(|(p, _)| format!("parcel {} needs a code but was handed over without one", p.parcel_id)),
+            Some(method @ (HandoverMethod::Code | HandoverMethod::DelegateCode)) => {
+                let Some(holder) = holder else {
+                    return Ok(Some("delivered with a code but no holder named".into()));
                 };
-                let key = device.secret.proof_key();
-                let rid = body.receipt_id.as_bytes();
-                for p in &body.parcels {
-                    let issued = codes.codes(&p.parcel_id, holder);
-                    if issued.is_empty() {
-                        continue; // a parcel of the hand-over that needed no code
-                    }
-                    let Some(proof) = &p.code_proof else {
-                        return Some(format!("parcel {} has no code proof", p.parcel_id));
-                    };
-                    if !issued.iter().any(|code| verify_code_proof(&key, rid, &p.parcel_id, code, &proof.0)) {
-                        return Some(format!("code proof for parcel {} does not match the issued code", p.parcel_id));
-                    }
+                if matches!(holder, Holder::Customer) != (method == HandoverMethod::Code) {
+                    return Ok(Some(format!("method {method:?} does not fit holder {}", holder.to_key())));
                 }
-                None
+                code_problem(device, body, holder, &records)
             }
             Some(HandoverMethod::QrToken) => {
                 let Some(text) = &body.qr_token else {
-                    return Some("delivered by QR token but no token attached".into());
+                    return Ok(Some("delivered by QR token but no token attached".into()));
                 };
-                match QrToken::verify(text, &self.verifying_keys()) {
-                    Ok(token) if body.parcels.iter().any(|p| p.parcel_id == token.parcel_id) => None,
-                    Ok(_) => Some("QR token is for another parcel".into()),
-                    Err(e) => Some(format!("QR token invalid: {e}")),
+                let token = match QrToken::verify(text, &self.verifying_keys()) {
+                    Ok(token) => token,
+                    Err(e) => return Ok(Some(format!("QR token invalid: {e}"))),
+                };
+                match qr_problem(&token, holder, t, &records) {
+                    Some(problem) => Some(problem),
+                    None if !ledger.claim_qr_nonce(&token.nonce.0, &body.receipt_id)? => {
+                        Some("QR token already used by an earlier hand-over".into())
+                    }
+                    None => None,
                 }
             }
-            Some(HandoverMethod::NoCode) => {
-                let needing: Vec<_> = body
-                    .parcels
-                    .iter()
-                    .filter(|p| !codes.codes(&p.parcel_id, &crate::protocol::Holder::Customer).is_empty())
-                    .collect();
-                needing.first().map(|p| format!("parcel {} needs a code but was handed over without one", p.parcel_id))
-            }
-            None => Some("delivered without a method".into()),
+        })
+    }
+}
+
+/// A code hand-over: every parcel that needs a code carries a proof made with a code issued to
+/// `holder` and valid at the receipt's trusted time.
+fn code_problem(
+    device: &EnrolledDevice,
+    body: &ReceiptBody,
+    holder: &Holder,
+    records: &[(&ReceiptParcel, ParcelRecord)],
+) -> Option<String> {
+    let t = body.trusted_time;
+    let key = device.secret.proof_key();
+    let rid = body.receipt_id.as_bytes();
+    let mut coded = 0;
+    for (p, record) in records.iter().filter(|(_, r)| r.needs_code) {
+        coded += 1;
+        let Some(proof) = &p.code_proof else {
+            return Some(format!("parcel {} has no code proof", p.parcel_id));
+        };
+        let mut held = record.codes.iter().filter(|c| &c.holder == holder).peekable();
+        if held.peek().is_none() {
+            return Some(format!("{} was never issued a code for parcel {}", holder.to_key(), p.parcel_id));
+        }
+        let Some(used) = held.find(|c| verify_code_proof(&key, rid, &p.parcel_id, &c.code, &proof.0)) else {
+            return Some(format!(
+                "code proof for parcel {} does not match any code issued to {}",
+                p.parcel_id,
+                holder.to_key()
+            ));
+        };
+        if !used.valid_at(t) {
+            return Some(match used.ended_at {
+                Some(end) if t >= end => format!(
+                    "parcel {}: the code of {} was revoked or replaced at {end}, before this hand-over at {t} \
+                     (a phone that had not synced since is a legitimate cause)",
+                    p.parcel_id,
+                    holder.to_key()
+                ),
+                _ => format!("parcel {}: hand-over at {t} is before its code was issued", p.parcel_id),
+            });
         }
     }
+    (coded == 0).then(|| "delivered with a code, but none of its parcels needs one".into())
+}
+
+/// A QR hand-over: the token is for the receipt's holder and one of its parcels, the other parcels
+/// need no code, the trusted time is inside the token's window, and the holder held a valid code
+/// for the parcel then (the device's `HolderNotAuthorised`).
+fn qr_problem(
+    token: &QrToken,
+    holder: Option<&Holder>,
+    t: DateTime<Utc>,
+    records: &[(&ReceiptParcel, ParcelRecord)],
+) -> Option<String> {
+    if holder != Some(&token.holder) {
+        return Some(format!("QR token is for {}, the receipt names another holder", token.holder.to_key()));
+    }
+    let Some((_, target)) = records.iter().find(|(p, _)| p.parcel_id == token.parcel_id) else {
+        return Some("QR token is for another parcel".into());
+    };
+    if let Some((p, _)) = records.iter().find(|(p, r)| r.needs_code && p.parcel_id != token.parcel_id) {
+        return Some(format!(
+            "parcel {} needs its own code; the QR token covers {} only",
+            p.parcel_id, token.parcel_id
+        ));
+    }
+    if t < token.not_before || t >= token.not_after {
+        return Some(format!("QR token used at {t}, outside its window {} to {}", token.not_before, token.not_after));
+    }
+    if target.needs_code && !target.codes.iter().any(|c| c.holder == token.holder && c.valid_at(t)) {
+        return Some(format!("{} held no valid code for parcel {} at {t}", token.holder.to_key(), token.parcel_id));
+    }
+    None
 }

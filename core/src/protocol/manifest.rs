@@ -61,6 +61,10 @@ pub struct ParcelEntry {
     pub tags: Vec<HolderTag>,
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
+    /// Wrong codes dispatch has seen for this parcel since its last reset (from any phone). A
+    /// phone keeps the larger of its own count and this one.
+    #[serde(default)]
+    pub attempts_used: u32,
 }
 
 impl ParcelEntry {

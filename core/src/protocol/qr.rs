@@ -1,12 +1,14 @@
 //! QR tokens: the customer app shows a token dispatch signed for one parcel and holder, valid until
 //! `not_after`, with a nonce so the device accepts it once. No secret is needed on the device.
 //!
-//! Text form: `DSQ1.<key_id>.<payload base64url>.<signature base64url>`.
+//! Text form: `DSQ1.<key_id>.<payload base64url>.<signature base64url>`. The signature covers
+//! `DSQ1 ‖ 0 ‖ key_id ‖ 0 ‖ payload` under the domain `doorstep.qr/1.0`: prefix, key id, format
+//! and version are all bound.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Base64Bytes, Holder, domain};
+use super::{Base64Bytes, Holder, PROTOCOL_VERSION, domain, signing_domain};
 use crate::crypto::{SigningKey, VerifyingKey};
 use crate::encoding;
 use crate::error::QrRejection;
@@ -24,10 +26,10 @@ pub struct QrToken {
 }
 
 impl QrToken {
-    pub fn sign(&self, key: &SigningKey) -> String {
-        let payload = serde_json::to_vec(self).unwrap_or_default();
-        let sig = key.sign(domain::QR, &payload);
-        format!("{PREFIX}.{}.{}.{}", key.key_id(), encoding::encode(&payload), encoding::encode(&sig))
+    pub fn sign(&self, key: &SigningKey) -> Result<String, serde_json::Error> {
+        let payload = serde_json::to_vec(self)?;
+        let sig = key.sign(&qr_domain(), &signed_message(key.key_id(), &payload));
+        Ok(format!("{PREFIX}.{}.{}.{}", key.key_id(), encoding::encode(&payload), encoding::encode(&sig)))
     }
 
     /// Parses the text and verifies the signature; validity and single use are the caller's to judge.
@@ -46,11 +48,20 @@ impl QrToken {
         let sig = encoding::decode(sig).ok_or(QrRejection::Malformed)?;
         let key =
             keys.iter().find(|k| k.key_id == key_id).ok_or_else(|| QrRejection::UnknownKeyId(key_id.to_owned()))?;
-        if !key.verify(domain::QR, &payload, &sig) {
+        if !key.verify(&qr_domain(), &signed_message(key_id, &payload), &sig) {
             return Err(QrRejection::BadSignature);
         }
         serde_json::from_slice(&payload).map_err(|_| QrRejection::Malformed)
     }
+}
+
+fn qr_domain() -> String {
+    signing_domain(domain::QR, PROTOCOL_VERSION)
+}
+
+/// What a token's signature covers besides the domain: the text prefix, the key id, the payload.
+fn signed_message(key_id: &str, payload: &[u8]) -> Vec<u8> {
+    [PREFIX.as_bytes(), &[0], key_id.as_bytes(), &[0], payload].concat()
 }
 
 #[cfg(test)]
@@ -64,11 +75,11 @@ mod tests {
         let t = QrToken {
             parcel_id: "P1".into(),
             holder: Holder::Customer,
-            not_before: Utc::now(),
-            not_after: Utc::now(),
+            not_before: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            not_after: DateTime::from_timestamp(1_800_086_400, 0).unwrap(),
             nonce: Base64Bytes(vec![1; 16]),
         };
-        let text = t.sign(&key);
+        let text = t.sign(&key).unwrap();
         assert_eq!(QrToken::verify(&text, &keys).unwrap(), t);
         let mut bytes = text.clone().into_bytes();
         let i = bytes.len() - 5;

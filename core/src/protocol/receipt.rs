@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Base64Bytes;
-use crate::crypto::sha256;
+use super::{Base64Bytes, check_version, domain, signing_domain};
+use crate::crypto::{SigningKey, VerifyingKey, sha256};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +40,10 @@ impl Holder {
 pub enum ReceiptEvent {
     Delivered,
     Failed,
+    /// A wrong code was given; the parcel is not locked yet. Carries each parcel's attempt count,
+    /// so dispatch knows it and a parcel never gets fresh attempts by moving (reassigned, removed
+    /// and re-added, or the app reinstalled).
+    WrongCode,
     LockedOut,
     Expired,
     Reversed,
@@ -190,6 +194,21 @@ pub struct SignedReceipt {
 }
 
 impl SignedReceipt {
+    /// Signs `body` with the device key. The signature covers the exact body bytes under the
+    /// domain `doorstep.receipt/<version>`, so neither format nor version can be changed.
+    pub fn sign(body: &ReceiptBody, key: &SigningKey) -> Result<SignedReceipt, serde_json::Error> {
+        let bytes = serde_json::to_vec(body)?;
+        let signature = key.sign(&signing_domain(domain::RECEIPT, &body.version), &bytes);
+        Ok(SignedReceipt { body: Base64Bytes(bytes), signature: Base64Bytes(signature) })
+    }
+
+    /// Whether `key` signed these body bytes, whose parsed form is `body` (a version this build
+    /// does not speak never verifies).
+    pub fn verify(&self, key: &VerifyingKey, body: &ReceiptBody) -> bool {
+        check_version(&body.version)
+            && key.verify(&signing_domain(domain::RECEIPT, &body.version), &self.body.0, &self.signature.0)
+    }
+
     /// The chain hash of this receipt (SHA-256 of its body bytes).
     pub fn hash(&self) -> [u8; 32] {
         sha256(&self.body.0)

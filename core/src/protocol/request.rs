@@ -71,7 +71,7 @@ pub fn verify_request(
         return Err(RequestRejection::WrongDevice);
     }
     let unix_ms: i64 = ms.parse().map_err(|_| RequestRejection::Malformed)?;
-    if (now_ms - unix_ms).abs() > max_skew_ms {
+    if now_ms.abs_diff(unix_ms) > max_skew_ms.unsigned_abs() {
         return Err(RequestRejection::Stale);
     }
     let sig = encoding::decode(sig).ok_or(RequestRejection::Malformed)?;

@@ -2,7 +2,6 @@
 //! "world" with an issuer (dispatch) and one enrolled device on a temporary database.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use doorstep_core::crypto::{Code, SigningKey};
 use doorstep_core::device::{Clock, Device, HostError, KeyVault, LogLevel, Logger, ScannedParcel};
-use doorstep_core::issuer::{EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, MemoryLedger};
+use doorstep_core::issuer::{EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, MemoryCodeBook, MemoryLedger};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{Holder, ManifestKind, Stop};
 
@@ -115,7 +114,7 @@ pub struct World {
     pub vault: Arc<TestVault>,
     pub clock: Arc<TestClock>,
     pub logger: Arc<TestLogger>,
-    pub codes: HashMap<(String, Holder), Vec<Code>>,
+    pub codes: MemoryCodeBook,
     pub parcels: Vec<IssuedParcel>,
     pub ledger: MemoryLedger,
     pub sequence: u64,
@@ -143,7 +142,7 @@ impl World {
             vault,
             clock,
             logger,
-            codes: HashMap::new(),
+            codes: MemoryCodeBook::default(),
             parcels: Vec::new(),
             ledger: MemoryLedger::default(),
             sequence: 0,
@@ -174,10 +173,7 @@ impl World {
     pub fn add_parcel(&mut self, i: usize, holders: &[Holder]) {
         let id = format!("P{i:05}");
         let codes: Vec<(Holder, Code)> = holders.iter().map(|h| (h.clone(), Code::generate().unwrap())).collect();
-        for (h, c) in &codes {
-            self.codes.insert((id.clone(), h.clone()), vec![c.clone()]);
-        }
-        self.parcels.push(IssuedParcel {
+        let parcel = IssuedParcel {
             parcel_id: id,
             barcode: format!("BC{i:08}"),
             stop: Stop { id: format!("S{}", i / 2), sequence: (i / 2 + 1) as u32 },
@@ -186,7 +182,10 @@ impl World {
             codes,
             not_before: date().and_hms_opt(0, 0, 0).unwrap().and_utc(),
             not_after: end_of_day(),
-        });
+            attempts_used: 0,
+        };
+        self.codes.issue(&parcel, parcel.not_before);
+        self.parcels.push(parcel);
     }
 
     pub fn spec(&mut self, kind: ManifestKind) -> ManifestSpec {
@@ -214,11 +213,11 @@ impl World {
     }
 
     pub fn code(&self, i: usize) -> String {
-        self.codes[&(format!("P{i:05}"), Holder::Customer)][0].reveal().to_owned()
+        self.codes.current(&format!("P{i:05}"), &Holder::Customer).unwrap().reveal().to_owned()
     }
 
     pub fn delegate_code(&self, i: usize, label: &str) -> String {
-        self.codes[&(format!("P{i:05}"), Holder::Delegate(label.into()))][0].reveal().to_owned()
+        self.codes.current(&format!("P{i:05}"), &Holder::Delegate(label.into())).unwrap().reveal().to_owned()
     }
 
     /// A six-digit code that is not parcel i's customer code (with 20-bit tags it collides with the

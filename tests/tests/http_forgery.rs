@@ -1,0 +1,233 @@
+//! Forged hand-overs, by every path, uploaded over real HTTP by an insider who holds a phone's
+//! secrets (see `doorstep_tests::insider`): dispatch re-checks every claim a receipt makes with the
+//! phone's own rules and flags what it cannot verify; a storage error fails the upload instead of
+//! accepting it. And the attempt limit follows a parcel wherever it goes: to another phone, off and
+//! back onto the same phone, onto a reinstalled app.
+
+use chrono::TimeDelta;
+use doorstep_core::device::{HandoverOutcome, ScannedParcel};
+use doorstep_core::protocol::{HandoverMethod, Holder, QrToken, ReceiptStatus};
+use doorstep_tests::http::{Server, post};
+use doorstep_tests::insider::Insider;
+
+fn flagged(result: Result<doorstep_core::protocol::ReceiptResult, (u16, String)>, why: &str) {
+    let result = result.expect("the upload itself is answered");
+    assert_eq!(result.status, ReceiptStatus::Flagged, "{why}: {result:?}");
+    assert!(result.reason.is_some(), "a flag says why");
+}
+
+fn accepted(result: Result<doorstep_core::protocol::ReceiptResult, (u16, String)>, why: &str) {
+    let result = result.expect("the upload itself is answered");
+    assert_eq!(result.status, ReceiptStatus::Accepted, "{why}: {result:?}");
+}
+
+fn delegate(label: &str) -> Option<Holder> {
+    Some(Holder::Delegate(label.into()))
+}
+
+#[test]
+fn a_handover_by_an_invented_delegate_without_a_code_proof_is_flagged() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let body = insider.handover("P0", HandoverMethod::DelegateCode, delegate("x"), None, server.clock.now());
+    flagged(insider.upload(&server, &phone, body), "a delegate dispatch never named");
+    let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), None, server.clock.now());
+    flagged(insider.upload(&server, &phone, body), "a customer hand-over with no proof");
+}
+
+#[test]
+fn a_proof_made_with_another_holders_code_or_a_mismatched_method_is_flagged() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let anna = server.dispatch.name_delegate("P0", "Anna").unwrap();
+    let now = server.clock.now();
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&anna), now);
+    flagged(insider.upload(&server, &phone, body), "the customer named, Anna's code used");
+    let body = insider.handover("P0", HandoverMethod::Code, delegate("Anna"), Some(&anna), now);
+    flagged(insider.upload(&server, &phone, body), "method `code` is the customer's, the holder a delegate");
+    let body = insider.handover("P0", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna), now);
+    accepted(insider.upload(&server, &phone, body), "Anna with her own code");
+}
+
+#[test]
+fn a_revoked_delegate_code_passes_before_its_revocation_and_is_flagged_after() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let anna0 = server.dispatch.name_delegate("P0", "Anna").unwrap();
+    let anna2 = server.dispatch.name_delegate("P2", "Anna").unwrap();
+    let before = server.clock.now() + TimeDelta::minutes(5);
+    server.clock.advance(TimeDelta::hours(1));
+    for parcel in ["P0", "P2"] {
+        let (_, token) = server.read_email(parcel);
+        let revoke = doorstep_tests::http::agent()
+            .delete(server.url(&format!("/v1/customer/parcels/{parcel}/delegates/Anna")))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        assert_eq!(revoke.status().as_u16(), 204);
+    }
+    let after = server.clock.now() + TimeDelta::minutes(1);
+    let body = insider.handover("P0", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna0), before);
+    accepted(insider.upload(&server, &phone, body), "used while it was valid (the phone had it)");
+    let body = insider.handover("P2", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna2), after);
+    flagged(insider.upload(&server, &phone, body), "used after the customer revoked it");
+}
+
+#[test]
+fn a_replaced_code_passes_before_the_reissue_and_is_flagged_after() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let (old0, old2) = (server.code("P0"), server.code("P2"));
+    let before = server.clock.now() + TimeDelta::minutes(5);
+    server.clock.advance(TimeDelta::hours(1));
+    server.dispatch.reissue_code("P0").unwrap();
+    server.dispatch.reissue_code("P2").unwrap();
+    let after = server.clock.now() + TimeDelta::minutes(1);
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&old0), before);
+    accepted(insider.upload(&server, &phone, body), "the old code before it was replaced");
+    let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&old2), after);
+    flagged(insider.upload(&server, &phone, body), "the old code after it was replaced");
+    let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P2")), after);
+    accepted(insider.upload(&server, &phone, body), "the new code");
+}
+
+#[test]
+fn a_qr_token_for_another_holder_outside_its_window_or_used_twice_is_flagged() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let now = server.clock.now();
+    let qr = |parcel: &str, holder: Holder| server.dispatch.qr_token(parcel, holder).unwrap();
+    let by_qr = |parcel: &str, holder: Option<Holder>, token: String, at| {
+        let mut body = insider.handover(parcel, HandoverMethod::QrToken, holder, None, at);
+        body.qr_token = Some(token);
+        body
+    };
+
+    // A token dispatch signed for someone the customer never named.
+    let body = by_qr("P0", delegate("Mallory"), qr("P0", Holder::Delegate("Mallory".into())), now);
+    flagged(insider.upload(&server, &phone, body), "a token for a holder with no code on the parcel");
+    // The receipt names the customer, the token someone else.
+    let body = by_qr("P0", Some(Holder::Customer), qr("P0", Holder::Delegate("Mallory".into())), now);
+    flagged(insider.upload(&server, &phone, body), "the token's holder is not the receipt's");
+    // Another parcel that needs a code rides along on P0's token.
+    let mut body = by_qr("P0", Some(Holder::Customer), qr("P0", Holder::Customer), now);
+    let mut rider = body.parcels[0].clone();
+    rider.parcel_id = "P2".into();
+    rider.barcode = "BC2".into();
+    body.parcels.push(rider);
+    flagged(insider.upload(&server, &phone, body), "P2 needs its own code");
+    // Outside the token's window.
+    let token = qr("P4", Holder::Customer);
+    let late = QrToken::verify(&token, &server.dispatch.verifying_keys()).unwrap().not_after + TimeDelta::hours(1);
+    flagged(insider.upload(&server, &phone, by_qr("P4", Some(Holder::Customer), token, late)), "after not_after");
+    // Used once, then again.
+    let token = qr("P6", Holder::Customer);
+    let body = by_qr("P6", Some(Holder::Customer), token.clone(), now);
+    accepted(insider.upload(&server, &phone, body), "the first use");
+    let body = by_qr("P6", Some(Holder::Customer), token, now + TimeDelta::minutes(1));
+    flagged(insider.upload(&server, &phone, body), "the same nonce again");
+}
+
+#[test]
+fn a_handover_after_the_parcels_day_is_flagged_even_with_the_right_code() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let window_end = phone.parcel("P0").unwrap().not_after;
+    let code = server.code("P0");
+    let at = window_end + TimeDelta::minutes(1);
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&code), at);
+    flagged(insider.upload(&server, &phone, body), "after not_after");
+    let at = window_end - TimeDelta::minutes(1);
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&code), at);
+    accepted(insider.upload(&server, &phone, body), "a minute before the end");
+}
+
+#[test]
+fn a_storage_error_at_dispatch_fails_the_upload_and_accepts_nothing() {
+    let server = Server::start();
+    let (phone, _dir, device_id) = server.day();
+    let out = phone.verify_code(&[ScannedParcel::scanned("BC0")], &server.code("P0"), None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Accepted { .. }));
+    // The code book becomes unreadable (as a disk or permissions fault would make it).
+    let db = rusqlite::Connection::open(server.state.path().join("dispatch.db")).unwrap();
+    db.execute_batch("ALTER TABLE code RENAME TO code_away").unwrap();
+    let batch = phone.next_batch(10, 64 * 1024).unwrap().unwrap();
+    let (status, body) = server.signed_post(&phone, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    assert!(server.dispatch.receipts(&device_id).unwrap().is_empty(), "nothing stored, nothing accepted");
+    phone.record_upload_failure("HTTP 500").unwrap();
+    assert_eq!(phone.status().unwrap().pending_receipts, 1, "the phone keeps the receipt");
+    // Once storage is back, the same receipt lands and is accepted.
+    db.execute_batch("ALTER TABLE code_away RENAME TO code").unwrap();
+    server.upload(&phone, &device_id);
+    let held = server.dispatch.receipts(&device_id).unwrap();
+    assert_eq!((held.len(), held[0].status), (1, ReceiptStatus::Accepted));
+}
+
+/// Four wrong codes on one phone, uploaded: wherever the parcel goes next, one more wrong code locks it.
+fn four_wrong_codes_uploaded(server: &Server, phone: &doorstep_core::device::Device, device_id: &str) {
+    for left in (1..=4).rev() {
+        let out = phone.verify_code(&[ScannedParcel::scanned("BC0")], "000000", None).unwrap();
+        assert_eq!(out, HandoverOutcome::WrongCode { attempts_left: left });
+    }
+    server.upload(phone, device_id);
+}
+
+fn one_more_wrong_code_locks(phone: &doorstep_core::device::Device) {
+    let out = phone.verify_code(&[ScannedParcel::scanned("BC0")], "000000", None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Locked { .. }), "the fifth attempt in all locks: {out:?}");
+}
+
+#[test]
+fn wrong_attempts_follow_a_parcel_reassigned_to_another_phone() {
+    let server = Server::start();
+    let (one, dir, one_id) = server.day();
+    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
+    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    four_wrong_codes_uploaded(&server, &one, &one_id);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.sync(&two, &two_id), 1);
+    one_more_wrong_code_locks(&two);
+}
+
+#[test]
+fn wrong_attempts_survive_a_parcel_taken_off_a_phone_and_put_back() {
+    let server = Server::start();
+    let (one, _dir, one_id) = server.day();
+    four_wrong_codes_uploaded(&server, &one, &one_id);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R1"}"#).0, 200);
+    assert_eq!(server.sync(&one, &one_id), 2);
+    one_more_wrong_code_locks(&one);
+}
+
+#[test]
+fn wrong_attempts_survive_a_parcel_taken_off_a_phone_before_they_were_uploaded() {
+    let server = Server::start();
+    let (one, _dir, one_id) = server.day();
+    for _ in 0..4 {
+        one.verify_code(&[ScannedParcel::scanned("BC0")], "000000", None).unwrap();
+    }
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R1"}"#).0, 200);
+    assert_eq!(server.sync(&one, &one_id), 2, "synced while the attempts were still in the outbox");
+    one_more_wrong_code_locks(&one);
+}
+
+#[test]
+fn wrong_attempts_survive_a_reinstalled_app() {
+    let server = Server::start();
+    let (one, dir, one_id) = server.day();
+    four_wrong_codes_uploaded(&server, &one, &one_id);
+    drop(one);
+    // The app's data is wiped: a new database, a new enrolment on the same route.
+    let (again, again_id) = server.enrol_device("R1", &dir.path().join("reinstalled.db"));
+    again.apply_manifest(&server.manifest(&again, &again_id, None).unwrap()).unwrap();
+    one_more_wrong_code_locks(&again);
+}
