@@ -4,6 +4,11 @@
 //!
 //! The parent test spawns this same test binary as a child (`crash_child`) that works through the
 //! parcels (one wrong code, then the right one, for each) and kills it at random moments.
+//!
+//! A second child (`abort_child`) dies at one chosen moment: the instant the core knows the answer
+//! to a wrong code and is about to return it (its logger aborts the process on the answer's log
+//! line). The attempt must already be on disk then: a guess is never answered without a durable
+//! count.
 
 mod common;
 
@@ -11,11 +16,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use doorstep_core::crypto::sha256;
-use doorstep_core::device::{Device, HandoverOutcome, ParcelState, ScannedParcel};
+use doorstep_core::device::{Device, HandoverOutcome, LogLevel, Logger, ParcelState, ScannedParcel};
 use doorstep_core::protocol::{ReceiptBody, ReceiptEvent, ReceiptStatus, genesis_hash};
 
 const DIR_VAR: &str = "DOORSTEP_CRASH_DIR";
@@ -45,6 +51,54 @@ fn crash_child() {
         let out = device.verify_code(&scan, right, None).unwrap();
         assert!(matches!(out, HandoverOutcome::Accepted { .. }), "{out:?}");
     }
+}
+
+const ABORT_VAR: &str = "DOORSTEP_ABORT_DIR";
+
+/// Aborts the process the moment the core logs the answer to a wrong code, before the caller
+/// receives it.
+struct AbortOnAnswer;
+
+impl Logger for AbortOnAnswer {
+    fn log(&self, _: LogLevel, message: &str) {
+        if message.starts_with("wrong code") {
+            std::process::abort();
+        }
+    }
+}
+
+#[test]
+#[ignore = "run by an_attempt_is_on_disk_before_its_answer_leaves_the_core as a child process"]
+fn abort_child() {
+    let Ok(dir) = std::env::var(ABORT_VAR) else { return };
+    let dir = Path::new(&dir);
+    let wrong = std::fs::read_to_string(dir.join("wrong.txt")).unwrap();
+    let logger: Arc<dyn Logger> = Arc::new(AbortOnAnswer);
+    let device = Device::open(dir.join("device.db"), TestVault::new(), TestClock::at(morning()), Some(logger)).unwrap();
+    let out = device.verify_code(&[ScannedParcel::scanned("BC00000000")], &wrong, None);
+    panic!("the answer reached the caller: {out:?}");
+}
+
+#[test]
+fn an_attempt_is_on_disk_before_its_answer_leaves_the_core() {
+    let mut w = World::with_parcels(2);
+    std::fs::write(w.dir.path().join("wrong.txt"), w.wrong_code(0)).unwrap();
+    // The child opens the same file; this process lets go of it first.
+    drop(std::mem::replace(
+        &mut w.device,
+        Device::open(w.dir.path().join("unused.db"), TestVault::new(), w.clock.clone(), None).unwrap(),
+    ));
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["abort_child", "--exact", "--ignored", "--test-threads=1", "--quiet"])
+        .env(ABORT_VAR, w.dir.path())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(6), "killed by its logger: {status:?}");
+    assert!(!status.success());
+    w.reopen();
+    assert_eq!(w.device.parcel("P00000").unwrap().attempts_used, 1, "the attempt was on disk before the answer");
 }
 
 fn check_consistency(path: &Path) -> usize {

@@ -5,7 +5,7 @@ mod common;
 
 use chrono::TimeDelta;
 use common::*;
-use doorstep_core::device::HandoverOutcome;
+use doorstep_core::device::{HandoverOutcome, Validity};
 
 #[test]
 fn rolling_the_clock_back_cannot_revive_an_expired_code() {
@@ -61,4 +61,17 @@ fn signed_server_time_raises_trusted_time() {
     let t = w.device.time().unwrap();
     assert_eq!(t.trusted_ms, spec.issued_at.timestamp_millis());
     assert_eq!(t.skew_ms(), -2 * 3600 * 1000);
+}
+
+#[test]
+fn a_code_seen_expired_by_reads_alone_stays_expired_after_a_restart_with_the_clock_set_back() {
+    let mut w = World::with_parcels(1);
+    w.clock.advance(TimeDelta::hours(16)); // 00:00 next day: the code expired at 23:00
+    // Only reads happen: the driver looks at the parcel list, nothing is written.
+    assert_eq!(w.device.parcel("P00000").unwrap().validity, Validity::Expired);
+    // The app is killed, the phone's clock set back to the morning, the app started again.
+    w.clock.set_wall(morning());
+    w.reopen();
+    let out = w.device.verify_code(&w.scan(0), &w.code(0), None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Expired { .. }), "{out:?}");
 }

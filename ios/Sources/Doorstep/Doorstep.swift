@@ -15,7 +15,8 @@ public final class Doorstep: Sendable {
         self.queue = DispatchQueue(label: "app.doorstep.core", qos: qos, attributes: .concurrent)
     }
 
-    /// Opens (or creates) the device database at `path` off the calling thread.
+    /// Opens (or creates) the device database at `path` off the calling thread, and excludes it
+    /// (with its WAL and shared-memory files) from iCloud and computer backups.
     public static func open(
         path: String,
         vault: KeyVault,
@@ -23,9 +24,25 @@ public final class Doorstep: Sendable {
         logger: Logger? = nil
     ) async throws -> Doorstep {
         let device = try await background {
-            try DoorstepDevice.open(path: path, vault: vault, clock: clock, logger: logger)
+            let device = try DoorstepDevice.open(path: path, vault: vault, clock: clock, logger: logger)
+            try excludeFromBackup(path: path)
+            return device
         }
         return Doorstep(device: device)
+    }
+
+    /// A restored old copy of the database would bring back attempts already spent at the door and
+    /// receipts dispatch already acknowledged, so it never goes into a backup (docs/security.md,
+    /// "Backups"). Only Apple platforms have backups; elsewhere this does nothing.
+    public static func excludeFromBackup(path: String) throws {
+        #if canImport(Darwin)
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            var url = URL(fileURLWithPath: path + suffix)
+            var values = URLResourceValues()
+            values.isExcludedFromBackup = true
+            try url.setResourceValues(values)
+        }
+        #endif
     }
 
     private static func background<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
