@@ -9,22 +9,27 @@ final class ConcurrencyTests: XCTestCase {
         let d = try await day.enrolledDevice()
         let codeParcels = (0..<60).filter { $0 % 3 != 2 }
         let codes = day.codes
-        let accepted = try await withThrowingTaskGroup(of: Bool.self) { group in
+        // Each task reports (hand-overs, wrong codes answered) of its call.
+        let (accepted, wrongCodes) = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
             for i in codeParcels {
-                group.addTask { _ = try await d.verifyCode(wrong(codes["P\(i)"]!), for: scan("BC\(i)")); return false }
                 group.addTask {
-                    if case .accepted = try await d.verifyCode(codes["P\(i)"]!, for: scan("BC\(i)")) { return true }
-                    return false
+                    if case .wrongCode = try await d.verifyCode(wrong(codes["P\(i)"]!), for: scan("BC\(i)")) { return (0, 1) }
+                    return (0, 0)
                 }
-                group.addTask { _ = try await d.status(); return false }
+                group.addTask {
+                    if case .accepted = try await d.verifyCode(codes["P\(i)"]!, for: scan("BC\(i)")) { return (1, 0) }
+                    return (0, 0)
+                }
+                group.addTask { _ = try await d.status(); return (0, 0) }
             }
-            var n = 0
-            for try await ok in group where ok { n += 1 }
-            return n
+            var totals = (0, 0)
+            for try await (a, w) in group { totals = (totals.0 + a, totals.1 + w) }
+            return totals
         }
         XCTAssertEqual(accepted, codeParcels.count)
         _ = try await Uploader(doorstep: d, post: day.post).drain()
-        XCTAssertEqual(try day.dispatch.verifiedChainLength(), UInt64(codeParcels.count))
+        // One receipt per hand-over, and one per wrong code that came before its parcel's right one.
+        XCTAssertEqual(try day.dispatch.verifiedChainLength(), UInt64(codeParcels.count + wrongCodes))
     }
 
     func testAReceiptSurvivesReopening() async throws {

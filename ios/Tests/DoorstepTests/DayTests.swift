@@ -56,7 +56,8 @@ final class DayTests: XCTestCase {
         let status = try await d.status()
         XCTAssertEqual(status.pendingReceipts, 0)
         XCTAssertEqual(status.parcels.delivered, 5)
-        XCTAssertEqual(try day.dispatch.verifiedChainLength(), 16)
+        // 5 deliveries + 5 wrong codes + 1 lock-out + 3 failures + 7 expiries.
+        XCTAssertEqual(try day.dispatch.verifiedChainLength(), 21)
         let logs = day.logger.lines.joined(separator: "\n")
         for code in Array(day.codes.values) + Array(day.delegateCodes.values) {
             XCTAssertFalse(logs.contains(code), "a code is in the logs")

@@ -81,8 +81,9 @@ class DayTest {
             val status = d.status()
             assertEquals(0u, status.pendingReceipts)
             assertEquals(5u, status.parcels.delivered)
-            // 5 deliveries + 1 lock-out + 3 failures + 7 expiries, one unbroken chain, all accepted.
-            assertEquals(16uL, day.dispatch.verifiedChainLength())
+            // 5 deliveries + 5 wrong codes (each travels to dispatch) + 1 lock-out + 3 failures
+            // + 7 expiries, one unbroken chain, all accepted.
+            assertEquals(21uL, day.dispatch.verifiedChainLength())
             // No code ever reached the logs.
             val logs = day.logger.lines.joinToString("\n")
             (day.codes.values + day.delegateCodes.values).forEach { assertTrue(it !in logs, "a code is in the logs") }
