@@ -16,7 +16,9 @@ use doorstep_core::issuer::{
     StoredReceipt,
 };
 use doorstep_core::policy::Policy;
-use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptStatus, SignedReceipt, Stop, genesis_hash};
+use doorstep_core::protocol::{
+    Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop, genesis_hash,
+};
 use doorstep_core::{CoreError, Result as CoreResult};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
@@ -767,11 +769,16 @@ impl Dispatch {
     pub fn upload(&self, device_id: &str, batch: &[u8]) -> Result<Vec<u8>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (device, _, _) = Self::device(&tx, device_id)?;
+        let (device, route_id, _) = Self::device(&tx, device_id)?;
         // Any storage error fails the whole upload here (the transaction rolls back, nothing is
         // accepted) and the device sends the batch again.
-        let verdict =
-            self.issuer.verify_batch(&device, &mut SqlLedger { tx: &tx }, &SqlCodes { tx: &tx }, batch, self.now()?)?;
+        let verdict = self.issuer.verify_batch(
+            &device,
+            &mut SqlLedger { tx: &tx, route_id: &route_id, max_attempts: u32::from(self.code_policy.max_attempts) },
+            &SqlCodes { tx: &tx },
+            batch,
+            self.now()?,
+        )?;
         tx.commit()?;
         Ok(verdict.signed_ack)
     }
@@ -960,6 +967,10 @@ fn storage(e: rusqlite::Error) -> CoreError {
 /// The receipt ledger in dispatch's database, inside the upload's transaction.
 struct SqlLedger<'a> {
     tx: &'a Transaction<'a>,
+    /// The uploading device's route: only its own parcels' attempt counts are taken.
+    route_id: &'a str,
+    /// Counts are capped here (a receipt cannot push a parcel past "locked").
+    max_attempts: u32,
 }
 
 impl ReceiptLedger for SqlLedger<'_> {
@@ -1030,15 +1041,26 @@ impl ReceiptLedger for SqlLedger<'_> {
                     params![body.receipt_id.to_string(), p.parcel_id],
                 )
                 .map_err(storage)?;
-            // The phone's attempt count, unless the receipt predates the parcel's last reset.
-            self.tx
-                .execute(
-                    "INSERT INTO parcel_attempts (parcel_id, attempts_used) VALUES (?1, ?2)
-                     ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = max(attempts_used, excluded.attempts_used)
-                     WHERE reset_at_ms IS NULL OR ?3 >= reset_at_ms",
-                    params![p.parcel_id, p.attempts_used, body.trusted_time.timestamp_millis()],
-                )
-                .map_err(storage)?;
+            // The phone's attempt count from a verified wrong-code or lock-out receipt, for a parcel
+            // on its own route, capped, unless the receipt predates the parcel's last reset.
+            let counts =
+                matches!(body.event, ReceiptEvent::WrongCode | ReceiptEvent::LockedOut) && status == "accepted";
+            if counts {
+                self.tx
+                    .execute(
+                        "INSERT INTO parcel_attempts (parcel_id, attempts_used)
+                             SELECT parcel_id, ?2 FROM parcel WHERE parcel_id = ?1 AND route_id = ?4
+                         ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = max(attempts_used, excluded.attempts_used)
+                         WHERE reset_at_ms IS NULL OR ?3 >= reset_at_ms",
+                        params![
+                            p.parcel_id,
+                            p.attempts_used.min(self.max_attempts),
+                            body.trusted_time.timestamp_millis(),
+                            self.route_id
+                        ],
+                    )
+                    .map_err(storage)?;
+            }
         }
         Ok(())
     }

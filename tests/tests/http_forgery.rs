@@ -231,3 +231,48 @@ fn wrong_attempts_survive_a_reinstalled_app() {
     again.apply_manifest(&server.manifest(&again, &again_id, None).unwrap()).unwrap();
     one_more_wrong_code_locks(&again);
 }
+
+/// An insider who fetches the manifest again (or waits for a delta) must not learn a second,
+/// independent tag of the same code: with a fresh salt each time, a few fetches would narrow the
+/// brute-forced candidates down to the code itself and every forged proof would pass.
+#[test]
+fn fetching_the_manifest_again_repeats_the_same_tags() {
+    use doorstep_core::protocol::{ManifestPayload, SignedEnvelope, domain};
+    let server = Server::start();
+    let (phone, _dir, device_id) = server.day();
+    let tags_of = |envelope: Vec<u8>| {
+        let payload = SignedEnvelope::open(&envelope, domain::MANIFEST, &server.dispatch.verifying_keys()).unwrap();
+        let manifest: ManifestPayload = serde_json::from_slice(&payload).unwrap();
+        let p0 = manifest.parcels.into_iter().find(|p| p.parcel_id == "P0").unwrap();
+        (p0.salt, p0.tags.into_iter().find(|t| t.holder == Holder::Customer).unwrap().tag)
+    };
+    let first = tags_of(server.manifest(&phone, &device_id, None).unwrap());
+    let again = tags_of(server.manifest(&phone, &device_id, None).unwrap());
+    assert_eq!(first, again, "a second full manifest carries the same salt and tag");
+    // A delta for the parcel (a delegate named) repeats the customer's tag too.
+    server.dispatch.name_delegate("P0", "Anna").unwrap();
+    // Dispatch has issued sequences 1 (applied), 2 and 3 (the fetches above); the delta is 4.
+    let delta = server.manifest(&phone, &device_id, Some(3)).unwrap();
+    assert_eq!(tags_of(delta), first);
+}
+
+/// A phone (or an insider with its keys) cannot lock parcels of other routes by claiming wrong
+/// codes on them, and no claim pushes a count past the attempt limit.
+#[test]
+fn a_phone_cannot_lock_another_routes_parcel_with_claimed_wrong_codes() {
+    let server = Server::start();
+    let (one, dir, one_id) = server.day();
+    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
+    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let insider = Insider::of(&dir.path().join("two.db"));
+    let mut body = insider.handover("P0", HandoverMethod::Code, None, None, server.clock.now());
+    body.event = doorstep_core::protocol::ReceiptEvent::WrongCode;
+    body.method = None;
+    body.parcels[0].attempts_used = u32::MAX;
+    // Stored (it is the phone's own chain), but it counts nothing against R1's parcel.
+    insider.upload(&server, &two, body).unwrap();
+    assert!(server.sync(&one, &one_id) <= 1);
+    let fresh = server.manifest(&one, &one_id, None).unwrap();
+    one.apply_manifest(&fresh).unwrap();
+    assert_eq!(one.parcel("P0").unwrap().attempts_left, 5);
+}

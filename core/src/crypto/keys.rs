@@ -14,6 +14,7 @@ pub const DEVICE_SECRET_LEN: usize = 32;
 const HKDF_SALT: &[u8] = b"doorstep/hkdf/v1";
 const TAG_INFO: &[u8] = b"doorstep/k_tag/v1/epoch";
 const PROOF_INFO: &[u8] = b"doorstep/k_proof/v1";
+const SALT_INFO: &[u8] = b"doorstep/salt/v1";
 
 /// The per-device secret shared by dispatch and the device. Held sealed by the host's `KeyVault` at
 /// rest; in memory only while in use; zeroized on drop.
@@ -53,6 +54,18 @@ impl DeviceSecret {
 
     pub fn proof_key(&self) -> ProofKey {
         ProofKey(self.derive(&[PROOF_INFO]))
+    }
+
+    /// The salt of a parcel's tags for this device in one key epoch. Derived, not drawn: every
+    /// manifest or delta that carries the parcel repeats the same salt, so the same code gives the
+    /// same tag. A fresh salt per manifest would hand an insider one more independent tag of the
+    /// code with each fetch, until the candidates shrink to the code itself.
+    pub fn parcel_salt(&self, epoch: u32, parcel_id: &str) -> [u8; 16] {
+        let key = self.derive(&[SALT_INFO, &epoch.to_be_bytes()]);
+        let mac = hmac::sign(&key, parcel_id.as_bytes());
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&mac.as_ref()[..16]);
+        salt
     }
 }
 

@@ -174,7 +174,10 @@ impl ReceiptLedger for MemoryLedger {
     }
 
     fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> Result<bool> {
-        let previous = self.used_qr_nonces.entry(nonce.to_vec()).or_insert(*receipt_id);
-        Ok(previous == receipt_id)
+        if self.used_qr_nonces.contains_key(nonce) {
+            return Ok(false);
+        }
+        self.used_qr_nonces.insert(nonce.to_vec(), *receipt_id);
+        Ok(true)
     }
 }

@@ -3,10 +3,10 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{EnrolledDevice, Issuer};
-use crate::crypto::{Code, Tag, VerifyingKey, random_bytes};
+use crate::crypto::{Code, Tag, VerifyingKey};
 use crate::policy::Policy;
 use crate::protocol::{
-    Base64Bytes, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SALT_LEN, SignedEnvelope, Stop, domain,
+    Base64Bytes, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SignedEnvelope, Stop, domain,
 };
 use crate::{CoreError, Result};
 
@@ -44,12 +44,13 @@ pub struct ManifestSpec {
 }
 
 impl IssuedParcel {
-    /// The manifest entry for one device: a fresh salt and one tag per holder.
+    /// The manifest entry for one device: the parcel's salt for that device (the same in every
+    /// manifest, see `DeviceSecret::parcel_salt`) and one tag per holder.
     pub fn entry(&self, device: &EnrolledDevice, policy: &Policy) -> Result<ParcelEntry> {
         let (salt, tags) = if self.codes.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            let salt = random_bytes::<SALT_LEN>()?.to_vec();
+            let salt = device.secret.parcel_salt(policy.key_epoch, &self.parcel_id).to_vec();
             let key = device.secret.tag_key(policy.key_epoch);
             let tags = self
                 .codes

@@ -88,4 +88,27 @@ mod tests {
         assert_eq!(QrToken::verify("hello", &keys), Err(QrRejection::Malformed));
         assert_eq!(QrToken::verify(&text.replacen("k1", "k2", 1), &keys), Err(QrRejection::UnknownKeyId("k2".into())));
     }
+
+    #[test]
+    fn a_token_signature_binds_prefix_key_id_and_version() {
+        let key = SigningKey::generate("k1").unwrap();
+        // The same key known under a second id: the key id in the text is still bound.
+        let alias = VerifyingKey { key_id: "k2".into(), ..key.verifying_key() };
+        let keys = [key.verifying_key(), alias];
+        let t = QrToken {
+            parcel_id: "P1".into(),
+            holder: Holder::Customer,
+            not_before: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            not_after: DateTime::from_timestamp(1_800_086_400, 0).unwrap(),
+            nonce: Base64Bytes(vec![2; 16]),
+        };
+        let text = t.sign(&key).unwrap();
+        assert_eq!(QrToken::verify(&text, &keys).unwrap(), t);
+        assert_eq!(QrToken::verify(&text.replacen("k1", "k2", 1), &keys), Err(QrRejection::BadSignature));
+        // A signature over the payload alone, under the old unversioned domain: refused.
+        let payload = serde_json::to_vec(&t).unwrap();
+        let old =
+            format!("{PREFIX}.k1.{}.{}", encoding::encode(&payload), encoding::encode(&key.sign(domain::QR, &payload)));
+        assert_eq!(QrToken::verify(&old, &keys), Err(QrRejection::BadSignature));
+    }
 }

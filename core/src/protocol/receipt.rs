@@ -236,6 +236,46 @@ mod tests {
         assert_eq!(Holder::from_key("nobody"), None);
     }
 
+    fn body(version: &str) -> ReceiptBody {
+        ReceiptBody {
+            version: version.into(),
+            receipt_id: Uuid::nil(),
+            device_id: "d".into(),
+            seq: 1,
+            prev_hash: genesis_hash("d"),
+            manifest_id: None,
+            event: ReceiptEvent::Failed,
+            method: None,
+            holder: None,
+            reason: Some(FailureReason::NoAccess),
+            note: None,
+            reverses: None,
+            parcels: vec![],
+            qr_token: None,
+            device_time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            trusted_time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            skew_ms: 0,
+            location: None,
+        }
+    }
+
+    #[test]
+    fn a_receipt_signature_binds_format_and_version() {
+        let key = SigningKey::generate("device:d").unwrap();
+        let good = body("1.0");
+        let signed = SignedReceipt::sign(&good, &key).unwrap();
+        assert!(signed.verify(&key.verifying_key(), &good));
+        // Signed under the old unversioned domain: refused.
+        let bare = SignedReceipt {
+            body: signed.body.clone(),
+            signature: Base64Bytes(key.sign(domain::RECEIPT, &signed.body.0)),
+        };
+        assert!(!bare.verify(&key.verifying_key(), &good));
+        // A major version this build does not speak never verifies, even correctly signed.
+        let future = body("2.0");
+        assert!(!SignedReceipt::sign(&future, &key).unwrap().verify(&key.verifying_key(), &future));
+    }
+
     #[test]
     fn failure_reasons_serialise_snake_case_with_x12() {
         assert_eq!(serde_json::to_string(&FailureReason::RefusedByRecipient).unwrap(), "\"refused_by_recipient\"");

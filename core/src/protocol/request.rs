@@ -80,3 +80,24 @@ pub fn verify_request(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningKey;
+
+    #[test]
+    fn a_header_with_an_extreme_time_is_stale_not_a_panic() {
+        let key = SigningKey::generate("device:d").unwrap().verifying_key();
+        for ms in [i64::MIN, i64::MAX, -1] {
+            let header = format!("d.{ms}.AAAA");
+            let verdict = verify_request(&header, "d", &key, "GET", "/", b"", 1_800_000_000_000, REQUEST_SKEW_MS);
+            assert_eq!(verdict, Err(RequestRejection::Stale), "{ms}");
+        }
+        let header = format!("d.{}.AAAA", i64::MIN);
+        assert_eq!(
+            verify_request(&header, "d", &key, "GET", "/", b"", i64::MAX, i64::MAX),
+            Err(RequestRejection::Stale)
+        );
+    }
+}
