@@ -12,8 +12,8 @@ use chrono_tz::Tz;
 use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes};
 use doorstep_core::device::{Clock, SystemClock};
 use doorstep_core::issuer::{
-    CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, ReceiptLedger,
-    StoredReceipt,
+    CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, PriorHandover,
+    ReceiptLedger, StoredReceipt,
 };
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{
@@ -97,6 +97,16 @@ CREATE TABLE IF NOT EXISTS parcel_attempts (
     parcel_id     TEXT PRIMARY KEY,
     attempts_used INTEGER NOT NULL,
     reset_at_ms   INTEGER
+);
+-- Every stored "delivered" receipt, per parcel, with its verdict; a later reversal by the same
+-- device marks it. A parcel is handed over once; after a flagged hand-over every later one is held.
+CREATE TABLE IF NOT EXISTS handover (
+    parcel_id  TEXT NOT NULL,
+    receipt_id TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    flagged    INTEGER NOT NULL,
+    reversed   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (parcel_id, receipt_id)
 );
 CREATE TABLE IF NOT EXISTS receipt (
     device_id      TEXT NOT NULL,
@@ -1034,7 +1044,25 @@ impl ReceiptLedger for SqlLedger<'_> {
                 ],
             )
             .map_err(storage)?;
+        if body.event == ReceiptEvent::Reversed
+            && let Some(reversed) = body.reverses
+        {
+            self.tx
+                .execute(
+                    "UPDATE handover SET reversed = 1 WHERE receipt_id = ?1 AND device_id = ?2",
+                    params![reversed.to_string(), body.device_id],
+                )
+                .map_err(storage)?;
+        }
         for p in &body.parcels {
+            if body.event == ReceiptEvent::Delivered {
+                self.tx
+                    .execute(
+                        "INSERT OR IGNORE INTO handover (parcel_id, receipt_id, device_id, flagged) VALUES (?1, ?2, ?3, ?4)",
+                        params![p.parcel_id, body.receipt_id.to_string(), body.device_id, status == "flagged"],
+                    )
+                    .map_err(storage)?;
+            }
             self.tx
                 .execute(
                     "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
@@ -1065,6 +1093,22 @@ impl ReceiptLedger for SqlLedger<'_> {
         Ok(())
     }
 
+    fn handovers(&self, parcel_id: &str) -> CoreResult<Vec<PriorHandover>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT receipt_id, flagged, reversed FROM handover WHERE parcel_id = ?1")
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, bool>(2)?)))
+            .map_err(storage)?;
+        rows.map(|row| {
+            let (id, flagged, reversed) = row.map_err(storage)?;
+            let receipt_id = Uuid::parse_str(&id).map_err(|_| CoreError::Integrity("stored receipt id".into()))?;
+            Ok(PriorHandover { receipt_id, flagged, reversed })
+        })
+        .collect()
+    }
+
     fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> CoreResult<bool> {
         let inserted = self
             .tx
@@ -1084,12 +1128,14 @@ struct SqlCodes<'a> {
 
 impl CodeBook for SqlCodes<'_> {
     fn parcel(&self, parcel_id: &str) -> CoreResult<Option<ParcelRecord>> {
-        let row: Option<(bool, String, String)> = self
+        let row: Option<(bool, String, String, bool)> = self
             .tx
-            .prepare_cached("SELECT needs_code, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1")
-            .and_then(|mut s| s.query_row([parcel_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .prepare_cached(
+                "SELECT needs_code, delivery_date, time_zone, departed_at_ms IS NOT NULL FROM parcel WHERE parcel_id = ?1",
+            )
+            .and_then(|mut s| s.query_row([parcel_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
             .map_err(storage)?;
-        let Some((needs_code, date, zone)) = row else {
+        let Some((needs_code, date, zone, departed)) = row else {
             return Ok(None);
         };
         let date: NaiveDate =
@@ -1135,7 +1181,7 @@ impl CodeBook for SqlCodes<'_> {
                 ended_at: ended.map(instant).transpose()?,
             });
         }
-        Ok(Some(ParcelRecord { needs_code, not_before, not_after, codes }))
+        Ok(Some(ParcelRecord { needs_code, departed, not_before, not_after, codes }))
     }
 }
 

@@ -10,13 +10,18 @@ use doorstep_core::protocol::{HandoverMethod, Holder, QrToken, ReceiptStatus};
 use doorstep_tests::http::{Server, post};
 use doorstep_tests::insider::Insider;
 
-fn flagged(result: Result<doorstep_core::protocol::ReceiptResult, (u16, String)>, why: &str) {
+type Verdict = Result<doorstep_core::protocol::ReceiptResult, (u16, String)>;
+
+/// Flagged, for the reason named (each attack uses a parcel of its own, so no earlier flag on the
+/// parcel explains the verdict instead).
+fn flagged(result: Verdict, because: &str) {
     let result = result.expect("the upload itself is answered");
-    assert_eq!(result.status, ReceiptStatus::Flagged, "{why}: {result:?}");
-    assert!(result.reason.is_some(), "a flag says why");
+    assert_eq!(result.status, ReceiptStatus::Flagged, "{because}: {result:?}");
+    let reason = result.reason.unwrap_or_default();
+    assert!(reason.contains(because), "expected a flag for {because:?}, got {reason:?}");
 }
 
-fn accepted(result: Result<doorstep_core::protocol::ReceiptResult, (u16, String)>, why: &str) {
+fn accepted(result: Verdict, why: &str) {
     let result = result.expect("the upload itself is answered");
     assert_eq!(result.status, ReceiptStatus::Accepted, "{why}: {result:?}");
 }
@@ -25,37 +30,50 @@ fn delegate(label: &str) -> Option<Holder> {
     Some(Holder::Delegate(label.into()))
 }
 
+/// A server whose day has 16 parcels (P0..P15, the even ones and P1, P11 need a code), all
+/// departed, and a phone on R1 that synced them, with the insider holding its keys.
+fn big_day() -> (Server, doorstep_core::device::Device, tempfile::TempDir, Insider) {
+    let server = Server::start();
+    let (phone, dir, device_id) = server.day();
+    server.dispatch.import_parcels(&server.parcels(16)[8..]).unwrap();
+    for i in 8..16 {
+        server.dispatch.parcel_departed(&format!("P{i}")).unwrap();
+    }
+    server.sync(&phone, &device_id);
+    let insider = Insider::of(&dir.path().join("d.db"));
+    (server, phone, dir, insider)
+}
+
 #[test]
 fn a_handover_by_an_invented_delegate_without_a_code_proof_is_flagged() {
-    let server = Server::start();
-    let (phone, dir, _) = server.day();
-    let insider = Insider::of(&dir.path().join("d.db"));
+    let (server, phone, _dir, insider) = big_day();
     let body = insider.handover("P0", HandoverMethod::DelegateCode, delegate("x"), None, server.clock.now());
-    flagged(insider.upload(&server, &phone, body), "a delegate dispatch never named");
+    flagged(insider.upload(&server, &phone, body), "has no code proof");
     let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), None, server.clock.now());
-    flagged(insider.upload(&server, &phone, body), "a customer hand-over with no proof");
+    flagged(insider.upload(&server, &phone, body), "has no code proof");
+    let code = server.code("P4");
+    let body = insider.handover("P4", HandoverMethod::DelegateCode, delegate("x"), Some(&code), server.clock.now());
+    flagged(insider.upload(&server, &phone, body), "was never issued a code");
 }
 
 #[test]
 fn a_proof_made_with_another_holders_code_or_a_mismatched_method_is_flagged() {
-    let server = Server::start();
-    let (phone, dir, _) = server.day();
-    let insider = Insider::of(&dir.path().join("d.db"));
-    let anna = server.dispatch.name_delegate("P0", "Anna").unwrap();
+    let (server, phone, _dir, insider) = big_day();
     let now = server.clock.now();
-    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&anna), now);
-    flagged(insider.upload(&server, &phone, body), "the customer named, Anna's code used");
-    let body = insider.handover("P0", HandoverMethod::Code, delegate("Anna"), Some(&anna), now);
-    flagged(insider.upload(&server, &phone, body), "method `code` is the customer's, the holder a delegate");
-    let body = insider.handover("P0", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna), now);
+    let anna0 = server.dispatch.name_delegate("P0", "Anna").unwrap();
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&anna0), now);
+    flagged(insider.upload(&server, &phone, body), "does not match any code issued to customer");
+    let anna2 = server.dispatch.name_delegate("P2", "Anna").unwrap();
+    let body = insider.handover("P2", HandoverMethod::Code, delegate("Anna"), Some(&anna2), now);
+    flagged(insider.upload(&server, &phone, body), "does not fit holder");
+    let anna4 = server.dispatch.name_delegate("P4", "Anna").unwrap();
+    let body = insider.handover("P4", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna4), now);
     accepted(insider.upload(&server, &phone, body), "Anna with her own code");
 }
 
 #[test]
 fn a_revoked_delegate_code_passes_before_its_revocation_and_is_flagged_after() {
-    let server = Server::start();
-    let (phone, dir, _) = server.day();
-    let insider = Insider::of(&dir.path().join("d.db"));
+    let (server, phone, _dir, insider) = big_day();
     let anna0 = server.dispatch.name_delegate("P0", "Anna").unwrap();
     let anna2 = server.dispatch.name_delegate("P2", "Anna").unwrap();
     let before = server.clock.now() + TimeDelta::minutes(5);
@@ -73,33 +91,30 @@ fn a_revoked_delegate_code_passes_before_its_revocation_and_is_flagged_after() {
     let body = insider.handover("P0", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna0), before);
     accepted(insider.upload(&server, &phone, body), "used while it was valid (the phone had it)");
     let body = insider.handover("P2", HandoverMethod::DelegateCode, delegate("Anna"), Some(&anna2), after);
-    flagged(insider.upload(&server, &phone, body), "used after the customer revoked it");
+    flagged(insider.upload(&server, &phone, body), "was revoked or replaced");
 }
 
 #[test]
 fn a_replaced_code_passes_before_the_reissue_and_is_flagged_after() {
-    let server = Server::start();
-    let (phone, dir, _) = server.day();
-    let insider = Insider::of(&dir.path().join("d.db"));
+    let (server, phone, _dir, insider) = big_day();
     let (old0, old2) = (server.code("P0"), server.code("P2"));
     let before = server.clock.now() + TimeDelta::minutes(5);
     server.clock.advance(TimeDelta::hours(1));
-    server.dispatch.reissue_code("P0").unwrap();
-    server.dispatch.reissue_code("P2").unwrap();
+    for parcel in ["P0", "P2", "P4"] {
+        server.dispatch.reissue_code(parcel).unwrap();
+    }
     let after = server.clock.now() + TimeDelta::minutes(1);
     let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&old0), before);
     accepted(insider.upload(&server, &phone, body), "the old code before it was replaced");
     let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&old2), after);
-    flagged(insider.upload(&server, &phone, body), "the old code after it was replaced");
-    let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P2")), after);
+    flagged(insider.upload(&server, &phone, body), "was revoked or replaced");
+    let body = insider.handover("P4", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P4")), after);
     accepted(insider.upload(&server, &phone, body), "the new code");
 }
 
 #[test]
 fn a_qr_token_for_another_holder_outside_its_window_or_used_twice_is_flagged() {
-    let server = Server::start();
-    let (phone, dir, _) = server.day();
-    let insider = Insider::of(&dir.path().join("d.db"));
+    let (server, phone, _dir, insider) = big_day();
     let now = server.clock.now();
     let qr = |parcel: &str, holder: Holder| server.dispatch.qr_token(parcel, holder).unwrap();
     let by_qr = |parcel: &str, holder: Option<Holder>, token: String, at| {
@@ -107,45 +122,78 @@ fn a_qr_token_for_another_holder_outside_its_window_or_used_twice_is_flagged() {
         body.qr_token = Some(token);
         body
     };
+    let mallory = || Holder::Delegate("Mallory".into());
 
     // A token dispatch signed for someone the customer never named.
-    let body = by_qr("P0", delegate("Mallory"), qr("P0", Holder::Delegate("Mallory".into())), now);
-    flagged(insider.upload(&server, &phone, body), "a token for a holder with no code on the parcel");
+    let body = by_qr("P0", Some(mallory()), qr("P0", mallory()), now);
+    flagged(insider.upload(&server, &phone, body), "held no valid code");
     // The receipt names the customer, the token someone else.
-    let body = by_qr("P0", Some(Holder::Customer), qr("P0", Holder::Delegate("Mallory".into())), now);
-    flagged(insider.upload(&server, &phone, body), "the token's holder is not the receipt's");
-    // Another parcel that needs a code rides along on P0's token.
-    let mut body = by_qr("P0", Some(Holder::Customer), qr("P0", Holder::Customer), now);
+    let body = by_qr("P1", Some(Holder::Customer), qr("P1", mallory()), now);
+    flagged(insider.upload(&server, &phone, body), "the receipt names another holder");
+    // Another parcel that needs a code rides along on P2's token.
+    let mut body = by_qr("P2", Some(Holder::Customer), qr("P2", Holder::Customer), now);
     let mut rider = body.parcels[0].clone();
-    rider.parcel_id = "P2".into();
-    rider.barcode = "BC2".into();
+    rider.parcel_id = "P4".into();
+    rider.barcode = "BC4".into();
     body.parcels.push(rider);
-    flagged(insider.upload(&server, &phone, body), "P2 needs its own code");
+    flagged(insider.upload(&server, &phone, body), "needs its own code");
     // Outside the token's window.
-    let token = qr("P4", Holder::Customer);
-    let late = QrToken::verify(&token, &server.dispatch.verifying_keys()).unwrap().not_after + TimeDelta::hours(1);
-    flagged(insider.upload(&server, &phone, by_qr("P4", Some(Holder::Customer), token, late)), "after not_after");
-    // Used once, then again.
     let token = qr("P6", Holder::Customer);
-    let body = by_qr("P6", Some(Holder::Customer), token.clone(), now);
-    accepted(insider.upload(&server, &phone, body), "the first use");
-    let body = by_qr("P6", Some(Holder::Customer), token, now + TimeDelta::minutes(1));
-    flagged(insider.upload(&server, &phone, body), "the same nonce again");
+    let late = QrToken::verify(&token, &server.dispatch.verifying_keys()).unwrap().not_after + TimeDelta::hours(1);
+    flagged(insider.upload(&server, &phone, by_qr("P6", Some(Holder::Customer), token, late)), "outside");
+    // Used, the hand-over reversed, then the same token again: the nonce is spent.
+    let token = qr("P8", Holder::Customer);
+    let first = by_qr("P8", Some(Holder::Customer), token.clone(), now);
+    let first_id = first.receipt_id;
+    accepted(insider.upload(&server, &phone, first), "the first use");
+    let mut reversal = insider.handover("P8", HandoverMethod::Code, None, None, now + TimeDelta::minutes(1));
+    reversal.event = doorstep_core::protocol::ReceiptEvent::Reversed;
+    reversal.method = None;
+    reversal.reverses = Some(first_id);
+    reversal.reason = Some(doorstep_core::protocol::FailureReason::Other);
+    reversal.note = Some("handed to the wrong person".into());
+    accepted(insider.upload(&server, &phone, reversal), "a reversal");
+    let body = by_qr("P8", Some(Holder::Customer), token, now + TimeDelta::minutes(2));
+    flagged(insider.upload(&server, &phone, body), "QR token already used");
 }
 
 #[test]
 fn a_handover_after_the_parcels_day_is_flagged_even_with_the_right_code() {
-    let server = Server::start();
-    let (phone, dir, _) = server.day();
-    let insider = Insider::of(&dir.path().join("d.db"));
+    let (server, phone, _dir, insider) = big_day();
     let window_end = phone.parcel("P0").unwrap().not_after;
-    let code = server.code("P0");
     let at = window_end + TimeDelta::minutes(1);
-    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&code), at);
-    flagged(insider.upload(&server, &phone, body), "after not_after");
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P0")), at);
+    flagged(insider.upload(&server, &phone, body), "outside its delivery window");
     let at = window_end - TimeDelta::minutes(1);
-    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&code), at);
+    let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P2")), at);
     accepted(insider.upload(&server, &phone, body), "a minute before the end");
+}
+
+/// The verdict is no oracle: an insider left with two candidate codes who sends one, sees it
+/// flagged and sends the other, gets that one flagged too. And a parcel is handed over once.
+#[test]
+fn a_second_try_after_a_flag_and_a_second_handover_are_both_held() {
+    let (server, phone, _dir, insider) = big_day();
+    let now = server.clock.now();
+    // A genuine hand-over first (the insider's receipts then continue the phone's chain).
+    let out = phone.verify_code(&[ScannedParcel::scanned("BC2")], &server.code("P2"), None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Accepted { .. }));
+    server.upload(&phone, &insider.device_id);
+    let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P2")), now);
+    flagged(insider.upload(&server, &phone, body), "was already handed over");
+    // Two candidates: the wrong one is flagged, and so is the right one sent after it.
+    let right = server.code("P0");
+    let wrong: String = right.bytes().map(|b| char::from(b'0' + (b - b'0' + 1) % 10)).collect();
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&wrong), now);
+    flagged(insider.upload(&server, &phone, body), "does not match");
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&right), now);
+    flagged(insider.upload(&server, &phone, body), "an earlier hand-over of parcel P0 was flagged");
+    // A parcel that never left the warehouse.
+    let mut extra = server.parcels(17)[16].clone();
+    extra.declared_value_cents = 100;
+    server.dispatch.import_parcels(&[extra]).unwrap();
+    let body = insider.handover("P16", HandoverMethod::NoCode, None, None, now);
+    flagged(insider.upload(&server, &phone, body), "never left the warehouse");
 }
 
 #[test]

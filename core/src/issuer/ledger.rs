@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::IssuedParcel;
 use crate::Result;
 use crate::crypto::Code;
-use crate::protocol::{Holder, ReceiptBody, ReceiptStatus, SignedReceipt, genesis_hash};
+use crate::protocol::{Holder, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, genesis_hash};
 
 /// One code dispatch issued, with its lifetime.
 #[derive(Clone, Debug)]
@@ -34,6 +34,8 @@ impl IssuedCode {
 #[derive(Clone, Debug)]
 pub struct ParcelRecord {
     pub needs_code: bool,
+    /// Whether the parcel left the warehouse (no phone was ever sent one that did not).
+    pub departed: bool,
     /// The delivery day's window; no hand-over counts outside it.
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
@@ -60,6 +62,7 @@ impl MemoryCodeBook {
     pub fn issue(&mut self, parcel: &IssuedParcel, at: DateTime<Utc>) {
         let record = self.parcels.entry(parcel.parcel_id.clone()).or_insert_with(|| ParcelRecord {
             needs_code: false,
+            departed: true,
             not_before: parcel.not_before,
             not_after: parcel.not_after,
             codes: Vec::new(),
@@ -123,6 +126,17 @@ pub trait ReceiptLedger {
     ) -> Result<()>;
     /// Marks a QR token's nonce used by `receipt_id`; `false` when an earlier receipt used it.
     fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> Result<bool>;
+    /// The "delivered" receipts held for a parcel, from any device, with their verdicts and
+    /// whether the device that made one later reversed it.
+    fn handovers(&self, parcel_id: &str) -> Result<Vec<PriorHandover>>;
+}
+
+/// A hand-over of a parcel that dispatch already holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorHandover {
+    pub receipt_id: Uuid,
+    pub flagged: bool,
+    pub reversed: bool,
 }
 
 /// A receipt as the ledger keeps it.
@@ -179,5 +193,18 @@ impl ReceiptLedger for MemoryLedger {
         }
         self.used_qr_nonces.insert(nonce.to_vec(), *receipt_id);
         Ok(true)
+    }
+    fn handovers(&self, parcel_id: &str) -> Result<Vec<PriorHandover>> {
+        let mut found = Vec::new();
+        for chain in self.chains.values() {
+            for r in chain.iter().filter(|r| r.body.event == ReceiptEvent::Delivered) {
+                if r.body.parcels.iter().any(|p| p.parcel_id == parcel_id) {
+                    let reversed = chain.iter().any(|c| c.body.reverses == Some(r.body.receipt_id));
+                    let flagged = r.status == ReceiptStatus::Flagged;
+                    found.push(PriorHandover { receipt_id: r.body.receipt_id, flagged, reversed });
+                }
+            }
+        }
+        Ok(found)
     }
 }

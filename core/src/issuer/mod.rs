@@ -11,7 +11,9 @@ mod manifest;
 mod verify;
 
 pub use enrol::EnrolledDevice;
-pub use ledger::{CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, ReceiptLedger, StoredReceipt};
+pub use ledger::{
+    CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, PriorHandover, ReceiptLedger, StoredReceipt,
+};
 pub use manifest::{IssuedParcel, ManifestSpec};
 pub use verify::BatchVerdict;
 

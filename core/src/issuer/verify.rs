@@ -132,6 +132,22 @@ impl Issuer {
             let Some(record) = codes.parcel(&p.parcel_id)? else {
                 return Ok(Some(format!("parcel {} was never issued", p.parcel_id)));
             };
+            if !record.departed {
+                return Ok(Some(format!("parcel {} never left the warehouse", p.parcel_id)));
+            }
+            // One hand-over per parcel: a second is a forgery or a mistake for a person to look at,
+            // and after a flagged one every later one is held too, so a flag is no oracle that
+            // tells an insider which of two candidate codes to send next.
+            let prior = ledger.handovers(&p.parcel_id)?;
+            if prior.iter().any(|h| h.flagged) {
+                return Ok(Some(format!(
+                    "an earlier hand-over of parcel {} was flagged; later ones are held for review",
+                    p.parcel_id
+                )));
+            }
+            if let Some(h) = prior.iter().find(|h| !h.reversed) {
+                return Ok(Some(format!("parcel {} was already handed over (receipt {})", p.parcel_id, h.receipt_id)));
+            }
             if t < record.not_before || t >= record.not_after {
                 return Ok(Some(format!(
                     "parcel {} handed over at {t}, outside its delivery window {} to {}",
