@@ -199,6 +199,11 @@ pub fn delivery_window(date: NaiveDate, zone: &str) -> Result<(DateTime<Utc>, Da
     Ok((local_midnight(date)?, local_midnight(next)?))
 }
 
+/// The delivery window of a parcel as stored (its `delivery_date` and `time_zone` columns).
+fn stored_window(date: &str, zone: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    delivery_window(date.parse().map_err(|_| bad("stored date"))?, zone)
+}
+
 impl Dispatch {
     /// Opens (creating) the state folder: `dispatch.db` and `keys/`. The first start creates the
     /// signing key `dispatch-1`.
@@ -435,8 +440,7 @@ impl Dispatch {
             })
             .optional()?
             .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
-        let date: NaiveDate = date.parse().map_err(|_| bad("stored date"))?;
-        let (not_before, not_after) = delivery_window(date, &zone)?;
+        let (not_before, not_after) = stored_window(&date, &zone)?;
         Ok(self.issuer.sign_qr(&doorstep_core::protocol::QrToken {
             parcel_id: parcel_id.to_owned(),
             holder,
@@ -847,7 +851,7 @@ fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedPa
     let Some((barcode, stop_id, stop_seq, date, tz, address_hint, recipient_hint, needs_code)) = row else {
         return Ok(None);
     };
-    let (not_before, not_after) = delivery_window(date.parse().map_err(|_| bad("stored date"))?, &tz)?;
+    let (not_before, not_after) = stored_window(&date, &tz)?;
     let codes = if needs_code { codes_of(tx, parcel_id)? } else { Vec::new() };
     let attempts_used: u32 = tx
         .query_row("SELECT attempts_used FROM parcel_attempts WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
@@ -969,11 +973,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A storage error as the issuer library sees it (it fails the upload; see `Dispatch::upload`).
-fn storage(e: rusqlite::Error) -> CoreError {
-    CoreError::Database(e)
-}
-
 /// The receipt ledger in dispatch's database, inside the upload's transaction.
 struct SqlLedger<'a> {
     tx: &'a Transaction<'a>,
@@ -992,8 +991,7 @@ impl ReceiptLedger for SqlLedger<'_> {
                 [device_id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
-            .map_err(storage)?;
+            .optional()?;
         match row {
             Some((seq, hash)) => Ok((
                 seq as u64,
@@ -1004,15 +1002,15 @@ impl ReceiptLedger for SqlLedger<'_> {
     }
 
     fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> CoreResult<Option<u64>> {
-        self.tx
+        let seq = self
+            .tx
             .query_row(
                 "SELECT seq FROM receipt WHERE device_id = ?1 AND receipt_id = ?2",
                 params![device_id, receipt_id.to_string()],
                 |r| r.get::<_, i64>(0),
             )
-            .optional()
-            .map(|s| s.map(|s| s as u64))
-            .map_err(storage)
+            .optional()?;
+        Ok(seq.map(|s| s as u64))
     }
 
     fn append(
@@ -1022,57 +1020,50 @@ impl ReceiptLedger for SqlLedger<'_> {
         status: ReceiptStatus,
         reason: Option<&str>,
     ) -> CoreResult<()> {
-        let status = match status {
+        let status_name = match status {
             ReceiptStatus::Accepted => "accepted",
             ReceiptStatus::Duplicate => "duplicate",
             ReceiptStatus::Flagged => "flagged",
             ReceiptStatus::Rejected => "rejected",
         };
-        self.tx
-            .execute(
-                "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason)
+        self.tx.execute(
+            "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    body.device_id,
-                    body.seq as i64,
-                    body.receipt_id.to_string(),
-                    receipt.body.0,
-                    receipt.signature.0,
-                    receipt.hash().to_vec(),
-                    status,
-                    reason
-                ],
-            )
-            .map_err(storage)?;
+            params![
+                body.device_id,
+                body.seq as i64,
+                body.receipt_id.to_string(),
+                receipt.body.0,
+                receipt.signature.0,
+                receipt.hash().to_vec(),
+                status_name,
+                reason
+            ],
+        )?;
         if body.event == ReceiptEvent::Reversed
             && let Some(reversed) = body.reverses
         {
-            self.tx
-                .execute(
-                    "UPDATE handover SET reversed = 1 WHERE receipt_id = ?1 AND device_id = ?2",
-                    params![reversed.to_string(), body.device_id],
-                )
-                .map_err(storage)?;
+            self.tx.execute(
+                "UPDATE handover SET reversed = 1 WHERE receipt_id = ?1 AND device_id = ?2",
+                params![reversed.to_string(), body.device_id],
+            )?;
         }
         for p in &body.parcels {
             if body.event == ReceiptEvent::Delivered {
                 self.tx
                     .execute(
                         "INSERT OR IGNORE INTO handover (parcel_id, receipt_id, device_id, flagged) VALUES (?1, ?2, ?3, ?4)",
-                        params![p.parcel_id, body.receipt_id.to_string(), body.device_id, status == "flagged"],
-                    )
-                    .map_err(storage)?;
+                        params![p.parcel_id, body.receipt_id.to_string(), body.device_id, status == ReceiptStatus::Flagged],
+                    )?;
             }
-            self.tx
-                .execute(
-                    "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
-                    params![body.receipt_id.to_string(), p.parcel_id],
-                )
-                .map_err(storage)?;
+            self.tx.execute(
+                "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
+                params![body.receipt_id.to_string(), p.parcel_id],
+            )?;
             // The phone's attempt count from a verified wrong-code or lock-out receipt, for a parcel
             // on its own route, capped, unless the receipt predates the parcel's last reset.
-            let counts =
-                matches!(body.event, ReceiptEvent::WrongCode | ReceiptEvent::LockedOut) && status == "accepted";
+            let counts = matches!(body.event, ReceiptEvent::WrongCode | ReceiptEvent::LockedOut)
+                && status == ReceiptStatus::Accepted;
             if counts {
                 self.tx
                     .execute(
@@ -1086,23 +1077,19 @@ impl ReceiptLedger for SqlLedger<'_> {
                             body.trusted_time.timestamp_millis(),
                             self.route_id
                         ],
-                    )
-                    .map_err(storage)?;
+                    )?;
             }
         }
         Ok(())
     }
 
     fn handovers(&self, parcel_id: &str) -> CoreResult<Vec<PriorHandover>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT receipt_id, flagged, reversed FROM handover WHERE parcel_id = ?1")
-            .map_err(storage)?;
-        let rows = stmt
-            .query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, bool>(2)?)))
-            .map_err(storage)?;
+        let mut stmt =
+            self.tx.prepare_cached("SELECT receipt_id, flagged, reversed FROM handover WHERE parcel_id = ?1")?;
+        let rows =
+            stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, bool>(2)?)))?;
         rows.map(|row| {
-            let (id, flagged, reversed) = row.map_err(storage)?;
+            let (id, flagged, reversed) = row?;
             let receipt_id = Uuid::parse_str(&id).map_err(|_| CoreError::Integrity("stored receipt id".into()))?;
             Ok(PriorHandover { receipt_id, flagged, reversed })
         })
@@ -1110,13 +1097,10 @@ impl ReceiptLedger for SqlLedger<'_> {
     }
 
     fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> CoreResult<bool> {
-        let inserted = self
-            .tx
-            .execute(
-                "INSERT OR IGNORE INTO qr_nonce (nonce, receipt_id) VALUES (?1, ?2)",
-                params![nonce, receipt_id.to_string()],
-            )
-            .map_err(storage)?;
+        let inserted = self.tx.execute(
+            "INSERT OR IGNORE INTO qr_nonce (nonce, receipt_id) VALUES (?1, ?2)",
+            params![nonce, receipt_id.to_string()],
+        )?;
         Ok(inserted == 1)
     }
 }
@@ -1133,43 +1117,35 @@ impl CodeBook for SqlCodes<'_> {
             .prepare_cached(
                 "SELECT needs_code, delivery_date, time_zone, departed_at_ms IS NOT NULL FROM parcel WHERE parcel_id = ?1",
             )
-            .and_then(|mut s| s.query_row([parcel_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
-            .map_err(storage)?;
+            .and_then(|mut s| s.query_row([parcel_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())?;
         let Some((needs_code, date, zone, departed)) = row else {
             return Ok(None);
         };
-        let date: NaiveDate =
-            date.parse().map_err(|_| CoreError::Integrity(format!("stored delivery date of {parcel_id}")))?;
-        let (not_before, not_after) = delivery_window(date, &zone)
-            .map_err(|_| CoreError::Integrity(format!("stored time zone of {parcel_id}")))?;
+        let (not_before, not_after) = stored_window(&date, &zone)
+            .map_err(|e| CoreError::Integrity(format!("stored window of parcel {parcel_id}: {e}")))?;
         // Each code ends when it is revoked or when a later code for the same holder replaces it.
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT holder, code, issued_at_ms, revoked_at_ms,
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT holder, code, issued_at_ms, revoked_at_ms,
                         (SELECT min(n.issued_at_ms) FROM code n
                          WHERE n.parcel_id = c.parcel_id AND n.holder = c.holder AND n.rowid > c.rowid)
                  FROM code c WHERE parcel_id = ?1 ORDER BY rowid",
-            )
-            .map_err(storage)?;
-        let rows = stmt
-            .query_map([parcel_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            })
-            .map_err(storage)?;
+        )?;
+        let rows = stmt.query_map([parcel_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })?;
         let instant = |ms: i64| {
             DateTime::from_timestamp_millis(ms)
                 .ok_or_else(|| CoreError::Integrity("stored instant out of range".into()))
         };
         let mut codes = Vec::new();
         for row in rows {
-            let (holder, code, issued, revoked, replaced) = row.map_err(storage)?;
+            let (holder, code, issued, revoked, replaced) = row?;
             let ended = match (revoked, replaced) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

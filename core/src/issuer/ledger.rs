@@ -194,6 +194,7 @@ impl ReceiptLedger for MemoryLedger {
         self.used_qr_nonces.insert(nonce.to_vec(), *receipt_id);
         Ok(true)
     }
+
     fn handovers(&self, parcel_id: &str) -> Result<Vec<PriorHandover>> {
         let mut found = Vec::new();
         for chain in self.chains.values() {
