@@ -88,6 +88,8 @@ impl State {
             resets,
             dispatch_keys: Vec::new(),
         };
+        let device_id = self.device()?.device_id.clone();
+        self.codes.send(&device_id, spec.parcels.iter().map(|p| p.parcel_id.as_str()));
         Ok(self.issuer.build_manifest(self.device()?, &spec)?)
     }
 }
@@ -163,6 +165,7 @@ impl TestDispatch {
                 not_before: not_before.into(),
                 not_after: not_after.into(),
                 attempts_used: 0,
+                attempt_epoch: 0,
             };
             s.codes.issue(&parcel, parcel.not_before);
             s.parcels.push(parcel);

@@ -297,7 +297,8 @@ fn a_delivered_parcel_is_never_reverted_by_a_manifest() {
     // ...and a full manifest of the same day that omits it.
     let mut full = w.spec(ManifestKind::Full);
     full.parcels.remove(0);
-    w.device.apply_manifest(&w.issuer.build_manifest(&w.record, &full).unwrap()).unwrap();
+    let signed = w.sign(&full);
+    w.device.apply_manifest(&signed).unwrap();
 
     assert_eq!(w.device.parcel("P00000").unwrap(), delivered);
     assert!(matches!(

@@ -8,7 +8,7 @@ use doorstep_core::CoreError;
 use doorstep_core::crypto::{Code, SigningKey, Tag};
 use doorstep_core::device::HandoverOutcome;
 use doorstep_core::error::AckRejection;
-use doorstep_core::issuer::{Issuer, ReceiptLedger};
+use doorstep_core::issuer::{FLAGGED_FOR_PHONE, Issuer, ReceiptLedger};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, ReceiptStatus, UploadBatch};
 
@@ -85,7 +85,7 @@ fn no_receipt_is_forgotten_without_a_verified_ack() {
     make_receipts(&w, 2);
     let verdicts = w.upload_all();
     assert_eq!(verdicts[0].count(ReceiptStatus::Accepted), 2);
-    assert_eq!(w.ledger.head("dev-1").unwrap().0, 6);
+    assert_eq!(w.ledger.head("dev-1").unwrap().map_or(0, |h| h.seq), 6);
 }
 
 #[test]
@@ -188,7 +188,8 @@ fn a_forged_handover_with_a_colliding_code_is_flagged_by_dispatch() {
     w.add_parcel(0, &[Holder::Customer]);
     let mut spec = w.spec(ManifestKind::Full);
     spec.policy = Policy { tag_bits: 16, ..Policy::default() };
-    w.device.apply_manifest(&w.issuer.build_manifest(&w.record, &spec).unwrap()).unwrap();
+    let signed = w.sign(&spec);
+    w.device.apply_manifest(&signed).unwrap();
 
     // The insider's brute force, with the secret and the salt and tag read from the device file.
     let conn = rusqlite::Connection::open(&w.path).unwrap();
@@ -212,9 +213,12 @@ fn a_forged_handover_with_a_colliding_code_is_flagged_by_dispatch() {
     let verdicts = w.upload_all();
     let result = &verdicts[0].ack.results[0];
     assert_eq!(result.status, ReceiptStatus::Flagged);
-    assert!(result.reason.as_deref().unwrap().contains("code proof"));
+    // The phone learns only that it is held; why stays at dispatch (no oracle for a forger).
+    assert_eq!(result.reason.as_deref(), Some(FLAGGED_FOR_PHONE));
+    let stored = &w.ledger.chains["dev-1"][0];
+    assert!(stored.reason.as_deref().unwrap().contains("code proof"), "{stored:?}");
     // It is stored (evidence) but flagged, and the device learns it.
-    assert_eq!(w.ledger.head("dev-1").unwrap().0, 1);
+    assert_eq!(w.ledger.head("dev-1").unwrap().map_or(0, |h| h.seq), 1);
 }
 
 #[test]

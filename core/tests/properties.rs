@@ -69,7 +69,8 @@ proptest! {
                 CounterOp::Reset => {
                     let mut spec = w.spec(ManifestKind::Delta);
                     spec.resets = vec!["P00000".into()];
-                    w.device.apply_manifest(&w.issuer.build_manifest(&w.record, &spec).unwrap()).unwrap();
+                    let signed = w.sign(&spec);
+                    w.device.apply_manifest(&signed).unwrap();
                     if !delivered {
                         used = 0;
                     }
@@ -137,7 +138,7 @@ proptest! {
             // checkpoint, without gaps, and dispatch holds at least up to that checkpoint (it may be
             // ahead after a lost ack).
             let pending = w.device.status().unwrap().pending_receipts as i64;
-            let held = w.ledger.head("dev-1").unwrap().0 as i64;
+            let held = w.ledger.head("dev-1").unwrap().map_or(0, |h| h.seq) as i64;
             let conn = rusqlite::Connection::open(&w.path).unwrap();
             let (acked, first, last): (i64, Option<i64>, Option<i64>) = conn
                 .query_row("SELECT acked_seq, (SELECT min(seq) FROM receipt), (SELECT max(seq) FROM receipt) FROM device_state", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

@@ -57,7 +57,8 @@ fn signed_server_time_raises_trusted_time() {
     // Dispatch issues a manifest two hours "ahead" of the phone's slow clock.
     let mut spec = w.spec(doorstep_core::protocol::ManifestKind::Delta);
     spec.issued_at = w.clock.now() + TimeDelta::hours(2);
-    w.device.apply_manifest(&w.issuer.build_manifest(&w.record, &spec).unwrap()).unwrap();
+    let signed = w.sign(&spec);
+    w.device.apply_manifest(&signed).unwrap();
     let t = w.device.time().unwrap();
     assert_eq!(t.trusted_ms, spec.issued_at.timestamp_millis());
     assert_eq!(t.skew_ms(), -2 * 3600 * 1000);

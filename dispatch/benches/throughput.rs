@@ -126,6 +126,7 @@ fn bench_manifests(c: &mut Criterion) {
             not_before,
             not_after,
             attempts_used: 0,
+            attempt_epoch: 0,
         })
         .collect();
     let mut seq = 0;

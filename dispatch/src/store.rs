@@ -12,13 +12,11 @@ use chrono_tz::Tz;
 use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes};
 use doorstep_core::device::{Clock, SystemClock};
 use doorstep_core::issuer::{
-    CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, PriorHandover,
+    ChainHead, CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, PriorHandover,
     ReceiptLedger, StoredReceipt,
 };
 use doorstep_core::policy::Policy;
-use doorstep_core::protocol::{
-    Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop, genesis_hash,
-};
+use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop};
 use doorstep_core::{CoreError, Result as CoreResult};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
@@ -91,12 +89,27 @@ CREATE TABLE IF NOT EXISTS qr_nonce (
     nonce      BLOB PRIMARY KEY,
     receipt_id TEXT NOT NULL
 );
--- Wrong codes seen for a parcel since its last reset (from receipts of any phone); manifests
--- carry the count so a parcel never gets fresh attempts by moving to another phone.
-CREATE TABLE IF NOT EXISTS parcel_attempts (
+-- Which parcels each device was sent in a manifest: a phone makes receipts only for those.
+CREATE TABLE IF NOT EXISTS parcel_sent (
+    device_id TEXT NOT NULL,
+    parcel_id TEXT NOT NULL,
+    PRIMARY KEY (device_id, parcel_id)
+) WITHOUT ROWID;
+-- How many times an operator reset a parcel's attempts; manifests and receipts name it.
+CREATE TABLE IF NOT EXISTS parcel_epoch (
     parcel_id     TEXT PRIMARY KEY,
+    attempt_epoch INTEGER NOT NULL
+);
+-- Every accepted wrong-code or lock-out receipt per parcel, with the epoch and count it names.
+-- A parcel's attempts in its current epoch are the larger of how many such receipts there are
+-- (two phones guessing at once both count) and the highest count one names; manifests carry them
+-- so a parcel never gets fresh attempts by moving to another phone.
+CREATE TABLE IF NOT EXISTS wrong_attempt (
+    parcel_id     TEXT NOT NULL,
+    receipt_id    TEXT NOT NULL,
+    attempt_epoch INTEGER NOT NULL,
     attempts_used INTEGER NOT NULL,
-    reset_at_ms   INTEGER
+    PRIMARY KEY (parcel_id, receipt_id)
 );
 -- Every stored "delivered" receipt, per parcel, with its verdict; a later reversal by the same
 -- device marks it. A parcel is handed over once; after a flagged hand-over every later one is held.
@@ -356,13 +369,18 @@ impl Dispatch {
         Ok(coded)
     }
 
-    /// "Left the warehouse": the parcel goes on the van; a high-value parcel gets its customer code.
-    /// Returns the code (to e-mail to the customer), or None when no code is needed. Idempotent.
+    /// "Left the warehouse": the parcel goes on the van; a high-value parcel gets its customer code,
+    /// and phones already holding the route's manifest get it as a delta. Returns the code (to
+    /// e-mail to the customer), or None when no code is needed. Idempotent.
     pub fn parcel_departed(&self, parcel_id: &str) -> Result<Option<String>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let needs_code: bool = tx
-            .query_row("SELECT needs_code FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
+        let (needs_code, already): (bool, bool) = tx
+            .query_row(
+                "SELECT needs_code, departed_at_ms IS NOT NULL FROM parcel WHERE parcel_id = ?1",
+                [parcel_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?
             .ok_or_else(|| DispatchError::NotFound(format!("parcel {parcel_id}")))?;
         tx.execute(
@@ -391,6 +409,12 @@ impl Dispatch {
         } else {
             None
         };
+        if !already {
+            let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+            let entry: Vec<IssuedParcel> =
+                parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+            self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
+        }
         tx.commit()?;
         Ok(code)
     }
@@ -423,7 +447,8 @@ impl Dispatch {
             "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![parcel_id, holder.to_key(), code.reveal(), self.now_ms()?],
         )?;
-        let entry: Vec<IssuedParcel> = parcel_entry(tx, parcel_id)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> =
+            parcel_entry(tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
         if !entry.is_empty() {
             self.push_delta(tx, &route, date, entry, vec![], vec![])?;
         }
@@ -486,13 +511,15 @@ impl Dispatch {
         if let Some(n) = since
             && current_date.as_deref() == Some(&date.to_string())
         {
-            if n as i64 == seq {
+            if i64::try_from(n) == Ok(seq) {
                 return Ok(None);
             }
+            // A `since` beyond any stored delta (even past i64) finds none: a full manifest follows.
+            let next = i64::try_from(n).ok().and_then(|n| n.checked_add(1)).unwrap_or(i64::MAX);
             let delta: Option<Vec<u8>> = tx
                 .query_row(
                     "SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2",
-                    params![device_id, n as i64 + 1],
+                    params![device_id, next],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -509,7 +536,7 @@ impl Dispatch {
             .collect::<rusqlite::Result<_>>()?;
         let mut parcels = Vec::with_capacity(ids.len());
         for id in &ids {
-            parcels.extend(parcel_entry(&tx, id)?);
+            parcels.extend(parcel_entry(&tx, id, self.code_policy.max_attempts)?);
         }
         let envelope =
             self.sign_for(&tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
@@ -546,6 +573,11 @@ impl Dispatch {
                 |r| r.get(0),
             )
             .optional()?;
+        // The phone may make receipts for these parcels from now on.
+        let mut sent = tx.prepare_cached("INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id) VALUES (?1, ?2)")?;
+        for p in &parcels {
+            sent.execute([&device.device_id, &p.parcel_id])?;
+        }
         let spec = ManifestSpec {
             manifest_id: Uuid::now_v7().to_string(),
             route_id: route_id.to_owned(),
@@ -616,13 +648,17 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (route, date) = Self::route_and_date(&tx, parcel_id)?;
-        // Receipts made before the reset no longer count against the parcel.
+        // A new attempt epoch: receipts from the old one (even those uploaded later) no longer count,
+        // and the parcel's entry carries the epoch to every phone it reaches, also one that
+        // missed this delta. The reset list is for phones of protocol 1.0, which know no epochs.
         tx.execute(
-            "INSERT INTO parcel_attempts (parcel_id, attempts_used, reset_at_ms) VALUES (?1, 0, ?2)
-             ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = 0, reset_at_ms = excluded.reset_at_ms",
-            params![parcel_id, self.now_ms()?],
+            "INSERT INTO parcel_epoch (parcel_id, attempt_epoch) VALUES (?1, 1)
+             ON CONFLICT (parcel_id) DO UPDATE SET attempt_epoch = attempt_epoch + 1",
+            [parcel_id],
         )?;
-        let n = self.push_delta(&tx, &route, date, vec![], vec![], vec![parcel_id.to_owned()])?;
+        let entry: Vec<IssuedParcel> =
+            parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+        let n = self.push_delta(&tx, &route, date, entry, vec![], vec![parcel_id.to_owned()])?;
         tx.commit()?;
         Ok(n)
     }
@@ -701,7 +737,8 @@ impl Dispatch {
             return Err(DispatchError::NotFound(format!("delegate {label:?}")));
         }
         let (route, date) = Self::route_and_date(&tx, parcel_id)?;
-        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> =
+            parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
         if !entry.is_empty() {
             self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
         }
@@ -742,7 +779,8 @@ impl Dispatch {
         }
         tx.execute("UPDATE parcel SET route_id = ?1 WHERE parcel_id = ?2", params![new_route, parcel_id])?;
         self.push_delta(&tx, &old_route, date, vec![], vec![parcel_id.to_owned()], vec![])?;
-        let entry: Vec<IssuedParcel> = parcel_entry(&tx, parcel_id)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> =
+            parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
         if !entry.is_empty() {
             self.push_delta(&tx, new_route, date, entry, vec![], vec![])?;
         }
@@ -783,16 +821,11 @@ impl Dispatch {
     pub fn upload(&self, device_id: &str, batch: &[u8]) -> Result<Vec<u8>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (device, route_id, _) = Self::device(&tx, device_id)?;
+        let (device, _, _) = Self::device(&tx, device_id)?;
         // Any storage error fails the whole upload here (the transaction rolls back, nothing is
         // accepted) and the device sends the batch again.
-        let verdict = self.issuer.verify_batch(
-            &device,
-            &mut SqlLedger { tx: &tx, route_id: &route_id, max_attempts: u32::from(self.code_policy.max_attempts) },
-            &SqlCodes { tx: &tx },
-            batch,
-            self.now()?,
-        )?;
+        let verdict =
+            self.issuer.verify_batch(&device, &mut SqlLedger { tx: &tx }, &SqlCodes { tx: &tx }, batch, self.now()?)?;
         tx.commit()?;
         Ok(verdict.signed_ack)
     }
@@ -828,7 +861,7 @@ fn stored_receipts(conn: &Connection, sql: &str, key: &str) -> Result<Vec<Stored
 
 /// The manifest entry of a departed parcel (None if it has not left the warehouse yet), with the
 /// latest code of each holder.
-fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedParcel>> {
+fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str, max_attempts: u8) -> Result<Option<IssuedParcel>> {
     let row = tx
         .query_row(
             "SELECT barcode, stop_id, stop_seq, delivery_date, time_zone, address_hint, recipient_hint, needs_code
@@ -853,10 +886,18 @@ fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedPa
     };
     let (not_before, not_after) = stored_window(&date, &tz)?;
     let codes = if needs_code { codes_of(tx, parcel_id)? } else { Vec::new() };
-    let attempts_used: u32 = tx
-        .query_row("SELECT attempts_used FROM parcel_attempts WHERE parcel_id = ?1", [parcel_id], |r| r.get(0))
+    let attempt_epoch: u32 = tx
+        .prepare_cached("SELECT attempt_epoch FROM parcel_epoch WHERE parcel_id = ?1")?
+        .query_row([parcel_id], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
+    let (receipts, highest): (u32, u32) = tx
+        .prepare_cached(
+            "SELECT count(*), coalesce(max(attempts_used), 0) FROM wrong_attempt
+             WHERE parcel_id = ?1 AND attempt_epoch = ?2",
+        )?
+        .query_row(params![parcel_id, attempt_epoch], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let attempts_used = receipts.max(highest).min(u32::from(max_attempts));
     if needs_code && codes.is_empty() {
         // Never ship a parcel that needs a code without its tags: it would look like a parcel
         // that needs none.
@@ -872,6 +913,7 @@ fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedPa
         not_before,
         not_after,
         attempts_used,
+        attempt_epoch,
     }))
 }
 
@@ -976,41 +1018,37 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The receipt ledger in dispatch's database, inside the upload's transaction.
 struct SqlLedger<'a> {
     tx: &'a Transaction<'a>,
-    /// The uploading device's route: only its own parcels' attempt counts are taken.
-    route_id: &'a str,
-    /// Counts are capped here (a receipt cannot push a parcel past "locked").
-    max_attempts: u32,
 }
 
 impl ReceiptLedger for SqlLedger<'_> {
-    fn head(&self, device_id: &str) -> CoreResult<(u64, [u8; 32])> {
-        let row: Option<(i64, Vec<u8>)> = self
+    fn head(&self, device_id: &str) -> CoreResult<Option<ChainHead>> {
+        let row: Option<(i64, Vec<u8>, Vec<u8>)> = self
             .tx
-            .query_row(
-                "SELECT seq, hash FROM receipt WHERE device_id = ?1 ORDER BY seq DESC LIMIT 1",
-                [device_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT seq, hash, body FROM receipt WHERE device_id = ?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        match row {
-            Some((seq, hash)) => Ok((
-                seq as u64,
-                hash.try_into().map_err(|_| CoreError::Integrity("stored receipt hash is not 32 bytes".into()))?,
-            )),
-            None => Ok((0, genesis_hash(device_id))),
-        }
+        let Some((seq, hash, body)) = row else {
+            return Ok(None);
+        };
+        let integrity = |what: &str| CoreError::Integrity(format!("stored receipt {what}"));
+        let body: ReceiptBody = serde_json::from_slice(&body).map_err(|_| integrity("body"))?;
+        Ok(Some(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| integrity("sequence"))?,
+            hash: hash.try_into().map_err(|_| integrity("hash"))?,
+            trusted_time: body.trusted_time,
+        }))
     }
 
-    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> CoreResult<Option<u64>> {
-        let seq = self
+    fn holder_of(&self, receipt_id: &Uuid) -> CoreResult<Option<(String, u64)>> {
+        let row: Option<(String, i64)> = self
             .tx
-            .query_row(
-                "SELECT seq FROM receipt WHERE device_id = ?1 AND receipt_id = ?2",
-                params![device_id, receipt_id.to_string()],
-                |r| r.get::<_, i64>(0),
-            )
+            .prepare_cached("SELECT device_id, seq FROM receipt WHERE receipt_id = ?1")?
+            .query_row([receipt_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(seq.map(|s| s as u64))
+        row.map(|(device, seq)| {
+            Ok((device, u64::try_from(seq).map_err(|_| CoreError::Integrity("stored receipt sequence".into()))?))
+        })
+        .transpose()
     }
 
     fn append(
@@ -1060,24 +1098,16 @@ impl ReceiptLedger for SqlLedger<'_> {
                 "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
                 params![body.receipt_id.to_string(), p.parcel_id],
             )?;
-            // The phone's attempt count from a verified wrong-code or lock-out receipt, for a parcel
-            // on its own route, capped, unless the receipt predates the parcel's last reset.
+            // An accepted wrong-code or lock-out receipt (so the parcel was sent to this phone)
+            // counts in the epoch it names; one from before a reset names an older epoch.
             let counts = matches!(body.event, ReceiptEvent::WrongCode | ReceiptEvent::LockedOut)
                 && status == ReceiptStatus::Accepted;
             if counts {
-                self.tx
-                    .execute(
-                        "INSERT INTO parcel_attempts (parcel_id, attempts_used)
-                             SELECT parcel_id, ?2 FROM parcel WHERE parcel_id = ?1 AND route_id = ?4
-                         ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = max(attempts_used, excluded.attempts_used)
-                         WHERE reset_at_ms IS NULL OR ?3 >= reset_at_ms",
-                        params![
-                            p.parcel_id,
-                            p.attempts_used.min(self.max_attempts),
-                            body.trusted_time.timestamp_millis(),
-                            self.route_id
-                        ],
-                    )?;
+                self.tx.execute(
+                    "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![p.parcel_id, body.receipt_id.to_string(), p.attempt_epoch, p.attempts_used],
+                )?;
             }
         }
         Ok(())
@@ -1111,6 +1141,15 @@ struct SqlCodes<'a> {
 }
 
 impl CodeBook for SqlCodes<'_> {
+    fn sent_to(&self, parcel_id: &str, device_id: &str) -> CoreResult<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM parcel_sent WHERE device_id = ?1 AND parcel_id = ?2")?
+            .query_row([device_id, parcel_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     fn parcel(&self, parcel_id: &str) -> CoreResult<Option<ParcelRecord>> {
         let row: Option<(bool, String, String, bool)> = self
             .tx

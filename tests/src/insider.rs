@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, code_proof};
 use doorstep_core::device::Device;
 use doorstep_core::device::KeyVault;
+use doorstep_core::issuer::FLAGGED_FOR_PHONE;
 use doorstep_core::protocol::{
     Ack, HandoverMethod, Holder, Identification, PROTOCOL_VERSION, ReceiptBody, ReceiptEvent, ReceiptParcel,
-    ReceiptResult, SignedEnvelope, UploadBatch, domain, genesis_hash,
+    ReceiptResult, ReceiptStatus, SignedEnvelope, UploadBatch, domain, genesis_hash,
 };
 use doorstep_core::protocol::{Base64Bytes, SignedReceipt};
 use uuid::Uuid;
@@ -72,6 +73,7 @@ impl Insider {
                 barcode: format!("BC{}", parcel.trim_start_matches('P')),
                 identified: Identification::Scanned,
                 attempts_used: 1,
+                attempt_epoch: 0,
                 code_proof: proof,
             }],
             qr_token: None,
@@ -84,7 +86,9 @@ impl Insider {
 
     /// Signs `body` as the phone would, chained onto what dispatch already holds from it, uploads
     /// it over HTTP with the phone's request signature, and returns dispatch's verdict on it (or
-    /// the HTTP status and body when the upload as a whole was refused).
+    /// the HTTP status and body when the upload as a whole was refused). A flagged receipt's
+    /// verdict carries the reason dispatch *stored*; the ack itself only says "held for review",
+    /// which is checked here.
     pub fn upload(
         &self,
         server: &Server,
@@ -114,6 +118,14 @@ impl Insider {
         }
         let payload = SignedEnvelope::open(&answer, domain::ACK, &server.dispatch.verifying_keys()).unwrap();
         let ack: Ack = serde_json::from_slice(&payload).unwrap();
-        Ok(ack.results.into_iter().next().unwrap())
+        let mut result = ack.results.into_iter().next().unwrap();
+        if result.status == ReceiptStatus::Flagged {
+            assert_eq!(result.reason.as_deref(), Some(FLAGGED_FOR_PHONE), "the phone never learns why");
+            let held = server.dispatch.receipts(&self.device_id).unwrap();
+            let stored =
+                held.iter().find(|r| r.body.receipt_id == result.receipt_id).expect("a flagged receipt is kept");
+            result.reason.clone_from(&stored.reason);
+        }
+        Ok(result)
     }
 }

@@ -330,7 +330,9 @@ fn a_forged_handover_is_flagged_by_dispatch_over_http() {
     assert_eq!(status, 200);
     let report = device.apply_ack(&ack).unwrap();
     assert_eq!(report.flagged.len(), 1);
-    assert!(report.flagged[0].reason.as_deref().unwrap().contains("code proof"));
+    assert_eq!(report.flagged[0].reason.as_deref(), Some(doorstep_core::issuer::FLAGGED_FOR_PHONE));
+    let stored = server.dispatch.receipts(&device_id).unwrap();
+    assert!(stored[0].reason.as_deref().unwrap().contains("code proof"), "dispatch keeps why: {stored:?}");
     let (_, history) = get(&format!("{}/v1/parcels/P0/history", server.base));
     let history: serde_json::Value = serde_json::from_slice(&history).unwrap();
     assert_eq!(history["receipts"][0]["status"], "flagged");

@@ -39,7 +39,9 @@ fn big_day() -> (Server, doorstep_core::device::Device, tempfile::TempDir, Insid
     for i in 8..16 {
         server.dispatch.parcel_departed(&format!("P{i}")).unwrap();
     }
-    server.sync(&phone, &device_id);
+    // Parcels that leave the warehouse after the phone synced reach it as deltas.
+    assert_eq!(server.sync(&phone, &device_id), 8);
+    assert!(phone.parcel("P15").is_ok());
     let insider = Insider::of(&dir.path().join("d.db"));
     (server, phone, dir, insider)
 }
@@ -137,10 +139,6 @@ fn a_qr_token_for_another_holder_outside_its_window_or_used_twice_is_flagged() {
     rider.barcode = "BC4".into();
     body.parcels.push(rider);
     flagged(insider.upload(&server, &phone, body), "needs its own code");
-    // Outside the token's window.
-    let token = qr("P6", Holder::Customer);
-    let late = QrToken::verify(&token, &server.dispatch.verifying_keys()).unwrap().not_after + TimeDelta::hours(1);
-    flagged(insider.upload(&server, &phone, by_qr("P6", Some(Holder::Customer), token, late)), "outside");
     // Used, the hand-over reversed, then the same token again: the nonce is spent.
     let token = qr("P8", Holder::Customer);
     let first = by_qr("P8", Some(Holder::Customer), token.clone(), now);
@@ -155,18 +153,25 @@ fn a_qr_token_for_another_holder_outside_its_window_or_used_twice_is_flagged() {
     accepted(insider.upload(&server, &phone, reversal), "a reversal");
     let body = by_qr("P8", Some(Holder::Customer), token, now + TimeDelta::minutes(2));
     flagged(insider.upload(&server, &phone, body), "QR token already used");
+    // Outside the token's window (uploaded once dispatch's clock is past it too).
+    let token = qr("P6", Holder::Customer);
+    let late = QrToken::verify(&token, &server.dispatch.verifying_keys()).unwrap().not_after + TimeDelta::hours(1);
+    server.clock.set(late);
+    flagged(insider.upload(&server, &phone, by_qr("P6", Some(Holder::Customer), token, late)), "outside");
 }
 
 #[test]
 fn a_handover_after_the_parcels_day_is_flagged_even_with_the_right_code() {
     let (server, phone, _dir, insider) = big_day();
     let window_end = phone.parcel("P0").unwrap().not_after;
-    let at = window_end + TimeDelta::minutes(1);
-    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P0")), at);
-    flagged(insider.upload(&server, &phone, body), "outside its delivery window");
     let at = window_end - TimeDelta::minutes(1);
+    server.clock.set(at);
     let body = insider.handover("P2", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P2")), at);
     accepted(insider.upload(&server, &phone, body), "a minute before the end");
+    let at = window_end + TimeDelta::minutes(1);
+    server.clock.set(at);
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P0")), at);
+    flagged(insider.upload(&server, &phone, body), "outside its delivery window");
 }
 
 /// The verdict is no oracle: an insider left with two candidate codes who sends one, sees it
@@ -188,12 +193,12 @@ fn a_second_try_after_a_flag_and_a_second_handover_are_both_held() {
     flagged(insider.upload(&server, &phone, body), "does not match");
     let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&right), now);
     flagged(insider.upload(&server, &phone, body), "an earlier hand-over of parcel P0 was flagged");
-    // A parcel that never left the warehouse.
+    // A parcel that never left the warehouse (so no manifest ever carried it to the phone).
     let mut extra = server.parcels(17)[16].clone();
     extra.declared_value_cents = 100;
     server.dispatch.import_parcels(&[extra]).unwrap();
     let body = insider.handover("P16", HandoverMethod::NoCode, None, None, now);
-    flagged(insider.upload(&server, &phone, body), "never left the warehouse");
+    flagged(insider.upload(&server, &phone, body), "was never on a manifest sent to this device");
 }
 
 #[test]
@@ -322,5 +327,88 @@ fn a_phone_cannot_lock_another_routes_parcel_with_claimed_wrong_codes() {
     assert!(server.sync(&one, &one_id) <= 1);
     let fresh = server.manifest(&one, &one_id, None).unwrap();
     one.apply_manifest(&fresh).unwrap();
+    assert_eq!(one.parcel("P0").unwrap().attempts_left, 5);
+}
+
+/// A phone only makes receipts for parcels dispatch sent it. An insider with the keys of a phone
+/// on another route, even holding the right code (a colluding customer), is flagged.
+#[test]
+fn a_handover_of_a_parcel_never_sent_to_the_phone_is_flagged() {
+    let server = Server::start();
+    let (_one, dir, _) = server.day();
+    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
+    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let insider = Insider::of(&dir.path().join("two.db"));
+    let now = server.clock.now();
+    let body = insider.handover("P3", HandoverMethod::NoCode, None, None, now);
+    flagged(insider.upload(&server, &two, body), "was never on a manifest sent to this device");
+    let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&server.code("P0")), now);
+    flagged(insider.upload(&server, &two, body), "was never on a manifest sent to this device");
+}
+
+fn wrong_codes(phone: &doorstep_core::device::Device, n: usize) {
+    for _ in 0..n {
+        let out = phone.verify_code(&[ScannedParcel::scanned("BC0")], "000000", None).unwrap();
+        assert!(matches!(out, HandoverOutcome::WrongCode { .. }), "{out:?}");
+    }
+}
+
+/// Attempts left on P0 for a phone on `route` that syncs afresh.
+fn attempts_left_on_a_fresh_phone(server: &Server, dir: &std::path::Path, route: &str, name: &str) -> u32 {
+    let (fresh, fresh_id) = server.enrol_device(route, &dir.join(name));
+    fresh.apply_manifest(&server.manifest(&fresh, &fresh_id, None).unwrap()).unwrap();
+    fresh.parcel("P0").unwrap().attempts_left
+}
+
+/// Two phones that held the parcel at once (the first had not synced the reassignment) each
+/// spent three attempts: dispatch counts six, so the parcel is locked wherever it goes.
+#[test]
+fn wrong_attempts_on_two_phones_at_once_add_up() {
+    let server = Server::start();
+    let (one, dir, one_id) = server.day();
+    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
+    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.sync(&two, &two_id), 1);
+    wrong_codes(&one, 3);
+    wrong_codes(&two, 3);
+    server.upload(&one, &one_id);
+    server.upload(&two, &two_id);
+    assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R2", "three.db"), 0);
+}
+
+/// A phone offline since before a reset keeps guessing against its old count; those attempts,
+/// uploaded after the reset (even with a later trusted time), do not eat the fresh attempts.
+#[test]
+fn wrong_attempts_from_before_a_phone_learned_of_a_reset_do_not_count_after_it() {
+    let server = Server::start();
+    let (one, dir, one_id) = server.day();
+    wrong_codes(&one, 1);
+    server.upload(&one, &one_id);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reset"), &[], b"").0, 200);
+    server.clock.advance(TimeDelta::minutes(10));
+    wrong_codes(&one, 3);
+    server.upload(&one, &one_id);
+    assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R1", "two.db"), 5);
+    // Once the phone has the reset, its attempts count again.
+    server.sync(&one, &one_id);
+    assert_eq!(one.parcel("P0").unwrap().attempts_left, 5);
+    wrong_codes(&one, 2);
+    server.upload(&one, &one_id);
+    assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R1", "three.db"), 3);
+}
+
+/// A phone the reset delta never reached (the parcel was on another route then) still gets the
+/// fresh attempts when the parcel comes back: the entry's attempt epoch carries the reset.
+#[test]
+fn a_reset_reaches_a_phone_the_reset_delta_missed() {
+    let server = Server::start();
+    let (one, _dir, one_id) = server.day();
+    four_wrong_codes_uploaded(&server, &one, &one_id);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.sync(&one, &one_id), 1, "P0 leaves the phone, its 4 attempts remembered");
+    assert_eq!(post(&server.url("/v1/parcels/P0/reset"), &[], b"").0, 200);
+    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R1"}"#).0, 200);
+    assert_eq!(server.sync(&one, &one_id), 1);
     assert_eq!(one.parcel("P0").unwrap().attempts_left, 5);
 }

@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::{CoreError, Result};
 
 /// Most parcels one hand-over may cover.
-pub const MAX_PARCELS_PER_HANDOVER: usize = 50;
+pub const MAX_PARCELS_PER_HANDOVER: usize = crate::protocol::MAX_PARCELS_PER_RECEIPT;
 const MAX_NOTE_CHARS: usize = 500;
 
 /// A parcel the driver presented for this hand-over.
@@ -187,6 +187,7 @@ fn receipt_parcel(row: &ParcelRow, identified: Identification, proof: Option<Vec
         barcode: row.view.barcode.clone(),
         identified,
         attempts_used: row.view.attempts_used,
+        attempt_epoch: row.attempt_epoch,
         code_proof: proof.map(Base64Bytes),
     }
 }
@@ -292,6 +293,17 @@ impl Device {
             draft.location = location;
             receipts::append(s, Uuid::now_v7(), draft)?;
             return Ok(HandoverOutcome::WrongCode { attempts_left });
+        }
+        // Every counted attempt leaves as a receipt: the parcels this attempt did not lock yet
+        // get a wrong-code receipt beside the lock-out receipt.
+        let still_open: Vec<_> = code_rows
+            .filter(|(r, _)| r.view.attempts_used < r.view.max_attempts)
+            .map(|(row, identified)| receipt_parcel(row, *identified, None))
+            .collect();
+        if !still_open.is_empty() {
+            let mut draft = Draft::new(ReceiptEvent::WrongCode, still_open);
+            draft.location = location;
+            receipts::append(s, Uuid::now_v7(), draft)?;
         }
         let receipt_id = Uuid::now_v7();
         let mut parcels = Vec::with_capacity(newly_locked.len());

@@ -193,17 +193,22 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, salt,
                              tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state, attempts_used,
-                             manifest_id, updated_at_ms)
+                             manifest_id, updated_at_ms, attempt_epoch)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending',
-                 max(?16, coalesce((SELECT attempts_used FROM spent_attempts WHERE parcel_id = ?1), 0)), ?14, ?15)
+                 max(?16, coalesce((SELECT attempts_used FROM spent_attempts
+                                    WHERE parcel_id = ?1 AND attempt_epoch >= ?17), 0)), ?14, ?15, ?17)
          ON CONFLICT (parcel_id) DO UPDATE SET
              barcode = excluded.barcode, stop_id = excluded.stop_id, stop_seq = excluded.stop_seq,
              address_hint = excluded.address_hint, recipient_hint = excluded.recipient_hint,
              needs_code = excluded.needs_code, salt = excluded.salt, tag_bits = excluded.tag_bits,
              key_epoch = excluded.key_epoch, max_attempts = excluded.max_attempts,
              not_before_ms = excluded.not_before_ms, not_after_ms = excluded.not_after_ms,
-             attempts_used = max(attempts_used, excluded.attempts_used),
-             state = CASE WHEN state = 'expired' AND excluded.not_after_ms > ?15 THEN 'pending' ELSE state END,
+             attempts_used = CASE WHEN excluded.attempt_epoch > attempt_epoch THEN excluded.attempts_used
+                                  ELSE max(attempts_used, excluded.attempts_used) END,
+             attempt_epoch = max(attempt_epoch, excluded.attempt_epoch),
+             state = CASE WHEN state = 'expired' AND excluded.not_after_ms > ?15 THEN 'pending'
+                          WHEN state = 'locked' AND excluded.attempt_epoch > attempt_epoch THEN 'pending'
+                          ELSE state END,
              manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms",
     )?;
     let mut clear_tags = tx.prepare_cached("DELETE FROM code_tag WHERE parcel_id = ?1")?;
@@ -237,6 +242,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             m.manifest_id,
             now,
             p.attempts_used,
+            p.attempt_epoch,
         ])?;
         if state.is_some() {
             clear_tags.execute([&p.parcel_id])?;
@@ -302,9 +308,12 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
 /// resumes its count: only a signed reset gives attempts back).
 fn remove_parcel(tx: &rusqlite::Transaction<'_>, parcel_id: &str) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO spent_attempts (parcel_id, attempts_used)
-             SELECT parcel_id, attempts_used FROM parcel WHERE parcel_id = ?1 AND attempts_used > 0
-         ON CONFLICT (parcel_id) DO UPDATE SET attempts_used = max(attempts_used, excluded.attempts_used)",
+        "INSERT INTO spent_attempts (parcel_id, attempts_used, attempt_epoch)
+             SELECT parcel_id, attempts_used, attempt_epoch FROM parcel WHERE parcel_id = ?1 AND attempts_used > 0
+         ON CONFLICT (parcel_id) DO UPDATE SET
+             attempts_used = CASE WHEN excluded.attempt_epoch > attempt_epoch THEN excluded.attempts_used
+                                  ELSE max(attempts_used, excluded.attempts_used) END,
+             attempt_epoch = max(attempt_epoch, excluded.attempt_epoch)",
     )?
     .execute([parcel_id])?;
     tx.prepare_cached("DELETE FROM parcel WHERE parcel_id = ?1")?.execute([parcel_id])?;

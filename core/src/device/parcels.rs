@@ -77,6 +77,8 @@ pub(crate) struct ParcelRow {
     pub salt: Option<Vec<u8>>,
     pub tag_bits: u8,
     pub key_epoch: u32,
+    /// How many times dispatch reset the parcel's attempts (receipts name it).
+    pub attempt_epoch: u32,
     /// The receipt that delivered the parcel.
     pub delivery_receipt: Option<String>,
     /// (holder, tag) pairs; the view's `holders` lists the same holders.
@@ -84,7 +86,8 @@ pub(crate) struct ParcelRow {
 }
 
 const COLUMNS: &str = "parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, state, \
-     attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt";
+     attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt, \
+     attempt_epoch";
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -130,6 +133,7 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
             tag_bits: row.get(13)?,
             key_epoch: row.get(14)?,
             delivery_receipt: row.get(15)?,
+            attempt_epoch: row.get(16)?,
             tags: Vec::new(),
         },
         state,

@@ -27,13 +27,13 @@ impl Device {
     pub fn purge_expired(&self) -> Result<PurgeReport> {
         let report = self.write(|s| {
             let cutoff = s.now.trusted_ms - PURGE_GRACE_MS;
-            let due: Vec<(String, String, String, u32)> = s
+            let due: Vec<(String, String, String, u32, u32)> = s
                 .tx
-                .prepare("SELECT parcel_id, barcode, state, attempts_used FROM parcel WHERE not_after_ms <= ?1 AND (salt IS NOT NULL OR state IN ('pending','failed','locked'))")?
-                .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .prepare("SELECT parcel_id, barcode, state, attempts_used, attempt_epoch FROM parcel WHERE not_after_ms <= ?1 AND (salt IS NOT NULL OR state IN ('pending','failed','locked'))")?
+                .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut report = PurgeReport::default();
-            for (parcel_id, barcode, state, attempts_used) in due {
+            for (parcel_id, barcode, state, attempts_used, attempt_epoch) in due {
                 report.tags_purged += s.tx.execute("DELETE FROM code_tag WHERE parcel_id = ?1", [&parcel_id])?.min(1) as u32;
                 s.tx.execute("UPDATE parcel SET salt = NULL WHERE parcel_id = ?1", [&parcel_id])?;
                 if matches!(state.as_str(), "pending" | "failed" | "locked") {
@@ -46,6 +46,7 @@ impl Device {
                         barcode,
                         identified: Identification::Typed,
                         attempts_used,
+                        attempt_epoch,
                         code_proof: None,
                     };
                     let mut draft = Draft::new(ReceiptEvent::Expired, vec![parcel]);

@@ -121,6 +121,13 @@ const MIGRATIONS: &[&str] = &[
         attempts_used INTEGER NOT NULL CHECK (attempts_used > 0)
     ) WITHOUT ROWID;
     "#,
+    // 4: attempt epochs: how many times dispatch reset a parcel's attempts. A manifest entry with
+    // a higher epoch replaces the phone's count (a reset the phone missed still reaches it), and
+    // receipts name the epoch their attempts belong to.
+    r#"
+    ALTER TABLE parcel ADD COLUMN attempt_epoch INTEGER NOT NULL DEFAULT 0 CHECK (attempt_epoch >= 0);
+    ALTER TABLE spent_attempts ADD COLUMN attempt_epoch INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 fn migrations() -> Migrations<'static> {

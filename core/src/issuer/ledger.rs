@@ -3,7 +3,7 @@
 //! error fails the whole upload (the device keeps its receipts and sends them again); it never
 //! reads as "nothing issued" and so never accepts a receipt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -47,12 +47,17 @@ pub struct ParcelRecord {
 pub trait CodeBook {
     /// The parcel's record; `None` when dispatch never issued a parcel with this id.
     fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelRecord>>;
+    /// Whether dispatch ever put the parcel on a manifest signed for this device (a phone only
+    /// makes receipts for parcels it holds).
+    fn sent_to(&self, parcel_id: &str, device_id: &str) -> Result<bool>;
 }
 
 /// An in-memory code book for tests, fixtures and tools.
 #[derive(Default, Debug)]
 pub struct MemoryCodeBook {
     pub parcels: HashMap<String, ParcelRecord>,
+    /// (device, parcel) pairs dispatch sent in a manifest.
+    pub sent: HashSet<(String, String)>,
 }
 
 impl MemoryCodeBook {
@@ -86,6 +91,11 @@ impl MemoryCodeBook {
         }
     }
 
+    /// Records that a manifest signed for `device_id` carries these parcels.
+    pub fn send<'a>(&mut self, device_id: &str, parcel_ids: impl IntoIterator<Item = &'a str>) {
+        self.sent.extend(parcel_ids.into_iter().map(|p| (device_id.to_owned(), p.to_owned())));
+    }
+
     /// The holder's current code for a parcel.
     pub fn current(&self, parcel_id: &str, holder: &Holder) -> Option<&Code> {
         self.parcels
@@ -107,15 +117,19 @@ impl CodeBook for MemoryCodeBook {
     fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelRecord>> {
         Ok(self.parcels.get(parcel_id).cloned())
     }
+
+    fn sent_to(&self, parcel_id: &str, device_id: &str) -> Result<bool> {
+        Ok(self.sent.contains(&(device_id.to_owned(), parcel_id.to_owned())))
+    }
 }
 
 /// Dispatch's record of one device's receipt chain, and of QR tokens already used.
 pub trait ReceiptLedger {
-    /// Sequence and hash of the last receipt held with an unbroken chain (0 and the genesis hash
-    /// when none).
-    fn head(&self, device_id: &str) -> Result<(u64, [u8; 32])>;
-    /// The sequence of a receipt already held, by id.
-    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Result<Option<u64>>;
+    /// The last receipt held for the device (its chain is unbroken by construction); `None`
+    /// before the first.
+    fn head(&self, device_id: &str) -> Result<Option<ChainHead>>;
+    /// The device and sequence of a receipt already held, by id, from any device.
+    fn holder_of(&self, receipt_id: &Uuid) -> Result<Option<(String, u64)>>;
     /// Stores a verified receipt (accepted or flagged) as the new head.
     fn append(
         &mut self,
@@ -129,6 +143,22 @@ pub trait ReceiptLedger {
     /// The "delivered" receipts held for a parcel, from any device, with their verdicts and
     /// whether the device that made one later reversed it.
     fn handovers(&self, parcel_id: &str) -> Result<Vec<PriorHandover>>;
+}
+
+/// The last receipt of a device's chain that dispatch holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    /// Its trusted time: the device's trusted time never goes backwards along its chain.
+    pub trusted_time: DateTime<Utc>,
+}
+
+impl ChainHead {
+    /// Sequence and hash the next receipt links to (0 and the genesis hash before the first).
+    pub fn link(head: Option<ChainHead>, device_id: &str) -> (u64, [u8; 32]) {
+        head.map_or_else(|| (0, genesis_hash(device_id)), |h| (h.seq, h.hash))
+    }
 }
 
 /// A hand-over of a parcel that dispatch already holds.
@@ -156,19 +186,18 @@ pub struct MemoryLedger {
 }
 
 impl ReceiptLedger for MemoryLedger {
-    fn head(&self, device_id: &str) -> Result<(u64, [u8; 32])> {
-        Ok(match self.chains.get(device_id).and_then(|c| c.last()) {
-            Some(last) => (last.body.seq, last.receipt.hash()),
-            None => (0, genesis_hash(device_id)),
-        })
+    fn head(&self, device_id: &str) -> Result<Option<ChainHead>> {
+        Ok(self.chains.get(device_id).and_then(|c| c.last()).map(|last| ChainHead {
+            seq: last.body.seq,
+            hash: last.receipt.hash(),
+            trusted_time: last.body.trusted_time,
+        }))
     }
 
-    fn seq_of(&self, device_id: &str, receipt_id: &Uuid) -> Result<Option<u64>> {
-        Ok(self
-            .chains
-            .get(device_id)
-            .and_then(|c| c.iter().find(|r| &r.body.receipt_id == receipt_id))
-            .map(|r| r.body.seq))
+    fn holder_of(&self, receipt_id: &Uuid) -> Result<Option<(String, u64)>> {
+        Ok(self.chains.iter().find_map(|(device, c)| {
+            c.iter().find(|r| &r.body.receipt_id == receipt_id).map(|r| (device.clone(), r.body.seq))
+        }))
     }
 
     fn append(

@@ -24,6 +24,8 @@ pub struct IssuedParcel {
     pub not_after: DateTime<Utc>,
     /// Wrong codes seen for the parcel since its last reset (any phone); 0 when none.
     pub attempts_used: u32,
+    /// How many times dispatch reset the parcel's attempts.
+    pub attempt_epoch: u32,
 }
 
 /// Everything a manifest says, before tags are computed and it is signed.
@@ -73,6 +75,7 @@ impl IssuedParcel {
             not_before: self.not_before,
             not_after: self.not_after,
             attempts_used: self.attempts_used,
+            attempt_epoch: self.attempt_epoch,
         })
     }
 }

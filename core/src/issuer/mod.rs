@@ -12,10 +12,11 @@ mod verify;
 
 pub use enrol::EnrolledDevice;
 pub use ledger::{
-    CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, PriorHandover, ReceiptLedger, StoredReceipt,
+    ChainHead, CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, PriorHandover, ReceiptLedger,
+    StoredReceipt,
 };
 pub use manifest::{IssuedParcel, ManifestSpec};
-pub use verify::BatchVerdict;
+pub use verify::{BatchVerdict, FLAGGED_FOR_PHONE};
 
 use crate::crypto::{SigningKey, VerifyingKey};
 use crate::protocol::{Ack, QrToken, SignedEnvelope, domain};

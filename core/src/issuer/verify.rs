@@ -2,17 +2,24 @@
 //! hand-over makes re-checked with the phone's own rules (code proofs against the codes valid at
 //! the time, QR tokens, windows). Every receipt gets a verdict; what cannot be verified is
 //! *flagged* (kept, for a person to look at), never silently accepted. A storage error fails the
-//! whole batch: nothing is stored and the device sends it again.
+//! whole batch: nothing is stored and the device sends it again. Why a receipt was flagged stays
+//! at dispatch: the ack tells the phone only "held for review", so a flag is no oracle for which
+//! check a forged receipt failed.
 
 use chrono::{DateTime, Utc};
 
-use super::{CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLedger};
+use std::collections::HashSet;
+
+use super::{ChainHead, CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLedger};
 use crate::crypto::verify_code_proof;
 use crate::protocol::{
-    Ack, Checkpoint, HandoverMethod, Holder, QrToken, ReceiptBody, ReceiptEvent, ReceiptParcel, ReceiptResult,
-    ReceiptStatus, SignedReceipt, UploadBatch, check_version, domain,
+    Ack, Checkpoint, HandoverMethod, Holder, MAX_PARCELS_PER_RECEIPT, QrToken, REQUEST_SKEW_MS, ReceiptBody,
+    ReceiptEvent, ReceiptParcel, ReceiptResult, ReceiptStatus, SignedReceipt, UploadBatch, check_version, domain,
 };
 use crate::{CoreError, Result};
+
+/// What the ack says of a flagged receipt; the reason is kept at dispatch.
+pub const FLAGGED_FOR_PHONE: &str = "held for review at dispatch";
 
 /// Largest batch dispatch takes in one request.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -51,9 +58,9 @@ impl Issuer {
         }
         let mut results = Vec::with_capacity(batch.receipts.len());
         for receipt in &batch.receipts {
-            results.push(self.judge(device, ledger, codes, receipt)?);
+            results.push(self.judge(device, ledger, codes, receipt, now)?);
         }
-        let (seq, head_hash) = ledger.head(&device.device_id)?;
+        let (seq, head_hash) = ChainHead::link(ledger.head(&device.device_id)?, &device.device_id);
         let ack = Ack {
             device_id: device.device_id.clone(),
             batch_id: batch.batch_id,
@@ -71,6 +78,7 @@ impl Issuer {
         ledger: &mut dyn ReceiptLedger,
         codes: &dyn CodeBook,
         receipt: &SignedReceipt,
+        now: DateTime<Utc>,
     ) -> Result<ReceiptResult> {
         let reject = |id, seq, why: &str| ReceiptResult {
             receipt_id: id,
@@ -88,13 +96,18 @@ impl Issuer {
         if body.device_id != device.device_id {
             return Ok(reject(id, seq, "receipt names another device"));
         }
-        if let Some(held) = ledger.seq_of(&device.device_id, &id)? {
-            if held == seq {
+        match ledger.holder_of(&id)? {
+            Some((held_by, held)) if held_by == device.device_id && held == seq => {
                 return Ok(ReceiptResult { receipt_id: id, seq, status: ReceiptStatus::Duplicate, reason: None });
             }
-            return Ok(reject(id, seq, "receipt id already held at another sequence"));
+            Some((held_by, _)) if held_by == device.device_id => {
+                return Ok(reject(id, seq, "receipt id already held at another sequence"));
+            }
+            Some(_) => return Ok(reject(id, seq, "receipt id already held from another device")),
+            None => {}
         }
-        let (head_seq, head_hash) = ledger.head(&device.device_id)?;
+        let head = ledger.head(&device.device_id)?;
+        let (head_seq, head_hash) = ChainHead::link(head, &device.device_id);
         if seq <= head_seq {
             return Ok(reject(id, seq, "another receipt is already held at this sequence (forked chain)"));
         }
@@ -104,10 +117,14 @@ impl Issuer {
         if body.prev_hash != head_hash {
             return Ok(reject(id, seq, "prev_hash does not match the previous receipt"));
         }
-        let problem = self.content_problem(device, ledger, codes, &body)?;
+        let problem = match shape_problem(device, codes, &body, head, now)? {
+            Some(problem) => Some(problem),
+            None => self.content_problem(device, ledger, codes, &body)?,
+        };
         let status = if problem.is_some() { ReceiptStatus::Flagged } else { ReceiptStatus::Accepted };
         ledger.append(receipt, &body, status, problem.as_deref())?;
-        Ok(ReceiptResult { receipt_id: id, seq, status, reason: problem })
+        let reason = problem.map(|_| FLAGGED_FOR_PHONE.to_owned());
+        Ok(ReceiptResult { receipt_id: id, seq, status, reason })
     }
 
     /// Re-checks every claim a "delivered" receipt makes, with the phone's own rules
@@ -190,6 +207,40 @@ impl Issuer {
             }
         })
     }
+}
+
+/// What any receipt must be, whatever its event: at most [`MAX_PARCELS_PER_RECEIPT`] distinct
+/// parcels, each one dispatch sent to this device; a trusted time that never went backwards along
+/// the chain and is not ahead of dispatch's clock (beyond the skew a signed request may have).
+fn shape_problem(
+    device: &EnrolledDevice,
+    codes: &dyn CodeBook,
+    body: &ReceiptBody,
+    head: Option<ChainHead>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    if body.parcels.len() > MAX_PARCELS_PER_RECEIPT {
+        return Ok(Some(format!("names {} parcels, more than {MAX_PARCELS_PER_RECEIPT}", body.parcels.len())));
+    }
+    let mut seen = HashSet::with_capacity(body.parcels.len());
+    if let Some(p) = body.parcels.iter().find(|p| !seen.insert(p.parcel_id.as_str())) {
+        return Ok(Some(format!("names parcel {} twice", p.parcel_id)));
+    }
+    let t = body.trusted_time;
+    if let Some(head) = head
+        && t < head.trusted_time
+    {
+        return Ok(Some(format!("trusted time {t} is before the previous receipt's {}", head.trusted_time)));
+    }
+    if (t - now).num_milliseconds() > REQUEST_SKEW_MS {
+        return Ok(Some(format!("trusted time {t} is ahead of dispatch's clock ({now})")));
+    }
+    for p in &body.parcels {
+        if !codes.sent_to(&p.parcel_id, &device.device_id)? {
+            return Ok(Some(format!("parcel {} was never on a manifest sent to this device", p.parcel_id)));
+        }
+    }
+    Ok(None)
 }
 
 /// A code hand-over: every parcel that needs a code carries a proof made with a code issued to

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{SigningKey, VerifyingKey};
 
 pub const PROTOCOL_MAJOR: u32 = 1;
-pub const PROTOCOL_VERSION: &str = "1.0";
+/// 1.1: receipts sign under `doorstep.receipt/<version>` (1.0 receipts, signed under the bare
+/// `doorstep.receipt` by earlier builds, still verify: they may wait in an outbox across an update).
+pub const PROTOCOL_VERSION: &str = "1.1";
 
 /// Signature domains (also the envelope `format` field).
 pub mod domain {

@@ -62,9 +62,14 @@ pub struct ParcelEntry {
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
     /// Wrong codes dispatch has seen for this parcel since its last reset (from any phone). A
-    /// phone keeps the larger of its own count and this one.
+    /// phone keeps the larger of its own count and this one, within one attempt epoch.
     #[serde(default)]
     pub attempts_used: u32,
+    /// How many times dispatch reset the parcel's attempts. A phone holding a lower epoch takes
+    /// this entry's count instead of its own (the reset reached it), and its receipts name the
+    /// epoch, so dispatch never counts an attempt made before a reset against the fresh attempts.
+    #[serde(default)]
+    pub attempt_epoch: u32,
 }
 
 impl ParcelEntry {

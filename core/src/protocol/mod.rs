@@ -23,8 +23,8 @@ pub use manifest::{
 };
 pub use qr::QrToken;
 pub use receipt::{
-    FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptBody, ReceiptEvent, ReceiptParcel,
-    SignedReceipt, genesis_hash,
+    FailureReason, HandoverMethod, Holder, Identification, Location, MAX_PARCELS_PER_RECEIPT, ReceiptBody,
+    ReceiptEvent, ReceiptParcel, SignedReceipt, genesis_hash,
 };
 pub use request::{REQUEST_HEADER, REQUEST_SKEW_MS, RequestRejection, request_device, verify_request};
 pub(crate) use request::{request_domain, request_message};

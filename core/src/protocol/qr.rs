@@ -1,19 +1,22 @@
 //! QR tokens: the customer app shows a token dispatch signed for one parcel and holder, valid until
 //! `not_after`, with a nonce so the device accepts it once. No secret is needed on the device.
 //!
-//! Text form: `DSQ1.<key_id>.<payload base64url>.<signature base64url>`. The signature covers
-//! `DSQ1 ‖ 0 ‖ key_id ‖ 0 ‖ payload` under the domain `doorstep.qr/1.0`: prefix, key id, format
-//! and version are all bound.
+//! Text form: `DSQ2.<key_id>.<payload base64url>.<signature base64url>`. The signature covers
+//! `DSQ2 ‖ 0 ‖ key_id ‖ 0 ‖ payload` under the domain `doorstep.qr/2`: prefix, key id, format and
+//! version are all bound. `DSQ1` tokens (the payload alone under `doorstep.qr`, minted by dispatch
+//! builds before protocol 1.1) still verify, so a token a customer fetched before an update still
+//! opens the door; their key id only selects the key, which must still verify the signature.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Base64Bytes, Holder, PROTOCOL_VERSION, domain, signing_domain};
+use super::{Base64Bytes, Holder, domain, signing_domain};
 use crate::crypto::{SigningKey, VerifyingKey};
 use crate::encoding;
 use crate::error::QrRejection;
 
-const PREFIX: &str = "DSQ1";
+const PREFIX: &str = "DSQ2";
+const LEGACY_PREFIX: &str = "DSQ1";
 const MAX_TOKEN_LEN: usize = 2048;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +42,7 @@ impl QrToken {
             return Err(QrRejection::Malformed);
         }
         let mut parts = text.split('.');
-        let (Some(PREFIX), Some(key_id), Some(payload), Some(sig), None) =
+        let (Some(prefix @ (PREFIX | LEGACY_PREFIX)), Some(key_id), Some(payload), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(QrRejection::Malformed);
@@ -48,15 +51,22 @@ impl QrToken {
         let sig = encoding::decode(sig).ok_or(QrRejection::Malformed)?;
         let key =
             keys.iter().find(|k| k.key_id == key_id).ok_or_else(|| QrRejection::UnknownKeyId(key_id.to_owned()))?;
-        if !key.verify(&qr_domain(), &signed_message(key_id, &payload), &sig) {
+        let genuine = if prefix == PREFIX {
+            key.verify(&qr_domain(), &signed_message(key_id, &payload), &sig)
+        } else {
+            key.verify(domain::QR, &payload, &sig)
+        };
+        if !genuine {
             return Err(QrRejection::BadSignature);
         }
         serde_json::from_slice(&payload).map_err(|_| QrRejection::Malformed)
     }
 }
 
+/// Fixed by the token format (`DSQ2`), not by the protocol version: a token must verify on any
+/// build that reads its prefix.
 fn qr_domain() -> String {
-    signing_domain(domain::QR, PROTOCOL_VERSION)
+    signing_domain(domain::QR, "2")
 }
 
 /// What a token's signature covers besides the domain: the text prefix, the key id, the payload.
@@ -105,10 +115,15 @@ mod tests {
         let text = t.sign(&key).unwrap();
         assert_eq!(QrToken::verify(&text, &keys).unwrap(), t);
         assert_eq!(QrToken::verify(&text.replacen("k1", "k2", 1), &keys), Err(QrRejection::BadSignature));
-        // A signature over the payload alone, under the old unversioned domain: refused.
+        // A signature over the payload alone, under the old unversioned domain: refused as DSQ2 ...
         let payload = serde_json::to_vec(&t).unwrap();
-        let old =
-            format!("{PREFIX}.k1.{}.{}", encoding::encode(&payload), encoding::encode(&key.sign(domain::QR, &payload)));
-        assert_eq!(QrToken::verify(&old, &keys), Err(QrRejection::BadSignature));
+        let old = |prefix: &str| {
+            format!("{prefix}.k1.{}.{}", encoding::encode(&payload), encoding::encode(&key.sign(domain::QR, &payload)))
+        };
+        assert_eq!(QrToken::verify(&old(PREFIX), &keys), Err(QrRejection::BadSignature));
+        // ... and accepted as the DSQ1 token an earlier dispatch minted.
+        assert_eq!(QrToken::verify(&old(LEGACY_PREFIX), &keys).unwrap(), t);
+        // A DSQ2 signature relabelled DSQ1 (or the reverse) does not verify.
+        assert_eq!(QrToken::verify(&text.replacen(PREFIX, LEGACY_PREFIX, 1), &keys), Err(QrRejection::BadSignature));
     }
 }

@@ -148,6 +148,9 @@ pub struct ReceiptParcel {
     pub identified: Identification,
     /// Code attempts spent on this parcel so far, this one included.
     pub attempts_used: u32,
+    /// The parcel's attempt epoch on the phone when the receipt was made (see `ParcelEntry`).
+    #[serde(default)]
+    pub attempt_epoch: u32,
     /// `HMAC(K_proof, ...)` over the accepted code; only on delivered receipts made with a code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_proof: Option<Base64Bytes>,
@@ -187,6 +190,13 @@ pub struct ReceiptBody {
     pub location: Option<Location>,
 }
 
+/// Most parcels one receipt may name (a hand-over covers one stop's parcels; an expiry names one).
+/// Dispatch flags a receipt that names more.
+pub const MAX_PARCELS_PER_RECEIPT: usize = 50;
+
+/// The receipt version that signed under the bare `doorstep.receipt` domain.
+const LEGACY_VERSION: &str = "1.0";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReceipt {
     pub body: Base64Bytes,
@@ -203,10 +213,15 @@ impl SignedReceipt {
     }
 
     /// Whether `key` signed these body bytes, whose parsed form is `body` (a version this build
-    /// does not speak never verifies).
+    /// does not speak never verifies). A 1.0 receipt was signed under the bare domain by builds
+    /// before 1.1; it still verifies so an outbox survives the app update (its body bytes carry
+    /// `"version":"1.0"`, so the version stays bound), and only a 1.0 body verifies that way.
     pub fn verify(&self, key: &VerifyingKey, body: &ReceiptBody) -> bool {
-        check_version(&body.version)
-            && key.verify(&signing_domain(domain::RECEIPT, &body.version), &self.body.0, &self.signature.0)
+        let domain = match body.version.as_str() {
+            LEGACY_VERSION => domain::RECEIPT.to_owned(),
+            v => signing_domain(domain::RECEIPT, v),
+        };
+        check_version(&body.version) && key.verify(&domain, &self.body.0, &self.signature.0)
     }
 
     /// The chain hash of this receipt (SHA-256 of its body bytes).
@@ -262,15 +277,22 @@ mod tests {
     #[test]
     fn a_receipt_signature_binds_format_and_version() {
         let key = SigningKey::generate("device:d").unwrap();
-        let good = body("1.0");
+        let good = body("1.1");
         let signed = SignedReceipt::sign(&good, &key).unwrap();
         assert!(signed.verify(&key.verifying_key(), &good));
-        // Signed under the old unversioned domain: refused.
-        let bare = SignedReceipt {
-            body: signed.body.clone(),
-            signature: Base64Bytes(key.sign(domain::RECEIPT, &signed.body.0)),
+        // A 1.1 body signed under the bare domain of 1.0 builds: refused.
+        let bare = |b: &ReceiptBody| {
+            let bytes = serde_json::to_vec(b).unwrap();
+            let signature = key.sign(domain::RECEIPT, &bytes);
+            SignedReceipt { body: Base64Bytes(bytes), signature: Base64Bytes(signature) }
         };
-        assert!(!bare.verify(&key.verifying_key(), &good));
+        assert!(!bare(&good).verify(&key.verifying_key(), &good));
+        // A 1.0 body as a 1.0 build signed it (waiting in an outbox across the update): verifies.
+        let legacy = body("1.0");
+        assert!(bare(&legacy).verify(&key.verifying_key(), &legacy));
+        // The same signature does not carry over to the body relabelled 1.1.
+        let relabelled = SignedReceipt { body: Base64Bytes(serde_json::to_vec(&good).unwrap()), ..bare(&legacy) };
+        assert!(!relabelled.verify(&key.verifying_key(), &good));
         // A major version this build does not speak never verifies, even correctly signed.
         let future = body("2.0");
         assert!(!SignedReceipt::sign(&future, &key).unwrap().verify(&key.verifying_key(), &future));

@@ -183,6 +183,7 @@ impl World {
             not_before: date().and_hms_opt(0, 0, 0).unwrap().and_utc(),
             not_after: end_of_day(),
             attempts_used: 0,
+            attempt_epoch: 0,
         };
         self.codes.issue(&parcel, parcel.not_before);
         self.parcels.push(parcel);
@@ -208,8 +209,15 @@ impl World {
 
     pub fn push_full(&mut self) {
         let spec = self.spec(ManifestKind::Full);
-        let bytes = self.issuer.build_manifest(&self.record, &spec).unwrap();
+        let bytes = self.sign(&spec);
         self.device.apply_manifest(&bytes).unwrap();
+    }
+
+    /// Signs a manifest for this world's device, and records (as dispatch does) that its parcels
+    /// were sent to it.
+    pub fn sign(&mut self, spec: &ManifestSpec) -> Vec<u8> {
+        self.codes.send(&self.record.device_id, spec.parcels.iter().map(|p| p.parcel_id.as_str()));
+        self.issuer.build_manifest(&self.record, spec).unwrap()
     }
 
     pub fn code(&self, i: usize) -> String {
