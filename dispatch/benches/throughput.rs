@@ -19,7 +19,7 @@ use doorstep_core::device::{Device, HostError, KeyVault, ScannedParcel};
 use doorstep_core::issuer::{IssuedParcel, Issuer, ManifestSpec};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, REQUEST_HEADER, Stop};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, SetClock, delivery_window, service};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, Operator, SetClock, api, delivery_window};
 
 const ROUTE_PARCELS: usize = 300;
 const DEVICES: usize = 50;
@@ -53,7 +53,7 @@ fn serve() -> Served {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = service::router(dispatch.clone());
+    let app = api::router(dispatch.clone());
     runtime.spawn(async move { axum::serve(listener, app).await });
     Served { base: format!("http://{addr}"), dispatch, clock, _state: state, _runtime: runtime }
 }
@@ -87,7 +87,7 @@ fn agent() -> ureq::Agent {
 
 /// Enrols a device on `route` through the service; returns it and its id.
 fn enrol(s: &Served, route: &str, dir: &std::path::Path) -> (Device, String) {
-    let token = s.dispatch.create_enrolment_token(route).unwrap();
+    let token = s.dispatch.create_enrolment_token(route, &Operator::loopback()).unwrap();
     let device = Device::open(dir.join(format!("{route}.db")), Arc::new(Vault), s.clock.clone(), None).unwrap();
     let bundle = s.dispatch.enrol(&token, &device.enrolment_request().unwrap()).unwrap();
     device.complete_enrolment(&bundle).unwrap();
@@ -98,9 +98,9 @@ fn enrol(s: &Served, route: &str, dir: &std::path::Path) -> (Device, String) {
 fn bench_manifests(c: &mut Criterion) {
     let s = serve();
     let dir = tempfile::tempdir().unwrap();
-    s.dispatch.import_parcels(&parcels("R1", ROUTE_PARCELS, 0)).unwrap();
+    s.dispatch.import_parcels(&parcels("R1", ROUTE_PARCELS, 0), &Operator::loopback()).unwrap();
     for p in parcels("R1", ROUTE_PARCELS, 0) {
-        s.dispatch.parcel_departed(&p.parcel_id).unwrap();
+        s.dispatch.parcel_departed(&p.parcel_id, &Operator::loopback()).unwrap();
     }
     let (device, id) = enrol(&s, "R1", dir.path());
     let path = format!("/v1/devices/{id}/manifest?date={}", date());
@@ -188,9 +188,9 @@ fn bench_uploads(c: &mut Criterion) {
                 let mut uploads = Vec::with_capacity(DEVICES);
                 for d in 0..DEVICES {
                     let route = format!("R{d}");
-                    s.dispatch.import_parcels(&parcels(&route, RECEIPTS_PER_DEVICE, 0)).unwrap();
+                    s.dispatch.import_parcels(&parcels(&route, RECEIPTS_PER_DEVICE, 0), &Operator::loopback()).unwrap();
                     for p in parcels(&route, RECEIPTS_PER_DEVICE, 0) {
-                        s.dispatch.parcel_departed(&p.parcel_id).unwrap();
+                        s.dispatch.parcel_departed(&p.parcel_id, &Operator::loopback()).unwrap();
                     }
                     let (device, id) = enrol(&s, &route, dir.path());
                     device.apply_manifest(&s.dispatch.full_manifest(&id, date()).unwrap()).unwrap();

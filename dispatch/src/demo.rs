@@ -113,6 +113,10 @@ pub fn run(
 ) -> DemoResult<DemoReport> {
     let routes = routes.clamp(1, 20);
     let http = Http::new(base.to_owned());
+    // The depot acts with an operator key, as on a real network (`doorstep operator add`).
+    let (_, operator_key) = dispatch.add_operator("demo depot")?;
+    let auth = format!("Bearer {operator_key}");
+    let operator = [("Authorization", auth.as_str())];
     let phones_dir = tempfile::tempdir()?;
     let tz: Tz = ZONE.parse().map_err(|_| "time zone")?;
     let (_, end_of_day) = delivery_window(date, ZONE)?;
@@ -137,11 +141,11 @@ pub fn run(
         })
         .collect();
     let imported: serde_json::Value =
-        serde_json::from_slice(&http.post("/v1/parcels", &[], &serde_json::to_vec(&orders)?)?)?;
+        serde_json::from_slice(&http.post("/v1/parcels", &operator, &serde_json::to_vec(&orders)?)?)?;
     let mut report = DemoReport { parcels, routes, ..Default::default() };
     report.need_code = imported["need_code"].as_u64().unwrap_or(0) as usize;
     for p in &orders {
-        http.post(&format!("/v1/parcels/{}/departed", p.parcel_id), &[], b"")?;
+        http.post(&format!("/v1/parcels/{}/departed", p.parcel_id), &operator, b"")?;
         if kind(p) == 1 && dispatch.codes(&p.parcel_id)?.len() == 1 {
             dispatch.name_delegate(&p.parcel_id, "neighbour")?; // the customer names a neighbour
         }
@@ -151,7 +155,7 @@ pub fn run(
     let mut phones = Vec::with_capacity(routes);
     for r in 1..=routes {
         let body = serde_json::to_vec(&serde_json::json!({ "route_id": format!("route-{r}") }))?;
-        let token: serde_json::Value = serde_json::from_slice(&http.post("/v1/enrolment-tokens", &[], &body)?)?;
+        let token: serde_json::Value = serde_json::from_slice(&http.post("/v1/enrolment-tokens", &operator, &body)?)?;
         let token = token["token"].as_str().ok_or("no token")?.to_owned();
         let device =
             Device::open(phones_dir.path().join(format!("route-{r}.db")), Arc::new(DemoVault), clock.clone(), None)?;

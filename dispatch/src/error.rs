@@ -14,6 +14,8 @@ pub enum DispatchError {
     Forbidden(String),
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     #[error("the body is over the limit of {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -32,6 +34,7 @@ impl DispatchError {
             DispatchError::Unauthorized(_) => 401,
             DispatchError::Forbidden(_) => 403,
             DispatchError::NotFound(_) => 404,
+            DispatchError::MethodNotAllowed => 405,
             DispatchError::Conflict(_) => 409,
             DispatchError::TooLarge(_) => 413,
             DispatchError::Core(

@@ -4,19 +4,22 @@
 //! folder (SQLite + signing keys). See `docs/dispatch.md` for the API and what is still to come.
 //!
 //! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection).
-//! - [`service`]: the axum router that exposes them.
+//! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
+//! - [`operators`]: operator keys and the audit trail of operator actions.
 //! - [`clock`]: [`SetClock`], the settable clock of simulated days (demo, tests, benchmarks);
 //!   `serve` uses the system clock.
 
+pub mod api;
 pub mod clock;
 pub mod demo;
 pub mod error;
 pub mod mail;
-pub mod service;
+pub mod operators;
 pub mod store;
 pub mod terminal;
 
 pub use clock::SetClock;
 pub use error::DispatchError;
 pub use mail::MailConfig;
+pub use operators::Operator;
 pub use store::{Dispatch, HighValuePolicy, NewParcel, add_key, delivery_window, promote_key};

@@ -2,7 +2,8 @@
 //!
 //! - `doorstep demo`: dispatch on loopback with a temporary state folder, simulated phones working
 //!   their routes over HTTP, and the verdict on every receipt.
-//! - `doorstep serve`: dispatch for app developers.
+//! - `doorstep serve`: dispatch for app developers (and, with operator keys and TLS, on a network).
+//! - `doorstep operator add|revoke|list`: the keys that open the operator routes.
 //!
 //! - `doorstep device ...`: act as a phone from the terminal against a running dispatch.
 
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, SetClock, demo, service, terminal};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, SetClock, api, demo, terminal};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -51,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         action: DeviceCommand,
     },
+    /// Manage operator keys. Once one exists, every operator route needs one
+    /// (`Authorization: Bearer dso_...`); a running dispatch sees changes at once.
+    Operator {
+        #[command(subcommand)]
+        step: OperatorStep,
+    },
     /// Rotate dispatch's signing key in two steps (restart dispatch after each).
     Keys {
         /// The state folder.
@@ -59,12 +66,16 @@ enum Command {
         #[command(subcommand)]
         step: KeyStep,
     },
-    /// Run the dispatch service for app developers (loopback by default: operator endpoints are not
-    /// authenticated yet, see docs/dispatch.md).
+    /// Run the dispatch service. On loopback it starts with nothing to set up; on any other address
+    /// it needs operator keys (`doorstep operator add`) and TLS in front (--behind-tls-proxy).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
+        /// TLS is terminated by a reverse proxy in front of this address (required off loopback:
+        /// enrolment answers carry device secrets).
+        #[arg(long)]
+        behind_tls_proxy: bool,
         /// State folder (created if absent): dispatch.db and keys/.
         #[arg(long)]
         state: PathBuf,
@@ -83,6 +94,31 @@ enum Command {
         /// Length of the code tags in bits (16..=32); see docs/security.md for the trade-off.
         #[arg(long, default_value_t = 20)]
         tag_bits: u8,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorStep {
+    /// Create a key for a named operator; prints it once (only its hash is stored).
+    Add {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
+        operator_id: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
     },
 }
 
@@ -177,14 +213,28 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
-        Command::Serve { addr, state, value_threshold_cents, categories, smtp, max_attempts, tag_bits } => {
+        Command::Operator { step } => operator_command(step),
+        Command::Serve {
+            addr,
+            behind_tls_proxy,
+            state,
+            value_threshold_cents,
+            categories,
+            smtp,
+            max_attempts,
+            tag_bits,
+        } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
                 Err(e) => return fail(e),
             };
             let code_policy = doorstep_core::policy::Policy { max_attempts, tag_bits, key_epoch: 0 };
-            let options =
-                ServeOptions { policy: HighValuePolicy { value_threshold_cents, categories }, code_policy, mail };
+            let options = ServeOptions {
+                policy: HighValuePolicy { value_threshold_cents, categories },
+                code_policy,
+                mail,
+                behind_tls_proxy,
+            };
             runtime.block_on(serve(addr, state, options))
         }
     }
@@ -218,7 +268,7 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
         Err(e) => return fail(format!("cannot listen on loopback: {e}")),
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let app = service::router(dispatch.clone());
+    let app = api::router(dispatch.clone());
     runtime.spawn(async move { axum::serve(listener, app).await });
     if !json {
         println!("dispatch listening on http://{addr} (state in {})", state.path().display());
@@ -246,6 +296,60 @@ struct ServeOptions {
     policy: HighValuePolicy,
     code_policy: doorstep_core::policy::Policy,
     mail: Option<MailConfig>,
+    behind_tls_proxy: bool,
+}
+
+fn operator_command(step: OperatorStep) -> ExitCode {
+    let (OperatorStep::Add { state, .. } | OperatorStep::Revoke { state, .. } | OperatorStep::List { state }) = &step;
+    let dispatch = match Dispatch::open(state, HighValuePolicy::default()) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot open dispatch state {}: {e}", state.display())),
+    };
+    let result = match step {
+        OperatorStep::Add { name, .. } => dispatch.add_operator(&name).map(|(op, key)| {
+            format!("operator {} ({}) added. Its key, shown only now:\n{key}", op.operator_id, op.name)
+        }),
+        OperatorStep::Revoke { operator_id, .. } => {
+            dispatch.revoke_operator(&operator_id).map(|()| format!("operator {operator_id} revoked"))
+        }
+        OperatorStep::List { .. } => dispatch.operators().map(|ops| {
+            ops.iter()
+                .map(|o| {
+                    let state = if o.revoked_at_ms.is_some() { "revoked" } else { "active" };
+                    format!("{}  {state:8} {}", o.operator_id, o.name)
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+    };
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("error: {e}")),
+    }
+}
+
+/// Why `serve` must not start on `addr`, if it must not: off loopback it needs operator keys and
+/// TLS in front.
+fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: bool) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    if !operator_auth_on {
+        return Some(format!(
+            "refusing to serve on {addr}: operator routes would be open. Add a key first: \
+             doorstep operator add --state DIR --name NAME"
+        ));
+    }
+    if !behind_tls_proxy {
+        return Some(format!(
+            "refusing to serve on {addr} without TLS: enrolment answers carry device secrets. Put a TLS \
+             proxy in front and pass --behind-tls-proxy"
+        ));
+    }
+    None
 }
 
 async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
@@ -257,6 +361,16 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
         }),
         Err(e) => return fail(format!("cannot start dispatch with {}: {e}", state.display())),
     };
+    let auth_on = match dispatch.operator_auth_on() {
+        Ok(on) => on,
+        Err(e) => return fail(format!("cannot read operator keys: {e}")),
+    };
+    if let Some(refusal) = network_refusal(addr, auth_on, options.behind_tls_proxy) {
+        return fail(refusal);
+    }
+    if !auth_on {
+        eprintln!("operator routes are open on loopback: add a key with `doorstep operator add` to close them");
+    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
@@ -265,8 +379,26 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match axum::serve(listener, service::router(dispatch)).with_graceful_shutdown(shutdown).await {
+    match axum::serve(listener, api::router(dispatch)).with_graceful_shutdown(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("server error: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_refuses_a_network_address_without_operator_keys_or_tls() {
+        let lan: SocketAddr = "192.0.2.10:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let local6: SocketAddr = "[::1]:8080".parse().unwrap();
+        assert!(network_refusal(lan, false, true).unwrap().contains("operator add"));
+        assert!(network_refusal(any, true, false).unwrap().contains("--behind-tls-proxy"));
+        assert_eq!(network_refusal(lan, true, true), None);
+        assert_eq!(network_refusal(local, false, false), None);
+        assert_eq!(network_refusal(local6, false, false), None);
     }
 }

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::error::{DispatchError, Result};
 use crate::mail::{CodeMail, MailConfig};
+use crate::operators::{Operator, audit};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS enrolment_token (
@@ -121,6 +122,23 @@ CREATE TABLE IF NOT EXISTS handover (
     reversed   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (parcel_id, receipt_id)
 );
+-- Operator keys: the secret only as its SHA-256 (see operators.rs).
+CREATE TABLE IF NOT EXISTS operator (
+    operator_id   TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_hash   BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+-- Every operator action, with who did it (a parcel's history shows those on it).
+CREATE TABLE IF NOT EXISTS operator_action (
+    at_ms       INTEGER NOT NULL,
+    operator_id TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    parcel_id   TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS operator_action_by_parcel ON operator_action (parcel_id);
 CREATE TABLE IF NOT EXISTS receipt (
     device_id      TEXT NOT NULL,
     seq            INTEGER NOT NULL,
@@ -247,7 +265,7 @@ impl Dispatch {
     }
 
     /// Now, in milliseconds since the Unix epoch, from dispatch's clock.
-    fn now_ms(&self) -> Result<i64> {
+    pub(crate) fn now_ms(&self) -> Result<i64> {
         self.clock.wall_time_ms().map_err(|e| DispatchError::Core(CoreError::Clock(e.0)))
     }
 
@@ -271,7 +289,7 @@ impl Dispatch {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -280,15 +298,20 @@ impl Dispatch {
     }
 
     /// A one-time token that enrols one device for `route_id`.
-    pub fn create_enrolment_token(&self, route_id: &str) -> Result<String> {
+    pub fn create_enrolment_token(&self, route_id: &str, by: &Operator) -> Result<String> {
         if route_id.is_empty() || route_id.len() > 128 {
             return Err(bad("route_id must be 1..=128 characters"));
         }
         let token = Uuid::from_bytes(random_bytes::<16>().map_err(DispatchError::Core)?).simple().to_string();
-        self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = self.now_ms()?;
+        tx.execute(
             "INSERT INTO enrolment_token (token, route_id, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![token, route_id, self.now_ms()?],
+            params![token, route_id, now],
         )?;
+        audit(&tx, now, by, "enrolment_token", None, Some(&format!("route {route_id}")))?;
+        tx.commit()?;
         Ok(token)
     }
 
@@ -319,9 +342,10 @@ impl Dispatch {
     }
 
     /// Imports order lines (all or nothing); returns how many need a code under the policy.
-    pub fn import_parcels(&self, parcels: &[NewParcel]) -> Result<usize> {
+    pub fn import_parcels(&self, parcels: &[NewParcel], by: &Operator) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let now = self.now_ms()?;
         let mut coded = 0;
         for p in parcels {
             if p.parcel_id.is_empty() || p.barcode.is_empty() || p.route_id.is_empty() || p.stop_id.is_empty() {
@@ -364,6 +388,7 @@ impl Dispatch {
                 }
                 _ => e.into(),
             })?;
+            audit(&tx, now, by, "import", Some(&p.parcel_id), Some(&format!("route {}", p.route_id)))?;
         }
         tx.commit()?;
         Ok(coded)
@@ -372,7 +397,7 @@ impl Dispatch {
     /// "Left the warehouse": the parcel goes on the van; a high-value parcel gets its customer code,
     /// and phones already holding the route's manifest get it as a delta. Returns the code (to
     /// e-mail to the customer), or None when no code is needed. Idempotent.
-    pub fn parcel_departed(&self, parcel_id: &str) -> Result<Option<String>> {
+    pub fn parcel_departed(&self, parcel_id: &str, by: &Operator) -> Result<Option<String>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (needs_code, already): (bool, bool) = tx
@@ -410,6 +435,7 @@ impl Dispatch {
             None
         };
         if !already {
+            audit(&tx, self.now_ms()?, by, "departed", Some(parcel_id), None)?;
             let (route, date) = Self::route_and_date(&tx, parcel_id)?;
             let entry: Vec<IssuedParcel> =
                 parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
@@ -644,7 +670,7 @@ impl Dispatch {
     }
 
     /// Operator: resets a parcel's lockout on the devices that carry it (as a delta).
-    pub fn reset_lockout(&self, parcel_id: &str) -> Result<usize> {
+    pub fn reset_lockout(&self, parcel_id: &str, by: &Operator) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (route, date) = Self::route_and_date(&tx, parcel_id)?;
@@ -659,15 +685,17 @@ impl Dispatch {
         let entry: Vec<IssuedParcel> =
             parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
         let n = self.push_delta(&tx, &route, date, entry, vec![], vec![parcel_id.to_owned()])?;
+        audit(&tx, self.now_ms()?, by, "reset", Some(parcel_id), None)?;
         tx.commit()?;
         Ok(n)
     }
 
     /// Operator: issues a new customer code (the old one stops working on the devices); returns it
     /// for the customer's e-mail.
-    pub fn reissue_code(&self, parcel_id: &str) -> Result<String> {
+    pub fn reissue_code(&self, parcel_id: &str, by: &Operator) -> Result<String> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        audit(&tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         self.mail_code(&tx, parcel_id, code.reveal(), true)?;
         tx.commit()?;
@@ -767,7 +795,7 @@ impl Dispatch {
 
     /// Operator: moves a parcel to another route: it leaves the old route's devices and joins the
     /// new route's (both as deltas).
-    pub fn reassign(&self, parcel_id: &str, new_route: &str) -> Result<()> {
+    pub fn reassign(&self, parcel_id: &str, new_route: &str, by: &Operator) -> Result<()> {
         if new_route.is_empty() || new_route.len() > 128 {
             return Err(bad("route_id must be 1..=128 characters"));
         }
@@ -778,6 +806,14 @@ impl Dispatch {
             return Ok(());
         }
         tx.execute("UPDATE parcel SET route_id = ?1 WHERE parcel_id = ?2", params![new_route, parcel_id])?;
+        audit(
+            &tx,
+            self.now_ms()?,
+            by,
+            "reassign",
+            Some(parcel_id),
+            Some(&format!("route {old_route} to {new_route}")),
+        )?;
         self.push_delta(&tx, &old_route, date, vec![], vec![parcel_id.to_owned()], vec![])?;
         let entry: Vec<IssuedParcel> =
             parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
@@ -1235,7 +1271,7 @@ mod tests {
         clock: &Arc<crate::SetClock>,
     ) -> (doorstep_core::device::Device, String) {
         let device = doorstep_core::device::Device::open(dir.join(name), Arc::new(Vault), clock.clone(), None).unwrap();
-        let token = d.create_enrolment_token("R1").unwrap();
+        let token = d.create_enrolment_token("R1", &Operator::loopback()).unwrap();
         device.complete_enrolment(&d.enrol(&token, &device.enrolment_request().unwrap()).unwrap()).unwrap();
         let id = device.status().unwrap().device_id.unwrap();
         (device, id)
@@ -1249,22 +1285,25 @@ mod tests {
         let clock = Arc::new(crate::SetClock::at(date.and_hms_opt(9, 0, 0).unwrap().and_utc()));
         let open = || Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone());
         let d = open();
-        d.import_parcels(&[NewParcel {
-            parcel_id: "P1".into(),
-            barcode: "BC1".into(),
-            route_id: "R1".into(),
-            stop_id: "S1".into(),
-            stop_sequence: 1,
-            delivery_date: date,
-            time_zone: "UTC".into(),
-            declared_value_cents: 100_000,
-            category: "books".into(),
-            customer_email: "a@example.test".into(),
-            address_hint: String::new(),
-            recipient_hint: String::new(),
-        }])
+        d.import_parcels(
+            &[NewParcel {
+                parcel_id: "P1".into(),
+                barcode: "BC1".into(),
+                route_id: "R1".into(),
+                stop_id: "S1".into(),
+                stop_sequence: 1,
+                delivery_date: date,
+                time_zone: "UTC".into(),
+                declared_value_cents: 100_000,
+                category: "books".into(),
+                customer_email: "a@example.test".into(),
+                address_hint: String::new(),
+                recipient_hint: String::new(),
+            }],
+            &Operator::loopback(),
+        )
         .unwrap();
-        d.parcel_departed("P1").unwrap();
+        d.parcel_departed("P1", &Operator::loopback()).unwrap();
         let (synced, synced_id) = phone(&d, phones.path(), "synced.db", &clock);
         let (stale, stale_id) = phone(&d, phones.path(), "stale.db", &clock);
         synced.apply_manifest(&d.full_manifest(&synced_id, date).unwrap()).unwrap();

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Device, HostError, KeyVault};
 use doorstep_core::protocol::{Holder, REQUEST_HEADER};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, SetClock, service};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, Operator, SetClock, api};
 
 /// Seals by XOR (a stand-in for the Android Keystore / iOS Keychain).
 pub struct Vault;
@@ -57,6 +57,9 @@ pub struct Server {
     pub clock: Arc<SetClock>,
     pub scene: Scene,
     pub state: tempfile::TempDir,
+    /// The operator the tests act as, and its key (operator routes need it: one key exists).
+    pub operator: Operator,
+    pub operator_key: String,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -72,16 +75,49 @@ impl Server {
         let clock = Arc::new(SetClock::at(scene.now));
         let opened = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone());
         let dispatch = Arc::new(configure(opened));
+        let (operator, operator_key) = dispatch.add_operator("test operator").unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = service::router(dispatch.clone());
+        let app = api::router(dispatch.clone());
         runtime.spawn(async move { axum::serve(listener, app).await });
-        Server { base: format!("http://{addr}"), dispatch, clock, scene, state, _runtime: runtime }
+        Server {
+            base: format!("http://{addr}"),
+            dispatch,
+            clock,
+            scene,
+            state,
+            operator,
+            operator_key,
+            _runtime: runtime,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The `Authorization` header of this server's operator.
+    pub fn operator_auth(&self) -> (&'static str, String) {
+        ("Authorization", format!("Bearer {}", self.operator_key))
+    }
+
+    /// An operator request: POST `path` with the operator's key.
+    pub fn op_post(&self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        self.op_post_with(path, &[], body)
+    }
+
+    pub fn op_post_with(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+        let (name, value) = self.operator_auth();
+        let mut all = vec![(name, value.as_str())];
+        all.extend_from_slice(headers);
+        post(&self.url(path), &all, body)
+    }
+
+    /// An operator request: GET `path` with the operator's key.
+    pub fn op_get(&self, path: &str) -> (u16, Vec<u8>) {
+        let (name, value) = self.operator_auth();
+        get_with(&self.url(path), &[(name, &value)])
     }
 
     /// A phone on this server's clock, not enrolled yet.
@@ -113,7 +149,7 @@ impl Server {
     /// A phone enrolled on `route` with a one-time token (checked to be single-use).
     pub fn enrol_device(&self, route: &str, db: &Path) -> (Device, String) {
         let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
-        let (status, token) = post(&self.url("/v1/enrolment-tokens"), &[], &body);
+        let (status, token) = self.op_post("/v1/enrolment-tokens", &body);
         assert_eq!(status, 201);
         let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
         let device = self.phone(db);
@@ -131,10 +167,10 @@ impl Server {
 
     /// 8 parcels imported and departed (codes e-mailed), and an enrolled phone on R1 that synced.
     pub fn day(&self) -> (Device, tempfile::TempDir, String) {
-        let (status, body) = post(&self.url("/v1/parcels"), &[], &serde_json::to_vec(&self.parcels(8)).unwrap());
+        let (status, body) = self.op_post("/v1/parcels", &serde_json::to_vec(&self.parcels(8)).unwrap());
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
         for i in 0..8 {
-            let (status, body) = post(&self.url(&format!("/v1/parcels/P{i}/departed")), &[], b"");
+            let (status, body) = self.op_post(&format!("/v1/parcels/P{i}/departed"), b"");
             assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
             // The code goes to the customer, never back to the warehouse's caller.
             assert!(String::from_utf8_lossy(&body).chars().filter(char::is_ascii_digit).count() < 6);

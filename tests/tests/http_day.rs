@@ -6,7 +6,7 @@
 use chrono::{NaiveDate, TimeDelta};
 use doorstep_core::device::{HandoverOutcome, KeyVault, ScannedParcel};
 use doorstep_core::protocol::{FailureReason, Holder, ReceiptEvent, ReceiptStatus};
-use doorstep_dispatch::service;
+use doorstep_dispatch::api;
 use doorstep_tests::http::{Scene, Server, Vault, agent, get, get_as, post};
 
 fn serve() -> Server {
@@ -77,14 +77,14 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     let server = serve();
     let (device, _dir, device_id) = server.day();
     let url = |p: &str| format!("{}{p}", server.base);
-    assert_eq!(post(&url("/v1/parcels/P0/reassign"), &[], b"{}").0, 400);
-    assert_eq!(post(&url("/v1/parcels/P3/reissue"), &[], b"").0, 409, "P3 needs no code");
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", b"{}").0, 400);
+    assert_eq!(server.op_post("/v1/parcels/P3/reissue", b"").0, 409, "P3 needs no code");
     assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date={}&since=x", server.scene.date))).0, 400);
-    assert_eq!(post(&url("/v1/parcels"), &[], b"{not json").0, 400);
-    assert_eq!(post(&url("/v1/enrolment-tokens"), &[], b"{}").0, 400);
+    assert_eq!(server.op_post("/v1/parcels", b"{not json").0, 400);
+    assert_eq!(server.op_post("/v1/enrolment-tokens", b"{}").0, 400);
     assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 403);
     assert_eq!(post(&url("/v1/enrol"), &[("Enrolment-Token", "nope")], b"{}").0, 403);
-    assert_eq!(post(&url("/v1/parcels/NOPE/departed"), &[], b"").0, 404);
+    assert_eq!(server.op_post("/v1/parcels/NOPE/departed", b"").0, 404);
     assert_eq!(get(&url(&format!("/v1/devices/nobody/manifest?date={}", server.scene.date))).0, 404);
     assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=yesterday"))).0, 400);
     assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], b"[]").0, 401, "unsigned");
@@ -92,10 +92,10 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     // A duplicate import is refused as a whole (the first line is new, the second exists).
     let mut again = server.parcels(9);
     again.swap(0, 8);
-    assert_eq!(post(&url("/v1/parcels"), &[], &serde_json::to_vec(&again[..2]).unwrap()).0, 409);
-    assert_eq!(post(&url("/v1/parcels/P8/departed"), &[], b"").0, 404, "the refused import left nothing behind");
+    assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&again[..2]).unwrap()).0, 409);
+    assert_eq!(server.op_post("/v1/parcels/P8/departed", b"").0, 404, "the refused import left nothing behind");
     // Oversized bodies are refused before they are read.
-    let huge = vec![b' '; service::MAX_BODY_BYTES + 1];
+    let huge = vec![b' '; api::MAX_BODY_BYTES + 1];
     let (status, body) = post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], &huge);
     assert_eq!(status, 413);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"], "too_large");
@@ -129,20 +129,19 @@ fn operator_actions_reach_the_devices_as_deltas() {
     assert_eq!(get(&format!("{}{path}", server.base)).0, 401);
     assert_eq!(server.sync(&one, &one_id), 0, "up to date: 204");
     let scan = |i: usize| [ScannedParcel::scanned(format!("BC{i}"))];
-    let url = |p: &str| format!("{}{p}", server.base);
 
     // A lockout reset.
     for _ in 0..5 {
         let _ = one.verify_code(&scan(0), "000000", None).unwrap();
     }
     assert!(matches!(one.verify_code(&scan(0), &server.code("P0"), None).unwrap(), HandoverOutcome::Locked { .. }));
-    assert_eq!(post(&url("/v1/parcels/P0/reset"), &[], b"").0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
     assert_eq!(server.sync(&one, &one_id), 1);
     assert!(matches!(one.verify_code(&scan(0), &server.code("P0"), None).unwrap(), HandoverOutcome::Accepted { .. }));
 
     // A reissued code: the old one stops working, the new one works.
     let old = server.code("P2");
-    assert_eq!(post(&url("/v1/parcels/P2/reissue"), &[], b"").0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P2/reissue", b"").0, 200);
     let new = server.code("P2");
     assert_eq!(server.sync(&one, &one_id), 1);
     if old != new {
@@ -151,7 +150,7 @@ fn operator_actions_reach_the_devices_as_deltas() {
     assert!(matches!(one.verify_code(&scan(2), &new, None).unwrap(), HandoverOutcome::Accepted { .. }));
 
     // A parcel reassigned to route R2 leaves phone one and reaches phone two.
-    assert_eq!(post(&url("/v1/parcels/P4/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P4/reassign", br#"{"route_id":"R2"}"#).0, 200);
     assert_eq!(server.sync(&one, &one_id), 1);
     assert!(matches!(
         one.verify_code(&scan(4), &server.code("P4"), None).unwrap(),
@@ -210,7 +209,7 @@ fn customers_see_their_code_name_and_revoke_delegates_and_get_qr_tokens() {
 
     // The operator sees the parcel's history once the receipts are up.
     server.upload(&device, &device_id);
-    let (status, body) = get(&url("/v1/parcels/P0/history"));
+    let (status, body) = server.op_get("/v1/parcels/P0/history");
     assert_eq!(status, 200);
     let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let events: Vec<&str> =
@@ -245,7 +244,6 @@ fn a_tampered_upload_is_rejected_and_the_genuine_receipts_still_land() {
 #[test]
 fn orders_import_as_csv_and_bad_lines_are_named() {
     let server = serve();
-    let url = format!("{}/v1/parcels", server.base);
     let csv_type = [("Content-Type", "text/csv")];
     let header = "parcel_id,barcode,route_id,stop_id,stop_sequence,delivery_date,time_zone,declared_value_cents,category,customer_email,address_hint,recipient_hint";
     let good = format!(
@@ -253,27 +251,27 @@ fn orders_import_as_csv_and_bad_lines_are_named() {
          C2,CBC2,R1,S2,2,2026-11-26,Europe/Berlin,900,jewellery,b@example.test,2 Elm St,C. D.\n\
          C3,CBC3,R1,S3,3,2026-11-26,Europe/Berlin,900,books,c@example.test,,\n"
     );
-    let (status, body) = post(&url, &csv_type, good.as_bytes());
+    let (status, body) = server.op_post_with("/v1/parcels", &csv_type, good.as_bytes());
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!((v["imported"].as_u64(), v["need_code"].as_u64()), (Some(3), Some(2)));
     let bad = format!("{header}\nC4,CBC4,R1,S4,4,2026-11-26,Europe/Berlin,not-a-number,books,d@example.test,,\n");
-    let (status, body) = post(&url, &csv_type, bad.as_bytes());
+    let (status, body) = server.op_post_with("/v1/parcels", &csv_type, bad.as_bytes());
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("CSV line 2"), "{}", String::from_utf8_lossy(&body));
-    assert_eq!(post(&format!("{}/v1/parcels/C4/departed", server.base), &[], b"").0, 404);
+    assert_eq!(server.op_post("/v1/parcels/C4/departed", b"").0, 404);
 }
 
 #[test]
 fn the_terminal_device_works_a_day_against_dispatch() {
     use doorstep_dispatch::terminal::{Action, run_with_clock};
     let server = serve();
-    let (status, _) = post(&server.url("/v1/parcels"), &[], &serde_json::to_vec(&server.parcels(4)).unwrap());
+    let (status, _) = server.op_post("/v1/parcels", &serde_json::to_vec(&server.parcels(4)).unwrap());
     assert_eq!(status, 201);
     for i in 0..4 {
-        post(&server.url(&format!("/v1/parcels/P{i}/departed")), &[], b"");
+        server.op_post(&format!("/v1/parcels/P{i}/departed"), b"");
     }
-    let token = server.dispatch.create_enrolment_token("R1").unwrap();
+    let token = server.dispatch.create_enrolment_token("R1", &server.operator).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = |action| run_with_clock(dir.path(), &server.base, action, server.clock.clone()).unwrap();
     assert_eq!(run(Action::Enrol { token })["enrolled"], true);
@@ -333,7 +331,7 @@ fn a_forged_handover_is_flagged_by_dispatch_over_http() {
     assert_eq!(report.flagged[0].reason.as_deref(), Some(doorstep_core::issuer::FLAGGED_FOR_PHONE));
     let stored = server.dispatch.receipts(&device_id).unwrap();
     assert!(stored[0].reason.as_deref().unwrap().contains("code proof"), "dispatch keeps why: {stored:?}");
-    let (_, history) = get(&format!("{}/v1/parcels/P0/history", server.base));
+    let (_, history) = server.op_get("/v1/parcels/P0/history");
     let history: serde_json::Value = serde_json::from_slice(&history).unwrap();
     assert_eq!(history["receipts"][0]["status"], "flagged");
 }

@@ -7,7 +7,7 @@
 use chrono::TimeDelta;
 use doorstep_core::device::{HandoverOutcome, ScannedParcel};
 use doorstep_core::protocol::{HandoverMethod, Holder, QrToken, ReceiptStatus};
-use doorstep_tests::http::{Server, post};
+use doorstep_tests::http::Server;
 use doorstep_tests::insider::Insider;
 
 type Verdict = Result<doorstep_core::protocol::ReceiptResult, (u16, String)>;
@@ -35,9 +35,9 @@ fn delegate(label: &str) -> Option<Holder> {
 fn big_day() -> (Server, doorstep_core::device::Device, tempfile::TempDir, Insider) {
     let server = Server::start();
     let (phone, dir, device_id) = server.day();
-    server.dispatch.import_parcels(&server.parcels(16)[8..]).unwrap();
+    server.dispatch.import_parcels(&server.parcels(16)[8..], &server.operator).unwrap();
     for i in 8..16 {
-        server.dispatch.parcel_departed(&format!("P{i}")).unwrap();
+        server.dispatch.parcel_departed(&format!("P{i}"), &server.operator).unwrap();
     }
     // Parcels that leave the warehouse after the phone synced reach it as deltas.
     assert_eq!(server.sync(&phone, &device_id), 8);
@@ -103,7 +103,7 @@ fn a_replaced_code_passes_before_the_reissue_and_is_flagged_after() {
     let before = server.clock.now() + TimeDelta::minutes(5);
     server.clock.advance(TimeDelta::hours(1));
     for parcel in ["P0", "P2", "P4"] {
-        server.dispatch.reissue_code(parcel).unwrap();
+        server.dispatch.reissue_code(parcel, &server.operator).unwrap();
     }
     let after = server.clock.now() + TimeDelta::minutes(1);
     let body = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&old0), before);
@@ -196,7 +196,7 @@ fn a_second_try_after_a_flag_and_a_second_handover_are_both_held() {
     // A parcel that never left the warehouse (so no manifest ever carried it to the phone).
     let mut extra = server.parcels(17)[16].clone();
     extra.declared_value_cents = 100;
-    server.dispatch.import_parcels(&[extra]).unwrap();
+    server.dispatch.import_parcels(&[extra], &server.operator).unwrap();
     let body = insider.handover("P16", HandoverMethod::NoCode, None, None, now);
     flagged(insider.upload(&server, &phone, body), "was never on a manifest sent to this device");
 }
@@ -244,7 +244,7 @@ fn wrong_attempts_follow_a_parcel_reassigned_to_another_phone() {
     let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
     two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
     four_wrong_codes_uploaded(&server, &one, &one_id);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
     assert_eq!(server.sync(&two, &two_id), 1);
     one_more_wrong_code_locks(&two);
 }
@@ -254,8 +254,8 @@ fn wrong_attempts_survive_a_parcel_taken_off_a_phone_and_put_back() {
     let server = Server::start();
     let (one, _dir, one_id) = server.day();
     four_wrong_codes_uploaded(&server, &one, &one_id);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R1"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R1"}"#).0, 200);
     assert_eq!(server.sync(&one, &one_id), 2);
     one_more_wrong_code_locks(&one);
 }
@@ -267,8 +267,8 @@ fn wrong_attempts_survive_a_parcel_taken_off_a_phone_before_they_were_uploaded()
     for _ in 0..4 {
         one.verify_code(&[ScannedParcel::scanned("BC0")], "000000", None).unwrap();
     }
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R1"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R1"}"#).0, 200);
     assert_eq!(server.sync(&one, &one_id), 2, "synced while the attempts were still in the outbox");
     one_more_wrong_code_locks(&one);
 }
@@ -368,7 +368,7 @@ fn wrong_attempts_on_two_phones_at_once_add_up() {
     let (one, dir, one_id) = server.day();
     let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
     two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
     assert_eq!(server.sync(&two, &two_id), 1);
     wrong_codes(&one, 3);
     wrong_codes(&two, 3);
@@ -385,7 +385,7 @@ fn wrong_attempts_from_before_a_phone_learned_of_a_reset_do_not_count_after_it()
     let (one, dir, one_id) = server.day();
     wrong_codes(&one, 1);
     server.upload(&one, &one_id);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reset"), &[], b"").0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
     server.clock.advance(TimeDelta::minutes(10));
     wrong_codes(&one, 3);
     server.upload(&one, &one_id);
@@ -405,10 +405,10 @@ fn a_reset_reaches_a_phone_the_reset_delta_missed() {
     let server = Server::start();
     let (one, _dir, one_id) = server.day();
     four_wrong_codes_uploaded(&server, &one, &one_id);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
     assert_eq!(server.sync(&one, &one_id), 1, "P0 leaves the phone, its 4 attempts remembered");
-    assert_eq!(post(&server.url("/v1/parcels/P0/reset"), &[], b"").0, 200);
-    assert_eq!(post(&server.url("/v1/parcels/P0/reassign"), &[], br#"{"route_id":"R1"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R1"}"#).0, 200);
     assert_eq!(server.sync(&one, &one_id), 1);
     assert_eq!(one.parcel("P0").unwrap().attempts_left, 5);
 }

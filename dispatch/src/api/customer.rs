@@ -1,0 +1,79 @@
+//! Customer routes: a customer's own parcels, opened with the token from their code e-mail.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AppState, blocking, json_body};
+use crate::error::DispatchError;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/customer/parcels/{id}/code", get(customer_code))
+        .route("/v1/customer/parcels/{id}/delegates", post(name_delegate))
+        .route("/v1/customer/parcels/{id}/delegates/{label}", delete(revoke_delegate))
+        .route("/v1/customer/parcels/{id}/qr", get(customer_qr))
+}
+
+/// The customer's bearer token (from their code e-mail).
+fn customer_token(headers: &HeaderMap) -> Result<String, DispatchError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .ok_or_else(|| DispatchError::Forbidden("missing Authorization: Bearer <customer token>".into()))
+}
+
+async fn customer_code(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    let code = blocking(move || d.customer_code(&token, &id)).await?;
+    Ok(Json(json!({ "code": code })).into_response())
+}
+
+#[derive(Deserialize)]
+struct DelegateRequest {
+    label: String,
+}
+
+async fn name_delegate(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    let req: DelegateRequest = json_body(body)?;
+    let code = blocking(move || d.customer_name_delegate(&token, &id, &req.label)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response())
+}
+
+async fn revoke_delegate(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path((id, label)): Path<(String, String)>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    blocking(move || d.customer_revoke_delegate(&token, &id, &label)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn customer_qr(
+    State(d): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, DispatchError> {
+    let token = customer_token(&headers)?;
+    let qr = blocking(move || d.customer_qr(&token, &id)).await?;
+    Ok(Json(json!({ "token": qr })).into_response())
+}

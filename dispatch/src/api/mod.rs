@@ -1,0 +1,87 @@
+//! The HTTP face of [`Dispatch`] (axum): one module per caller, merged into one router here.
+//! Handlers run the blocking store work on tokio's blocking pool; every error, 404 and 405
+//! included, answers `{"error", "detail"}` with the status [`DispatchError::status`] gives.
+//!
+//! - [`operator`]: the carrier's staff (import, departure, reset, reissue, reassign, history,
+//!   enrolment tokens), behind an operator key once one exists (`crate::operators`).
+//! - [`device`]: phones (enrol with a one-time token; manifests and uploads signed by the device).
+//! - [`customer`]: the customer's own parcels, with the token from their code e-mail.
+
+mod customer;
+mod device;
+mod operator;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::DispatchError;
+use crate::store::Dispatch;
+
+/// Largest request body accepted (a 16 MiB upload is far above any real batch).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+type AppState = Arc<Dispatch>;
+
+impl IntoResponse for DispatchError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            409 => "conflict",
+            413 => "too_large",
+            429 => "too_many_requests",
+            _ => "internal",
+        };
+        (status, Json(json!({ "error": kind, "detail": self.to_string() }))).into_response()
+    }
+}
+
+/// The service's routes.
+pub fn router(dispatch: Arc<Dispatch>) -> Router {
+    Router::new()
+        .merge(operator::routes(dispatch.clone()))
+        .merge(device::routes())
+        .merge(customer::routes())
+        .fallback(|| async { DispatchError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(dispatch)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DispatchError> + Send + 'static,
+) -> Result<T, DispatchError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| DispatchError::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// The request body, or the JSON error for one that is too large or unreadable.
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DispatchError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            DispatchError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            DispatchError::BadRequest(e.body_text())
+        }
+    })
+}
+
+/// A JSON request body, or a 400 naming what is wrong with it.
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, DispatchError> {
+    serde_json::from_slice(&body_of(body)?).map_err(|e| DispatchError::BadRequest(e.to_string()))
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}

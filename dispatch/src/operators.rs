@@ -1,0 +1,160 @@
+//! Operator credentials and the audit trail of what operators did.
+//!
+//! An operator key is `dso_<operator id>_<secret>` (hex): 32 random bytes of secret, shown once by
+//! `doorstep operator add` and kept only as its SHA-256 (a 256-bit random secret needs no slow
+//! hash), compared in constant time. A revoked key never opens anything again. Every operator
+//! action is recorded, with who did it, in the same transaction as the action itself; a parcel's
+//! history shows the actions on it.
+//!
+//! Operator authentication is on as soon as one key exists. With none, the operator routes are
+//! open, which `serve` allows on a loopback address only (the embedded default for developers).
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::error::{DispatchError, Result};
+use crate::store::Dispatch;
+use doorstep_core::crypto::{random_bytes, sha256};
+
+const KEY_PREFIX: &str = "dso_";
+
+/// Who performs an operator action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Operator {
+    pub operator_id: String,
+    pub name: String,
+}
+
+impl Operator {
+    /// The actor of operator routes on a loopback server with no operator keys.
+    pub fn loopback() -> Operator {
+        Operator { operator_id: "loopback".into(), name: "local caller (no operator keys yet)".into() }
+    }
+}
+
+/// One recorded operator action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub at_ms: i64,
+    pub operator_id: String,
+    pub action: String,
+    pub detail: Option<String>,
+}
+
+/// An operator key as listed (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorEntry {
+    pub operator_id: String,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl Dispatch {
+    /// Creates an operator key; returns it (the only time its secret exists outside the caller).
+    pub fn add_operator(&self, name: &str) -> Result<(Operator, String)> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(DispatchError::BadRequest("operator name must be 1..=64 printable characters".into()));
+        }
+        let id = hex(&random_bytes::<6>()?);
+        let secret = hex(&random_bytes::<32>()?);
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO operator (operator_id, name, secret_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![id, name, sha256(secret.as_bytes()).to_vec(), self.now_ms()?],
+        )?;
+        Ok((Operator { operator_id: id.clone(), name: name.to_owned() }, format!("{KEY_PREFIX}{id}_{secret}")))
+    }
+
+    /// Revokes an operator key at once; `NotFound` for an unknown or already revoked one.
+    pub fn revoke_operator(&self, operator_id: &str) -> Result<()> {
+        let changed = self.lock().execute(
+            "UPDATE operator SET revoked_at_ms = ?2 WHERE operator_id = ?1 AND revoked_at_ms IS NULL",
+            params![operator_id, self.now_ms()?],
+        )?;
+        if changed == 0 {
+            return Err(DispatchError::NotFound(format!("active operator {operator_id}")));
+        }
+        Ok(())
+    }
+
+    pub fn operators(&self) -> Result<Vec<OperatorEntry>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT operator_id, name, created_at_ms, revoked_at_ms FROM operator ORDER BY created_at_ms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OperatorEntry {
+                operator_id: r.get(0)?,
+                name: r.get(1)?,
+                created_at_ms: r.get(2)?,
+                revoked_at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether operator routes need a key: as soon as one was ever created (revoking every key
+    /// does not reopen them).
+    pub fn operator_auth_on(&self) -> Result<bool> {
+        Ok(self.lock().query_row("SELECT EXISTS (SELECT 1 FROM operator)", [], |r| r.get(0))?)
+    }
+
+    /// The operator a presented key belongs to. Any failure (no key, malformed, unknown id, wrong
+    /// secret, revoked) is the same `Unauthorized`, so nothing tells which part was wrong.
+    pub fn authenticate_operator(&self, presented: Option<&str>) -> Result<Operator> {
+        if !self.operator_auth_on()? {
+            return Ok(Operator::loopback());
+        }
+        let denied =
+            || DispatchError::Unauthorized("an operator key is required (Authorization: Bearer dso_...)".into());
+        let (id, secret) =
+            presented.and_then(|k| k.strip_prefix(KEY_PREFIX)).and_then(|k| k.split_once('_')).ok_or_else(denied)?;
+        let row: Option<(String, Vec<u8>, Option<i64>)> = self
+            .lock()
+            .query_row("SELECT name, secret_hash, revoked_at_ms FROM operator WHERE operator_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        // Hash and compare even for an unknown id, so timing does not tell ids apart.
+        let (name, stored, revoked) = row.unwrap_or_else(|| (String::new(), vec![0; 32], Some(0)));
+        let matches: bool = sha256(secret.as_bytes()).as_slice().ct_eq(stored.as_slice()).into();
+        if !matches || revoked.is_some() {
+            return Err(denied());
+        }
+        Ok(Operator { operator_id: id.to_owned(), name })
+    }
+
+    /// The operator actions recorded on a parcel, oldest first.
+    pub fn parcel_actions(&self, parcel_id: &str) -> Result<Vec<Action>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT at_ms, operator_id, action, detail FROM operator_action WHERE parcel_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([parcel_id], |r| {
+            Ok(Action { at_ms: r.get(0)?, operator_id: r.get(1)?, action: r.get(2)?, detail: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// Records an operator action inside the transaction that performs it.
+pub(crate) fn audit(
+    tx: &Transaction<'_>,
+    at_ms: i64,
+    by: &Operator,
+    action: &str,
+    parcel_id: Option<&str>,
+    detail: Option<&str>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO operator_action (at_ms, operator_id, action, parcel_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![at_ms, by.operator_id, action, parcel_id, detail])?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

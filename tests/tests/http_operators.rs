@@ -1,0 +1,114 @@
+//! Operator routes over real HTTP: once an operator key exists, every operator route refuses a
+//! request with no key, a malformed one, a wrong secret, another id or a revoked key (401, the
+//! JSON error body) and changes nothing; with a valid key the action is recorded with who did it,
+//! and the parcel's history shows it.
+
+use doorstep_core::device::ScannedParcel;
+use doorstep_tests::http::{Server, get_with, post};
+
+/// Every operator route with a body that would succeed with a valid key.
+fn operator_calls() -> Vec<(&'static str, &'static str, &'static [u8])> {
+    vec![
+        ("POST", "/v1/enrolment-tokens", br#"{"route_id":"R9"}"#),
+        ("POST", "/v1/parcels", b"[]"),
+        ("POST", "/v1/parcels/P7/departed", b""),
+        ("POST", "/v1/parcels/P0/reset", b""),
+        ("POST", "/v1/parcels/P0/reissue", b""),
+        ("POST", "/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#),
+        ("GET", "/v1/parcels/P0/history", b""),
+    ]
+}
+
+fn call(server: &Server, method: &str, path: &str, body: &[u8], auth: Option<&str>) -> (u16, Vec<u8>) {
+    let header = auth.map(|a| format!("Bearer {a}"));
+    let headers: Vec<(&str, &str)> = header.iter().map(|h| ("Authorization", h.as_str())).collect();
+    match method {
+        "GET" => get_with(&server.url(path), &headers),
+        _ => post(&server.url(path), &headers, body),
+    }
+}
+
+/// What an operator action would change: actions recorded, enrolment tokens, P0's code and route,
+/// the deltas issued to phones.
+fn snapshot(server: &Server) -> (i64, i64, String, String, i64) {
+    let db = rusqlite::Connection::open(server.state.path().join("dispatch.db")).unwrap();
+    let count = |table: &str| db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+    let route = db.query_row("SELECT route_id FROM parcel WHERE parcel_id = 'P0'", [], |r| r.get(0)).unwrap();
+    (count("operator_action"), count("enrolment_token"), server.code("P0"), route, count("delta"))
+}
+
+#[test]
+fn every_operator_route_refuses_a_missing_wrong_or_revoked_key_and_changes_nothing() {
+    let server = Server::start();
+    let (phone, dir, device_id) = server.day();
+    let (_, revoked_key) = server.dispatch.add_operator("leaver").unwrap();
+    let leaver = server.dispatch.operators().unwrap().into_iter().find(|o| o.name == "leaver").unwrap();
+    server.dispatch.revoke_operator(&leaver.operator_id).unwrap();
+    let (id, _) = server.operator_key.trim_start_matches("dso_").split_once('_').unwrap();
+    let wrong_secret = format!("dso_{id}_{}", "0".repeat(64));
+    let other_id = format!("dso_000000000000_{}", server.operator_key.rsplit('_').next().unwrap());
+    let bad_keys: [Option<&str>; 6] =
+        [None, Some(""), Some("nonsense"), Some(&wrong_secret), Some(&other_id), Some(&revoked_key)];
+    let before = snapshot(&server);
+    for (method, path, body) in operator_calls() {
+        for key in bad_keys {
+            let (status, answer) = call(&server, method, path, body, key);
+            assert_eq!(status, 401, "{method} {path} with {key:?}");
+            let error: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(error["error"], "unauthorized");
+        }
+    }
+    assert_eq!(snapshot(&server), before, "nothing changed");
+    assert_eq!(server.sync(&phone, &device_id), 0, "no delta reached the phone");
+    drop(dir);
+}
+
+#[test]
+fn an_operator_action_is_recorded_with_who_did_it_and_shown_in_the_history() {
+    let server = Server::start();
+    let (phone, _dir, device_id) = server.day();
+    for _ in 0..5 {
+        phone.verify_code(&[ScannedParcel::scanned("BC0")], "000000", None).unwrap();
+    }
+    let (_, key) = server.dispatch.add_operator("Ada at the depot").unwrap();
+    assert_eq!(call(&server, "POST", "/v1/parcels/P0/reset", b"", Some(&key)).0, 200);
+    assert_eq!(server.sync(&phone, &device_id), 1);
+    let (status, history) = server.op_get("/v1/parcels/P0/history");
+    assert_eq!(status, 200);
+    let history: serde_json::Value = serde_json::from_slice(&history).unwrap();
+    let actions = history["actions"].as_array().unwrap();
+    let ada = server.dispatch.operators().unwrap().into_iter().find(|o| o.name == "Ada at the depot").unwrap();
+    let reset = actions.iter().find(|a| a["action"] == "reset").expect("the reset is in the history");
+    assert_eq!(reset["operator_id"], ada.operator_id.as_str());
+    // Import and departure were recorded too, by the harness's operator.
+    for action in ["import", "departed"] {
+        let found = actions.iter().find(|a| a["action"] == action).unwrap();
+        assert_eq!(found["operator_id"], server.operator.operator_id.as_str());
+    }
+}
+
+#[test]
+fn a_revoked_key_stops_working_at_once_and_revoking_twice_is_not_found() {
+    let server = Server::start();
+    let (operator, key) = server.dispatch.add_operator("temp").unwrap();
+    let body = br#"{"route_id":"R1"}"#;
+    assert_eq!(call(&server, "POST", "/v1/enrolment-tokens", body, Some(&key)).0, 201);
+    server.dispatch.revoke_operator(&operator.operator_id).unwrap();
+    assert_eq!(call(&server, "POST", "/v1/enrolment-tokens", body, Some(&key)).0, 401);
+    assert!(server.dispatch.revoke_operator(&operator.operator_id).is_err());
+    assert!(server.dispatch.add_operator("").is_err(), "a name is required");
+    assert!(server.dispatch.add_operator("bad\nname").is_err(), "no control characters");
+}
+
+#[test]
+fn unknown_routes_and_methods_answer_with_the_json_error_body() {
+    let server = Server::start();
+    for (status, body) in [get_with(&server.url("/v1/nowhere"), &[]), get_with(&server.url("/v1/enrol"), &[])] {
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error body");
+        assert!(matches!(
+            (status, error["error"].as_str()),
+            (404, Some("not_found")) | (405, Some("method_not_allowed"))
+        ));
+    }
+    assert_eq!(get_with(&server.url("/v1/enrol"), &[]).0, 405);
+}
