@@ -76,6 +76,9 @@ enum Command {
         /// enrolment answers carry device secrets).
         #[arg(long)]
         behind_tls_proxy: bool,
+        /// Hours an enrolment token stays valid.
+        #[arg(long, default_value_t = doorstep_dispatch::store::DEFAULT_ENROLMENT_TOKEN_HOURS)]
+        enrolment_token_hours: i64,
         /// State folder (created if absent): dispatch.db and keys/.
         #[arg(long)]
         state: PathBuf,
@@ -217,6 +220,7 @@ fn main() -> ExitCode {
         Command::Serve {
             addr,
             behind_tls_proxy,
+            enrolment_token_hours,
             state,
             value_threshold_cents,
             categories,
@@ -234,6 +238,8 @@ fn main() -> ExitCode {
                 code_policy,
                 mail,
                 behind_tls_proxy,
+                enrolment_token_ttl: chrono::TimeDelta::try_hours(enrolment_token_hours)
+                    .unwrap_or(chrono::TimeDelta::MAX),
             };
             runtime.block_on(serve(addr, state, options))
         }
@@ -297,6 +303,7 @@ struct ServeOptions {
     code_policy: doorstep_core::policy::Policy,
     mail: Option<MailConfig>,
     behind_tls_proxy: bool,
+    enrolment_token_ttl: chrono::TimeDelta,
 }
 
 fn operator_command(step: OperatorStep) -> ExitCode {
@@ -353,7 +360,9 @@ fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: b
 }
 
 async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
-    let opened = Dispatch::open(&state, options.policy).and_then(|d| d.with_code_policy(options.code_policy));
+    let opened = Dispatch::open(&state, options.policy)
+        .and_then(|d| d.with_code_policy(options.code_policy))
+        .and_then(|d| d.with_enrolment_token_ttl(options.enrolment_token_ttl));
     let dispatch = match opened {
         Ok(d) => Arc::new(match options.mail {
             Some(mail) => d.with_mail(mail),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes};
+use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes, sha256};
 use doorstep_core::device::{Clock, SystemClock};
 use doorstep_core::issuer::{
     ChainHead, CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, PriorHandover,
@@ -122,6 +122,12 @@ CREATE TABLE IF NOT EXISTS handover (
     reversed   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (parcel_id, receipt_id)
 );
+-- Device request signatures seen within the clock window: a signed request is answered once.
+CREATE TABLE IF NOT EXISTS seen_request (
+    signature_hash BLOB PRIMARY KEY,
+    at_ms          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_request_by_age ON seen_request (at_ms);
 -- Operator keys: the secret only as its SHA-256 (see operators.rs).
 CREATE TABLE IF NOT EXISTS operator (
     operator_id   TEXT PRIMARY KEY,
@@ -151,6 +157,9 @@ CREATE TABLE IF NOT EXISTS receipt (
     PRIMARY KEY (device_id, seq)
 );
 "#;
+
+/// How long an enrolment token stays valid by default.
+pub const DEFAULT_ENROLMENT_TOKEN_HOURS: i64 = 24;
 
 /// Which parcels need a code.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,6 +214,8 @@ pub struct Dispatch {
     mail: MailConfig,
     /// How far a signed device request's time may be from the server's.
     request_skew_ms: i64,
+    /// How long an enrolment token stays valid after it was created.
+    enrolment_token_ttl_ms: i64,
     /// Dispatch's time: the system clock when serving, a test's or the demo's clock otherwise.
     /// Every instant dispatch records or judges by comes from here.
     clock: Arc<dyn Clock>,
@@ -253,6 +264,7 @@ impl Dispatch {
             code_policy: Policy::default(),
             mail: MailConfig::Folder(folder.join("outbox")),
             request_skew_ms: doorstep_core::protocol::REQUEST_SKEW_MS,
+            enrolment_token_ttl_ms: DEFAULT_ENROLMENT_TOKEN_HOURS * 3_600_000,
             clock: Arc::new(SystemClock),
         })
     }
@@ -274,6 +286,15 @@ impl Dispatch {
         let ms = self.now_ms()?;
         DateTime::from_timestamp_millis(ms)
             .ok_or_else(|| DispatchError::Core(CoreError::Clock(format!("clock reading {ms} ms is out of range"))))
+    }
+
+    /// How long enrolment tokens stay valid (at least a minute).
+    pub fn with_enrolment_token_ttl(mut self, ttl: chrono::TimeDelta) -> Result<Dispatch> {
+        if ttl < chrono::TimeDelta::minutes(1) {
+            return Err(bad("an enrolment token must live at least a minute"));
+        }
+        self.enrolment_token_ttl_ms = ttl.num_milliseconds();
+        Ok(self)
     }
 
     /// Sets the attempt limit and tag length that manifests carry (validated as the devices do).
@@ -320,18 +341,29 @@ impl Dispatch {
     pub fn enrol(&self, token: &str, request: &[u8]) -> Result<Vec<u8>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let route: Option<(String, Option<String>)> = tx
-            .query_row("SELECT route_id, used_by FROM enrolment_token WHERE token = ?1", [token], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+        let route: Option<(String, Option<String>, i64)> = tx
+            .query_row("SELECT route_id, used_by, created_at_ms FROM enrolment_token WHERE token = ?1", [token], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
         let route_id = match route {
             None => return Err(DispatchError::Forbidden("unknown enrolment token".into())),
-            Some((_, Some(_))) => return Err(DispatchError::Forbidden("enrolment token already used".into())),
-            Some((route_id, None)) => route_id,
+            Some((_, Some(_), _)) => return Err(DispatchError::Forbidden("enrolment token already used".into())),
+            Some((_, None, created)) if self.now_ms()?.saturating_sub(created) > self.enrolment_token_ttl_ms => {
+                return Err(DispatchError::Forbidden("enrolment token expired; ask for a new one".into()));
+            }
+            Some((route_id, None, _)) => route_id,
         };
         let device_id = format!("dev-{}", Uuid::now_v7().simple());
         let (device, bundle) = self.issuer.enrol(request, &device_id, self.now()?)?;
+        let key_taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM device WHERE public_key = ?1)",
+            [device.public_key.public.to_vec()],
+            |r| r.get(0),
+        )?;
+        if key_taken {
+            return Err(DispatchError::Conflict("this device key is already enrolled".into()));
+        }
         tx.execute(
             "INSERT INTO device (device_id, route_id, secret, public_key, enrolled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![device_id, route_id, device.secret.expose(), device.public_key.public.to_vec(), self.now_ms()?],
@@ -825,7 +857,10 @@ impl Dispatch {
     }
 
     /// Checks a device request's `Device-Signature` header (method, path with query, body) against
-    /// the device's enrolled key and the server's clock.
+    /// the device's enrolled key and the server's clock, and answers each signed request once (a
+    /// replay inside the clock window is refused). An unknown device, a bad or missing signature, a
+    /// clock out of the window and a replay all get the same 401, so nothing tells which device ids
+    /// exist.
     pub fn verify_device_request(
         &self,
         device_id: &str,
@@ -834,11 +869,22 @@ impl Dispatch {
         path: &str,
         body: &[u8],
     ) -> Result<()> {
-        let (device, _, _) = {
-            let mut conn = self.lock();
-            Self::device(&conn.transaction()?, device_id)?
+        let refused = || {
+            DispatchError::Unauthorized(
+                "Device-Signature does not verify for this device (unknown device, bad signature, a replay, or \
+                 a clock more than 5 minutes off)"
+                    .into(),
+            )
         };
-        let header = header.ok_or_else(|| DispatchError::Unauthorized("missing Device-Signature header".into()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let device = match Self::device(&tx, device_id) {
+            Ok((device, _, _)) => device,
+            Err(DispatchError::NotFound(_)) => return Err(refused()),
+            Err(e) => return Err(e),
+        };
+        let header = header.ok_or_else(refused)?;
+        let now = self.now_ms()?;
         doorstep_core::protocol::verify_request(
             header,
             device_id,
@@ -846,10 +892,21 @@ impl Dispatch {
             method,
             path,
             body,
-            self.now_ms()?,
+            now,
             self.request_skew_ms,
         )
-        .map_err(|e| DispatchError::Unauthorized(e.to_string()))
+        .map_err(|_| refused())?;
+        // Older signatures fall outside the window anyway; forget them.
+        tx.prepare_cached("DELETE FROM seen_request WHERE at_ms < ?1")?
+            .execute([now.saturating_sub(2 * self.request_skew_ms)])?;
+        let fresh = tx
+            .prepare_cached("INSERT OR IGNORE INTO seen_request (signature_hash, at_ms) VALUES (?1, ?2)")?
+            .execute(params![sha256(header.as_bytes()).to_vec(), now])?;
+        if fresh == 0 {
+            return Err(refused());
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Verifies an uploaded batch, stores what verifies (accepted or flagged), and returns the

@@ -85,7 +85,7 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 403);
     assert_eq!(post(&url("/v1/enrol"), &[("Enrolment-Token", "nope")], b"{}").0, 403);
     assert_eq!(server.op_post("/v1/parcels/NOPE/departed", b"").0, 404);
-    assert_eq!(get(&url(&format!("/v1/devices/nobody/manifest?date={}", server.scene.date))).0, 404);
+    assert_eq!(get(&url(&format!("/v1/devices/nobody/manifest?date={}", server.scene.date))).0, 401);
     assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date=yesterday"))).0, 400);
     assert_eq!(post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], b"[]").0, 401, "unsigned");
     assert_eq!(server.signed_post(&device, &format!("/v1/devices/{device_id}/receipts"), b"[]").0, 400);

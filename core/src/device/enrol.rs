@@ -54,9 +54,10 @@ impl Device {
     pub fn sign_request(&self, method: &str, path: &str, body: &[u8]) -> Result<String> {
         self.read(|_, now, keys| {
             let keys = keys.ok_or(CoreError::NotEnrolled)?;
-            let msg = crate::protocol::request_message(method, path, now.trusted_ms, body);
+            let nonce = crate::protocol::request_nonce()?;
+            let msg = crate::protocol::request_message(method, path, now.trusted_ms, Some(&nonce), body);
             let sig = keys.signing.sign(crate::protocol::request_domain(), &msg);
-            Ok(format!("{}.{}.{}", keys.device_id, now.trusted_ms, crate::encoding::encode(&sig)))
+            Ok(format!("{}.{}.{nonce}.{}", keys.device_id, now.trusted_ms, crate::encoding::encode(&sig)))
         })
     }
 

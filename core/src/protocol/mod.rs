@@ -27,4 +27,4 @@ pub use receipt::{
     ReceiptEvent, ReceiptParcel, SignedReceipt, genesis_hash,
 };
 pub use request::{REQUEST_HEADER, REQUEST_SKEW_MS, RequestRejection, request_device, verify_request};
-pub(crate) use request::{request_domain, request_message};
+pub(crate) use request::{request_domain, request_message, request_nonce};

@@ -1,21 +1,27 @@
 //! Signed device requests: a device proves an HTTP request is its own with its receipt-signing key.
 //!
-//! Header value: `<device_id>.<unix_ms>.<signature base64url>`, the signature over
-//! `"doorstep.request/1.0" ‖ 0 ‖ method ‖ 0 ‖ path ‖ 0 ‖ unix_ms ‖ 0 ‖ SHA-256(body)`. The server accepts
-//! it within [`REQUEST_SKEW_MS`] of its own time. A replay inside that window can only repeat the
-//! same idempotent request (fetch a manifest, upload the same batch).
+//! Header value: `<device_id>.<unix_ms>.<nonce>.<signature>` (nonce: 16 random bytes, base64url),
+//! the signature over `"doorstep.request/1.1" ‖ 0 ‖ method ‖ 0 ‖ path ‖ 0 ‖ unix_ms ‖ 0 ‖ nonce ‖ 0 ‖
+//! SHA-256(body)`. The server accepts it within [`REQUEST_SKEW_MS`] of its own time and answers each
+//! signature once (it keeps those it saw inside the window), so a replay changes nothing; the nonce
+//! keeps two genuine requests in the same millisecond apart. Builds of protocol 1.0 sent
+//! `<device_id>.<unix_ms>.<signature>` over the same fields without the nonce under
+//! `doorstep.request/1.0`; that form still verifies.
 
 use crate::crypto::{VerifyingKey, sha256};
 use crate::encoding;
 
 pub const REQUEST_HEADER: &str = "Device-Signature";
 pub const REQUEST_SKEW_MS: i64 = 5 * 60 * 1000;
-const DOMAIN: &str = "doorstep.request/1.0";
+const DOMAIN: &str = "doorstep.request/1.1";
+const LEGACY_DOMAIN: &str = "doorstep.request/1.0";
 
-/// The bytes a request signature covers (the signing key adds the domain).
-pub(crate) fn request_message(method: &str, path: &str, unix_ms: i64, body: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(method.len() + path.len() + 64);
-    for part in [method.as_bytes(), path.as_bytes(), unix_ms.to_string().as_bytes()] {
+/// The bytes a request signature covers (the signing key adds the domain); `nonce` is absent only
+/// in the 1.0 form.
+pub(crate) fn request_message(method: &str, path: &str, unix_ms: i64, nonce: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(method.len() + path.len() + 96);
+    let ms = unix_ms.to_string();
+    for part in [method.as_bytes(), path.as_bytes(), ms.as_bytes()].into_iter().chain(nonce.map(str::as_bytes)) {
         msg.extend_from_slice(part);
         msg.push(0);
     }
@@ -25,6 +31,11 @@ pub(crate) fn request_message(method: &str, path: &str, unix_ms: i64, body: &[u8
 
 pub(crate) fn request_domain() -> &'static str {
     DOMAIN
+}
+
+/// A fresh request nonce (text form).
+pub(crate) fn request_nonce() -> crate::Result<String> {
+    Ok(encoding::encode(&crate::crypto::random_bytes::<16>()?))
 }
 
 /// Why a signed request was refused.
@@ -40,17 +51,34 @@ pub enum RequestRejection {
     BadSignature,
 }
 
-/// Splits a header into (device id, unix_ms, signature), from the right: device ids may contain
-/// dots, the other two parts never do.
-fn split(header: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = header.rsplitn(3, '.');
-    let (sig, ms, id) = (parts.next()?, parts.next()?, parts.next()?);
-    (!id.is_empty()).then_some((id, ms, sig))
+/// A header's parts.
+struct Parts<'a> {
+    id: &'a str,
+    ms: &'a str,
+    /// `None` in the 1.0 form.
+    nonce: Option<&'a str>,
+    sig: &'a str,
+}
+
+/// Splits a header from the right (device ids may contain dots, the other parts never do). Four
+/// parts whose second is a time are the 1.1 form; otherwise the 1.0 form.
+fn split(header: &str) -> Option<Parts<'_>> {
+    let mut four = header.rsplitn(4, '.');
+    let (sig, nonce, ms, id) = (four.next()?, four.next()?, four.next(), four.next());
+    if let (Some(ms), Some(id)) = (ms, id)
+        && ms.parse::<i64>().is_ok()
+        && !id.is_empty()
+    {
+        return Some(Parts { id, ms, nonce: Some(nonce), sig });
+    }
+    let mut three = header.rsplitn(3, '.');
+    let (sig, ms, id) = (three.next()?, three.next()?, three.next()?);
+    (!id.is_empty()).then_some(Parts { id, ms, nonce: None, sig })
 }
 
 /// The device id a header claims (to look up its key), without verifying anything.
 pub fn request_device(header: &str) -> Option<&str> {
-    split(header).map(|(id, _, _)| id)
+    split(header).map(|p| p.id)
 }
 
 /// Verifies a `Device-Signature` header for `device_id` against its public key at `now_ms`,
@@ -66,16 +94,17 @@ pub fn verify_request(
     now_ms: i64,
     max_skew_ms: i64,
 ) -> Result<(), RequestRejection> {
-    let (id, ms, sig) = split(header).ok_or(RequestRejection::Malformed)?;
-    if id != device_id {
+    let parts = split(header).ok_or(RequestRejection::Malformed)?;
+    if parts.id != device_id {
         return Err(RequestRejection::WrongDevice);
     }
-    let unix_ms: i64 = ms.parse().map_err(|_| RequestRejection::Malformed)?;
+    let unix_ms: i64 = parts.ms.parse().map_err(|_| RequestRejection::Malformed)?;
     if now_ms.abs_diff(unix_ms) > max_skew_ms.unsigned_abs() {
         return Err(RequestRejection::Stale);
     }
-    let sig = encoding::decode(sig).ok_or(RequestRejection::Malformed)?;
-    if !key.verify(DOMAIN, &request_message(method, path, unix_ms, body), &sig) {
+    let sig = encoding::decode(parts.sig).ok_or(RequestRejection::Malformed)?;
+    let domain = if parts.nonce.is_some() { DOMAIN } else { LEGACY_DOMAIN };
+    if !key.verify(domain, &request_message(method, path, unix_ms, parts.nonce, body), &sig) {
         return Err(RequestRejection::BadSignature);
     }
     Ok(())
@@ -98,6 +127,38 @@ mod tests {
         assert_eq!(
             verify_request(&header, "d", &key, "GET", "/", b"", i64::MAX, i64::MAX),
             Err(RequestRejection::Stale)
+        );
+    }
+
+    #[test]
+    fn two_requests_in_one_millisecond_differ_and_the_old_form_still_verifies() {
+        let signing = SigningKey::generate("device:d.x").unwrap();
+        let key = signing.verifying_key();
+        let now = 1_800_000_000_000;
+        let sign = |nonce: Option<&str>, domain| {
+            let sig = signing.sign(domain, &request_message("GET", "/m", now, nonce, b""));
+            match nonce {
+                Some(n) => format!("d.x.{now}.{n}.{}", encoding::encode(&sig)),
+                None => format!("d.x.{now}.{}", encoding::encode(&sig)),
+            }
+        };
+        let (a, b) = (request_nonce().unwrap(), request_nonce().unwrap());
+        let (first, second) = (sign(Some(&a), DOMAIN), sign(Some(&b), DOMAIN));
+        assert_ne!(first, second);
+        for header in [&first, &second, &sign(None, LEGACY_DOMAIN)] {
+            assert_eq!(request_device(header), Some("d.x"));
+            assert_eq!(verify_request(header, "d.x", &key, "GET", "/m", b"", now, REQUEST_SKEW_MS), Ok(()));
+        }
+        // The nonce is signed; the 1.1 signature does not pass as 1.0 or the other way round.
+        let swapped = first.replace(&a, &b);
+        assert_eq!(
+            verify_request(&swapped, "d.x", &key, "GET", "/m", b"", now, REQUEST_SKEW_MS),
+            Err(RequestRejection::BadSignature)
+        );
+        let downgraded = sign(None, DOMAIN);
+        assert_eq!(
+            verify_request(&downgraded, "d.x", &key, "GET", "/m", b"", now, REQUEST_SKEW_MS),
+            Err(RequestRejection::BadSignature)
         );
     }
 }

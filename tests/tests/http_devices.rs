@@ -1,0 +1,85 @@
+//! Enrolment and signed device requests over real HTTP: an enrolment token works once and only
+//! within its lifetime; a device key enrols once; an unknown device, a bad signature and a
+//! replayed signed request all get the same 401, so nothing tells which device ids exist, and a
+//! replay changes nothing.
+
+use chrono::TimeDelta;
+use doorstep_tests::http::{Scene, Server, get_with, post};
+
+fn token(server: &Server, route: &str) -> String {
+    let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
+    let (status, answer) = server.op_post("/v1/enrolment-tokens", &body);
+    assert_eq!(status, 201);
+    serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn an_enrolment_token_expires_after_its_lifetime() {
+    let server = Server::start_with(Scene::default_day(), |d| d.with_enrolment_token_ttl(TimeDelta::hours(2)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = token(&server, "R1");
+    let stale = token(&server, "R1");
+    server.clock.advance(TimeDelta::minutes(119));
+    let phone = server.phone(&dir.path().join("a.db"));
+    let (status, _) =
+        post(&server.url("/v1/enrol"), &[("Enrolment-Token", &fresh)], &phone.enrolment_request().unwrap());
+    assert_eq!(status, 200, "inside its lifetime");
+    server.clock.advance(TimeDelta::minutes(2));
+    let late = server.phone(&dir.path().join("b.db"));
+    let (status, body) =
+        post(&server.url("/v1/enrol"), &[("Enrolment-Token", &stale)], &late.enrolment_request().unwrap());
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("expired"));
+}
+
+#[test]
+fn a_device_key_enrols_once_even_with_a_second_token() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = server.phone(&dir.path().join("a.db"));
+    let request = phone.enrolment_request().unwrap();
+    let (status, _) = post(&server.url("/v1/enrol"), &[("Enrolment-Token", &token(&server, "R1"))], &request);
+    assert_eq!(status, 200);
+    // The same request body (replayed, or a copy of the key) with another valid token.
+    let second = token(&server, "R2");
+    let (status, body) = post(&server.url("/v1/enrol"), &[("Enrolment-Token", &second)], &request);
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    let other = server.phone(&dir.path().join("b.db"));
+    let (status, _) =
+        post(&server.url("/v1/enrol"), &[("Enrolment-Token", &second)], &other.enrolment_request().unwrap());
+    assert_eq!(status, 200, "the refused attempt did not spend the token");
+}
+
+#[test]
+fn unknown_devices_bad_signatures_and_replays_get_the_same_401() {
+    let server = Server::start();
+    let (phone, _dir, device_id) = server.day();
+    let path = format!("/v1/devices/{device_id}/manifest?date={}", server.scene.date);
+    let signature = phone.sign_request("GET", &path, b"").unwrap();
+    let (status, first) = get_with(&server.url(&path), &[("Device-Signature", &signature)]);
+    assert_eq!(status, 200);
+    let answers = [
+        // The same signed request again: a replay.
+        get_with(&server.url(&path), &[("Device-Signature", &signature)]),
+        // A device id nobody enrolled, with a well-formed header.
+        get_with(
+            &server.url(&format!("/v1/devices/dev-nobody/manifest?date={}", server.scene.date)),
+            &[("Device-Signature", &signature.replacen(&device_id, "dev-nobody", 1))],
+        ),
+        // A real device, a signature that does not verify.
+        get_with(&server.url(&path), &[("Device-Signature", &format!("{device_id}.1.AAAA"))]),
+        // No signature at all.
+        get_with(&server.url(&path), &[]),
+    ];
+    let bodies: Vec<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 401);
+            String::from_utf8_lossy(body).into_owned()
+        })
+        .collect();
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "one answer for all: {bodies:?}");
+    assert!(!first.is_empty());
+    // The replay changed nothing: the first answer (sequence 2, a full manifest) is still the latest.
+    assert!(server.manifest(&phone, &device_id, Some(2)).is_none(), "a replay would have issued sequence 3");
+}
