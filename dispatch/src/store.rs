@@ -13,7 +13,7 @@ use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random
 use doorstep_core::device::{Clock, SystemClock};
 use doorstep_core::issuer::{
     ChainHead, CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, PriorHandover,
-    ReceiptLedger, StoredReceipt,
+    ReceiptLedger, StoredReceipt, Verdict,
 };
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop};
@@ -90,16 +90,21 @@ CREATE TABLE IF NOT EXISTS qr_nonce (
     nonce      BLOB PRIMARY KEY,
     receipt_id TEXT NOT NULL
 );
--- Which parcels each device was sent in a manifest: a phone makes receipts only for those.
+-- Which parcels each device was sent in a manifest: a phone makes receipts only for those. A
+-- reassignment withdraws the parcel from the old route's phones: after the next reset their wrong
+-- codes no longer count.
 CREATE TABLE IF NOT EXISTS parcel_sent (
-    device_id TEXT NOT NULL,
-    parcel_id TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    parcel_id       TEXT NOT NULL,
+    withdrawn_at_ms INTEGER,
     PRIMARY KEY (device_id, parcel_id)
 ) WITHOUT ROWID;
--- How many times an operator reset a parcel's attempts; manifests and receipts name it.
+-- How many times an operator reset a parcel's attempts (manifests and receipts name it), and when
+-- last (receipts of protocol 1.0 carry no epoch and are judged by their time).
 CREATE TABLE IF NOT EXISTS parcel_epoch (
     parcel_id     TEXT PRIMARY KEY,
-    attempt_epoch INTEGER NOT NULL
+    attempt_epoch INTEGER NOT NULL,
+    reset_at_ms   INTEGER NOT NULL
 );
 -- Every accepted wrong-code or lock-out receipt per parcel, with the epoch and count it names.
 -- A parcel's attempts in its current epoch are the larger of how many such receipts there are
@@ -255,6 +260,7 @@ impl Dispatch {
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         conn.execute_batch(SCHEMA)?;
+        upgrade(&conn)?;
         let (issuer, announced_keys) = load_or_create_issuer(&folder.join("keys"))?;
         Ok(Dispatch {
             conn: Mutex::new(conn),
@@ -632,7 +638,10 @@ impl Dispatch {
             )
             .optional()?;
         // The phone may make receipts for these parcels from now on.
-        let mut sent = tx.prepare_cached("INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id) VALUES (?1, ?2)")?;
+        let mut sent = tx.prepare_cached(
+            "INSERT INTO parcel_sent (device_id, parcel_id) VALUES (?1, ?2)
+             ON CONFLICT (device_id, parcel_id) DO UPDATE SET withdrawn_at_ms = NULL",
+        )?;
         for p in &parcels {
             sent.execute([&device.device_id, &p.parcel_id])?;
         }
@@ -710,9 +719,9 @@ impl Dispatch {
         // and the parcel's entry carries the epoch to every phone it reaches, also one that
         // missed this delta. The reset list is for phones of protocol 1.0, which know no epochs.
         tx.execute(
-            "INSERT INTO parcel_epoch (parcel_id, attempt_epoch) VALUES (?1, 1)
-             ON CONFLICT (parcel_id) DO UPDATE SET attempt_epoch = attempt_epoch + 1",
-            [parcel_id],
+            "INSERT INTO parcel_epoch (parcel_id, attempt_epoch, reset_at_ms) VALUES (?1, 1, ?2)
+             ON CONFLICT (parcel_id) DO UPDATE SET attempt_epoch = attempt_epoch + 1, reset_at_ms = excluded.reset_at_ms",
+            params![parcel_id, self.now_ms()?],
         )?;
         let entry: Vec<IssuedParcel> =
             parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
@@ -838,6 +847,12 @@ impl Dispatch {
             return Ok(());
         }
         tx.execute("UPDATE parcel SET route_id = ?1 WHERE parcel_id = ?2", params![new_route, parcel_id])?;
+        tx.execute(
+            "UPDATE parcel_sent SET withdrawn_at_ms = ?3
+             WHERE parcel_id = ?1 AND withdrawn_at_ms IS NULL
+               AND device_id IN (SELECT device_id FROM device WHERE route_id = ?2)",
+            params![parcel_id, old_route, self.now_ms()?],
+        )?;
         audit(
             &tx,
             self.now_ms()?,
@@ -931,6 +946,37 @@ impl Dispatch {
             device_id,
         )
     }
+}
+
+/// Brings a state folder written by an earlier build up to this one (`PRAGMA user_version`; the
+/// tables themselves are created above). Step 1 fills what protocol 1.1's checks read and earlier
+/// builds did not keep: which parcels each phone holds (every departed parcel of its route and
+/// day, as its last full manifest carried them) and the attempt counts kept per parcel before.
+fn upgrade(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id)
+                 SELECT d.device_id, p.parcel_id FROM device d
+                 JOIN parcel p ON p.route_id = d.route_id AND p.delivery_date = d.manifest_date
+                 WHERE d.manifest_seq > 0 AND p.departed_at_ms IS NOT NULL;",
+        )?;
+        let had_counts: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'parcel_attempts')",
+            [],
+            |r| r.get(0),
+        )?;
+        if had_counts {
+            conn.execute_batch(
+                "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
+                     SELECT parcel_id, 'before-1.1', 0, attempts_used FROM parcel_attempts WHERE attempts_used > 0;
+                 DROP TABLE parcel_attempts;",
+            )?;
+        }
+        conn.execute_batch("PRAGMA user_version = 1; COMMIT;")?;
+    }
+    Ok(())
 }
 
 /// Runs a query selecting `body, signature, status, reason` of stored receipts.
@@ -1144,13 +1190,8 @@ impl ReceiptLedger for SqlLedger<'_> {
         .transpose()
     }
 
-    fn append(
-        &mut self,
-        receipt: &SignedReceipt,
-        body: &ReceiptBody,
-        status: ReceiptStatus,
-        reason: Option<&str>,
-    ) -> CoreResult<()> {
+    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, verdict: Verdict<'_>) -> CoreResult<()> {
+        let Verdict { status, reason, binding } = verdict;
         let status_name = match status {
             ReceiptStatus::Accepted => "accepted",
             ReceiptStatus::Duplicate => "duplicate",
@@ -1179,7 +1220,15 @@ impl ReceiptLedger for SqlLedger<'_> {
                 params![reversed.to_string(), body.device_id],
             )?;
         }
+        let t = body.trusted_time.timestamp_millis();
         for p in &body.parcels {
+            self.tx.execute(
+                "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
+                params![body.receipt_id.to_string(), p.parcel_id],
+            )?;
+            if !binding {
+                continue;
+            }
             if body.event == ReceiptEvent::Delivered {
                 self.tx
                     .execute(
@@ -1187,20 +1236,35 @@ impl ReceiptLedger for SqlLedger<'_> {
                         params![p.parcel_id, body.receipt_id.to_string(), body.device_id, status == ReceiptStatus::Flagged],
                     )?;
             }
-            self.tx.execute(
-                "INSERT OR IGNORE INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2)",
-                params![body.receipt_id.to_string(), p.parcel_id],
-            )?;
-            // An accepted wrong-code or lock-out receipt (so the parcel was sent to this phone)
-            // counts in the epoch it names; one from before a reset names an older epoch.
+            // An accepted wrong-code or lock-out receipt counts in the epoch it names, never in
+            // one dispatch has not reached yet. A phone the parcel was withdrawn from (reassigned)
+            // may have guessed on before it synced, so its receipts count too, unless the epoch
+            // began after the withdrawal: a reset then also shuts out the old route's phones. A 1.0
+            // receipt names no epoch: it counts in the current one if made after the last reset.
             let counts = matches!(body.event, ReceiptEvent::WrongCode | ReceiptEvent::LockedOut)
                 && status == ReceiptStatus::Accepted;
             if counts {
-                self.tx.execute(
-                    "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![p.parcel_id, body.receipt_id.to_string(), p.attempt_epoch, p.attempts_used],
-                )?;
+                let legacy = body.version == "1.0";
+                self.tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
+                         SELECT ?1, ?2, CASE WHEN ?7 THEN e.attempt_epoch ELSE ?3 END, ?4
+                         FROM (SELECT coalesce(max(attempt_epoch), 0) AS attempt_epoch,
+                                      coalesce(max(reset_at_ms), -9223372036854775808) AS reset_at_ms
+                               FROM parcel_epoch WHERE parcel_id = ?1) e
+                         WHERE (CASE WHEN ?7 THEN ?6 >= e.reset_at_ms ELSE ?3 <= e.attempt_epoch END)
+                           AND EXISTS (SELECT 1 FROM parcel_sent s WHERE s.device_id = ?5 AND s.parcel_id = ?1
+                                       AND (s.withdrawn_at_ms IS NULL OR e.reset_at_ms < s.withdrawn_at_ms))",
+                    )?
+                    .execute(params![
+                        p.parcel_id,
+                        body.receipt_id.to_string(),
+                        p.attempt_epoch,
+                        p.attempts_used,
+                        body.device_id,
+                        t,
+                        legacy
+                    ])?;
             }
         }
         Ok(())
@@ -1402,5 +1466,43 @@ mod tests {
         let (from, to) = delivery_window(d(2026, 3, 29), "Europe/Berlin").unwrap();
         assert_eq!((to - from).num_hours(), 23);
         assert!(delivery_window(d(2026, 3, 29), "Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn a_state_folder_from_before_1_1_keeps_what_its_phones_hold_and_the_attempts_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What an earlier build left: a phone that synced its route, a parcel with 4 attempts.
+            let conn = Connection::open(dir.path().join("dispatch.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "DROP TABLE parcel_sent; DROP TABLE wrong_attempt;
+                 CREATE TABLE parcel_attempts (parcel_id TEXT PRIMARY KEY, attempts_used INTEGER NOT NULL, reset_at_ms INTEGER);
+                 INSERT INTO device (device_id, route_id, secret, public_key, manifest_seq, manifest_date, enrolled_at_ms)
+                     VALUES ('dev-1', 'R1', x'00', x'00', 3, '2026-11-26', 0);
+                 INSERT INTO parcel (parcel_id, barcode, route_id, stop_id, stop_seq, delivery_date, time_zone, value_cents,
+                                     category, customer_email, address_hint, recipient_hint, needs_code, departed_at_ms)
+                     VALUES ('P1', 'B1', 'R1', 'S1', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.c', '', '', 1, 5),
+                            ('P2', 'B2', 'R1', 'S1', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.c', '', '', 1, NULL),
+                            ('P3', 'B3', 'R2', 'S1', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.c', '', '', 1, 5);
+                 INSERT INTO parcel_attempts VALUES ('P1', 4, NULL);",
+            )
+            .unwrap();
+        }
+        let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        let conn = d.lock();
+        let sent: Vec<String> = conn
+            .prepare("SELECT parcel_id FROM parcel_sent WHERE device_id = 'dev-1'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(sent, ["P1"], "departed parcels of the phone's route and day only");
+        let counted: u32 =
+            conn.query_row("SELECT attempts_used FROM wrong_attempt WHERE parcel_id = 'P1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(counted, 4, "the count kept before carries over (epoch 0)");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 1);
     }
 }

@@ -34,19 +34,23 @@ fn failed(insider: &Insider, server: &Server, parcels: &[&str]) -> ReceiptBody {
     body
 }
 
+/// No phone makes such a receipt, so it is rejected and not stored: it writes nothing at dispatch
+/// (no hand-over that would hold the parcels it names, no history rows).
 #[test]
-fn a_receipt_naming_more_parcels_than_one_stop_holds_or_one_parcel_twice_is_flagged() {
+fn a_receipt_naming_more_parcels_than_one_stop_holds_or_one_parcel_twice_is_rejected_and_not_stored() {
     let server = Server::start();
-    let (phone, dir, _) = server.day();
+    let (phone, dir, device_id) = server.day();
     let insider = Insider::of(&dir.path().join("d.db"));
-    let many: Vec<String> = (0..=MAX_PARCELS_PER_RECEIPT).map(|i| format!("P{}", i % 8)).collect();
+    let many: Vec<String> = (0..=MAX_PARCELS_PER_RECEIPT).map(|i| format!("X{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let (status, reason) = status_and_reason(insider.upload(&server, &phone, failed(&insider, &server, &many)));
-    assert_eq!(status, ReceiptStatus::Flagged);
+    assert_eq!(status, ReceiptStatus::Rejected);
     assert!(reason.contains("more than 50"), "{reason}");
     let (status, reason) = status_and_reason(insider.upload(&server, &phone, failed(&insider, &server, &["P3", "P3"])));
-    assert_eq!(status, ReceiptStatus::Flagged);
-    assert!(reason.contains("names parcel P3 twice"), "{reason}");
+    assert_eq!(status, ReceiptStatus::Rejected);
+    assert!(reason.contains("names a parcel twice"), "{reason}");
+    assert!(server.dispatch.receipts(&device_id).unwrap().is_empty());
+    assert!(server.dispatch.parcel_history("P3").unwrap().is_empty());
     let (status, _) = status_and_reason(insider.upload(&server, &phone, failed(&insider, &server, &["P3", "P5"])));
     assert_eq!(status, ReceiptStatus::Accepted, "a genuine two-parcel failure");
 }

@@ -412,3 +412,78 @@ fn a_reset_reaches_a_phone_the_reset_delta_missed() {
     assert_eq!(server.sync(&one, &one_id), 1);
     assert_eq!(one.parcel("P0").unwrap().attempts_left, 5);
 }
+
+/// A wrong-code receipt an insider signs with a phone's keys (the parcel, its count, its epoch).
+fn wrong_code_receipt(
+    insider: &Insider,
+    server: &Server,
+    parcel: &str,
+    attempts_used: u32,
+    attempt_epoch: u32,
+) -> doorstep_core::protocol::ReceiptBody {
+    let mut body = insider.handover(parcel, HandoverMethod::Code, None, None, server.clock.now());
+    body.event = doorstep_core::protocol::ReceiptEvent::WrongCode;
+    body.method = None;
+    body.parcels[0].attempts_used = attempts_used;
+    body.parcels[0].attempt_epoch = attempt_epoch;
+    body
+}
+
+/// A receipt flagged because its parcel was never on the phone is evidence only: it does not hold
+/// the genuine hand-over of that parcel on its own route.
+#[test]
+fn a_flagged_receipt_about_another_routes_parcel_does_not_hold_its_genuine_handover() {
+    let server = Server::start();
+    let (one, dir, one_id) = server.day();
+    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
+    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let insider = Insider::of(&dir.path().join("two.db"));
+    let body = insider.handover("P0", HandoverMethod::NoCode, None, None, server.clock.now());
+    flagged(insider.upload(&server, &two, body), "was never on a manifest sent to this device");
+    let out = one.verify_code(&[ScannedParcel::scanned("BC0")], &server.code("P0"), None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Accepted { .. }));
+    server.upload(&one, &one_id);
+    let held = server.dispatch.receipts(&one_id).unwrap();
+    assert_eq!(held[0].status, ReceiptStatus::Accepted, "{:?}", held[0].reason);
+}
+
+/// Receipts naming an attempt epoch dispatch has not reached count for nothing, so an insider
+/// cannot fill the epochs a reset would open.
+#[test]
+fn wrong_codes_claimed_for_future_attempt_epochs_do_not_survive_a_reset() {
+    let server = Server::start();
+    let (one, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    for epoch in 1..=3 {
+        accepted(insider.upload(&server, &one, wrong_code_receipt(&insider, &server, "P0", u32::MAX, epoch)), "stored");
+    }
+    assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
+    assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R1", "fresh.db"), 5);
+}
+
+/// After a reassignment and a reset, the old route's phone (or an insider with its keys) can no
+/// longer lock the parcel: its claims count only in epochs that began before the withdrawal.
+#[test]
+fn after_a_reassignment_and_a_reset_the_old_routes_phone_cannot_lock_the_parcel() {
+    let server = Server::start();
+    let (one, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
+    assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
+    accepted(insider.upload(&server, &one, wrong_code_receipt(&insider, &server, "P0", u32::MAX, 1)), "stored");
+    assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R2", "two.db"), 5);
+}
+
+/// A phone of protocol 1.0 names no attempt epoch; its wrong codes made after a reset still count.
+#[test]
+fn wrong_codes_from_a_1_0_phone_after_a_reset_count() {
+    let server = Server::start();
+    let (one, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
+    server.clock.advance(TimeDelta::minutes(1));
+    let mut body = wrong_code_receipt(&insider, &server, "P0", 4, 0);
+    body.version = "1.0".into();
+    accepted(insider.upload(&server, &one, body), "a 1.0 receipt");
+    assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R1", "fresh.db"), 1);
+}

@@ -130,14 +130,11 @@ pub trait ReceiptLedger {
     fn head(&self, device_id: &str) -> Result<Option<ChainHead>>;
     /// The device and sequence of a receipt already held, by id, from any device.
     fn holder_of(&self, receipt_id: &Uuid) -> Result<Option<(String, u64)>>;
-    /// Stores a verified receipt (accepted or flagged) as the new head.
-    fn append(
-        &mut self,
-        receipt: &SignedReceipt,
-        body: &ReceiptBody,
-        status: ReceiptStatus,
-        reason: Option<&str>,
-    ) -> Result<()>;
+    /// Stores a verified receipt (accepted or flagged) as the new head. With `binding` false the
+    /// receipt is kept as evidence only: its claims about its parcels (a hand-over that holds later
+    /// ones, wrong attempts) never count, because its shape already failed (a parcel never sent to
+    /// the phone, a trusted time out of order).
+    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, verdict: Verdict<'_>) -> Result<()>;
     /// Marks a QR token's nonce used by `receipt_id`; `false` when an earlier receipt used it.
     fn claim_qr_nonce(&mut self, nonce: &[u8], receipt_id: &Uuid) -> Result<bool>;
     /// The "delivered" receipts held for a parcel, from any device, with their verdicts and
@@ -159,6 +156,16 @@ impl ChainHead {
     pub fn link(head: Option<ChainHead>, device_id: &str) -> (u64, [u8; 32]) {
         head.map_or_else(|| (0, genesis_hash(device_id)), |h| (h.seq, h.hash))
     }
+}
+
+/// What batch verification decided about a receipt it stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict<'a> {
+    pub status: ReceiptStatus,
+    /// Why it was flagged (kept at dispatch, never sent to the phone).
+    pub reason: Option<&'a str>,
+    /// Whether its claims about its parcels count (see [`ReceiptLedger::append`]).
+    pub binding: bool,
 }
 
 /// A hand-over of a parcel that dispatch already holds.
@@ -183,6 +190,8 @@ pub struct StoredReceipt {
 pub struct MemoryLedger {
     pub chains: HashMap<String, Vec<StoredReceipt>>,
     pub used_qr_nonces: HashMap<Vec<u8>, Uuid>,
+    /// Receipts kept as evidence only (not binding).
+    pub evidence_only: HashSet<Uuid>,
 }
 
 impl ReceiptLedger for MemoryLedger {
@@ -200,18 +209,15 @@ impl ReceiptLedger for MemoryLedger {
         }))
     }
 
-    fn append(
-        &mut self,
-        receipt: &SignedReceipt,
-        body: &ReceiptBody,
-        status: ReceiptStatus,
-        reason: Option<&str>,
-    ) -> Result<()> {
+    fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, verdict: Verdict<'_>) -> Result<()> {
+        if !verdict.binding {
+            self.evidence_only.insert(body.receipt_id);
+        }
         self.chains.entry(body.device_id.clone()).or_default().push(StoredReceipt {
             receipt: receipt.clone(),
             body: body.clone(),
-            status,
-            reason: reason.map(str::to_owned),
+            status: verdict.status,
+            reason: verdict.reason.map(str::to_owned),
         });
         Ok(())
     }
@@ -227,7 +233,8 @@ impl ReceiptLedger for MemoryLedger {
     fn handovers(&self, parcel_id: &str) -> Result<Vec<PriorHandover>> {
         let mut found = Vec::new();
         for chain in self.chains.values() {
-            for r in chain.iter().filter(|r| r.body.event == ReceiptEvent::Delivered) {
+            let binding = |r: &&StoredReceipt| !self.evidence_only.contains(&r.body.receipt_id);
+            for r in chain.iter().filter(|r| r.body.event == ReceiptEvent::Delivered).filter(binding) {
                 if r.body.parcels.iter().any(|p| p.parcel_id == parcel_id) {
                     let reversed = chain.iter().any(|c| c.body.reverses == Some(r.body.receipt_id));
                     let flagged = r.status == ReceiptStatus::Flagged;

@@ -13,7 +13,7 @@ mod verify;
 pub use enrol::EnrolledDevice;
 pub use ledger::{
     ChainHead, CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, PriorHandover, ReceiptLedger,
-    StoredReceipt,
+    StoredReceipt, Verdict,
 };
 pub use manifest::{IssuedParcel, ManifestSpec};
 pub use verify::{BatchVerdict, FLAGGED_FOR_PHONE};

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashSet;
 
-use super::{ChainHead, CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLedger};
+use super::{ChainHead, CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLedger, Verdict};
 use crate::crypto::verify_code_proof;
 use crate::protocol::{
     Ack, Checkpoint, HandoverMethod, Holder, MAX_PARCELS_PER_RECEIPT, QrToken, REQUEST_SKEW_MS, ReceiptBody,
@@ -96,6 +96,14 @@ impl Issuer {
         if body.device_id != device.device_id {
             return Ok(reject(id, seq, "receipt names another device"));
         }
+        // No phone makes such a receipt; it is not stored, so it costs dispatch nothing more.
+        if body.parcels.len() > MAX_PARCELS_PER_RECEIPT {
+            return Ok(reject(id, seq, &format!("names more than {MAX_PARCELS_PER_RECEIPT} parcels")));
+        }
+        let mut seen = HashSet::with_capacity(body.parcels.len());
+        if body.parcels.iter().any(|p| !seen.insert(p.parcel_id.as_str())) {
+            return Ok(reject(id, seq, "names a parcel twice"));
+        }
         match ledger.holder_of(&id)? {
             Some((held_by, held)) if held_by == device.device_id && held == seq => {
                 return Ok(ReceiptResult { receipt_id: id, seq, status: ReceiptStatus::Duplicate, reason: None });
@@ -117,12 +125,12 @@ impl Issuer {
         if body.prev_hash != head_hash {
             return Ok(reject(id, seq, "prev_hash does not match the previous receipt"));
         }
-        let problem = match shape_problem(device, codes, &body, head, now)? {
-            Some(problem) => Some(problem),
-            None => self.content_problem(device, ledger, codes, &body)?,
+        let (problem, binding) = match shape_problem(device, codes, &body, head, now)? {
+            Some(problem) => (Some(problem), false),
+            None => (self.content_problem(device, ledger, codes, &body)?, true),
         };
         let status = if problem.is_some() { ReceiptStatus::Flagged } else { ReceiptStatus::Accepted };
-        ledger.append(receipt, &body, status, problem.as_deref())?;
+        ledger.append(receipt, &body, Verdict { status, reason: problem.as_deref(), binding })?;
         let reason = problem.map(|_| FLAGGED_FOR_PHONE.to_owned());
         Ok(ReceiptResult { receipt_id: id, seq, status, reason })
     }
@@ -209,9 +217,9 @@ impl Issuer {
     }
 }
 
-/// What any receipt must be, whatever its event: at most [`MAX_PARCELS_PER_RECEIPT`] distinct
-/// parcels, each one dispatch sent to this device; a trusted time that never went backwards along
-/// the chain and is not ahead of dispatch's clock (beyond the skew a signed request may have).
+/// What any receipt must be, whatever its event: about parcels dispatch sent to this device, with a
+/// trusted time that never went backwards along the chain and is not ahead of dispatch's clock
+/// (beyond the skew a signed request may have). A receipt that fails is kept as evidence only.
 fn shape_problem(
     device: &EnrolledDevice,
     codes: &dyn CodeBook,
@@ -219,13 +227,6 @@ fn shape_problem(
     head: Option<ChainHead>,
     now: DateTime<Utc>,
 ) -> Result<Option<String>> {
-    if body.parcels.len() > MAX_PARCELS_PER_RECEIPT {
-        return Ok(Some(format!("names {} parcels, more than {MAX_PARCELS_PER_RECEIPT}", body.parcels.len())));
-    }
-    let mut seen = HashSet::with_capacity(body.parcels.len());
-    if let Some(p) = body.parcels.iter().find(|p| !seen.insert(p.parcel_id.as_str())) {
-        return Ok(Some(format!("names parcel {} twice", p.parcel_id)));
-    }
     let t = body.trusted_time;
     if let Some(head) = head
         && t < head.trusted_time

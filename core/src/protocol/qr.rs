@@ -3,9 +3,10 @@
 //!
 //! Text form: `DSQ2.<key_id>.<payload base64url>.<signature base64url>`. The signature covers
 //! `DSQ2 ‖ 0 ‖ key_id ‖ 0 ‖ payload` under the domain `doorstep.qr/2`: prefix, key id, format and
-//! version are all bound. `DSQ1` tokens (the payload alone under `doorstep.qr`, minted by dispatch
-//! builds before protocol 1.1) still verify, so a token a customer fetched before an update still
-//! opens the door; their key id only selects the key, which must still verify the signature.
+//! version are all bound. `DSQ1` tokens, minted by dispatch builds before protocol 1.1, still verify,
+//! so a token a customer fetched before an update still opens the door: signed like `DSQ2` but
+//! under `doorstep.qr/1.0`, or (the earliest builds) the payload alone under `doorstep.qr`, whose
+//! key id only selects the key that must still verify the signature.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ pub struct QrToken {
 impl QrToken {
     pub fn sign(&self, key: &SigningKey) -> Result<String, serde_json::Error> {
         let payload = serde_json::to_vec(self)?;
-        let sig = key.sign(&qr_domain(), &signed_message(key.key_id(), &payload));
+        let sig = key.sign(&qr_domain(), &signed_message(PREFIX, key.key_id(), &payload));
         Ok(format!("{PREFIX}.{}.{}.{}", key.key_id(), encoding::encode(&payload), encoding::encode(&sig)))
     }
 
@@ -52,9 +53,10 @@ impl QrToken {
         let key =
             keys.iter().find(|k| k.key_id == key_id).ok_or_else(|| QrRejection::UnknownKeyId(key_id.to_owned()))?;
         let genuine = if prefix == PREFIX {
-            key.verify(&qr_domain(), &signed_message(key_id, &payload), &sig)
+            key.verify(&qr_domain(), &signed_message(prefix, key_id, &payload), &sig)
         } else {
-            key.verify(domain::QR, &payload, &sig)
+            key.verify(&signing_domain(domain::QR, "1.0"), &signed_message(prefix, key_id, &payload), &sig)
+                || key.verify(domain::QR, &payload, &sig)
         };
         if !genuine {
             return Err(QrRejection::BadSignature);
@@ -70,8 +72,8 @@ fn qr_domain() -> String {
 }
 
 /// What a token's signature covers besides the domain: the text prefix, the key id, the payload.
-fn signed_message(key_id: &str, payload: &[u8]) -> Vec<u8> {
-    [PREFIX.as_bytes(), &[0], key_id.as_bytes(), &[0], payload].concat()
+fn signed_message(prefix: &str, key_id: &str, payload: &[u8]) -> Vec<u8> {
+    [prefix.as_bytes(), &[0], key_id.as_bytes(), &[0], payload].concat()
 }
 
 #[cfg(test)]
@@ -123,6 +125,10 @@ mod tests {
         assert_eq!(QrToken::verify(&old(PREFIX), &keys), Err(QrRejection::BadSignature));
         // ... and accepted as the DSQ1 token an earlier dispatch minted.
         assert_eq!(QrToken::verify(&old(LEGACY_PREFIX), &keys).unwrap(), t);
+        // A DSQ1 token as the builds just before 1.1 signed it: bound, under `doorstep.qr/1.0`.
+        let bound_v1 = key.sign(&signing_domain(domain::QR, "1.0"), &signed_message(LEGACY_PREFIX, "k1", &payload));
+        let v1 = format!("{LEGACY_PREFIX}.k1.{}.{}", encoding::encode(&payload), encoding::encode(&bound_v1));
+        assert_eq!(QrToken::verify(&v1, &keys).unwrap(), t);
         // A DSQ2 signature relabelled DSQ1 (or the reverse) does not verify.
         assert_eq!(QrToken::verify(&text.replacen(PREFIX, LEGACY_PREFIX, 1), &keys), Err(QrRejection::BadSignature));
     }

@@ -213,15 +213,15 @@ impl SignedReceipt {
     }
 
     /// Whether `key` signed these body bytes, whose parsed form is `body` (a version this build
-    /// does not speak never verifies). A 1.0 receipt was signed under the bare domain by builds
-    /// before 1.1; it still verifies so an outbox survives the app update (its body bytes carry
-    /// `"version":"1.0"`, so the version stays bound), and only a 1.0 body verifies that way.
+    /// does not speak never verifies). 1.0 receipts were signed by earlier builds under either the
+    /// bare `doorstep.receipt` or `doorstep.receipt/1.0`; both still verify so an outbox survives
+    /// the app update (the body bytes carry `"version":"1.0"`, so the version stays bound), and only
+    /// a 1.0 body verifies under the bare domain.
     pub fn verify(&self, key: &VerifyingKey, body: &ReceiptBody) -> bool {
-        let domain = match body.version.as_str() {
-            LEGACY_VERSION => domain::RECEIPT.to_owned(),
-            v => signing_domain(domain::RECEIPT, v),
-        };
-        check_version(&body.version) && key.verify(&domain, &self.body.0, &self.signature.0)
+        let signed_under = |domain: &str| key.verify(domain, &self.body.0, &self.signature.0);
+        check_version(&body.version)
+            && (signed_under(&signing_domain(domain::RECEIPT, &body.version))
+                || (body.version == LEGACY_VERSION && signed_under(domain::RECEIPT)))
     }
 
     /// The chain hash of this receipt (SHA-256 of its body bytes).
@@ -293,6 +293,8 @@ mod tests {
         // The same signature does not carry over to the body relabelled 1.1.
         let relabelled = SignedReceipt { body: Base64Bytes(serde_json::to_vec(&good).unwrap()), ..bare(&legacy) };
         assert!(!relabelled.verify(&key.verifying_key(), &good));
+        // A 1.0 body as the builds just before 1.1 signed it, under `doorstep.receipt/1.0`.
+        assert!(SignedReceipt::sign(&legacy, &key).unwrap().verify(&key.verifying_key(), &legacy));
         // A major version this build does not speak never verifies, even correctly signed.
         let future = body("2.0");
         assert!(!SignedReceipt::sign(&future, &key).unwrap().verify(&key.verifying_key(), &future));
