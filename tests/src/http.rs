@@ -165,6 +165,13 @@ impl Server {
         (device, device_id)
     }
 
+    /// A phone enrolled on `route` that applied its first full manifest.
+    pub fn synced_phone(&self, route: &str, db: &Path) -> (Device, String) {
+        let (phone, id) = self.enrol_device(route, db);
+        phone.apply_manifest(&self.manifest(&phone, &id, None).unwrap()).unwrap();
+        (phone, id)
+    }
+
     /// 8 parcels imported and departed (codes e-mailed), and an enrolled phone on R1 that synced.
     pub fn day(&self) -> (Device, tempfile::TempDir, String) {
         let (status, body) = self.op_post("/v1/parcels", &serde_json::to_vec(&self.parcels(8)).unwrap());

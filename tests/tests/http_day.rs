@@ -121,8 +121,7 @@ fn the_demo_day_reconciles() {
 fn operator_actions_reach_the_devices_as_deltas() {
     let server = serve();
     let (one, dir, one_id) = server.day();
-    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
-    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let (two, two_id) = server.synced_phone("R2", &dir.path().join("two.db"));
     // One phone cannot fetch another's manifest, nor can anyone unsigned.
     let path = format!("/v1/devices/{two_id}/manifest?date={}", server.scene.date);
     assert_eq!(server.signed_get(&one, &path).0, 401);

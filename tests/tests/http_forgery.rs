@@ -241,8 +241,7 @@ fn one_more_wrong_code_locks(phone: &doorstep_core::device::Device) {
 fn wrong_attempts_follow_a_parcel_reassigned_to_another_phone() {
     let server = Server::start();
     let (one, dir, one_id) = server.day();
-    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
-    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let (two, two_id) = server.synced_phone("R2", &dir.path().join("two.db"));
     four_wrong_codes_uploaded(&server, &one, &one_id);
     assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
     assert_eq!(server.sync(&two, &two_id), 1);
@@ -280,8 +279,7 @@ fn wrong_attempts_survive_a_reinstalled_app() {
     four_wrong_codes_uploaded(&server, &one, &one_id);
     drop(one);
     // The app's data is wiped: a new database, a new enrolment on the same route.
-    let (again, again_id) = server.enrol_device("R1", &dir.path().join("reinstalled.db"));
-    again.apply_manifest(&server.manifest(&again, &again_id, None).unwrap()).unwrap();
+    let (again, _) = server.synced_phone("R1", &dir.path().join("reinstalled.db"));
     one_more_wrong_code_locks(&again);
 }
 
@@ -315,8 +313,7 @@ fn fetching_the_manifest_again_repeats_the_same_tags() {
 fn a_phone_cannot_lock_another_routes_parcel_with_claimed_wrong_codes() {
     let server = Server::start();
     let (one, dir, one_id) = server.day();
-    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
-    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let (two, _) = server.synced_phone("R2", &dir.path().join("two.db"));
     let insider = Insider::of(&dir.path().join("two.db"));
     let mut body = insider.handover("P0", HandoverMethod::Code, None, None, server.clock.now());
     body.event = doorstep_core::protocol::ReceiptEvent::WrongCode;
@@ -336,8 +333,7 @@ fn a_phone_cannot_lock_another_routes_parcel_with_claimed_wrong_codes() {
 fn a_handover_of_a_parcel_never_sent_to_the_phone_is_flagged() {
     let server = Server::start();
     let (_one, dir, _) = server.day();
-    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
-    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let (two, _) = server.synced_phone("R2", &dir.path().join("two.db"));
     let insider = Insider::of(&dir.path().join("two.db"));
     let now = server.clock.now();
     let body = insider.handover("P3", HandoverMethod::NoCode, None, None, now);
@@ -355,8 +351,7 @@ fn wrong_codes(phone: &doorstep_core::device::Device, n: usize) {
 
 /// Attempts left on P0 for a phone on `route` that syncs afresh.
 fn attempts_left_on_a_fresh_phone(server: &Server, dir: &std::path::Path, route: &str, name: &str) -> u32 {
-    let (fresh, fresh_id) = server.enrol_device(route, &dir.join(name));
-    fresh.apply_manifest(&server.manifest(&fresh, &fresh_id, None).unwrap()).unwrap();
+    let (fresh, _) = server.synced_phone(route, &dir.join(name));
     fresh.parcel("P0").unwrap().attempts_left
 }
 
@@ -366,8 +361,7 @@ fn attempts_left_on_a_fresh_phone(server: &Server, dir: &std::path::Path, route:
 fn wrong_attempts_on_two_phones_at_once_add_up() {
     let server = Server::start();
     let (one, dir, one_id) = server.day();
-    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
-    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let (two, two_id) = server.synced_phone("R2", &dir.path().join("two.db"));
     assert_eq!(server.op_post("/v1/parcels/P0/reassign", br#"{"route_id":"R2"}"#).0, 200);
     assert_eq!(server.sync(&two, &two_id), 1);
     wrong_codes(&one, 3);
@@ -435,8 +429,7 @@ fn wrong_code_receipt(
 fn a_flagged_receipt_about_another_routes_parcel_does_not_hold_its_genuine_handover() {
     let server = Server::start();
     let (one, dir, one_id) = server.day();
-    let (two, two_id) = server.enrol_device("R2", &dir.path().join("two.db"));
-    two.apply_manifest(&server.manifest(&two, &two_id, None).unwrap()).unwrap();
+    let (two, _) = server.synced_phone("R2", &dir.path().join("two.db"));
     let insider = Insider::of(&dir.path().join("two.db"));
     let body = insider.handover("P0", HandoverMethod::NoCode, None, None, server.clock.now());
     flagged(insider.upload(&server, &two, body), "was never on a manifest sent to this device");

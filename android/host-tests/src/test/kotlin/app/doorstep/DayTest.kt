@@ -20,7 +20,7 @@ class DayTest {
         day.enrolledDevice().use { d ->
             assertTrue(d.isEnrolled())
             // Requests to dispatch are signed: <device id>.<ms>.<signature>.
-            assertEquals(3, d.signRequest("GET", "/v1/devices/x/manifest", ByteArray(0)).split(".").size)
+            assertEquals(4, d.signRequest("GET", "/v1/devices/x/manifest", ByteArray(0)).split(".").size)
             assertEquals(12, d.parcels().size)
 
             // Right code.
