@@ -1,5 +1,7 @@
-//! The per-manifest policy (attempt limit, tag length, key epoch), its allowed ranges, and the
-//! security figures it implies, so the docs print numbers computed from the same code.
+//! The per-manifest policy (attempt limit, tag length, key epoch, delegates per parcel), its allowed
+//! ranges, and the security figures it implies, so the docs print numbers computed from the same
+//! code. Dispatch enforces the delegate cap when a customer names one; the device refuses a
+//! manifest whose parcel carries more codes than the policy allows.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,9 @@ pub const MIN_ATTEMPTS: u8 = 3;
 pub const MAX_ATTEMPTS: u8 = 10;
 pub const DEFAULT_ATTEMPTS: u8 = 5;
 pub const DEFAULT_TAG_BITS: u8 = 20;
+/// Delegates a customer may name per parcel: each one is another valid code at the door.
+pub const DEFAULT_DELEGATES: u8 = 3;
+pub const MAX_DELEGATES: u8 = 15;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -19,11 +24,24 @@ pub struct Policy {
     pub tag_bits: u8,
     /// Which derived tag key (`K_tag`) the tags were made with.
     pub key_epoch: u32,
+    /// Delegates per parcel (0..=15). Manifests of dispatch builds before the cap carry none and
+    /// are read with the old limit, 15.
+    #[serde(default = "delegates_before_the_cap")]
+    pub max_delegates: u8,
+}
+
+fn delegates_before_the_cap() -> u8 {
+    MAX_DELEGATES
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { max_attempts: DEFAULT_ATTEMPTS, tag_bits: DEFAULT_TAG_BITS, key_epoch: 0 }
+        Policy {
+            max_attempts: DEFAULT_ATTEMPTS,
+            tag_bits: DEFAULT_TAG_BITS,
+            key_epoch: 0,
+            max_delegates: DEFAULT_DELEGATES,
+        }
     }
 }
 
@@ -41,6 +59,13 @@ impl Policy {
                 field: "tag_bits",
                 value: i64::from(self.tag_bits),
                 range: "16..=32",
+            });
+        }
+        if self.max_delegates > MAX_DELEGATES {
+            return Err(ManifestRejection::PolicyOutOfRange {
+                field: "max_delegates",
+                value: i64::from(self.max_delegates),
+                range: "0..=15",
             });
         }
         Ok(())
@@ -72,7 +97,7 @@ mod tests {
     use super::*;
 
     fn p(tag_bits: u8) -> Policy {
-        Policy { max_attempts: 5, tag_bits, key_epoch: 0 }
+        Policy { max_attempts: 5, tag_bits, ..Policy::default() }
     }
 
     /// The table in the design brief and docs/security.md.
@@ -88,13 +113,17 @@ mod tests {
         assert!(close(p(16).forged_receipt_caught(), 0.94, 0.01));
         assert!(close(p(20).forged_receipt_caught(), 0.49, 0.01));
         assert!(p(32).forged_receipt_caught() < 0.001);
+        // Each holder's code is valid at the door (docs/security.md, "Delegates").
+        for (holders, figure) in [(1, 9.8e-6), (2, 1.95e-5), (3, 2.9e-5), (4, 3.9e-5), (16, 1.56e-4)] {
+            assert!(close(p(20).guess_success(holders), figure, 0.02), "{holders}");
+        }
     }
 
     #[test]
     fn ranges_are_enforced() {
         assert!(Policy::default().validate().is_ok());
         for (a, b) in [(2, 20), (11, 20), (5, 15), (5, 33), (0, 0)] {
-            assert!(Policy { max_attempts: a, tag_bits: b, key_epoch: 0 }.validate().is_err());
+            assert!(Policy { max_attempts: a, tag_bits: b, ..Policy::default() }.validate().is_err());
         }
     }
 }

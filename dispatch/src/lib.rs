@@ -17,6 +17,7 @@ pub mod mail;
 pub mod operators;
 pub mod store;
 pub mod terminal;
+pub mod validate;
 
 pub use clock::SetClock;
 pub use error::DispatchError;

@@ -97,6 +97,12 @@ enum Command {
         /// Length of the code tags in bits (16..=32); see docs/security.md for the trade-off.
         #[arg(long, default_value_t = 20)]
         tag_bits: u8,
+        /// Delegates a customer may name per parcel (0..=15): each is another valid code at the door.
+        #[arg(long, default_value_t = doorstep_core::policy::DEFAULT_DELEGATES)]
+        max_delegates: u8,
+        /// Lockout resets an operator may make per parcel.
+        #[arg(long, default_value_t = doorstep_dispatch::store::DEFAULT_RESETS_PER_PARCEL)]
+        max_resets_per_parcel: u32,
     },
 }
 
@@ -227,12 +233,15 @@ fn main() -> ExitCode {
             smtp,
             max_attempts,
             tag_bits,
+            max_delegates,
+            max_resets_per_parcel,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
                 Err(e) => return fail(e),
             };
-            let code_policy = doorstep_core::policy::Policy { max_attempts, tag_bits, key_epoch: 0 };
+            let code_policy =
+                doorstep_core::policy::Policy { max_attempts, tag_bits, max_delegates, ..Default::default() };
             let options = ServeOptions {
                 policy: HighValuePolicy { value_threshold_cents, categories },
                 code_policy,
@@ -240,6 +249,7 @@ fn main() -> ExitCode {
                 behind_tls_proxy,
                 enrolment_token_ttl: chrono::TimeDelta::try_hours(enrolment_token_hours)
                     .unwrap_or(chrono::TimeDelta::MAX),
+                max_resets_per_parcel,
             };
             runtime.block_on(serve(addr, state, options))
         }
@@ -304,6 +314,7 @@ struct ServeOptions {
     mail: Option<MailConfig>,
     behind_tls_proxy: bool,
     enrolment_token_ttl: chrono::TimeDelta,
+    max_resets_per_parcel: u32,
 }
 
 fn operator_command(step: OperatorStep) -> ExitCode {
@@ -362,7 +373,8 @@ fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: b
 async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
     let opened = Dispatch::open(&state, options.policy)
         .and_then(|d| d.with_code_policy(options.code_policy))
-        .and_then(|d| d.with_enrolment_token_ttl(options.enrolment_token_ttl));
+        .and_then(|d| d.with_enrolment_token_ttl(options.enrolment_token_ttl))
+        .map(|d| d.with_max_resets_per_parcel(options.max_resets_per_parcel));
     let dispatch = match opened {
         Ok(d) => Arc::new(match options.mail {
             Some(mail) => d.with_mail(mail),

@@ -27,6 +27,11 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Dispatch itself, for what it records on its own (a parcel left out of a manifest).
+    pub fn dispatch() -> Operator {
+        Operator { operator_id: "dispatch".into(), name: "dispatch itself".into() }
+    }
+
     /// The actor of operator routes on a loopback server with no operator keys.
     pub fn loopback() -> Operator {
         Operator { operator_id: "loopback".into(), name: "local caller (no operator keys yet)".into() }

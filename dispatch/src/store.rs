@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::error::{DispatchError, Result};
 use crate::mail::{CodeMail, MailConfig};
 use crate::operators::{Operator, audit};
+use crate::validate;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS enrolment_token (
@@ -163,6 +164,9 @@ CREATE TABLE IF NOT EXISTS receipt (
 );
 "#;
 
+/// Lockout resets an operator may make per parcel by default (each gives a full set of attempts).
+pub const DEFAULT_RESETS_PER_PARCEL: u32 = 3;
+
 /// How long an enrolment token stays valid by default.
 pub const DEFAULT_ENROLMENT_TOKEN_HOURS: i64 = 24;
 
@@ -221,6 +225,7 @@ pub struct Dispatch {
     request_skew_ms: i64,
     /// How long an enrolment token stays valid after it was created.
     enrolment_token_ttl_ms: i64,
+    max_resets_per_parcel: u32,
     /// Dispatch's time: the system clock when serving, a test's or the demo's clock otherwise.
     /// Every instant dispatch records or judges by comes from here.
     clock: Arc<dyn Clock>,
@@ -271,6 +276,7 @@ impl Dispatch {
             mail: MailConfig::Folder(folder.join("outbox")),
             request_skew_ms: doorstep_core::protocol::REQUEST_SKEW_MS,
             enrolment_token_ttl_ms: DEFAULT_ENROLMENT_TOKEN_HOURS * 3_600_000,
+            max_resets_per_parcel: DEFAULT_RESETS_PER_PARCEL,
             clock: Arc::new(SystemClock),
         })
     }
@@ -292,6 +298,12 @@ impl Dispatch {
         let ms = self.now_ms()?;
         DateTime::from_timestamp_millis(ms)
             .ok_or_else(|| DispatchError::Core(CoreError::Clock(format!("clock reading {ms} ms is out of range"))))
+    }
+
+    /// How many lockout resets an operator may make per parcel.
+    pub fn with_max_resets_per_parcel(mut self, max: u32) -> Dispatch {
+        self.max_resets_per_parcel = max;
+        self
     }
 
     /// How long enrolment tokens stay valid (at least a minute).
@@ -326,9 +338,7 @@ impl Dispatch {
 
     /// A one-time token that enrols one device for `route_id`.
     pub fn create_enrolment_token(&self, route_id: &str, by: &Operator) -> Result<String> {
-        if route_id.is_empty() || route_id.len() > 128 {
-            return Err(bad("route_id must be 1..=128 characters"));
-        }
+        validate::id("route_id", route_id)?;
         let token = Uuid::from_bytes(random_bytes::<16>().map_err(DispatchError::Core)?).simple().to_string();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -386,13 +396,8 @@ impl Dispatch {
         let now = self.now_ms()?;
         let mut coded = 0;
         for p in parcels {
-            if p.parcel_id.is_empty() || p.barcode.is_empty() || p.route_id.is_empty() || p.stop_id.is_empty() {
-                return Err(bad(format!("parcel {:?}: ids must not be empty", p.parcel_id)));
-            }
+            validate::new_parcel(p)?;
             delivery_window(p.delivery_date, &p.time_zone)?;
-            if !p.customer_email.contains('@') || p.customer_email.len() > 254 {
-                return Err(bad(format!("parcel {}: invalid customer e-mail", p.parcel_id)));
-            }
             let token = Uuid::from_bytes(random_bytes::<16>()?).simple().to_string();
             tx.execute(
                 "INSERT OR IGNORE INTO customer (email, token) VALUES (?1, ?2)",
@@ -486,11 +491,23 @@ impl Dispatch {
     /// Names a trusted person who may receive the parcel with their own code; returns that code
     /// (for the customer to pass on). Only for parcels that need a code.
     pub fn name_delegate(&self, parcel_id: &str, label: &str) -> Result<String> {
-        if label.trim().is_empty() || label.len() > 64 {
-            return Err(bad("delegate label must be 1..=64 characters"));
-        }
+        validate::label(label)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        // The policy's cap: each delegate is another valid code at the door. Renaming a delegate
+        // already named replaces its code and does not count twice.
+        let holder = Holder::Delegate(label.to_owned()).to_key();
+        let others: u32 = tx.query_row(
+            "SELECT count(DISTINCT holder) FROM code
+             WHERE parcel_id = ?1 AND holder LIKE 'delegate:%' AND holder != ?2 AND revoked_at_ms IS NULL",
+            params![parcel_id, holder],
+            |r| r.get(0),
+        )?;
+        if others >= u32::from(self.code_policy.max_delegates) {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} already has {others} delegates, the most the policy allows"
+            )));
+        }
         let code = self.issue_code(&tx, parcel_id, &Holder::Delegate(label.to_owned()))?;
         tx.commit()?;
         Ok(code.reveal().to_owned())
@@ -600,7 +617,23 @@ impl Dispatch {
             .collect::<rusqlite::Result<_>>()?;
         let mut parcels = Vec::with_capacity(ids.len());
         for id in &ids {
-            parcels.extend(parcel_entry(&tx, id, self.code_policy.max_attempts)?);
+            // One parcel that cannot be put into a manifest never breaks the route: it is left
+            // out and the reason recorded in its history (once per reason).
+            match parcel_entry(&tx, id, self.code_policy.max_attempts) {
+                Ok(entry) => parcels.extend(entry),
+                Err(e @ (DispatchError::Conflict(_) | DispatchError::BadRequest(_) | DispatchError::Core(_))) => {
+                    let why = format!("left out of the manifest: {e}");
+                    let known: bool = tx.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM operator_action WHERE parcel_id = ?1 AND detail = ?2)",
+                        params![id, why],
+                        |r| r.get(0),
+                    )?;
+                    if !known {
+                        audit(&tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(id), Some(&why))?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         let envelope =
             self.sign_for(&tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
@@ -700,6 +733,19 @@ impl Dispatch {
         Ok(devices.len())
     }
 
+    /// `Conflict` unless the parcel left the warehouse (its code was not e-mailed before that).
+    fn departed(tx: &Transaction<'_>, parcel_id: &str) -> Result<()> {
+        let departed: bool =
+            tx.query_row("SELECT departed_at_ms IS NOT NULL FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| {
+                r.get(0)
+            })?;
+        if departed {
+            Ok(())
+        } else {
+            Err(DispatchError::Conflict(format!("parcel {parcel_id} has not left the warehouse yet")))
+        }
+    }
+
     fn route_and_date(tx: &Transaction<'_>, parcel_id: &str) -> Result<(String, NaiveDate)> {
         let (route, date): (String, String) = tx
             .query_row("SELECT route_id, delivery_date FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| {
@@ -715,6 +761,17 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (route, date) = Self::route_and_date(&tx, parcel_id)?;
+        Self::departed(&tx, parcel_id)?;
+        let resets: u32 = tx.query_row(
+            "SELECT count(*) FROM operator_action WHERE parcel_id = ?1 AND action = 'reset'",
+            [parcel_id],
+            |r| r.get(0),
+        )?;
+        if resets >= self.max_resets_per_parcel {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} was reset {resets} times, the most allowed; hand it back to the depot"
+            )));
+        }
         // A new attempt epoch: receipts from the old one (even those uploaded later) no longer count,
         // and the parcel's entry carries the epoch to every phone it reaches, also one that
         // missed this delta. The reset list is for phones of protocol 1.0, which know no epochs.
@@ -736,6 +793,8 @@ impl Dispatch {
     pub fn reissue_code(&self, parcel_id: &str, by: &Operator) -> Result<String> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        Self::route_and_date(&tx, parcel_id)?;
+        Self::departed(&tx, parcel_id)?;
         audit(&tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         self.mail_code(&tx, parcel_id, code.reveal(), true)?;
@@ -837,9 +896,7 @@ impl Dispatch {
     /// Operator: moves a parcel to another route: it leaves the old route's devices and joins the
     /// new route's (both as deltas).
     pub fn reassign(&self, parcel_id: &str, new_route: &str, by: &Operator) -> Result<()> {
-        if new_route.is_empty() || new_route.len() > 128 {
-            return Err(bad("route_id must be 1..=128 characters"));
-        }
+        validate::id("route_id", new_route)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (old_route, date) = Self::route_and_date(&tx, parcel_id)?;

@@ -301,7 +301,7 @@ fn the_terminal_device_works_a_day_against_dispatch() {
 #[test]
 fn a_forged_handover_is_flagged_by_dispatch_over_http() {
     use doorstep_core::crypto::{Code, DeviceSecret, Tag};
-    let server = serve_with(doorstep_core::policy::Policy { max_attempts: 5, tag_bits: 16, key_epoch: 0 });
+    let server = serve_with(doorstep_core::policy::Policy { tag_bits: 16, ..Default::default() });
     let (device, dir, device_id) = server.day();
     let file = rusqlite::Connection::open(dir.path().join("d.db")).unwrap();
     let sealed: Vec<u8> = file.query_row("SELECT sealed_secret FROM device", [], |r| r.get(0)).unwrap();

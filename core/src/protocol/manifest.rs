@@ -16,9 +16,8 @@ use crate::policy::Policy;
 pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_PARCELS: usize = 50_000;
 pub const SALT_LEN: usize = 16;
-const MAX_ID_LEN: usize = 128;
-const MAX_HINT_LEN: usize = 256;
-const MAX_TAGS_PER_PARCEL: usize = 16;
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_HINT_LEN: usize = 256;
 /// A code is valid for at most one (long) delivery day plus slack for time zones.
 const MAX_WINDOW: TimeDelta = TimeDelta::hours(48);
 
@@ -109,8 +108,14 @@ fn bad(parcel: &str, why: impl Into<String>) -> ManifestRejection {
     ManifestRejection::InvalidParcel { parcel: parcel.to_owned(), why: why.into() }
 }
 
+/// Whether `id` fits an id field of a manifest (parcel, barcode, stop, route, device): 1..=128
+/// bytes, no control characters. Dispatch checks the same at the door of its API.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
 fn check_id(what: &str, id: &str) -> Result<(), ManifestRejection> {
-    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+    if !is_valid_id(id) {
         return Err(ManifestRejection::Malformed(format!("{what} must be 1..={MAX_ID_LEN} printable characters")));
     }
     Ok(())
@@ -155,7 +160,7 @@ impl ManifestPayload {
                 if p.salt.0.len() != SALT_LEN {
                     return Err(bad(&p.parcel_id, format!("salt must be {SALT_LEN} bytes")));
                 }
-                if p.tags.len() > MAX_TAGS_PER_PARCEL {
+                if p.tags.len() > 1 + usize::from(self.policy.max_delegates) {
                     return Err(bad(&p.parcel_id, "too many code holders"));
                 }
                 let mut holders = HashSet::new();

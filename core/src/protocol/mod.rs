@@ -19,7 +19,8 @@ pub use envelope::{
     Base64Bytes, EnvelopeError, PROTOCOL_MAJOR, PROTOCOL_VERSION, SignedEnvelope, check_version, domain, signing_domain,
 };
 pub use manifest::{
-    HolderTag, MAX_MANIFEST_BYTES, MAX_PARCELS, ManifestKind, ManifestPayload, ParcelEntry, SALT_LEN, Stop,
+    HolderTag, MAX_HINT_LEN, MAX_ID_LEN, MAX_MANIFEST_BYTES, MAX_PARCELS, ManifestKind, ManifestPayload, ParcelEntry,
+    SALT_LEN, Stop, is_valid_id,
 };
 pub use qr::QrToken;
 pub use receipt::{

@@ -1,0 +1,112 @@
+//! Nothing one customer or one row does breaks a route (issue 9, replayed from the outside review
+//! that found each case): every posted field is checked at the door of the API (400 naming the
+//! field), delegates are capped by the policy, reset and reissue wait for departure, resets per
+//! parcel are capped, and after every refused request the route still syncs.
+
+use doorstep_tests::http::{Server, get_as, post};
+
+/// How a test spoils one order line.
+type Spoil = Box<dyn Fn(&mut doorstep_dispatch::NewParcel)>;
+
+fn detail(body: &[u8]) -> String {
+    let error: serde_json::Value = serde_json::from_slice(body).expect("the JSON error body");
+    error["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The route's phone still gets a full manifest with every parcel it had.
+fn route_still_syncs(server: &Server, dir: &std::path::Path, name: &str) {
+    let (phone, _) = server.synced_phone("R1", &dir.join(name));
+    assert_eq!(phone.parcels().unwrap().len(), 8);
+}
+
+#[test]
+fn bad_fields_at_import_are_refused_naming_the_field_and_the_route_still_syncs() {
+    let server = Server::start();
+    let (_phone, dir, _) = server.day();
+    let cases: Vec<(&str, Spoil)> = vec![
+        ("parcel_id", Box::new(|p| p.parcel_id = "x".repeat(129))),
+        ("barcode", Box::new(|p| p.barcode = "x".repeat(129))),
+        ("stop_id", Box::new(|p| p.stop_id = "x".repeat(129))),
+        ("address_hint", Box::new(|p| p.address_hint = "x".repeat(257))),
+        ("recipient_hint", Box::new(|p| p.recipient_hint = "line\nbreak".into())),
+        ("route_id", Box::new(|p| p.route_id = "R\u{0}1".into())),
+        ("parcel_id", Box::new(|p| p.parcel_id = "P\r\nX".into())),
+        ("customer_email", Box::new(|p| p.customer_email = "a@b.test\r\nBcc: x@y.test".into())),
+        ("customer_email", Box::new(|p| p.customer_email = "no-at-sign".into())),
+    ];
+    for (field, spoil) in cases {
+        let mut row = server.parcels(9)[8].clone();
+        spoil(&mut row);
+        let (status, body) = server.op_post("/v1/parcels", &serde_json::to_vec(&[row]).unwrap());
+        assert_eq!(status, 400, "{field}");
+        assert!(detail(&body).contains(field), "{field}: {}", detail(&body));
+    }
+    route_still_syncs(&server, dir.path(), "after-import.db");
+}
+
+#[test]
+fn control_characters_in_a_route_or_a_delegate_label_are_refused() {
+    let server = Server::start();
+    let (_phone, dir, _) = server.day();
+    for route in ["R\u{0}", "R\n1", "", &"r".repeat(129)] {
+        let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
+        assert_eq!(server.op_post("/v1/enrolment-tokens", &body).0, 400, "{route:?}");
+        assert_eq!(server.op_post("/v1/parcels/P0/reassign", &body).0, 400, "{route:?}");
+    }
+    let (_, token) = server.read_email("P0");
+    for label in ["Anna\r\nBcc", "\u{0}", " ", &"a".repeat(65)] {
+        let body = serde_json::to_vec(&serde_json::json!({ "label": label })).unwrap();
+        let (status, answer) = post(
+            &server.url("/v1/customer/parcels/P0/delegates"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            &body,
+        );
+        assert_eq!(status, 400, "{label:?}");
+        assert!(detail(&answer).contains("delegate label"));
+    }
+    route_still_syncs(&server, dir.path(), "after-labels.db");
+}
+
+/// The review named 15 delegates (16 valid codes at the door, 16× the guess chance) and a 16th that
+/// broke every manifest of the route with a 500.
+#[test]
+fn delegates_are_capped_by_the_policy_and_the_route_still_syncs() {
+    let server = Server::start();
+    let (_phone, dir, _) = server.day();
+    let (_, token) = server.read_email("P0");
+    let auth = format!("Bearer {token}");
+    let name = |label: &str| {
+        let body = serde_json::to_vec(&serde_json::json!({ "label": label })).unwrap();
+        post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &auth)], &body)
+    };
+    for i in 0..doorstep_core::policy::DEFAULT_DELEGATES {
+        assert_eq!(name(&format!("neighbour {i}")).0, 201);
+    }
+    let (status, body) = name("one too many");
+    assert_eq!(status, 409);
+    assert!(detail(&body).contains("delegates"));
+    assert_eq!(name("neighbour 0").0, 201, "renaming one already named replaces its code");
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &token).0, 200);
+    route_still_syncs(&server, dir.path(), "after-delegates.db");
+}
+
+#[test]
+fn reset_and_reissue_wait_for_departure_and_resets_are_capped() {
+    let server = Server::start();
+    let (_phone, dir, _) = server.day();
+    let mut late = server.parcels(9)[8].clone();
+    late.declared_value_cents = 500_000;
+    assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&[late]).unwrap()).0, 201);
+    for action in ["reset", "reissue"] {
+        let (status, body) = server.op_post(&format!("/v1/parcels/P8/{action}"), b"");
+        assert_eq!(status, 409, "{action} before departure");
+        assert!(detail(&body).contains("not left the warehouse"));
+    }
+    for _ in 0..doorstep_dispatch::store::DEFAULT_RESETS_PER_PARCEL {
+        assert_eq!(server.op_post("/v1/parcels/P0/reset", b"").0, 200);
+    }
+    let (status, body) = server.op_post("/v1/parcels/P0/reset", b"");
+    assert_eq!(status, 409);
+    assert!(detail(&body).contains("reset 3 times"));
+    route_still_syncs(&server, dir.path(), "after-resets.db");
+}
