@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod mail;
 pub mod operators;
+pub mod sealing;
 pub mod store;
 pub mod terminal;
 pub mod validate;

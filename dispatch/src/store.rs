@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::error::{DispatchError, Result};
 use crate::mail::{CodeMail, MailConfig};
 use crate::operators::{Operator, audit};
+use crate::sealing::{SealingKey, private_file, private_folder, write_private};
 use crate::validate;
 
 const SCHEMA: &str = r#"
@@ -226,6 +227,8 @@ pub struct Dispatch {
     /// How long an enrolment token stays valid after it was created.
     enrolment_token_ttl_ms: i64,
     max_resets_per_parcel: u32,
+    /// The key-encryption key every code and device secret is sealed under (`keys/kek`).
+    kek: SealingKey,
     /// Dispatch's time: the system clock when serving, a test's or the demo's clock otherwise.
     /// Every instant dispatch records or judges by comes from here.
     clock: Arc<dyn Clock>,
@@ -260,12 +263,24 @@ impl Dispatch {
     /// Opens (creating) the state folder: `dispatch.db` and `keys/`. The first start creates the
     /// signing key `dispatch-1`.
     pub fn open(folder: &Path, policy: HighValuePolicy) -> Result<Dispatch> {
-        std::fs::create_dir_all(folder.join("keys"))?;
-        let conn = Connection::open(folder.join("dispatch.db"))?;
+        // The folder and every file in it are the owner's only: 0700 and 0600 (the database is
+        // created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the
+        // database's mode).
+        private_folder(folder)?;
+        private_folder(&folder.join("keys"))?;
+        let db = folder.join("dispatch.db");
+        if !db.exists() {
+            write_private(&db, b"")?;
+        }
+        for file in ["dispatch.db", "dispatch.db-wal", "dispatch.db-shm"] {
+            private_file(&folder.join(file))?;
+        }
+        let kek = SealingKey::load_or_create(&folder.join("keys").join(KEK_FILE))?;
+        let conn = Connection::open(&db)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         conn.execute_batch(SCHEMA)?;
-        upgrade(&conn)?;
+        upgrade(&conn, &kek)?;
         let (issuer, announced_keys) = load_or_create_issuer(&folder.join("keys"))?;
         Ok(Dispatch {
             conn: Mutex::new(conn),
@@ -278,6 +293,7 @@ impl Dispatch {
             enrolment_token_ttl_ms: DEFAULT_ENROLMENT_TOKEN_HOURS * 3_600_000,
             max_resets_per_parcel: DEFAULT_RESETS_PER_PARCEL,
             clock: Arc::new(SystemClock),
+            kek,
         })
     }
 
@@ -382,7 +398,13 @@ impl Dispatch {
         }
         tx.execute(
             "INSERT INTO device (device_id, route_id, secret, public_key, enrolled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![device_id, route_id, device.secret.expose(), device.public_key.public.to_vec(), self.now_ms()?],
+            params![
+                device_id,
+                route_id,
+                self.kek.seal(&device_secret_aad(&device_id), device.secret.expose())?,
+                device.public_key.public.to_vec(),
+                self.now_ms()?
+            ],
         )?;
         tx.execute("UPDATE enrolment_token SET used_by = ?1 WHERE token = ?2", params![device_id, token])?;
         tx.commit()?;
@@ -456,19 +478,11 @@ impl Dispatch {
             params![parcel_id, self.now_ms()?],
         )?;
         let code = if needs_code {
-            let existing: Option<String> = tx
-                .query_row("SELECT code FROM code WHERE parcel_id = ?1 AND holder = 'customer'", [parcel_id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+            let existing = self.codes_of(&tx, parcel_id)?.into_iter().find(|(h, _)| *h == Holder::Customer);
             match existing {
-                Some(c) => Some(c),
+                Some((_, c)) => Some(c.reveal().to_owned()),
                 None => {
-                    let code = Code::generate()?;
-                    tx.execute(
-                        "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, 'customer', ?2, ?3)",
-                        params![parcel_id, code.reveal(), self.now_ms()?],
-                    )?;
+                    let code = self.store_code(&tx, parcel_id, &Holder::Customer)?;
                     // Sent before the commit: if the e-mail cannot go out, no code exists.
                     self.mail_code(&tx, parcel_id, code.reveal(), false)?;
                     Some(code.reveal().to_owned())
@@ -480,8 +494,7 @@ impl Dispatch {
         if !already {
             audit(&tx, self.now_ms()?, by, "departed", Some(parcel_id), None)?;
             let (route, date) = Self::route_and_date(&tx, parcel_id)?;
-            let entry: Vec<IssuedParcel> =
-                parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+            let entry: Vec<IssuedParcel> = self.parcel_entry(&tx, parcel_id)?.into_iter().collect();
             self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
         }
         tx.commit()?;
@@ -523,16 +536,23 @@ impl Dispatch {
         if !needs_code {
             return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs no code")));
         }
-        let code = Code::generate()?;
-        tx.execute(
-            "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![parcel_id, holder.to_key(), code.reveal(), self.now_ms()?],
-        )?;
-        let entry: Vec<IssuedParcel> =
-            parcel_entry(tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+        let code = self.store_code(tx, parcel_id, holder)?;
+        let entry: Vec<IssuedParcel> = self.parcel_entry(tx, parcel_id)?.into_iter().collect();
         if !entry.is_empty() {
             self.push_delta(tx, &route, date, entry, vec![], vec![])?;
         }
+        Ok(code)
+    }
+
+    /// A fresh code for `holder`, stored sealed (never in the clear at rest).
+    fn store_code(&self, tx: &Transaction<'_>, parcel_id: &str, holder: &Holder) -> Result<Code> {
+        let code = Code::generate()?;
+        let (key, issued) = (holder.to_key(), self.now_ms()?);
+        let sealed = self.kek.seal(&code_aad(parcel_id, &key, issued), code.reveal().as_bytes())?;
+        tx.execute(
+            "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![parcel_id, key, sealed, issued],
+        )?;
         Ok(code)
     }
 
@@ -558,10 +578,10 @@ impl Dispatch {
 
     /// The current code of each holder of a parcel (the customer's own view; tests).
     pub fn codes(&self, parcel_id: &str) -> Result<Vec<(Holder, String)>> {
-        Ok(codes_of(&self.lock(), parcel_id)?.into_iter().map(|(h, c)| (h, c.reveal().to_owned())).collect())
+        Ok(self.codes_of(&self.lock(), parcel_id)?.into_iter().map(|(h, c)| (h, c.reveal().to_owned())).collect())
     }
 
-    fn device(tx: &Transaction<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
+    fn device(&self, tx: &Transaction<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
         let row: Option<(String, Vec<u8>, Vec<u8>, i64)> = tx
             .query_row(
                 "SELECT route_id, secret, public_key, manifest_seq FROM device WHERE device_id = ?1",
@@ -574,7 +594,7 @@ impl Dispatch {
         let public: [u8; 32] = public.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
         let device = EnrolledDevice {
             device_id: device_id.to_owned(),
-            secret: DeviceSecret::from_bytes(&secret)?,
+            secret: DeviceSecret::from_bytes(&self.kek.open(&device_secret_aad(device_id), &secret)?)?,
             public_key: VerifyingKey { key_id: format!("device:{device_id}"), public },
         };
         Ok((device, route_id, seq))
@@ -586,7 +606,7 @@ impl Dispatch {
     pub fn manifest(&self, device_id: &str, date: NaiveDate, since: Option<u64>) -> Result<Option<Vec<u8>>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (device, route_id, seq) = Self::device(&tx, device_id)?;
+        let (device, route_id, seq) = self.device(&tx, device_id)?;
         let current_date: Option<String> =
             tx.query_row("SELECT manifest_date FROM device WHERE device_id = ?1", [device_id], |r| r.get(0))?;
         if let Some(n) = since
@@ -619,7 +639,7 @@ impl Dispatch {
         for id in &ids {
             // One parcel that cannot be put into a manifest never breaks the route: it is left
             // out and the reason recorded in its history (once per reason).
-            match parcel_entry(&tx, id, self.code_policy.max_attempts) {
+            match self.parcel_entry(&tx, id) {
                 Ok(entry) => parcels.extend(entry),
                 Err(e @ (DispatchError::Conflict(_) | DispatchError::BadRequest(_) | DispatchError::Core(_))) => {
                     let why = format!("left out of the manifest: {e}");
@@ -712,7 +732,7 @@ impl Dispatch {
             .query_map(params![route_id, date.to_string()], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for device_id in &devices {
-            let (device, _, seq) = Self::device(tx, device_id)?;
+            let (device, _, seq) = self.device(tx, device_id)?;
             let envelope = self.sign_for(
                 tx,
                 &device,
@@ -780,8 +800,7 @@ impl Dispatch {
              ON CONFLICT (parcel_id) DO UPDATE SET attempt_epoch = attempt_epoch + 1, reset_at_ms = excluded.reset_at_ms",
             params![parcel_id, self.now_ms()?],
         )?;
-        let entry: Vec<IssuedParcel> =
-            parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> = self.parcel_entry(&tx, parcel_id)?.into_iter().collect();
         let n = self.push_delta(&tx, &route, date, entry, vec![], vec![parcel_id.to_owned()])?;
         audit(&tx, self.now_ms()?, by, "reset", Some(parcel_id), None)?;
         tx.commit()?;
@@ -839,7 +858,7 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         Self::customers_parcel(&tx, token, parcel_id)?;
-        let codes = codes_of(&tx, parcel_id)?;
+        let codes = self.codes_of(&tx, parcel_id)?;
         Ok(codes.into_iter().find(|(h, _)| *h == Holder::Customer).map(|(_, c)| c.reveal().to_owned()))
     }
 
@@ -865,8 +884,7 @@ impl Dispatch {
             return Err(DispatchError::NotFound(format!("delegate {label:?}")));
         }
         let (route, date) = Self::route_and_date(&tx, parcel_id)?;
-        let entry: Vec<IssuedParcel> =
-            parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> = self.parcel_entry(&tx, parcel_id)?.into_iter().collect();
         if !entry.is_empty() {
             self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
         }
@@ -919,8 +937,7 @@ impl Dispatch {
             Some(&format!("route {old_route} to {new_route}")),
         )?;
         self.push_delta(&tx, &old_route, date, vec![], vec![parcel_id.to_owned()], vec![])?;
-        let entry: Vec<IssuedParcel> =
-            parcel_entry(&tx, parcel_id, self.code_policy.max_attempts)?.into_iter().collect();
+        let entry: Vec<IssuedParcel> = self.parcel_entry(&tx, parcel_id)?.into_iter().collect();
         if !entry.is_empty() {
             self.push_delta(&tx, new_route, date, entry, vec![], vec![])?;
         }
@@ -950,7 +967,7 @@ impl Dispatch {
         };
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let device = match Self::device(&tx, device_id) {
+        let device = match self.device(&tx, device_id) {
             Ok((device, _, _)) => device,
             Err(DispatchError::NotFound(_)) => return Err(refused()),
             Err(e) => return Err(e),
@@ -986,11 +1003,16 @@ impl Dispatch {
     pub fn upload(&self, device_id: &str, batch: &[u8]) -> Result<Vec<u8>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (device, _, _) = Self::device(&tx, device_id)?;
+        let (device, _, _) = self.device(&tx, device_id)?;
         // Any storage error fails the whole upload here (the transaction rolls back, nothing is
         // accepted) and the device sends the batch again.
-        let verdict =
-            self.issuer.verify_batch(&device, &mut SqlLedger { tx: &tx }, &SqlCodes { tx: &tx }, batch, self.now()?)?;
+        let verdict = self.issuer.verify_batch(
+            &device,
+            &mut SqlLedger { tx: &tx },
+            &SqlCodes { tx: &tx, kek: &self.kek },
+            batch,
+            self.now()?,
+        )?;
         tx.commit()?;
         Ok(verdict.signed_ack)
     }
@@ -1006,32 +1028,56 @@ impl Dispatch {
 }
 
 /// Brings a state folder written by an earlier build up to this one (`PRAGMA user_version`; the
-/// tables themselves are created above). Step 1 fills what protocol 1.1's checks read and earlier
-/// builds did not keep: which parcels each phone holds (every departed parcel of its route and
-/// day, as its last full manifest carried them) and the attempt counts kept per parcel before.
-fn upgrade(conn: &Connection) -> Result<()> {
+/// tables themselves are created above), one step per version, each in its own transaction.
+/// 1. Fills what protocol 1.1's checks read and earlier builds did not keep: which parcels each
+///    phone holds (every departed parcel of its route and day, as its last full manifest carried
+///    them) and the attempt counts kept per parcel before.
+/// 2. Seals the codes and device secrets earlier builds kept in the clear.
+fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < 1 {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id)
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id)
                  SELECT d.device_id, p.parcel_id FROM device d
                  JOIN parcel p ON p.route_id = d.route_id AND p.delivery_date = d.manifest_date
                  WHERE d.manifest_seq > 0 AND p.departed_at_ms IS NOT NULL;",
         )?;
-        let had_counts: bool = conn.query_row(
+        let had_counts: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'parcel_attempts')",
             [],
             |r| r.get(0),
         )?;
         if had_counts {
-            conn.execute_batch(
+            tx.execute_batch(
                 "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
                      SELECT parcel_id, 'before-1.1', 0, attempts_used FROM parcel_attempts WHERE attempts_used > 0;
                  DROP TABLE parcel_attempts;",
             )?;
         }
-        conn.execute_batch("PRAGMA user_version = 1; COMMIT;")?;
+        tx.execute_batch("PRAGMA user_version = 1;")?;
+        tx.commit()?;
+    }
+    if version < 2 {
+        let tx = conn.unchecked_transaction()?;
+        let plain_codes: Vec<(i64, String, String, String, i64)> = tx
+            .prepare("SELECT rowid, parcel_id, holder, code, issued_at_ms FROM code WHERE typeof(code) = 'text'")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (rowid, parcel, holder, code, issued) in plain_codes {
+            let sealed = kek.seal(&code_aad(&parcel, &holder, issued), code.as_bytes())?;
+            tx.execute("UPDATE code SET code = ?2 WHERE rowid = ?1", params![rowid, sealed])?;
+        }
+        let plain_secrets: Vec<(String, Vec<u8>)> = tx
+            .prepare("SELECT device_id, secret FROM device WHERE length(secret) = ?1")?
+            .query_map([doorstep_core::crypto::DEVICE_SECRET_LEN as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (device_id, secret) in plain_secrets {
+            let sealed = kek.seal(&device_secret_aad(&device_id), &secret)?;
+            tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, sealed])?;
+        }
+        tx.execute_batch("PRAGMA user_version = 2;")?;
+        tx.commit()?;
     }
     Ok(())
 }
@@ -1055,80 +1101,101 @@ fn stored_receipts(conn: &Connection, sql: &str, key: &str) -> Result<Vec<Stored
     .collect()
 }
 
-/// The manifest entry of a departed parcel (None if it has not left the warehouse yet), with the
-/// latest code of each holder.
-fn parcel_entry(tx: &Transaction<'_>, parcel_id: &str, max_attempts: u8) -> Result<Option<IssuedParcel>> {
-    let row = tx
-        .query_row(
-            "SELECT barcode, stop_id, stop_seq, delivery_date, time_zone, address_hint, recipient_hint, needs_code
+impl Dispatch {
+    /// The manifest entry of a departed parcel (None if it has not left the warehouse yet), with the
+    /// latest code of each holder.
+    fn parcel_entry(&self, tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<IssuedParcel>> {
+        let max_attempts = self.code_policy.max_attempts;
+        let row = tx
+            .query_row(
+                "SELECT barcode, stop_id, stop_seq, delivery_date, time_zone, address_hint, recipient_hint, needs_code
              FROM parcel WHERE parcel_id = ?1 AND departed_at_ms IS NOT NULL",
-            [parcel_id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, bool>(7)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((barcode, stop_id, stop_seq, date, tz, address_hint, recipient_hint, needs_code)) = row else {
-        return Ok(None);
-    };
-    let (not_before, not_after) = stored_window(&date, &tz)?;
-    let codes = if needs_code { codes_of(tx, parcel_id)? } else { Vec::new() };
-    let attempt_epoch: u32 = tx
-        .prepare_cached("SELECT attempt_epoch FROM parcel_epoch WHERE parcel_id = ?1")?
-        .query_row([parcel_id], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
-    let (receipts, highest): (u32, u32) = tx
-        .prepare_cached(
-            "SELECT count(*), coalesce(max(attempts_used), 0) FROM wrong_attempt
+                [parcel_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, bool>(7)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((barcode, stop_id, stop_seq, date, tz, address_hint, recipient_hint, needs_code)) = row else {
+            return Ok(None);
+        };
+        let (not_before, not_after) = stored_window(&date, &tz)?;
+        let codes = if needs_code { self.codes_of(tx, parcel_id)? } else { Vec::new() };
+        let attempt_epoch: u32 = tx
+            .prepare_cached("SELECT attempt_epoch FROM parcel_epoch WHERE parcel_id = ?1")?
+            .query_row([parcel_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let (receipts, highest): (u32, u32) = tx
+            .prepare_cached(
+                "SELECT count(*), coalesce(max(attempts_used), 0) FROM wrong_attempt
              WHERE parcel_id = ?1 AND attempt_epoch = ?2",
-        )?
-        .query_row(params![parcel_id, attempt_epoch], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let attempts_used = receipts.max(highest).min(u32::from(max_attempts));
-    if needs_code && codes.is_empty() {
-        // Never ship a parcel that needs a code without its tags: it would look like a parcel
-        // that needs none.
-        return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs a code but none was issued")));
+            )?
+            .query_row(params![parcel_id, attempt_epoch], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let attempts_used = receipts.max(highest).min(u32::from(max_attempts));
+        if needs_code && codes.is_empty() {
+            // Never ship a parcel that needs a code without its tags: it would look like a parcel
+            // that needs none.
+            return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs a code but none was issued")));
+        }
+        Ok(Some(IssuedParcel {
+            parcel_id: parcel_id.to_owned(),
+            barcode,
+            stop: Stop { id: stop_id, sequence: stop_seq },
+            address_hint,
+            recipient_hint,
+            codes,
+            not_before,
+            not_after,
+            attempts_used,
+            attempt_epoch,
+        }))
     }
-    Ok(Some(IssuedParcel {
-        parcel_id: parcel_id.to_owned(),
-        barcode,
-        stop: Stop { id: stop_id, sequence: stop_seq },
-        address_hint,
-        recipient_hint,
-        codes,
-        not_before,
-        not_after,
-        attempts_used,
-        attempt_epoch,
-    }))
-}
 
-/// The latest code of each holder of a parcel (a reissued code replaces the earlier one).
-fn codes_of(conn: &Connection, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
-    let mut stmt = conn.prepare(
-        "SELECT holder, code FROM code c WHERE parcel_id = ?1 AND revoked_at_ms IS NULL
+    /// The latest code of each holder of a parcel (a reissued code replaces the earlier one).
+    fn codes_of(&self, conn: &Connection, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
+        let mut stmt = conn.prepare(
+            "SELECT holder, code, issued_at_ms FROM code c WHERE parcel_id = ?1 AND revoked_at_ms IS NULL
            AND rowid = (SELECT max(rowid) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
          ORDER BY holder",
-    )?;
-    let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    rows.map(|r| {
-        let (h, c) = r?;
-        Ok((Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?, Code::parse(&c)?))
-    })
-    .collect()
+        )?;
+        let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)))?;
+        rows.map(|r| {
+            let (h, sealed, issued) = r?;
+            let code = open_code(&self.kek, parcel_id, &h, issued, &sealed)?;
+            Ok((Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?, code))
+        })
+        .collect()
+    }
+}
+
+/// What a sealed code is bound to: its parcel, holder and issue instant (its row).
+fn code_aad(parcel_id: &str, holder_key: &str, issued_at_ms: i64) -> String {
+    format!("code/{parcel_id}/{holder_key}/{issued_at_ms}")
+}
+
+fn open_code(kek: &SealingKey, parcel_id: &str, holder_key: &str, issued_at_ms: i64, sealed: &[u8]) -> Result<Code> {
+    let plain = kek.open(&code_aad(parcel_id, holder_key, issued_at_ms), sealed)?;
+    Ok(Code::parse(std::str::from_utf8(&plain).map_err(|_| bad("stored code"))?)?)
+}
+
+fn device_secret_aad(device_id: &str) -> String {
+    format!("device-secret/{device_id}")
 }
 
 const CURRENT_KEY_FILE: &str = "current";
+/// The key-encryption key's file in `keys/` (never a signing key: `load_or_create_issuer` reads
+/// `*.pk8` only).
+const KEK_FILE: &str = "kek";
 
 /// Loads the signing keys: `keys/<key_id>.pk8`, in key-id order; the one named in `keys/current`
 /// (or the first, when none is named) signs; keys after it are announced but do not sign yet.
@@ -1197,17 +1264,6 @@ pub fn promote_key(state: &Path, key_id: &str) -> Result<()> {
         return Err(DispatchError::NotFound(format!("key {key_id}")));
     }
     std::fs::write(dir.join(CURRENT_KEY_FILE), key_id)?;
-    Ok(())
-}
-
-/// Writes a private key readable by the owner only (created with mode 0600 on Unix).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)?;
     Ok(())
 }
 
@@ -1352,6 +1408,8 @@ impl ReceiptLedger for SqlLedger<'_> {
 /// What dispatch issued, read from its database inside the upload's transaction.
 struct SqlCodes<'a> {
     tx: &'a Transaction<'a>,
+    /// Opens the sealed codes.
+    kek: &'a SealingKey,
 }
 
 impl CodeBook for SqlCodes<'_> {
@@ -1386,7 +1444,7 @@ impl CodeBook for SqlCodes<'_> {
         let rows = stmt.query_map([parcel_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, Option<i64>>(3)?,
                 r.get::<_, Option<i64>>(4)?,
@@ -1405,7 +1463,8 @@ impl CodeBook for SqlCodes<'_> {
             };
             codes.push(IssuedCode {
                 holder: Holder::from_key(&holder).ok_or_else(|| CoreError::Integrity("stored holder".into()))?,
-                code: Code::parse(&code)?,
+                code: open_code(self.kek, parcel_id, &holder, issued, &code)
+                    .map_err(|e| CoreError::Integrity(format!("code of parcel {parcel_id}: {e}")))?,
                 issued_at: instant(issued)?,
                 ended_at: ended.map(instant).transpose()?,
             });
@@ -1526,7 +1585,7 @@ mod tests {
     }
 
     #[test]
-    fn a_state_folder_from_before_1_1_keeps_what_its_phones_hold_and_the_attempts_counted() {
+    fn a_state_folder_from_before_1_1_keeps_what_its_phones_hold_and_the_attempts_counted_and_is_sealed() {
         let dir = tempfile::tempdir().unwrap();
         {
             // What an earlier build left: a phone that synced its route, a parcel with 4 attempts.
@@ -1542,7 +1601,10 @@ mod tests {
                      VALUES ('P1', 'B1', 'R1', 'S1', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.c', '', '', 1, 5),
                             ('P2', 'B2', 'R1', 'S1', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.c', '', '', 1, NULL),
                             ('P3', 'B3', 'R2', 'S1', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.c', '', '', 1, 5);
-                 INSERT INTO parcel_attempts VALUES ('P1', 4, NULL);",
+                 INSERT INTO parcel_attempts VALUES ('P1', 4, NULL);
+                 INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES ('P1', 'customer', '123456', 7);
+                 INSERT INTO device (device_id, route_id, secret, public_key, enrolled_at_ms)
+                     VALUES ('dev-2', 'R1', zeroblob(32), x'00', 0);",
             )
             .unwrap();
         }
@@ -1560,6 +1622,16 @@ mod tests {
             conn.query_row("SELECT attempts_used FROM wrong_attempt WHERE parcel_id = 'P1'", [], |r| r.get(0)).unwrap();
         assert_eq!(counted, 4, "the count kept before carries over (epoch 0)");
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
+        // The code and the device secret kept in the clear are sealed now, and still read back.
+        let (kind, stored): (String, Vec<u8>) =
+            conn.query_row("SELECT typeof(code), code FROM code", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!(kind, "blob");
+        assert!(!stored.windows(6).any(|w| w == b"123456"));
+        let secret: Vec<u8> =
+            conn.query_row("SELECT secret FROM device WHERE device_id = 'dev-2'", [], |r| r.get(0)).unwrap();
+        assert_ne!(secret, vec![0; 32]);
+        drop(conn);
+        assert_eq!(d.codes("P1").unwrap(), vec![(Holder::Customer, "123456".to_owned())]);
     }
 }

@@ -8,58 +8,32 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use doorstep_core::crypto::random_bytes;
 use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
 use doorstep_core::protocol::{FailureReason, REQUEST_HEADER};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde_json::{Value, json};
+
+use crate::sealing::SealingKey;
 
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Seals with AES-256-GCM under a key kept in a 0600 file beside the database.
 struct FileVault {
-    key: LessSafeKey,
+    key: SealingKey,
 }
 
 impl FileVault {
     fn open(dir: &Path) -> CliResult<FileVault> {
-        let path = dir.join("vault.key");
-        let bytes = if path.exists() {
-            std::fs::read(&path)?
-        } else {
-            let fresh = random_bytes::<32>()?.to_vec();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            std::io::Write::write_all(&mut options.open(&path)?, &fresh)?;
-            fresh
-        };
-        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "vault.key must be 32 bytes")?;
-        Ok(FileVault { key: LessSafeKey::new(key) })
+        Ok(FileVault { key: SealingKey::load_or_create(&dir.join("vault.key"))? })
     }
 }
 
 impl KeyVault for FileVault {
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, HostError> {
-        let nonce = random_bytes::<NONCE_LEN>().map_err(|e| HostError(e.to_string()))?;
-        let mut sealed = plaintext.to_vec();
-        self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
-            .map_err(|_| HostError("seal failed".into()))?;
-        Ok([&nonce[..], &sealed].concat())
+        self.key.seal("", plaintext).map_err(|e| HostError(e.to_string()))
     }
 
     fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, HostError> {
-        if sealed.len() < NONCE_LEN {
-            return Err(HostError("sealed value too short".into()));
-        }
-        let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| HostError("bad nonce".into()))?;
-        let mut body = body.to_vec();
-        let plain =
-            self.key.open_in_place(nonce, Aad::empty(), &mut body).map_err(|_| HostError("unseal failed".into()))?;
-        Ok(plain.to_vec())
+        self.key.open("", sealed).map_err(|e| HostError(e.to_string()))
     }
 }
 
