@@ -62,8 +62,10 @@ pub(crate) fn send(config: &MailConfig, mail: &CodeMail<'_>) -> Result<()> {
         .map_err(mail_err)?;
     match config {
         MailConfig::Folder(dir) => {
-            std::fs::create_dir_all(dir)?;
-            FileTransport::new(dir).send(&message).map_err(mail_err)?;
+            // The e-mail holds a code and a customer link: owner-only, like the rest of the state.
+            crate::sealing::private_folder(dir)?;
+            let id = FileTransport::new(dir).send(&message).map_err(mail_err)?;
+            crate::sealing::private_file(&dir.join(format!("{id}.eml")))?;
         }
         MailConfig::Smtp { host, port } => {
             SmtpTransport::builder_dangerous(host).port(*port).build().send(&message).map_err(mail_err)?;

@@ -29,6 +29,7 @@ use crate::sealing::{SealingKey, private_file, private_folder, write_private};
 use crate::validate;
 
 const SCHEMA: &str = r#"
+-- One-time enrolment tokens, kept as the hex SHA-256 of the token.
 CREATE TABLE IF NOT EXISTS enrolment_token (
     token         TEXT PRIMARY KEY,
     route_id      TEXT NOT NULL,
@@ -76,11 +77,21 @@ CREATE TABLE IF NOT EXISTS code (
     revoked_at_ms INTEGER,
     PRIMARY KEY (parcel_id, holder, code)
 );
--- Customers authenticate to their own parcels with a bearer token sent in the code e-mail.
-CREATE TABLE IF NOT EXISTS customer (
-    email TEXT PRIMARY KEY,
-    token TEXT NOT NULL UNIQUE
-);
+-- A customer link opens one parcel (its code, delegates and QR tokens) until the end of its
+-- delivery day. A fresh one goes out with every code e-mail; only its SHA-256 is kept.
+CREATE TABLE IF NOT EXISTS customer_link (
+    token_hash    BLOB NOT NULL,
+    parcel_id     TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (token_hash, parcel_id)
+) WITHOUT ROWID;
+-- QR tokens issued per parcel and holder (capped: each one opens the parcel, locked or not).
+CREATE TABLE IF NOT EXISTS qr_issued (
+    parcel_id TEXT NOT NULL,
+    holder    TEXT NOT NULL,
+    issued    INTEGER NOT NULL,
+    PRIMARY KEY (parcel_id, holder)
+) WITHOUT ROWID;
 -- Which parcels each stored receipt speaks of (the hand-over history query).
 CREATE TABLE IF NOT EXISTS receipt_parcel (
     receipt_id TEXT NOT NULL,
@@ -164,6 +175,9 @@ CREATE TABLE IF NOT EXISTS receipt (
     PRIMARY KEY (device_id, seq)
 );
 "#;
+
+/// QR tokens a customer may fetch per parcel.
+pub const MAX_QR_TOKENS_PER_HOLDER: u32 = 10;
 
 /// Lockout resets an operator may make per parcel by default (each gives a full set of attempts).
 pub const DEFAULT_RESETS_PER_PARCEL: u32 = 3;
@@ -361,7 +375,7 @@ impl Dispatch {
         let now = self.now_ms()?;
         tx.execute(
             "INSERT INTO enrolment_token (token, route_id, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![token, route_id, now],
+            params![token_hash(&token), route_id, now],
         )?;
         audit(&tx, now, by, "enrolment_token", None, Some(&format!("route {route_id}")))?;
         tx.commit()?;
@@ -374,9 +388,11 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let route: Option<(String, Option<String>, i64)> = tx
-            .query_row("SELECT route_id, used_by, created_at_ms FROM enrolment_token WHERE token = ?1", [token], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT route_id, used_by, created_at_ms FROM enrolment_token WHERE token = ?1",
+                [token_hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()?;
         let route_id = match route {
             None => return Err(DispatchError::Forbidden("unknown enrolment token".into())),
@@ -406,7 +422,7 @@ impl Dispatch {
                 self.now_ms()?
             ],
         )?;
-        tx.execute("UPDATE enrolment_token SET used_by = ?1 WHERE token = ?2", params![device_id, token])?;
+        tx.execute("UPDATE enrolment_token SET used_by = ?1 WHERE token = ?2", params![device_id, token_hash(token)])?;
         tx.commit()?;
         Ok(bundle)
     }
@@ -420,11 +436,6 @@ impl Dispatch {
         for p in parcels {
             validate::new_parcel(p)?;
             delivery_window(p.delivery_date, &p.time_zone)?;
-            let token = Uuid::from_bytes(random_bytes::<16>()?).simple().to_string();
-            tx.execute(
-                "INSERT OR IGNORE INTO customer (email, token) VALUES (?1, ?2)",
-                params![p.customer_email, token],
-            )?;
             let needs_code = self.policy.needs_code(p);
             coded += usize::from(needs_code);
             tx.execute(
@@ -822,11 +833,17 @@ impl Dispatch {
     }
 
     fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<()> {
-        let (email, date, token): (String, String, String) = tx.query_row(
-            "SELECT p.customer_email, p.delivery_date, c.token FROM parcel p JOIN customer c ON c.email = p.customer_email
-             WHERE p.parcel_id = ?1",
+        let (email, date, zone): (String, String, String) = tx.query_row(
+            "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
             [parcel_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        // A fresh link for this parcel, valid to the end of its delivery day; kept as its hash.
+        let token = crate::operators::hex(&random_bytes::<16>()?);
+        let (_, expires) = stored_window(&date, &zone)?;
+        tx.execute(
+            "INSERT INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
         )?;
         crate::mail::send(
             &self.mail,
@@ -841,23 +858,22 @@ impl Dispatch {
         )
     }
 
-    /// The parcel, if `token` belongs to its customer (404 otherwise: a token never learns whether
-    /// someone else's parcel exists).
-    fn customers_parcel(tx: &Transaction<'_>, token: &str, parcel_id: &str) -> Result<()> {
-        let owned: bool = tx.query_row(
-            "SELECT count(*) FROM parcel p JOIN customer c ON c.email = p.customer_email
-             WHERE p.parcel_id = ?1 AND c.token = ?2",
-            params![parcel_id, token],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
-        if owned { Ok(()) } else { Err(DispatchError::NotFound(format!("parcel {parcel_id}"))) }
+    /// The parcel, if `token` is a live link for it (404 otherwise, expired links included: a link
+    /// never learns whether another parcel exists).
+    fn customers_parcel(&self, tx: &Transaction<'_>, token: &str, parcel_id: &str) -> Result<()> {
+        let opens: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM customer_link WHERE token_hash = ?1 AND parcel_id = ?2 AND expires_at_ms > ?3)",
+            params![sha256(token.as_bytes()).to_vec(), parcel_id, self.now_ms()?],
+            |r| r.get(0),
+        )?;
+        if opens { Ok(()) } else { Err(DispatchError::NotFound(format!("parcel {parcel_id}"))) }
     }
 
     /// Customer: their current code for their parcel.
     pub fn customer_code(&self, token: &str, parcel_id: &str) -> Result<Option<String>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        Self::customers_parcel(&tx, token, parcel_id)?;
+        self.customers_parcel(&tx, token, parcel_id)?;
         let codes = self.codes_of(&tx, parcel_id)?;
         Ok(codes.into_iter().find(|(h, _)| *h == Holder::Customer).map(|(_, c)| c.reveal().to_owned()))
     }
@@ -866,7 +882,7 @@ impl Dispatch {
     pub fn customer_name_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<String> {
         {
             let mut conn = self.lock();
-            Self::customers_parcel(&conn.transaction()?, token, parcel_id)?;
+            self.customers_parcel(&conn.transaction()?, token, parcel_id)?;
         }
         self.name_delegate(parcel_id, label)
     }
@@ -875,7 +891,7 @@ impl Dispatch {
     pub fn customer_revoke_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        Self::customers_parcel(&tx, token, parcel_id)?;
+        self.customers_parcel(&tx, token, parcel_id)?;
         let revoked = tx.execute(
             "UPDATE code SET revoked_at_ms = ?3 WHERE parcel_id = ?1 AND holder = ?2 AND revoked_at_ms IS NULL",
             params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), self.now_ms()?],
@@ -896,7 +912,20 @@ impl Dispatch {
     pub fn customer_qr(&self, token: &str, parcel_id: &str) -> Result<String> {
         {
             let mut conn = self.lock();
-            Self::customers_parcel(&conn.transaction()?, token, parcel_id)?;
+            let tx = conn.transaction()?;
+            self.customers_parcel(&tx, token, parcel_id)?;
+            // Each token opens the parcel, locked or not: a parcel yields a bounded number.
+            let issued = tx.execute(
+                "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
+                 ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = issued + 1 WHERE issued < ?2",
+                params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
+            )?;
+            if issued == 0 {
+                return Err(DispatchError::Conflict(format!(
+                    "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
+                )));
+            }
+            tx.commit()?;
         }
         self.qr_token(parcel_id, Holder::Customer)
     }
@@ -1033,6 +1062,8 @@ impl Dispatch {
 ///    phone holds (every departed parcel of its route and day, as its last full manifest carried
 ///    them) and the attempt counts kept per parcel before.
 /// 2. Seals the codes and device secrets earlier builds kept in the clear.
+/// 3. Keeps enrolment tokens as hashes, and turns each customer's one token (sent in every code
+///    e-mail, valid forever) into links for that customer's parcels, ending with their days.
 fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < 1 {
@@ -1077,6 +1108,40 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
             tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, sealed])?;
         }
         tx.execute_batch("PRAGMA user_version = 2;")?;
+        tx.commit()?;
+    }
+    if version < 3 {
+        let tx = conn.unchecked_transaction()?;
+        let plain: Vec<String> = tx
+            .prepare("SELECT token FROM enrolment_token WHERE length(token) != 64")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for token in plain {
+            tx.execute("UPDATE enrolment_token SET token = ?2 WHERE token = ?1", params![token, token_hash(&token)])?;
+        }
+        let had_customers: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customer')",
+            [],
+            |r| r.get(0),
+        )?;
+        if had_customers {
+            let links: Vec<(String, String, String, String)> = tx
+                .prepare(
+                    "SELECT c.token, p.parcel_id, p.delivery_date, p.time_zone
+                     FROM customer c JOIN parcel p ON p.customer_email = c.email",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (token, parcel_id, date, zone) in links {
+                let (_, expires) = stored_window(&date, &zone)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+                    params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
+                )?;
+            }
+            tx.execute_batch("DROP TABLE customer;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 3;")?;
         tx.commit()?;
     }
     Ok(())
@@ -1176,6 +1241,11 @@ impl Dispatch {
         })
         .collect()
     }
+}
+
+/// How a one-time token is kept: the hex SHA-256 (tokens are 128 random bits or more).
+fn token_hash(token: &str) -> String {
+    crate::operators::hex(&sha256(token.as_bytes()))
 }
 
 /// What a sealed code is bound to: its parcel, holder and issue instant (its row).
@@ -1592,7 +1662,10 @@ mod tests {
             let conn = Connection::open(dir.path().join("dispatch.db")).unwrap();
             conn.execute_batch(SCHEMA).unwrap();
             conn.execute_batch(
-                "DROP TABLE parcel_sent; DROP TABLE wrong_attempt;
+                "DROP TABLE parcel_sent; DROP TABLE wrong_attempt; DROP TABLE customer_link;
+                 CREATE TABLE customer (email TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE);
+                 INSERT INTO customer VALUES ('a@b.c', 'old-token');
+                 INSERT INTO enrolment_token (token, route_id, created_at_ms) VALUES ('0123456789abcdef0123456789abcdef', 'R1', 0);
                  CREATE TABLE parcel_attempts (parcel_id TEXT PRIMARY KEY, attempts_used INTEGER NOT NULL, reset_at_ms INTEGER);
                  INSERT INTO device (device_id, route_id, secret, public_key, manifest_seq, manifest_date, enrolled_at_ms)
                      VALUES ('dev-1', 'R1', x'00', x'00', 3, '2026-11-26', 0);
@@ -1622,7 +1695,12 @@ mod tests {
             conn.query_row("SELECT attempts_used FROM wrong_attempt WHERE parcel_id = 'P1'", [], |r| r.get(0)).unwrap();
         assert_eq!(counted, 4, "the count kept before carries over (epoch 0)");
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
+        // Tokens are hashes now; the customer's old token became a link per parcel of theirs.
+        let enrolment: String = conn.query_row("SELECT token FROM enrolment_token", [], |r| r.get(0)).unwrap();
+        assert_eq!(enrolment, token_hash("0123456789abcdef0123456789abcdef"));
+        let links: i64 = conn.query_row("SELECT count(*) FROM customer_link", [], |r| r.get(0)).unwrap();
+        assert_eq!(links, 3, "P1, P2 and P3 are a@b.c's");
         // The code and the device secret kept in the clear are sealed now, and still read back.
         let (kind, stored): (String, Vec<u8>) =
             conn.query_row("SELECT typeof(code), code FROM code", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();

@@ -1,0 +1,61 @@
+//! A minimal SMTP sink on loopback for tests: it accepts every message (no TLS, no auth, the
+//! subset lettre's plain transport speaks) and keeps the raw DATA of each, so a test can read what
+//! customers were sent without anything being written to dispatch's state folder.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+pub struct SmtpSink {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let mut lines = BufReader::new(stream);
+                    let _ = out.write_all(b"220 sink ESMTP\r\n");
+                    let mut line = String::new();
+                    while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                        let verb = line.trim_end().to_ascii_uppercase();
+                        let answer: &[u8] = if verb.starts_with("EHLO") || verb.starts_with("HELO") {
+                            b"250 sink\r\n"
+                        } else if verb == "DATA" {
+                            let _ = out.write_all(b"354 go on\r\n");
+                            let mut data = String::new();
+                            let mut part = String::new();
+                            while lines.read_line(&mut part).unwrap_or(0) > 0 && part != ".\r\n" {
+                                data.push_str(&part);
+                                part.clear();
+                            }
+                            kept.lock().unwrap().push(data);
+                            b"250 kept\r\n"
+                        } else if verb == "QUIT" {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            break;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        let _ = out.write_all(answer);
+                        line.clear();
+                    }
+                });
+            }
+        });
+        SmtpSink { port, messages }
+    }
+
+    /// Every message received so far, raw.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}

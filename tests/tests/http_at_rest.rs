@@ -1,0 +1,149 @@
+//! Nothing secret at rest in the clear (issue 9): a full day runs over real HTTP, with customer
+//! e-mail going to an SMTP sink (so no `.eml` by design). Then every file under dispatch's state
+//! folder is searched for every secret of the day. That includes the database, its WAL and
+//! shared-memory files, and the keys folder. The secrets are every code (customer, delegate,
+//! reissued), every device secret (raw, hex, base64url), every enrolment token, every customer
+//! link and the operator key; none is found. The folder is the owner's only: 0700 for folders,
+//! 0600 for files.
+
+use std::path::{Path, PathBuf};
+
+use doorstep_core::device::{HandoverOutcome, ScannedParcel};
+use doorstep_core::protocol::Base64Bytes;
+use doorstep_dispatch::MailConfig;
+use doorstep_tests::http::{Scene, Server, get_as, post};
+use doorstep_tests::insider::Insider;
+use doorstep_tests::smtp::SmtpSink;
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// `field: value` lines of every e-mail the sink got.
+fn mailed(sink: &SmtpSink, field: &str) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .flat_map(|m| m.lines().filter_map(|l| l.strip_prefix(field).map(|v| v.trim().to_owned())).collect::<Vec<_>>())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn no_code_device_secret_or_token_of_a_full_day_is_in_any_file_of_the_state_folder() {
+    let sink = SmtpSink::start();
+    let mail = MailConfig::Smtp { host: "127.0.0.1".into(), port: sink.port };
+    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(mail));
+    let (phone, dir, device_id) = server.day();
+
+    // The day: hand-overs with the customer's and a delegate's code, a reissue, a QR token, an
+    // enrolment token left unused, uploads.
+    let links = mailed(&sink, "Customer app access:");
+    let auth = format!("Bearer {}", links[0]);
+    let (status, body) =
+        post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &auth)], br#"{"label":"Anna"}"#);
+    assert_eq!(status, 201);
+    let anna = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"].as_str().unwrap().to_owned();
+    server.sync(&phone, &device_id);
+    let out = phone.verify_code(&[ScannedParcel::scanned("BC0")], &anna, None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Accepted { .. }), "{out:?}");
+    assert_eq!(server.op_post("/v1/parcels/P2/reissue", b"").0, 200);
+    server.sync(&phone, &device_id);
+    let codes = mailed(&sink, "Delivery code:");
+    let p2 = codes.last().unwrap().clone();
+    assert!(matches!(
+        phone.verify_code(&[ScannedParcel::scanned("BC2")], &p2, None).unwrap(),
+        HandoverOutcome::Accepted { .. }
+    ));
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/qr"), &links[0]).0, 200);
+    let (status, token) = server.op_post("/v1/enrolment-tokens", br#"{"route_id":"R2"}"#);
+    assert_eq!(status, 201);
+    let unused_token =
+        serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
+    let (second, _) = server.synced_phone("R1", &dir.path().join("second.db"));
+    server.upload(&phone, &device_id);
+    drop(second);
+
+    // Every secret of the day, in each form it could take.
+    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
+    for code in codes.iter().chain([&anna]) {
+        secrets.push((format!("code {code}"), code.as_bytes().to_vec()));
+    }
+    for db in ["d.db", "second.db"] {
+        let secret = Insider::of(&dir.path().join(db)).secret.expose().to_vec();
+        let b64 = serde_json::to_string(&Base64Bytes(secret.clone())).unwrap().trim_matches('"').to_owned();
+        secrets.push((format!("device secret of {db}"), secret.clone()));
+        secrets.push((format!("device secret of {db}, hex"), hex(&secret).into_bytes()));
+        secrets.push((format!("device secret of {db}, base64url"), b64.into_bytes()));
+    }
+    let links = mailed(&sink, "Customer app access:");
+    for link in &links {
+        secrets.push(("customer link".into(), link.as_bytes().to_vec()));
+    }
+    secrets.push(("enrolment token".into(), unused_token.into_bytes()));
+    secrets.push(("operator key".into(), server.operator_key.as_bytes().to_vec()));
+    let operator_secret = server.operator_key.rsplit('_').next().unwrap().as_bytes().to_vec();
+    secrets.push(("operator key's secret".into(), operator_secret));
+    assert!(codes.len() >= 6 && links.len() >= 6, "the day mailed codes and links: {codes:?}");
+
+    let files = files_under(server.state.path());
+    assert!(files.iter().any(|f| f.ends_with("dispatch.db-wal")), "the WAL is searched too: {files:?}");
+    assert!(!files.iter().any(|f| f.extension().is_some_and(|e| e == "eml")), "mail went to SMTP");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for (what, secret) in &secrets {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_slice()), "{what} found in {}", file.display());
+        }
+    }
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(server.state.path()), 0o700);
+        assert_eq!(mode(&server.state.path().join("keys")), 0o700);
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+    }
+}
+
+/// A customer link opens its own parcel only, and only until the end of its delivery day; the
+/// QR tokens it can fetch are capped.
+#[test]
+fn a_customer_link_opens_one_parcel_until_its_day_ends_and_qr_tokens_are_capped() {
+    let server = Server::start();
+    let (phone, _dir, _) = server.day();
+    let mut same_customer = server.parcels(9)[8].clone();
+    same_customer.customer_email = "customer0@example.test".into();
+    same_customer.declared_value_cents = 500_000;
+    assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&[same_customer]).unwrap()).0, 201);
+    assert_eq!(server.op_post("/v1/parcels/P8/departed", b"").0, 200);
+    let (_, p0_link) = server.read_email("P0");
+    let (_, p8_link) = server.read_email("P8");
+    assert_ne!(p0_link, p8_link, "one link per parcel");
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 200);
+    assert_eq!(
+        get_as(&server.url("/v1/customer/parcels/P8/code"), &p0_link).0,
+        404,
+        "the same customer's other parcel"
+    );
+    for _ in 0..doorstep_dispatch::store::MAX_QR_TOKENS_PER_HOLDER {
+        assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/qr"), &p0_link).0, 200);
+    }
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/qr"), &p0_link).0, 409);
+    // The delivery day (Berlin) ends; so does the link.
+    server.clock.set(phone.parcel("P0").unwrap().not_after);
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 404);
+}
