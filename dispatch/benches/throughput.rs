@@ -53,8 +53,10 @@ fn serve() -> Served {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = api::router(dispatch.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    let app = api::router_with_limits(dispatch.clone(), api::Limits::unlimited());
+    runtime.spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
     Served { base: format!("http://{addr}"), dispatch, clock, _state: state, _runtime: runtime }
 }
 

@@ -16,6 +16,8 @@ pub enum DispatchError {
     Unauthorized(String),
     #[error("this route does not take that method")]
     MethodNotAllowed,
+    #[error("too many requests: retry in {0} s")]
+    TooManyRequests(u64),
     #[error("the body is over the limit of {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
@@ -37,6 +39,7 @@ impl DispatchError {
             DispatchError::MethodNotAllowed => 405,
             DispatchError::Conflict(_) => 409,
             DispatchError::TooLarge(_) => 413,
+            DispatchError::TooManyRequests(_) => 429,
             DispatchError::Core(
                 CoreError::InvalidInput { .. } | CoreError::BatchRejected(_) | CoreError::MalformedCode,
             ) => 400,

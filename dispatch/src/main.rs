@@ -103,6 +103,15 @@ enum Command {
         /// Lockout resets an operator may make per parcel.
         #[arg(long, default_value_t = doorstep_dispatch::store::DEFAULT_RESETS_PER_PARCEL)]
         max_resets_per_parcel: u32,
+        /// Customer-link requests per minute per client address (429 beyond).
+        #[arg(long, default_value_t = api::Limits::default().customer_per_minute)]
+        customer_requests_per_minute: u32,
+        /// Enrolment requests per minute per client address.
+        #[arg(long, default_value_t = api::Limits::default().enrol_per_minute)]
+        enrol_requests_per_minute: u32,
+        /// Device requests (manifests, uploads) per minute per client address.
+        #[arg(long, default_value_t = api::Limits::default().device_per_minute)]
+        device_requests_per_minute: u32,
     },
 }
 
@@ -235,6 +244,9 @@ fn main() -> ExitCode {
             tag_bits,
             max_delegates,
             max_resets_per_parcel,
+            customer_requests_per_minute,
+            enrol_requests_per_minute,
+            device_requests_per_minute,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
@@ -250,6 +262,11 @@ fn main() -> ExitCode {
                 enrolment_token_ttl: chrono::TimeDelta::try_hours(enrolment_token_hours)
                     .unwrap_or(chrono::TimeDelta::MAX),
                 max_resets_per_parcel,
+                limits: api::Limits {
+                    customer_per_minute: customer_requests_per_minute,
+                    enrol_per_minute: enrol_requests_per_minute,
+                    device_per_minute: device_requests_per_minute,
+                },
             };
             runtime.block_on(serve(addr, state, options))
         }
@@ -284,8 +301,10 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
         Err(e) => return fail(format!("cannot listen on loopback: {e}")),
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let app = api::router(dispatch.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    let app = api::router_with_limits(dispatch.clone(), api::Limits::unlimited());
+    runtime.spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
     if !json {
         println!("dispatch listening on http://{addr} (state in {})", state.path().display());
     }
@@ -315,6 +334,7 @@ struct ServeOptions {
     behind_tls_proxy: bool,
     enrolment_token_ttl: chrono::TimeDelta,
     max_resets_per_parcel: u32,
+    limits: api::Limits,
 }
 
 fn operator_command(step: OperatorStep) -> ExitCode {
@@ -400,7 +420,8 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match axum::serve(listener, api::router(dispatch)).with_graceful_shutdown(shutdown).await {
+    let app = api::router_with_limits(dispatch, options.limits).into_make_service_with_connect_info::<SocketAddr>();
+    match axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("server error: {e}")),
     }

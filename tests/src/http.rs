@@ -71,6 +71,15 @@ impl Server {
     /// Serves a dispatch opened on a fresh state folder, configured by `configure`, on the scene's
     /// clock.
     pub fn start_with(scene: Scene, configure: impl FnOnce(Dispatch) -> Dispatch) -> Server {
+        Server::start_with_limits(scene, configure, api::Limits::default())
+    }
+
+    /// As [`Server::start_with`], with these rate limits.
+    pub fn start_with_limits(
+        scene: Scene,
+        configure: impl FnOnce(Dispatch) -> Dispatch,
+        limits: api::Limits,
+    ) -> Server {
         let state = tempfile::tempdir().unwrap();
         let clock = Arc::new(SetClock::at(scene.now));
         let opened = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone());
@@ -79,8 +88,9 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = api::router(dispatch.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let app = api::router_with_limits(dispatch.clone(), limits);
+        runtime
+            .spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
         Server {
             base: format!("http://{addr}"),
             dispatch,

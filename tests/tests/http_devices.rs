@@ -83,3 +83,35 @@ fn unknown_devices_bad_signatures_and_replays_get_the_same_401() {
     // The replay changed nothing: the first answer (sequence 2, a full manifest) is still the latest.
     assert!(server.manifest(&phone, &device_id, Some(2)).is_none(), "a replay would have issued sequence 3");
 }
+
+/// Past its limit a client address gets 429 with `Retry-After` and the JSON error body, before
+/// any work: on customer links, enrolment and device requests alike.
+#[test]
+fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
+    use doorstep_dispatch::api::Limits;
+    let limits = Limits { customer_per_minute: 3, enrol_per_minute: 3, device_per_minute: 4 };
+    let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
+    let (phone, _dir, device_id) = server.day(); // two enrolment requests (one refused), one manifest
+    let (_, link) = server.read_email("P0");
+    let customer =
+        || get_with(&server.url("/v1/customer/parcels/P0/code"), &[("Authorization", &format!("Bearer {link}"))]);
+    let device = || {
+        let path = format!("/v1/devices/{device_id}/manifest?date={}&since=1", server.scene.date);
+        get_with(&server.url(&path), &[("Device-Signature", &phone.sign_request("GET", &path, b"").unwrap())])
+    };
+    let enrol = || post(&server.url("/v1/enrol"), &[("Enrolment-Token", "no-such-token")], b"{}");
+    for (what, call, allowed) in
+        [("customer", &customer as &dyn Fn() -> (u16, Vec<u8>), 3), ("device", &device, 3), ("enrolment", &enrol, 1)]
+    {
+        for _ in 0..allowed {
+            assert_ne!(call().0, 429, "{what} within its limit");
+        }
+        let (status, body) = call();
+        assert_eq!(status, 429, "{what} over its limit");
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error["error"], "too_many_requests");
+    }
+    let resp = doorstep_tests::http::agent().get(server.url("/v1/customer/parcels/P0/code")).call().unwrap();
+    let retry: u64 = resp.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}

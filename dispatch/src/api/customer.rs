@@ -6,19 +6,21 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::limits::{Limiter, limit};
 use super::{AppState, blocking, json_body};
 use crate::error::DispatchError;
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes(limiter: Limiter) -> Router<AppState> {
     Router::new()
         .route("/v1/customer/parcels/{id}/code", get(customer_code))
         .route("/v1/customer/parcels/{id}/delegates", post(name_delegate))
         .route("/v1/customer/parcels/{id}/delegates/{label}", delete(revoke_delegate))
         .route("/v1/customer/parcels/{id}/qr", get(customer_qr))
+        .route_layer(middleware::from_fn_with_state(limiter, limit))
 }
 
 /// The customer's bearer token (from their code e-mail).

@@ -1,24 +1,28 @@
 //! Device routes: enrolment with a one-time token, then manifests and uploads, each signed by the
 //! device's key (`Device-Signature`, checked by the store against the enrolled key and the clock).
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use chrono::NaiveDate;
 use doorstep_core::protocol::REQUEST_HEADER;
 
+use super::limits::{Limiter, limit};
 use super::{AppState, blocking, body_of, octets};
 use crate::error::DispatchError;
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes(enrolment: Limiter, devices: Limiter) -> Router<AppState> {
+    let enrolling =
+        Router::new().route("/v1/enrol", post(enrol)).route_layer(middleware::from_fn_with_state(enrolment, limit));
     Router::new()
-        .route("/v1/enrol", post(enrol))
         .route("/v1/devices/{id}/manifest", get(manifest))
         .route("/v1/devices/{id}/receipts", post(upload))
+        .route_layer(middleware::from_fn_with_state(devices, limit))
+        .merge(enrolling)
 }
 
 async fn enrol(

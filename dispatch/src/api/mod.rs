@@ -5,11 +5,15 @@
 //! - [`operator`]: the carrier's staff (import, departure, reset, reissue, reassign, history,
 //!   enrolment tokens), behind an operator key once one exists (`crate::operators`).
 //! - [`device`]: phones (enrol with a one-time token; manifests and uploads signed by the device).
-//! - [`customer`]: the customer's own parcels, with the token from their code e-mail.
+//! - [`customer`]: the customer's own parcels, with the link from their code e-mail.
+//! - [`limits`]: rate limits per client address on the customer, enrolment and device routes.
 
 mod customer;
 mod device;
+mod limits;
 mod operator;
+
+pub use limits::Limits;
 
 use std::sync::Arc;
 
@@ -44,16 +48,33 @@ impl IntoResponse for DispatchError {
             429 => "too_many_requests",
             _ => "internal",
         };
-        (status, Json(json!({ "error": kind, "detail": self.to_string() }))).into_response()
+        let retry_after = match self {
+            DispatchError::TooManyRequests(seconds) => Some(seconds.to_string()),
+            _ => None,
+        };
+        let mut response = (status, Json(json!({ "error": kind, "detail": self.to_string() }))).into_response();
+        if let Some(value) = retry_after.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
-/// The service's routes.
+/// The service's routes with the default rate limits.
 pub fn router(dispatch: Arc<Dispatch>) -> Router {
+    router_with_limits(dispatch, Limits::default())
+}
+
+/// The service's routes. Serve them with `into_make_service_with_connect_info::<SocketAddr>()`,
+/// so the rate limits see each client's address.
+pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
     Router::new()
         .merge(operator::routes(dispatch.clone()))
-        .merge(device::routes())
-        .merge(customer::routes())
+        .merge(device::routes(
+            limits::Limiter::per_minute(limits.enrol_per_minute),
+            limits::Limiter::per_minute(limits.device_per_minute),
+        ))
+        .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute)))
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

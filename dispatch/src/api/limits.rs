@@ -1,0 +1,67 @@
+//! Rate limits, per client address, for the routes a stranger can reach: customer links, enrolment
+//! and device requests (governor's keyed GCRA limiter). A client over its limit gets 429 with
+//! `Retry-After` and the JSON error body before any handler or database work. Operator routes are
+//! behind operator keys and not limited here. The limits are `serve` options.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::error::DispatchError;
+
+/// Requests per minute each client address may make, per group of routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `/v1/customer/...`: a customer's app.
+    pub customer_per_minute: u32,
+    /// `/v1/enrol`: a phone enrols once; more is someone trying tokens.
+    pub enrol_per_minute: u32,
+    /// `/v1/devices/...`: manifests and uploads (a depot's phones may share one address).
+    pub device_per_minute: u32,
+}
+
+impl Limits {
+    /// No practical limit: the demo's simulated phones and the benchmark share one address.
+    pub fn unlimited() -> Limits {
+        Limits { customer_per_minute: u32::MAX, enrol_per_minute: u32::MAX, device_per_minute: u32::MAX }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { customer_per_minute: 60, enrol_per_minute: 20, device_per_minute: 1200 }
+    }
+}
+
+/// One group's limiter.
+#[derive(Clone)]
+pub(super) struct Limiter(Arc<DefaultKeyedRateLimiter<String>>);
+
+impl Limiter {
+    pub(super) fn per_minute(n: u32) -> Limiter {
+        let quota = Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Limiter(Arc::new(DefaultKeyedRateLimiter::keyed(quota)))
+    }
+}
+
+/// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
+/// The client is the peer address (without one, as behind some proxies, all share one key).
+pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(peer)| peer.ip().to_string());
+    match limiter.0.check_key(&client) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
+        }
+    }
+}
