@@ -371,9 +371,15 @@ fn operator_command(step: OperatorStep) -> ExitCode {
 
 /// Why `serve` must not start on `addr`, if it must not: off loopback it needs operator keys and
 /// TLS in front.
-fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: bool) -> Option<String> {
+fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: bool, smtp: bool) -> Option<String> {
     if addr.ip().is_loopback() {
         return None;
+    }
+    if !smtp {
+        return Some(format!(
+            "refusing to serve on {addr} without --smtp: customer e-mail (codes and links) would be written \
+             to STATE/outbox"
+        ));
     }
     if !operator_auth_on {
         return Some(format!(
@@ -391,6 +397,7 @@ fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: b
 }
 
 async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
+    let smtp = matches!(options.mail, Some(MailConfig::Smtp { .. }));
     let opened = Dispatch::open(&state, options.policy)
         .and_then(|d| d.with_code_policy(options.code_policy))
         .and_then(|d| d.with_enrolment_token_ttl(options.enrolment_token_ttl))
@@ -406,7 +413,7 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
         Ok(on) => on,
         Err(e) => return fail(format!("cannot read operator keys: {e}")),
     };
-    if let Some(refusal) = network_refusal(addr, auth_on, options.behind_tls_proxy) {
+    if let Some(refusal) = network_refusal(addr, auth_on, options.behind_tls_proxy, smtp) {
         return fail(refusal);
     }
     if !auth_on {
@@ -437,10 +444,11 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let local6: SocketAddr = "[::1]:8080".parse().unwrap();
-        assert!(network_refusal(lan, false, true).unwrap().contains("operator add"));
-        assert!(network_refusal(any, true, false).unwrap().contains("--behind-tls-proxy"));
-        assert_eq!(network_refusal(lan, true, true), None);
-        assert_eq!(network_refusal(local, false, false), None);
-        assert_eq!(network_refusal(local6, false, false), None);
+        assert!(network_refusal(lan, false, true, true).unwrap().contains("operator add"));
+        assert!(network_refusal(any, true, false, true).unwrap().contains("--behind-tls-proxy"));
+        assert!(network_refusal(lan, true, true, false).unwrap().contains("--smtp"));
+        assert_eq!(network_refusal(lan, true, true, true), None);
+        assert_eq!(network_refusal(local, false, false, false), None);
+        assert_eq!(network_refusal(local6, false, false, false), None);
     }
 }

@@ -108,12 +108,16 @@ impl Dispatch {
 
     /// The operator a presented key belongs to. Any failure (no key, malformed, unknown id, wrong
     /// secret, revoked) is the same `Unauthorized`, so nothing tells which part was wrong.
-    pub fn authenticate_operator(&self, presented: Option<&str>) -> Result<Operator> {
-        if !self.operator_auth_on()? {
-            return Ok(Operator::loopback());
-        }
+    ///
+    /// With no key yet, the routes are open only to a direct local caller (`direct_local`: the
+    /// peer is a loopback address and the request came through no proxy and from no web page), so
+    /// a TLS proxy on the same host, or a browser, opens nothing.
+    pub fn authenticate_operator(&self, presented: Option<&str>, direct_local: bool) -> Result<Operator> {
         let denied =
             || DispatchError::Unauthorized("an operator key is required (Authorization: Bearer dso_...)".into());
+        if !self.operator_auth_on()? {
+            return if direct_local { Ok(Operator::loopback()) } else { Err(denied()) };
+        }
         let (id, secret) =
             presented.and_then(|k| k.strip_prefix(KEY_PREFIX)).and_then(|k| k.split_once('_')).ok_or_else(denied)?;
         let row: Option<(String, Vec<u8>, Option<i64>)> = self

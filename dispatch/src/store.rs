@@ -292,7 +292,9 @@ impl Dispatch {
         let kek = SealingKey::load_or_create(&folder.join("keys").join(KEK_FILE))?;
         let conn = Connection::open(&db)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        // secure_delete: freed pages are zeroed, so a secret an upgrade sealed or a row deleted
+        // leaves no copy behind in the file.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
         conn.execute_batch(SCHEMA)?;
         upgrade(&conn, &kek)?;
         let (issuer, announced_keys) = load_or_create_issuer(&folder.join("keys"))?;
@@ -825,6 +827,9 @@ impl Dispatch {
         let tx = conn.transaction()?;
         Self::route_and_date(&tx, parcel_id)?;
         Self::departed(&tx, parcel_id)?;
+        // A reissue answers a leaked code or e-mail: the earlier links stop opening the parcel,
+        // and the new e-mail carries the only live one.
+        tx.execute("DELETE FROM customer_link WHERE parcel_id = ?1", [parcel_id])?;
         audit(&tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         self.mail_code(&tx, parcel_id, code.reveal(), true)?;
@@ -1144,6 +1149,11 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         tx.execute_batch("PRAGMA user_version = 3;")?;
         tx.commit()?;
     }
+    if version < 3 {
+        // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
+        // no old page keeps a copy.
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    }
     Ok(())
 }
 
@@ -1207,6 +1217,13 @@ impl Dispatch {
             )?
             .query_row(params![parcel_id, attempt_epoch], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let attempts_used = receipts.max(highest).min(u32::from(max_attempts));
+        if codes.len() > 1 + usize::from(self.code_policy.max_delegates) {
+            // Named under an earlier, looser policy: the phones would refuse the whole manifest.
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} has more delegates than the policy allows ({}); revoke some",
+                self.code_policy.max_delegates
+            )));
+        }
         if needs_code && codes.is_empty() {
             // Never ship a parcel that needs a code without its tags: it would look like a parcel
             // that needs none.
@@ -1711,5 +1728,12 @@ mod tests {
         assert_ne!(secret, vec![0; 32]);
         drop(conn);
         assert_eq!(d.codes("P1").unwrap(), vec![(Holder::Customer, "123456".to_owned())]);
+        // No freed page or WAL frame keeps the secrets the upgrade replaced (secure_delete, VACUUM).
+        for file in ["dispatch.db", "dispatch.db-wal"] {
+            let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            for secret in [&b"123456"[..], b"old-token", b"0123456789abcdef0123456789abcdef"] {
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret), "{file} keeps {secret:?}");
+            }
+        }
     }
 }

@@ -74,17 +74,36 @@ impl Server {
         Server::start_with_limits(scene, configure, api::Limits::default())
     }
 
+    /// A server with no operator key yet: its operator routes are open to a direct local caller
+    /// only (`operator_key` is empty).
+    pub fn start_without_operator_keys() -> Server {
+        Server::start_inner(Scene::default_day(), |d| d, api::Limits::default(), false)
+    }
+
     /// As [`Server::start_with`], with these rate limits.
     pub fn start_with_limits(
         scene: Scene,
         configure: impl FnOnce(Dispatch) -> Dispatch,
         limits: api::Limits,
     ) -> Server {
+        Server::start_inner(scene, configure, limits, true)
+    }
+
+    fn start_inner(
+        scene: Scene,
+        configure: impl FnOnce(Dispatch) -> Dispatch,
+        limits: api::Limits,
+        operator_key: bool,
+    ) -> Server {
         let state = tempfile::tempdir().unwrap();
         let clock = Arc::new(SetClock::at(scene.now));
         let opened = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone());
         let dispatch = Arc::new(configure(opened));
-        let (operator, operator_key) = dispatch.add_operator("test operator").unwrap();
+        let (operator, operator_key) = if operator_key {
+            dispatch.add_operator("test operator").unwrap()
+        } else {
+            (Operator::loopback(), String::new())
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -252,7 +271,19 @@ impl Server {
 
     /// The code e-mail a customer received for a parcel: (code, customer token).
     pub fn read_email(&self, parcel: &str) -> (String, String) {
+        self.emails(parcel).into_iter().next().unwrap_or_else(|| panic!("no e-mail for {parcel}"))
+    }
+
+    /// The e-mail that carries the parcel's current code (after a reissue, the newest one).
+    pub fn latest_email(&self, parcel: &str) -> (String, String) {
+        let current = self.code(parcel);
+        self.emails(parcel).into_iter().find(|(code, _)| *code == current).expect("an e-mail with the current code")
+    }
+
+    /// Every code e-mail for a parcel: (code, customer link).
+    fn emails(&self, parcel: &str) -> Vec<(String, String)> {
         let outbox = self.state.path().join("outbox");
+        let mut found = Vec::new();
         for entry in std::fs::read_dir(&outbox).unwrap() {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             if text.contains(&format!("Parcel: {parcel}\r\n")) || text.contains(&format!("Parcel: {parcel}\n")) {
@@ -260,10 +291,10 @@ impl Server {
                 assert!(text.contains("It is valid until\r\nthe end of the delivery day"), "{text}");
                 let field =
                     |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
-                return (field("Delivery code: "), field("Customer app access: "));
+                found.push((field("Delivery code: "), field("Customer app access: ")));
             }
         }
-        panic!("no e-mail for {parcel}");
+        found
     }
 }
 

@@ -143,6 +143,12 @@ fn a_customer_link_opens_one_parcel_until_its_day_ends_and_qr_tokens_are_capped(
         assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/qr"), &p0_link).0, 200);
     }
     assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/qr"), &p0_link).0, 409);
+    // A reissue answers a leaked e-mail: the earlier link stops opening the parcel.
+    assert_eq!(server.op_post("/v1/parcels/P0/reissue", b"").0, 200);
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 404, "the leaked link");
+    let newest = server.latest_email("P0").1;
+    assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &newest).0, 200);
+    let p0_link = newest;
     // The delivery day (Berlin) ends; so does the link.
     server.clock.set(phone.parcel("P0").unwrap().not_after);
     assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 404);

@@ -112,3 +112,23 @@ fn unknown_routes_and_methods_answer_with_the_json_error_body() {
     }
     assert_eq!(get_with(&server.url("/v1/enrol"), &[]).0, 405);
 }
+
+/// With no operator key yet the routes are open to a direct local caller only: not through a
+/// proxy on the same host (it adds `X-Forwarded-For`, `Forwarded` or `Via`), and not from a web
+/// page (`Origin`), which could otherwise reach a developer's loopback dispatch.
+#[test]
+fn without_operator_keys_only_a_direct_local_caller_opens_the_operator_routes() {
+    let server = Server::start_without_operator_keys();
+    let body = br#"{"route_id":"R1"}"#;
+    for header in [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("Forwarded", "for=203.0.113.7;proto=https"),
+        ("Via", "1.1 proxy"),
+        ("Origin", "https://evil.example"),
+    ] {
+        let (status, answer) = post(&server.url("/v1/enrolment-tokens"), &[header], body);
+        assert_eq!(status, 401, "{header:?}");
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["error"], "unauthorized");
+    }
+    assert_eq!(post(&server.url("/v1/enrolment-tokens"), &[], body).0, 201, "a developer's own call");
+}

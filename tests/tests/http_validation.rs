@@ -110,3 +110,25 @@ fn reset_and_reissue_wait_for_departure_and_resets_are_capped() {
     assert!(detail(&body).contains("reset 3 times"));
     route_still_syncs(&server, dir.path(), "after-resets.db");
 }
+
+/// Delegates named under a looser policy (an earlier build, or a lower `--max-delegates` after a
+/// restart) leave that parcel out of the manifest with the reason in its history; the rest of the
+/// route still syncs.
+#[test]
+fn a_parcel_with_more_delegates_than_the_policy_allows_is_left_out_not_a_500() {
+    let loose = doorstep_core::policy::Policy { max_delegates: 5, ..Default::default() };
+    let server = Server::start_with(doorstep_tests::http::Scene::default_day(), |d| d.with_code_policy(loose).unwrap());
+    let (phone, dir, device_id) = server.day();
+    for i in 0..5 {
+        server.dispatch.name_delegate("P0", &format!("neighbour {i}")).unwrap();
+    }
+    let strict = doorstep_dispatch::Dispatch::open(server.state.path(), doorstep_dispatch::HighValuePolicy::default())
+        .unwrap()
+        .with_clock(server.clock.clone());
+    let manifest = strict.full_manifest(&device_id, server.scene.date).expect("the route's manifest, not a 500");
+    let report = phone.apply_manifest(&manifest).unwrap();
+    assert_eq!(report.removed, 1, "P0 left out");
+    let actions = strict.parcel_actions("P0").unwrap();
+    assert!(actions.iter().any(|a| a.action == "left_out" && a.detail.as_deref().unwrap_or("").contains("delegates")));
+    drop(dir);
+}

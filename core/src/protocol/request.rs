@@ -99,6 +99,11 @@ pub fn verify_request(
         return Err(RequestRejection::WrongDevice);
     }
     let unix_ms: i64 = parts.ms.parse().map_err(|_| RequestRejection::Malformed)?;
+    // Only the canonical form ("+5", "05" parse too): one signed request has exactly one header,
+    // so dispatch's once-only check cannot be dodged by respelling the time.
+    if parts.ms != unix_ms.to_string() {
+        return Err(RequestRejection::Malformed);
+    }
     if now_ms.abs_diff(unix_ms) > max_skew_ms.unsigned_abs() {
         return Err(RequestRejection::Stale);
     }
@@ -160,5 +165,21 @@ mod tests {
             verify_request(&downgraded, "d.x", &key, "GET", "/m", b"", now, REQUEST_SKEW_MS),
             Err(RequestRejection::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_respelled_time_is_malformed_so_one_request_has_one_header() {
+        let signing = SigningKey::generate("device:d").unwrap();
+        let now = 1_800_000_000_000;
+        let nonce = request_nonce().unwrap();
+        let sig = encoding::encode(&signing.sign(DOMAIN, &request_message("GET", "/m", now, Some(&nonce), b"")));
+        let key = signing.verifying_key();
+        let check = |ms: &str| {
+            verify_request(&format!("d.{ms}.{nonce}.{sig}"), "d", &key, "GET", "/m", b"", now, REQUEST_SKEW_MS)
+        };
+        assert_eq!(check(&now.to_string()), Ok(()));
+        for respelled in [format!("+{now}"), format!("0{now}"), format!("00{now}")] {
+            assert_eq!(check(&respelled), Err(RequestRejection::Malformed), "{respelled}");
+        }
     }
 }
