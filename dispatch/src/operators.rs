@@ -32,6 +32,11 @@ impl Operator {
         Operator { operator_id: "dispatch".into(), name: "dispatch itself".into() }
     }
 
+    /// Whoever runs `doorstep operator ...` on the host (access to the state folder is the credential).
+    pub fn host() -> Operator {
+        Operator { operator_id: "host".into(), name: "doorstep operator, on the host".into() }
+    }
+
     /// The actor of operator routes on a loopback server with no operator keys.
     pub fn loopback() -> Operator {
         Operator { operator_id: "loopback".into(), name: "local caller (no operator keys yet)".into() }
@@ -65,24 +70,45 @@ impl Dispatch {
         }
         let id = hex(&random_bytes::<6>()?);
         let secret = hex(&random_bytes::<32>()?);
-        let conn = self.lock();
-        conn.execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = self.now_ms()?;
+        tx.execute(
             "INSERT INTO operator (operator_id, name, secret_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![id, name, sha256(secret.as_bytes()).to_vec(), self.now_ms()?],
+            params![id, name, sha256(secret.as_bytes()).to_vec(), now],
         )?;
+        audit(&tx, now, &Operator::host(), "operator_add", None, Some(&format!("{id} {name}")))?;
+        tx.commit()?;
         Ok((Operator { operator_id: id.clone(), name: name.to_owned() }, format!("{KEY_PREFIX}{id}_{secret}")))
     }
 
     /// Revokes an operator key at once; `NotFound` for an unknown or already revoked one.
     pub fn revoke_operator(&self, operator_id: &str) -> Result<()> {
-        let changed = self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = self.now_ms()?;
+        let changed = tx.execute(
             "UPDATE operator SET revoked_at_ms = ?2 WHERE operator_id = ?1 AND revoked_at_ms IS NULL",
-            params![operator_id, self.now_ms()?],
+            params![operator_id, now],
         )?;
         if changed == 0 {
             return Err(DispatchError::NotFound(format!("active operator {operator_id}")));
         }
+        audit(&tx, now, &Operator::host(), "operator_revoke", None, Some(operator_id))?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The actions recorded on no parcel (operator keys, enrolment tokens), oldest first.
+    pub fn service_actions(&self) -> Result<Vec<Action>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT at_ms, operator_id, action, detail FROM operator_action WHERE parcel_id IS NULL ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Action { at_ms: r.get(0)?, operator_id: r.get(1)?, action: r.get(2)?, detail: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn operators(&self) -> Result<Vec<OperatorEntry>> {

@@ -29,12 +29,14 @@ use crate::sealing::{SealingKey, private_file, private_folder, write_private};
 use crate::validate;
 
 const SCHEMA: &str = r#"
--- One-time enrolment tokens, kept as the hex SHA-256 of the token.
+-- One-time enrolment tokens, kept as the hex SHA-256 of the token, with the end of their life
+-- fixed when they are made.
 CREATE TABLE IF NOT EXISTS enrolment_token (
     token         TEXT PRIMARY KEY,
     route_id      TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
-    used_by       TEXT
+    used_by       TEXT,
+    expires_at_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS device (
     device_id      TEXT PRIMARY KEY,
@@ -176,6 +178,10 @@ CREATE TABLE IF NOT EXISTS receipt (
 );
 "#;
 
+/// Parcels one route may carry on one day: what a phone's manifest holds at the longest hints
+/// (16 MiB, `MAX_MANIFEST_BYTES`; about 11,000 parcels at 256-byte hints), with room to spare.
+pub const MAX_PARCELS_PER_ROUTE_DAY: usize = 5_000;
+
 /// QR tokens a customer may fetch per parcel.
 pub const MAX_QR_TOKENS_PER_HOLDER: u32 = 10;
 
@@ -280,16 +286,36 @@ impl Dispatch {
         // The folder and every file in it are the owner's only: 0700 and 0600 (the database is
         // created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the
         // database's mode).
+        let db = folder.join("dispatch.db");
+        let foreign = folder.is_dir() && !db.exists() && std::fs::read_dir(folder)?.next().is_some();
+        if foreign {
+            // Never chmod someone else's folder (`--state $HOME` by mistake).
+            return Err(bad(format!(
+                "{} is not empty and holds no dispatch.db: choose a new or an existing state folder",
+                folder.display()
+            )));
+        }
         private_folder(folder)?;
         private_folder(&folder.join("keys"))?;
-        let db = folder.join("dispatch.db");
-        if !db.exists() {
+        let fresh = !db.exists();
+        if fresh {
             write_private(&db, b"")?;
         }
         for file in ["dispatch.db", "dispatch.db-wal", "dispatch.db-shm"] {
             private_file(&folder.join(file))?;
         }
-        let kek = SealingKey::load_or_create(&folder.join("keys").join(KEK_FILE))?;
+        for key_file in std::fs::read_dir(folder.join("keys"))? {
+            private_file(&key_file?.path())?;
+        }
+        let kek_path = folder.join("keys").join(KEK_FILE);
+        if !fresh && !kek_path.exists() && has_sealed_rows(&db)? {
+            // A database restored without its keys: a new KEK would open none of its secrets.
+            return Err(bad(format!(
+                "{} is missing but dispatch.db holds sealed codes and device secrets: restore keys/ with it",
+                kek_path.display()
+            )));
+        }
+        let kek = SealingKey::load_or_create(&kek_path)?;
         let conn = Connection::open(&db)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
         // secure_delete: freed pages are zeroed, so a secret an upgrade sealed or a row deleted
@@ -376,8 +402,8 @@ impl Dispatch {
         let tx = conn.transaction()?;
         let now = self.now_ms()?;
         tx.execute(
-            "INSERT INTO enrolment_token (token, route_id, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![token_hash(&token), route_id, now],
+            "INSERT INTO enrolment_token (token, route_id, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash(&token), route_id, now, now.saturating_add(self.enrolment_token_ttl_ms)],
         )?;
         audit(&tx, now, by, "enrolment_token", None, Some(&format!("route {route_id}")))?;
         tx.commit()?;
@@ -389,20 +415,22 @@ impl Dispatch {
     pub fn enrol(&self, token: &str, request: &[u8]) -> Result<Vec<u8>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let route: Option<(String, Option<String>, i64)> = tx
+        let route: Option<(String, Option<String>, i64, Option<i64>)> = tx
             .query_row(
-                "SELECT route_id, used_by, created_at_ms FROM enrolment_token WHERE token = ?1",
+                "SELECT route_id, used_by, created_at_ms, expires_at_ms FROM enrolment_token WHERE token = ?1",
                 [token_hash(token)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
+        // Tokens made before their expiry was stored live the default lifetime.
+        let default_end = |created: i64| created.saturating_add(DEFAULT_ENROLMENT_TOKEN_HOURS * 3_600_000);
         let route_id = match route {
             None => return Err(DispatchError::Forbidden("unknown enrolment token".into())),
-            Some((_, Some(_), _)) => return Err(DispatchError::Forbidden("enrolment token already used".into())),
-            Some((_, None, created)) if self.now_ms()?.saturating_sub(created) > self.enrolment_token_ttl_ms => {
+            Some((_, Some(_), _, _)) => return Err(DispatchError::Forbidden("enrolment token already used".into())),
+            Some((_, None, created, expires)) if self.now_ms()? >= expires.unwrap_or_else(|| default_end(created)) => {
                 return Err(DispatchError::Forbidden("enrolment token expired; ask for a new one".into()));
             }
-            Some((route_id, None, _)) => route_id,
+            Some((route_id, None, _, _)) => route_id,
         };
         let device_id = format!("dev-{}", Uuid::now_v7().simple());
         let (device, bundle) = self.issuer.enrol(request, &device_id, self.now()?)?;
@@ -438,6 +466,17 @@ impl Dispatch {
         for p in parcels {
             validate::new_parcel(p)?;
             delivery_window(p.delivery_date, &p.time_zone)?;
+            let on_route: i64 = tx.query_row(
+                "SELECT count(*) FROM parcel WHERE route_id = ?1 AND delivery_date = ?2",
+                params![p.route_id, p.delivery_date.to_string()],
+                |r| r.get(0),
+            )?;
+            if on_route >= MAX_PARCELS_PER_ROUTE_DAY as i64 {
+                return Err(DispatchError::Conflict(format!(
+                    "route {} already has {MAX_PARCELS_PER_ROUTE_DAY} parcels on {}: the most one phone's manifest holds",
+                    p.route_id, p.delivery_date
+                )));
+            }
             let needs_code = self.policy.needs_code(p);
             coded += usize::from(needs_code);
             tx.execute(
@@ -1069,6 +1108,7 @@ impl Dispatch {
 /// 2. Seals the codes and device secrets earlier builds kept in the clear.
 /// 3. Keeps enrolment tokens as hashes, and turns each customer's one token (sent in every code
 ///    e-mail, valid forever) into links for that customer's parcels, ending with their days.
+/// 4. Gives enrolment tokens the end of their life (`expires_at_ms`).
 fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < 1 {
@@ -1147,6 +1187,21 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
             tx.execute_batch("DROP TABLE customer;")?;
         }
         tx.execute_batch("PRAGMA user_version = 3;")?;
+        tx.commit()?;
+    }
+    if version < 4 {
+        // Step 4: enrolment tokens keep the end of their life from when they were made (older
+        // rows keep NULL and live the default lifetime).
+        let has_column: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('enrolment_token') WHERE name = 'expires_at_ms')",
+            [],
+            |r| r.get(0),
+        )?;
+        let tx = conn.unchecked_transaction()?;
+        if !has_column {
+            tx.execute_batch("ALTER TABLE enrolment_token ADD COLUMN expires_at_ms INTEGER;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 4;")?;
         tx.commit()?;
     }
     if version < 3 {
@@ -1260,6 +1315,16 @@ impl Dispatch {
     }
 }
 
+/// Whether a database holds values sealed under a KEK (written by a build that seals).
+fn has_sealed_rows(db: &Path) -> Result<bool> {
+    let conn = Connection::open(db)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 2 {
+        return Ok(false);
+    }
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM code) OR EXISTS (SELECT 1 FROM device)", [], |r| r.get(0))?)
+}
+
 /// How a one-time token is kept: the hex SHA-256 (tokens are 128 random bits or more).
 fn token_hash(token: &str) -> String {
     crate::operators::hex(&sha256(token.as_bytes()))
@@ -1335,7 +1400,7 @@ fn read_keys(dir: &Path) -> Result<Vec<SigningKey>> {
 /// it from the next start on; it signs only after [`promote_key`]. Returns its id.
 pub fn add_key(state: &Path) -> Result<String> {
     let dir = state.join("keys");
-    std::fs::create_dir_all(&dir)?;
+    private_folder(&dir)?;
     let next = read_keys(&dir)?.len() + 1;
     let key_id = format!("dispatch-{next}");
     let key = SigningKey::generate(key_id.clone())?;
@@ -1350,7 +1415,9 @@ pub fn promote_key(state: &Path, key_id: &str) -> Result<()> {
     if !read_keys(&dir)?.iter().any(|k| k.key_id() == key_id) {
         return Err(DispatchError::NotFound(format!("key {key_id}")));
     }
-    std::fs::write(dir.join(CURRENT_KEY_FILE), key_id)?;
+    let path = dir.join(CURRENT_KEY_FILE);
+    std::fs::write(&path, key_id)?;
+    private_file(&path)?;
     Ok(())
 }
 
@@ -1712,7 +1779,7 @@ mod tests {
             conn.query_row("SELECT attempts_used FROM wrong_attempt WHERE parcel_id = 'P1'", [], |r| r.get(0)).unwrap();
         assert_eq!(counted, 4, "the count kept before carries over (epoch 0)");
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         // Tokens are hashes now; the customer's old token became a link per parcel of theirs.
         let enrolment: String = conn.query_row("SELECT token FROM enrolment_token", [], |r| r.get(0)).unwrap();
         assert_eq!(enrolment, token_hash("0123456789abcdef0123456789abcdef"));
@@ -1734,6 +1801,80 @@ mod tests {
             for secret in [&b"123456"[..], b"old-token", b"0123456789abcdef0123456789abcdef"] {
                 assert!(!bytes.windows(secret.len()).any(|w| w == secret), "{file} keeps {secret:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_state_folder_whose_key_encryption_key_is_missing_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+            d.create_enrolment_token("R1", &Operator::loopback()).unwrap();
+            d.import_parcels(&[sample_parcel()], &Operator::loopback()).unwrap();
+            d.parcel_departed("P1", &Operator::loopback()).unwrap();
+        }
+        std::fs::remove_file(dir.path().join("keys").join(KEK_FILE)).unwrap();
+        let refused = Dispatch::open(dir.path(), HighValuePolicy::default()).err().expect("refused").to_string();
+        assert!(refused.contains("restore keys/"), "{refused}");
+        assert!(!dir.path().join("keys").join(KEK_FILE).exists(), "no new key was made over the sealed data");
+    }
+
+    #[test]
+    fn a_foreign_folder_is_not_taken_over_and_key_files_are_made_private() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("notes.txt"), b"mine").unwrap();
+        assert!(Dispatch::open(home.path(), HighValuePolicy::default()).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = tempfile::tempdir().unwrap();
+            drop(Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap());
+            let current = dir.path().join("keys").join(CURRENT_KEY_FILE);
+            std::fs::write(&current, "dispatch-1").unwrap();
+            std::fs::set_permissions(&current, std::fs::Permissions::from_mode(0o644)).unwrap();
+            drop(Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap());
+            for file in std::fs::read_dir(dir.path().join("keys")).unwrap() {
+                let path = file.unwrap().path();
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{path:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_route_takes_at_most_the_parcels_one_manifest_holds_per_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        {
+            let conn = d.lock();
+            let mut insert = conn
+                .prepare(
+                    "INSERT INTO parcel (parcel_id, barcode, route_id, stop_id, stop_seq, delivery_date, time_zone,
+                                         value_cents, category, customer_email, address_hint, recipient_hint, needs_code)
+                     VALUES (?1, ?1, 'R1', 'S', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.test', '', '', 0)",
+                )
+                .unwrap();
+            for i in 0..MAX_PARCELS_PER_ROUTE_DAY {
+                insert.execute([format!("F{i}")]).unwrap();
+            }
+        }
+        let refused = d.import_parcels(&[sample_parcel()], &Operator::loopback()).unwrap_err();
+        assert!(matches!(refused, DispatchError::Conflict(_)), "{refused}");
+    }
+
+    fn sample_parcel() -> NewParcel {
+        NewParcel {
+            parcel_id: "P1".into(),
+            barcode: "BC1".into(),
+            route_id: "R1".into(),
+            stop_id: "S1".into(),
+            stop_sequence: 1,
+            delivery_date: NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(),
+            time_zone: "UTC".into(),
+            declared_value_cents: 100_000,
+            category: "books".into(),
+            customer_email: "a@example.test".into(),
+            address_hint: "1 Elm St".into(),
+            recipient_hint: "A. B.".into(),
         }
     }
 }

@@ -115,3 +115,22 @@ fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
     let retry: u64 = resp.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 }
+
+/// A token's lifetime is fixed when it is made: restarting dispatch with a longer
+/// `--enrolment-token-hours` does not bring an expired token back.
+#[test]
+fn an_enrolment_token_keeps_the_lifetime_it_was_made_with() {
+    let server = Server::start_with(Scene::default_day(), |d| d.with_enrolment_token_ttl(TimeDelta::hours(2)).unwrap());
+    let short = token(&server, "R1");
+    server.clock.advance(TimeDelta::hours(3));
+    let restarted =
+        doorstep_dispatch::Dispatch::open(server.state.path(), doorstep_dispatch::HighValuePolicy::default())
+            .unwrap()
+            .with_clock(server.clock.clone())
+            .with_enrolment_token_ttl(TimeDelta::hours(48))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = server.phone(&dir.path().join("a.db"));
+    let refused = restarted.enrol(&short, &phone.enrolment_request().unwrap()).unwrap_err();
+    assert!(refused.to_string().contains("expired"), "{refused}");
+}

@@ -480,3 +480,20 @@ fn wrong_codes_from_a_1_0_phone_after_a_reset_count() {
     accepted(insider.upload(&server, &one, body), "a 1.0 receipt");
     assert_eq!(attempts_left_on_a_fresh_phone(&server, dir.path(), "R1", "fresh.db"), 1);
 }
+
+/// A genuine QR token in any stored receipt is spent, flagged receipts included: a token an
+/// insider on another route showed in a forgery (flagged, evidence only) opens nothing afterwards.
+#[test]
+fn a_qr_token_seen_in_a_flagged_receipt_is_spent() {
+    let (server, phone, dir, insider) = big_day();
+    let (two, _) = server.synced_phone("R2", &dir.path().join("two.db"));
+    let elsewhere = Insider::of(&dir.path().join("two.db"));
+    let token = server.dispatch.qr_token("P6", Holder::Customer).unwrap();
+    let by_qr = |who: &Insider| {
+        let mut body = who.handover("P6", HandoverMethod::QrToken, Some(Holder::Customer), None, server.clock.now());
+        body.qr_token = Some(token.clone());
+        body
+    };
+    flagged(elsewhere.upload(&server, &two, by_qr(&elsewhere)), "was never on a manifest sent to this device");
+    flagged(insider.upload(&server, &phone, by_qr(&insider)), "QR token already used");
+}

@@ -96,6 +96,10 @@ fn a_revoked_key_stops_working_at_once_and_revoking_twice_is_not_found() {
     server.dispatch.revoke_operator(&operator.operator_id).unwrap();
     assert_eq!(call(&server, "POST", "/v1/enrolment-tokens", body, Some(&key)).0, 401);
     assert!(server.dispatch.revoke_operator(&operator.operator_id).is_err());
+    let trail: Vec<(String, Option<String>)> =
+        server.dispatch.service_actions().unwrap().into_iter().map(|a| (a.action, a.detail)).collect();
+    assert!(trail.contains(&("operator_add".into(), Some(format!("{} temp", operator.operator_id)))));
+    assert!(trail.contains(&("operator_revoke".into(), Some(operator.operator_id.clone()))));
     assert!(server.dispatch.add_operator("").is_err(), "a name is required");
     assert!(server.dispatch.add_operator("bad\nname").is_err(), "no control characters");
 }

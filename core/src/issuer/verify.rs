@@ -125,9 +125,19 @@ impl Issuer {
         if body.prev_hash != head_hash {
             return Ok(reject(id, seq, "prev_hash does not match the previous receipt"));
         }
+        // A genuine QR token that reaches dispatch is spent whatever the verdict, so a token seen
+        // in any stored receipt (flagged ones included) opens nothing again.
+        let qr = match body.qr_token.as_deref().map(|text| QrToken::verify(text, &self.verifying_keys())) {
+            Some(Ok(token)) => {
+                let fresh = ledger.claim_qr_nonce(&token.nonce.0, &body.receipt_id)?;
+                Some(Ok((token, fresh)))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
         let (problem, binding) = match shape_problem(device, codes, &body, head, now)? {
             Some(problem) => (Some(problem), false),
-            None => (self.content_problem(device, ledger, codes, &body)?, true),
+            None => (self.content_problem(device, ledger, codes, &body, qr)?, true),
         };
         let status = if problem.is_some() { ReceiptStatus::Flagged } else { ReceiptStatus::Accepted };
         ledger.append(receipt, &body, Verdict { status, reason: problem.as_deref(), binding })?;
@@ -147,6 +157,7 @@ impl Issuer {
         ledger: &mut dyn ReceiptLedger,
         codes: &dyn CodeBook,
         body: &ReceiptBody,
+        qr: Option<std::result::Result<(QrToken, bool), crate::error::QrRejection>>,
     ) -> Result<Option<String>> {
         if body.event != ReceiptEvent::Delivered {
             return Ok(None);
@@ -197,22 +208,12 @@ impl Issuer {
                 }
                 code_problem(device, body, holder, &records)
             }
-            Some(HandoverMethod::QrToken) => {
-                let Some(text) = &body.qr_token else {
-                    return Ok(Some("delivered by QR token but no token attached".into()));
-                };
-                let token = match QrToken::verify(text, &self.verifying_keys()) {
-                    Ok(token) => token,
-                    Err(e) => return Ok(Some(format!("QR token invalid: {e}"))),
-                };
-                match qr_problem(&token, holder, t, &records) {
-                    Some(problem) => Some(problem),
-                    None if !ledger.claim_qr_nonce(&token.nonce.0, &body.receipt_id)? => {
-                        Some("QR token already used by an earlier hand-over".into())
-                    }
-                    None => None,
-                }
-            }
+            Some(HandoverMethod::QrToken) => match qr {
+                None => Some("delivered by QR token but no token attached".into()),
+                Some(Err(e)) => Some(format!("QR token invalid: {e}")),
+                Some(Ok((_, false))) => Some("QR token already used by an earlier hand-over".into()),
+                Some(Ok((token, true))) => qr_problem(&token, holder, t, &records),
+            },
         })
     }
 }

@@ -3,7 +3,7 @@
 //! `Retry-After` and the JSON error body before any handler or database work. Operator routes are
 //! behind operator keys and not limited here. The limits are `serve` options.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -50,18 +50,52 @@ impl Limiter {
     }
 }
 
+/// Clients tracked before idle ones are forgotten (a limiter must not grow without bound).
+const PRUNE_AT: usize = 100_000;
+
+/// Which budget a client address draws on: an IPv4 address, or an IPv6 /64 (one subscriber gets
+/// a whole /64, so counting single IPv6 addresses would give them unlimited budgets).
+fn client_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 /// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
 /// The client is the peer address (without one, as behind some proxies, all share one key).
 pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(peer)| peer.ip().to_string());
+        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(peer)| client_key(peer.ip()));
+    if limiter.0.len() > PRUNE_AT {
+        limiter.0.retain_recent();
+    }
     match limiter.0.check_key(&client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_subscriber_draws_on_one_budget_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7");
     }
 }
