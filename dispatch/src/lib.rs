@@ -24,4 +24,4 @@ pub use clock::SetClock;
 pub use error::DispatchError;
 pub use mail::MailConfig;
 pub use operators::Operator;
-pub use store::{Dispatch, HighValuePolicy, NewParcel, add_key, delivery_window, promote_key};
+pub use store::{Dispatch, HighValuePolicy, NewParcel, add_key, delivery_window, promote_key, rotate_kek};

@@ -146,6 +146,9 @@ enum KeyStep {
     Add,
     /// Let the key sign, once devices have synced a manifest announcing it.
     Promote { key_id: String },
+    /// Re-seal every code and device secret under a new key-encryption key (`keys/kek`); stop
+    /// dispatch first.
+    RotateKek,
 }
 
 #[derive(Subcommand)]
@@ -221,6 +224,8 @@ fn main() -> ExitCode {
                     .map(|id| format!("added {id}: restart dispatch; it signs after `doorstep keys promote {id}`")),
                 KeyStep::Promote { key_id } => doorstep_dispatch::promote_key(&state, &key_id)
                     .map(|()| format!("{key_id} signs from dispatch's next start")),
+                KeyStep::RotateKek => doorstep_dispatch::rotate_kek(&state)
+                    .map(|n| format!("{n} sealed values re-sealed under a new keys/kek; the old key is deleted")),
             };
             match result {
                 Ok(message) => {

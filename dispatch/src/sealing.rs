@@ -7,8 +7,8 @@
 //! Dispatch seals every code and device secret this way. A database copied without the key file
 //! reveals neither.
 //!
-//! Rotating the KEK: stop dispatch, keep the old `kek`, and re-seal every row under a new one.
-//! docs/dispatch.md has the steps. Until a rotation command exists this is manual.
+//! Rotating the KEK: `doorstep keys --state STATE rotate-kek` re-seals every row under a new one
+//! (`store::rotate_kek`).
 //!
 //! [`private_folder`] and [`private_file`] give the state folder 0700 and its files 0600.
 

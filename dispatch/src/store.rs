@@ -308,6 +308,7 @@ impl Dispatch {
             private_file(&key_file?.path())?;
         }
         let kek_path = folder.join("keys").join(KEK_FILE);
+        finish_kek_rotation(&folder.join("keys"), &db)?;
         if !fresh && !kek_path.exists() && has_sealed_rows(&db)? {
             // A database restored without its keys: a new KEK would open none of its secrets.
             return Err(bad(format!(
@@ -1348,6 +1349,8 @@ const CURRENT_KEY_FILE: &str = "current";
 /// The key-encryption key's file in `keys/` (never a signing key: `load_or_create_issuer` reads
 /// `*.pk8` only).
 const KEK_FILE: &str = "kek";
+/// The new key-encryption key while a rotation runs.
+const NEXT_KEK_FILE: &str = "kek.next";
 
 /// Loads the signing keys: `keys/<key_id>.pk8`, in key-id order; the one named in `keys/current`
 /// (or the first, when none is named) signs; keys after it are announced but do not sign yet.
@@ -1406,6 +1409,89 @@ pub fn add_key(state: &Path) -> Result<String> {
     let key = SigningKey::generate(key_id.clone())?;
     write_private(&dir.join(format!("{key_id}.pk8")), key.pkcs8())?;
     Ok(key_id)
+}
+
+/// Replaces the key-encryption key: every sealed code and device secret is re-sealed under a new
+/// `keys/kek` in one transaction, then the old key file is deleted. Stop dispatch first. A run cut
+/// short is finished (or undone) by the next open: see [`finish_kek_rotation`]. Returns how many
+/// values were re-sealed.
+pub fn rotate_kek(state: &Path) -> Result<usize> {
+    rotate_kek_until(state, true)
+}
+
+fn rotate_kek_until(state: &Path, swap_files: bool) -> Result<usize> {
+    // Opening brings the folder up to date and checks the old key opens it.
+    drop(Dispatch::open(state, HighValuePolicy::default())?);
+    let keys = state.join("keys");
+    let old = SealingKey::load_or_create(&keys.join(KEK_FILE))?;
+    let next_path = keys.join(NEXT_KEK_FILE);
+    if next_path.exists() {
+        std::fs::remove_file(&next_path)?;
+    }
+    let next = SealingKey::load_or_create(&next_path)?;
+    let mut conn = Connection::open(state.join("dispatch.db"))?;
+    conn.execute_batch("PRAGMA secure_delete = ON;")?;
+    let tx = conn.transaction()?;
+    let mut resealed = 0;
+    let codes: Vec<(i64, String, String, i64, Vec<u8>)> = tx
+        .prepare("SELECT rowid, parcel_id, holder, issued_at_ms, code FROM code")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (rowid, parcel, holder, issued, sealed) in codes {
+        let aad = code_aad(&parcel, &holder, issued);
+        let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
+        tx.execute("UPDATE code SET code = ?2 WHERE rowid = ?1", params![rowid, again])?;
+        resealed += 1;
+    }
+    let secrets: Vec<(String, Vec<u8>)> = tx
+        .prepare("SELECT device_id, secret FROM device")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (device_id, sealed) in secrets {
+        let aad = device_secret_aad(&device_id);
+        let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
+        tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, again])?;
+        resealed += 1;
+    }
+    tx.commit()?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    if swap_files {
+        finish_kek_rotation(&keys, &state.join("dispatch.db"))?;
+    }
+    Ok(resealed)
+}
+
+/// Completes a KEK rotation that stopped between its commit and the file swap: when the sealed
+/// rows open under `keys/kek.next`, it becomes `keys/kek` (the old key is deleted); when they do
+/// not, the rotation never committed and `kek.next` is deleted.
+fn finish_kek_rotation(keys: &Path, db: &Path) -> Result<()> {
+    let next_path = keys.join(NEXT_KEK_FILE);
+    if !next_path.exists() {
+        return Ok(());
+    }
+    let next = SealingKey::load_or_create(&next_path)?;
+    let conn = Connection::open(db)?;
+    let sample: Option<(String, Vec<u8>)> = conn
+        .query_row("SELECT device_id, secret FROM device LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let sample_code: Option<(String, String, i64, Vec<u8>)> = conn
+        .query_row("SELECT parcel_id, holder, issued_at_ms, code FROM code LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let committed = match (sample, sample_code) {
+        (Some((device_id, sealed)), _) => next.open(&device_secret_aad(&device_id), &sealed).is_ok(),
+        (None, Some((parcel, holder, issued, sealed))) => {
+            next.open(&code_aad(&parcel, &holder, issued), &sealed).is_ok()
+        }
+        (None, None) => true,
+    };
+    if committed {
+        std::fs::rename(&next_path, keys.join(KEK_FILE))?;
+    } else {
+        std::fs::remove_file(&next_path)?;
+    }
+    Ok(())
 }
 
 /// Key rotation, step 2 (once devices have synced a manifest announcing it): the key signs from
@@ -1876,5 +1962,30 @@ mod tests {
             address_hint: "1 Elm St".into(),
             recipient_hint: "A. B.".into(),
         }
+    }
+
+    #[test]
+    fn rotating_the_kek_reseals_everything_and_a_run_cut_short_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = {
+            let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+            d.import_parcels(&[sample_parcel()], &Operator::loopback()).unwrap();
+            d.parcel_departed("P1", &Operator::loopback()).unwrap().unwrap()
+        };
+        let kek = || std::fs::read(dir.path().join("keys").join(KEK_FILE)).unwrap();
+        let before = kek();
+        assert_eq!(rotate_kek(dir.path()).unwrap(), 1);
+        let after = kek();
+        assert_ne!(before, after, "a new key");
+        let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        assert_eq!(d.codes("P1").unwrap()[0].1, code, "every secret still opens");
+        drop(d);
+        // Cut short after the commit, before the files were swapped: the next open finishes it.
+        rotate_kek_until(dir.path(), false).unwrap();
+        assert!(dir.path().join("keys").join(NEXT_KEK_FILE).exists());
+        let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        assert_eq!(d.codes("P1").unwrap()[0].1, code);
+        assert!(!dir.path().join("keys").join(NEXT_KEK_FILE).exists());
+        assert_ne!(kek(), after);
     }
 }
