@@ -1,10 +1,14 @@
-//! Customer e-mail: the code for a parcel that left the warehouse (and for a reissued code). By
-//! default each message is written as an `.eml` file into the state folder's `outbox/`; with an
-//! SMTP relay configured it is sent there (plain SMTP to a local relay; TLS is the relay's job).
+//! Customer e-mail: the code for a parcel that left the warehouse (and for a reissued code). A
+//! message is composed inside the transaction that issues the code and kept, sealed, in the
+//! database's mail outbox (`store.rs`); it is delivered after the commit and retried until it goes
+//! out, so a code that exists always reaches the customer and a rolled-back one never does. By
+//! default delivery writes an `.eml` file into the state folder's `outbox/`; with an SMTP relay
+//! configured it is sent there (plain SMTP to a local relay; TLS is the relay's job).
 
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
+use lettre::address::{Address, Envelope};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{FileTransport, Message, SmtpTransport, Transport};
 
@@ -30,7 +34,8 @@ pub struct CodeMail<'a> {
     pub reissued: bool,
 }
 
-pub(crate) fn send(config: &MailConfig, mail: &CodeMail<'_>) -> Result<()> {
+/// The message, as the bytes that travel.
+pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
     let from: Mailbox = "doorstep dispatch <dispatch@doorstep.invalid>".parse().map_err(mail_err)?;
     let to: Mailbox =
         mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
@@ -60,15 +65,27 @@ pub(crate) fn send(config: &MailConfig, mail: &CodeMail<'_>) -> Result<()> {
         .header(ContentType::TEXT_PLAIN)
         .body(body)
         .map_err(mail_err)?;
+    Ok(message.formatted())
+}
+
+/// Delivers a composed message to `to`.
+pub(crate) fn deliver(config: &MailConfig, to: &str, message: &[u8]) -> Result<()> {
+    let from = Address::new("dispatch", "doorstep.invalid").map_err(mail_err)?;
+    let to: Address = to.parse().map_err(mail_err)?;
+    let envelope = Envelope::new(Some(from), vec![to]).map_err(mail_err)?;
     match config {
         MailConfig::Folder(dir) => {
             // The e-mail holds a code and a customer link: owner-only, like the rest of the state.
             crate::sealing::private_folder(dir)?;
-            let id = FileTransport::new(dir).send(&message).map_err(mail_err)?;
+            let id = FileTransport::new(dir).send_raw(&envelope, message).map_err(mail_err)?;
             crate::sealing::private_file(&dir.join(format!("{id}.eml")))?;
         }
         MailConfig::Smtp { host, port } => {
-            SmtpTransport::builder_dangerous(host).port(*port).build().send(&message).map_err(mail_err)?;
+            SmtpTransport::builder_dangerous(host)
+                .port(*port)
+                .build()
+                .send_raw(&envelope, message)
+                .map_err(mail_err)?;
         }
     }
     Ok(())

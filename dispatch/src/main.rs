@@ -432,6 +432,18 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // Customer e-mail that could not go out when its code was issued is retried every 30 s.
+    let mailer = dispatch.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let d = mailer.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.send_pending_mail()).await {
+                eprintln!("mail outbox: {e}");
+            }
+        }
+    });
     let app = api::router_with_limits(dispatch, options.limits).into_make_service_with_connect_info::<SocketAddr>();
     match axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

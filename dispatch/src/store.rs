@@ -87,6 +87,17 @@ CREATE TABLE IF NOT EXISTS customer_link (
     expires_at_ms INTEGER NOT NULL,
     PRIMARY KEY (token_hash, parcel_id)
 ) WITHOUT ROWID;
+-- Customer e-mail composed in the transaction that issued its code, sealed (it holds the code and
+-- a link), delivered after the commit and kept until it went out.
+CREATE TABLE IF NOT EXISTS mail_outbox (
+    id            INTEGER PRIMARY KEY,
+    parcel_id     TEXT NOT NULL,
+    recipient     TEXT NOT NULL,
+    message       BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT
+);
 -- QR tokens issued per parcel and holder (capped: each one opens the parcel, locked or not).
 CREATE TABLE IF NOT EXISTS qr_issued (
     parcel_id TEXT NOT NULL,
@@ -551,6 +562,8 @@ impl Dispatch {
             self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
         }
         tx.commit()?;
+        drop(conn);
+        self.mail_now();
         Ok(code)
     }
 
@@ -874,7 +887,17 @@ impl Dispatch {
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         self.mail_code(&tx, parcel_id, code.reveal(), true)?;
         tx.commit()?;
+        drop(conn);
+        self.mail_now();
         Ok(code.reveal().to_owned())
+    }
+
+    /// Tries the mail outbox at once (after a commit that queued a message). A relay that is down
+    /// leaves the message queued for the next try; the code is issued either way.
+    fn mail_now(&self) {
+        if let Err(e) = self.send_pending_mail() {
+            eprintln!("customer e-mail stays queued: {e}");
+        }
     }
 
     fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<()> {
@@ -890,17 +913,62 @@ impl Dispatch {
             "INSERT INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
             params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
         )?;
-        crate::mail::send(
-            &self.mail,
-            &CodeMail {
-                to: &email,
-                parcel_id,
-                code,
-                delivery_date: date.parse().map_err(|_| bad("stored date"))?,
-                customer_token: &token,
-                reissued,
-            },
-        )
+        let message = crate::mail::compose(&CodeMail {
+            to: &email,
+            parcel_id,
+            code,
+            delivery_date: date.parse().map_err(|_| bad("stored date"))?,
+            customer_token: &token,
+            reissued,
+        })?;
+        // Kept sealed with the code it carries; delivered once this transaction commits.
+        tx.execute(
+            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, x'', ?3)",
+            params![parcel_id, email, self.now_ms()?],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
+            params![id, self.kek.seal(&mail_aad(id), &message)?],
+        )?;
+        Ok(())
+    }
+
+    /// Delivers the customer e-mail waiting in the outbox; what cannot go out now stays, with the
+    /// error, for the next call (after every code issued, and every 30 s while serving). Returns how
+    /// many went out. The database is not locked while a message travels.
+    pub fn send_pending_mail(&self) -> Result<usize> {
+        let pending: Vec<(i64, String, Vec<u8>)> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare("SELECT id, recipient, message FROM mail_outbox ORDER BY id LIMIT 100")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+        };
+        let mut sent = 0;
+        for (id, recipient, sealed) in pending {
+            let outcome = self
+                .kek
+                .open(&mail_aad(id), &sealed)
+                .and_then(|message| crate::mail::deliver(&self.mail, &recipient, &message));
+            let conn = self.lock();
+            match outcome {
+                Ok(()) => {
+                    conn.execute("DELETE FROM mail_outbox WHERE id = ?1", [id])?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    conn.execute(
+                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                        params![id, e.to_string()],
+                    )?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Customer e-mail not delivered yet.
+    pub fn pending_mail(&self) -> Result<usize> {
+        Ok(self.lock().query_row("SELECT count(*) FROM mail_outbox", [], |r| r.get::<_, i64>(0))? as usize)
     }
 
     /// The parcel, if `token` is a live link for it (404 otherwise, expired links included: a link
@@ -1339,6 +1407,10 @@ fn code_aad(parcel_id: &str, holder_key: &str, issued_at_ms: i64) -> String {
 fn open_code(kek: &SealingKey, parcel_id: &str, holder_key: &str, issued_at_ms: i64, sealed: &[u8]) -> Result<Code> {
     let plain = kek.open(&code_aad(parcel_id, holder_key, issued_at_ms), sealed)?;
     Ok(Code::parse(std::str::from_utf8(&plain).map_err(|_| bad("stored code"))?)?)
+}
+
+fn mail_aad(id: i64) -> String {
+    format!("mail/{id}")
 }
 
 fn device_secret_aad(device_id: &str) -> String {

@@ -153,3 +153,24 @@ fn a_customer_link_opens_one_parcel_until_its_day_ends_and_qr_tokens_are_capped(
     server.clock.set(phone.parcel("P0").unwrap().not_after);
     assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 404);
 }
+
+/// A relay that is down does not stop the day: codes are issued, their e-mail waits sealed in the
+/// database's outbox, and goes out once the relay answers. Before, a departure failed with a 500
+/// while the relay was down.
+#[test]
+fn a_code_is_issued_while_the_relay_is_down_and_its_mail_goes_out_later() {
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = MailConfig::Smtp { host: "127.0.0.1".into(), port: dead_port };
+    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(down));
+    let (_phone, _dir, _) = server.day();
+    assert_eq!(server.dispatch.pending_mail().unwrap(), 5, "the 5 coded parcels' e-mail waits");
+    let sink = SmtpSink::start();
+    let up = doorstep_dispatch::Dispatch::open(server.state.path(), doorstep_dispatch::HighValuePolicy::default())
+        .unwrap()
+        .with_clock(server.clock.clone())
+        .with_mail(MailConfig::Smtp { host: "127.0.0.1".into(), port: sink.port });
+    assert_eq!(up.send_pending_mail().unwrap(), 5);
+    assert_eq!(up.pending_mail().unwrap(), 0);
+    let codes = mailed(&sink, "Delivery code:");
+    assert!(codes.contains(&server.code("P0")), "{codes:?}");
+}
