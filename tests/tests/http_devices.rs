@@ -134,3 +134,33 @@ fn an_enrolment_token_keeps_the_lifetime_it_was_made_with() {
     let refused = restarted.enrol(&short, &phone.enrolment_request().unwrap()).unwrap_err();
     assert!(refused.to_string().contains("expired"), "{refused}");
 }
+
+/// The enrolment request proves the phone holds the key it enrols: a copy of another phone's
+/// public key, or a request without the proof (a 1.0 app), is refused and spends no token.
+#[test]
+fn an_enrolment_request_must_be_signed_by_the_key_it_enrols() {
+    use doorstep_core::protocol::{Base64Bytes, EnrolmentRequest};
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let honest = server.phone(&dir.path().join("a.db"));
+    let mut stolen: EnrolmentRequest = serde_json::from_slice(&honest.enrolment_request().unwrap()).unwrap();
+    let other = server.phone(&dir.path().join("b.db"));
+    let other_request: EnrolmentRequest = serde_json::from_slice(&other.enrolment_request().unwrap()).unwrap();
+    let token = token(&server, "R1");
+    let enrol = |request: &EnrolmentRequest| {
+        post(&server.url("/v1/enrol"), &[("Enrolment-Token", &token)], &serde_json::to_vec(request).unwrap())
+    };
+    // Another phone's proof beside the honest phone's key.
+    stolen.proof = other_request.proof.clone();
+    assert_eq!(enrol(&stolen).0, 400);
+    stolen.proof = None;
+    let (status, body) = enrol(&stolen);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("update it"));
+    stolen.proof = Some(Base64Bytes(vec![0; 64]));
+    assert_eq!(enrol(&stolen).0, 400);
+    let (status, bundle) =
+        post(&server.url("/v1/enrol"), &[("Enrolment-Token", &token)], &honest.enrolment_request().unwrap());
+    assert_eq!(status, 200, "the refused attempts spent no token");
+    honest.complete_enrolment(&bundle).unwrap();
+}

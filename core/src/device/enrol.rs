@@ -6,7 +6,9 @@ use zeroize::Zeroizing;
 
 use super::{Device, LogLevel};
 use crate::crypto::{DEVICE_SECRET_LEN, SigningKey};
-use crate::protocol::{EnrolmentBundle, EnrolmentRequest, PROTOCOL_VERSION, check_version, domain, genesis_hash};
+use crate::protocol::{
+    EnrolmentBundle, EnrolmentRequest, PROTOCOL_VERSION, check_version, domain, genesis_hash, signing_domain,
+};
 use crate::{CoreError, Result};
 
 const MAX_BUNDLE_BYTES: usize = 64 * 1024;
@@ -19,34 +21,39 @@ impl Device {
     /// The enrolment request to send to dispatch (JSON bytes). Makes the device's receipt-signing
     /// key on first call; later calls return the same request until enrolment completes.
     pub fn enrolment_request(&self) -> Result<Vec<u8>> {
-        let public_key = self.write(|s| {
-            let row: Option<(Option<String>, Vec<u8>)> = s
-                .tx
-                .query_row("SELECT device_id, public_key FROM device WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        let key = self.write(|s| {
+            let row: Option<(Option<String>, Vec<u8>)> =
+                s.tx.query_row("SELECT device_id, sealed_signing_key FROM device WHERE id = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
             match row {
                 Some((Some(_), _)) => Err(CoreError::AlreadyEnrolled),
-                Some((None, public)) => Ok(public),
+                Some((None, sealed)) => {
+                    let pkcs8 = Zeroizing::new(self.vault.unseal(&sealed).map_err(|e| CoreError::KeyVault(e.0))?);
+                    SigningKey::from_pkcs8("device", &pkcs8)
+                }
                 None => {
                     let key = SigningKey::generate("device")?;
                     let sealed = self.vault.seal(key.pkcs8()).map_err(|e| CoreError::KeyVault(e.0))?;
-                    let public = key.verifying_key().public.to_vec();
                     s.tx.execute(
                         "INSERT INTO device (id, public_key, sealed_signing_key) VALUES (1, ?1, ?2)",
-                        params![public, sealed],
+                        params![key.verifying_key().public.to_vec(), sealed],
                     )?;
-                    Ok(public)
+                    Ok(key)
                 }
             }
         })?;
+        let public = key.verifying_key().public;
+        // The key signs its own public key: dispatch learns the phone holds the key it enrols.
+        let proof = key.sign(&signing_domain(domain::ENROLMENT_REQUEST, PROTOCOL_VERSION), &public);
         let request = EnrolmentRequest {
             format: domain::ENROLMENT_REQUEST.into(),
             version: PROTOCOL_VERSION.into(),
-            device_public_key: public_key
-                .try_into()
-                .map_err(|_| CoreError::Integrity("stored public key is not 32 bytes".into()))?,
+            device_public_key: public,
+            proof: Some(crate::protocol::Base64Bytes(proof)),
         };
-        Ok(serde_json::to_vec(&request).unwrap_or_default())
+        serde_json::to_vec(&request).map_err(|_| CoreError::Integrity("enrolment request did not serialise".into()))
     }
 
     /// Signs an HTTP request to dispatch (method, path with query, body) with the device's key;

@@ -25,6 +25,12 @@ impl Issuer {
         if req.format != domain::ENROLMENT_REQUEST || !check_version(&req.version) {
             return Err(CoreError::InvalidInput { what: "enrolment request", why: "unknown format or version".into() });
         }
+        if !req.proves_possession() {
+            return Err(CoreError::InvalidInput {
+                what: "enrolment request",
+                why: "not signed by the key it enrols (a phone app of protocol 1.0: update it)".into(),
+            });
+        }
         if device_id.is_empty() || device_id.len() > 128 {
             return Err(CoreError::InvalidInput { what: "device id", why: "must be 1..=128 characters".into() });
         }

@@ -13,6 +13,25 @@ pub struct EnrolmentRequest {
     pub version: String,
     #[serde(with = "crate::encoding::b64_32")]
     pub device_public_key: [u8; 32],
+    /// The device key's signature over its own public key (under
+    /// `doorstep.enrolment-request/<version>`): the phone holds the key it enrols. Absent in
+    /// requests of protocol 1.0, which dispatch refuses ("update the app").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<super::Base64Bytes>,
+}
+
+impl EnrolmentRequest {
+    /// Whether `proof` is the enrolled key's own signature over it.
+    pub fn proves_possession(&self) -> bool {
+        let key = crate::crypto::VerifyingKey { key_id: "device".into(), public: self.device_public_key };
+        self.proof.as_ref().is_some_and(|proof| {
+            key.verify(
+                &super::signing_domain(super::domain::ENROLMENT_REQUEST, &self.version),
+                &self.device_public_key,
+                &proof.0,
+            )
+        })
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
