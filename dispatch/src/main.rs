@@ -271,6 +271,7 @@ fn main() -> ExitCode {
                     customer_per_minute: customer_requests_per_minute,
                     enrol_per_minute: enrol_requests_per_minute,
                     device_per_minute: device_requests_per_minute,
+                    trust_forwarded_for: behind_tls_proxy,
                 },
             };
             runtime.block_on(serve(addr, state, options))

@@ -89,7 +89,8 @@ fn unknown_devices_bad_signatures_and_replays_get_the_same_401() {
 #[test]
 fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
     use doorstep_dispatch::api::Limits;
-    let limits = Limits { customer_per_minute: 3, enrol_per_minute: 3, device_per_minute: 4 };
+    let limits =
+        Limits { customer_per_minute: 3, enrol_per_minute: 3, device_per_minute: 4, trust_forwarded_for: false };
     let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
     let (phone, _dir, device_id) = server.day(); // two enrolment requests (one refused), one manifest
     let (_, link) = server.read_email("P0");
@@ -163,4 +164,29 @@ fn an_enrolment_request_must_be_signed_by_the_key_it_enrols() {
         post(&server.url("/v1/enrol"), &[("Enrolment-Token", &token)], &honest.enrolment_request().unwrap());
     assert_eq!(status, 200, "the refused attempts spent no token");
     honest.complete_enrolment(&bundle).unwrap();
+}
+
+/// Behind a trusted proxy each client has its own budget (the proxy's last `X-Forwarded-For`
+/// entry); without that trust the header is ignored, so a client cannot pick a fresh budget.
+#[test]
+fn the_proxys_client_header_counts_only_when_the_proxy_is_trusted() {
+    use doorstep_dispatch::api::Limits;
+    for trusted in [true, false] {
+        let limits = Limits { customer_per_minute: 1, trust_forwarded_for: trusted, ..Limits::default() };
+        let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
+        let (_phone, _dir, _) = server.day();
+        let (_, link) = server.read_email("P0");
+        let auth = format!("Bearer {link}");
+        let ask = |client: &str| {
+            get_with(
+                &server.url("/v1/customer/parcels/P0/code"),
+                &[("Authorization", auth.as_str()), ("X-Forwarded-For", &format!("198.51.100.9, {client}"))],
+            )
+            .0
+        };
+        assert_eq!(ask("203.0.113.1"), 200);
+        let second_client = ask("203.0.113.2");
+        assert_eq!(second_client == 200, trusted, "trusted: {trusted}");
+        assert_eq!(ask("203.0.113.1"), 429, "the first client is over its budget either way");
+    }
 }

@@ -24,30 +24,63 @@ pub struct Limits {
     pub enrol_per_minute: u32,
     /// `/v1/devices/...`: manifests and uploads (a depot's phones may share one address).
     pub device_per_minute: u32,
+    /// Behind a TLS proxy every peer is the proxy: take the client from the last
+    /// `X-Forwarded-For` entry (the one the proxy added) instead. Only with `--behind-tls-proxy`.
+    pub trust_forwarded_for: bool,
 }
 
 impl Limits {
     /// No practical limit: the demo's simulated phones and the benchmark share one address.
     pub fn unlimited() -> Limits {
-        Limits { customer_per_minute: u32::MAX, enrol_per_minute: u32::MAX, device_per_minute: u32::MAX }
+        Limits {
+            customer_per_minute: u32::MAX,
+            enrol_per_minute: u32::MAX,
+            device_per_minute: u32::MAX,
+            trust_forwarded_for: false,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { customer_per_minute: 60, enrol_per_minute: 20, device_per_minute: 1200 }
+        Limits { customer_per_minute: 60, enrol_per_minute: 20, device_per_minute: 1200, trust_forwarded_for: false }
     }
 }
 
 /// One group's limiter.
 #[derive(Clone)]
-pub(super) struct Limiter(Arc<DefaultKeyedRateLimiter<String>>);
+pub(super) struct Limiter {
+    buckets: Arc<DefaultKeyedRateLimiter<String>>,
+    trust_forwarded_for: bool,
+}
 
 impl Limiter {
-    pub(super) fn per_minute(n: u32) -> Limiter {
+    pub(super) fn per_minute(n: u32, trust_forwarded_for: bool) -> Limiter {
         let quota = Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Limiter(Arc::new(DefaultKeyedRateLimiter::keyed(quota)))
+        Limiter { buckets: Arc::new(DefaultKeyedRateLimiter::keyed(quota)), trust_forwarded_for }
     }
+}
+
+/// The client a request comes from: the last `X-Forwarded-For` entry when the proxy in front is
+/// trusted, otherwise the peer address.
+fn client_of(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()?
+                .to_str()
+                .ok()?
+                .rsplit(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    forwarded.or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip()))
 }
 
 /// Clients tracked before idle ones are forgotten (a limiter must not grow without bound).
@@ -68,14 +101,11 @@ fn client_key(ip: IpAddr) -> String {
 /// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
 /// The client is the peer address (without one, as behind some proxies, all share one key).
 pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(peer)| client_key(peer.ip()));
-    if limiter.0.len() > PRUNE_AT {
-        limiter.0.retain_recent();
+    let client = client_of(&request, limiter.trust_forwarded_for).map_or_else(|| "unknown".to_owned(), client_key);
+    if limiter.buckets.len() > PRUNE_AT {
+        limiter.buckets.retain_recent();
     }
-    match limiter.0.check_key(&client) {
+    match limiter.buckets.check_key(&client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

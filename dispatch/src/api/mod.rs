@@ -71,10 +71,10 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
     Router::new()
         .merge(operator::routes(dispatch.clone()))
         .merge(device::routes(
-            limits::Limiter::per_minute(limits.enrol_per_minute),
-            limits::Limiter::per_minute(limits.device_per_minute),
+            limits::Limiter::per_minute(limits.enrol_per_minute, limits.trust_forwarded_for),
+            limits::Limiter::per_minute(limits.device_per_minute, limits.trust_forwarded_for),
         ))
-        .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute)))
+        .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
