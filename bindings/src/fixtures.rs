@@ -202,6 +202,7 @@ impl TestDispatch {
                 not_before: not_before.into(),
                 not_after: not_after.into(),
                 nonce: Base64Bytes(random_bytes::<16>()?.to_vec()),
+                issued_at: None,
             })?)
         })
     }

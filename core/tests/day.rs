@@ -33,6 +33,7 @@ fn a_full_day_reconciles_and_leaves_no_code_on_disk() {
             not_before: morning(),
             not_after: end_of_day(),
             nonce: Base64Bytes(vec![7; 16]),
+            issued_at: None,
         })
         .unwrap();
     accepted(d.verify_qr_token(&w.scan(4), &token, None).unwrap());

@@ -176,6 +176,7 @@ fn qr(w: &World, parcel: usize, holder: Holder, valid: TimeDelta) -> String {
             not_before: w.clock.now() - TimeDelta::minutes(1),
             not_after: w.clock.now() + valid,
             nonce: Base64Bytes(doorstep_core::crypto::random_bytes::<16>().unwrap().to_vec()),
+            issued_at: None,
         })
         .unwrap()
 }

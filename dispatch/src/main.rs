@@ -112,6 +112,9 @@ enum Command {
         /// Device requests (manifests, uploads) per minute per client address.
         #[arg(long, default_value_t = api::Limits::default().device_per_minute)]
         device_requests_per_minute: u32,
+        /// Requests per minute per device id (manifests, uploads), from any address.
+        #[arg(long, default_value_t = api::Limits::default().each_device_per_minute)]
+        requests_per_device_per_minute: u32,
     },
 }
 
@@ -252,6 +255,7 @@ fn main() -> ExitCode {
             customer_requests_per_minute,
             enrol_requests_per_minute,
             device_requests_per_minute,
+            requests_per_device_per_minute,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
@@ -271,6 +275,7 @@ fn main() -> ExitCode {
                     customer_per_minute: customer_requests_per_minute,
                     enrol_per_minute: enrol_requests_per_minute,
                     device_per_minute: device_requests_per_minute,
+                    each_device_per_minute: requests_per_device_per_minute,
                     trust_forwarded_for: behind_tls_proxy,
                 },
             };

@@ -639,6 +639,7 @@ impl Dispatch {
             not_before,
             not_after,
             nonce: doorstep_core::protocol::Base64Bytes(random_bytes::<16>()?.to_vec()),
+            issued_at: Some(self.now()?),
         })?)
     }
 

@@ -89,8 +89,7 @@ fn unknown_devices_bad_signatures_and_replays_get_the_same_401() {
 #[test]
 fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
     use doorstep_dispatch::api::Limits;
-    let limits =
-        Limits { customer_per_minute: 3, enrol_per_minute: 3, device_per_minute: 4, trust_forwarded_for: false };
+    let limits = Limits { customer_per_minute: 3, enrol_per_minute: 3, device_per_minute: 4, ..Limits::unlimited() };
     let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
     let (phone, _dir, device_id) = server.day(); // two enrolment requests (one refused), one manifest
     let (_, link) = server.read_email("P0");
@@ -189,4 +188,23 @@ fn the_proxys_client_header_counts_only_when_the_proxy_is_trusted() {
         assert_eq!(second_client == 200, trusted, "trusted: {trusted}");
         assert_eq!(ask("203.0.113.1"), 429, "the first client is over its budget either way");
     }
+}
+
+/// One phone has its own budget too, wherever its requests come from, so it cannot keep dispatch
+/// rebuilding full manifests; another phone is not held back by it.
+#[test]
+fn one_device_has_its_own_request_budget() {
+    use doorstep_dispatch::api::Limits;
+    let limits = Limits { each_device_per_minute: 3, ..Limits::unlimited() };
+    let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
+    let (phone, dir, device_id) = server.day(); // one manifest request
+    let (other, other_id) = server.synced_phone("R1", &dir.path().join("other.db"));
+    let ask = |device: &doorstep_core::device::Device, id: &str| {
+        let path = format!("/v1/devices/{id}/manifest?date={}", server.scene.date);
+        get_with(&server.url(&path), &[("Device-Signature", &device.sign_request("GET", &path, b"").unwrap())]).0
+    };
+    assert_eq!(ask(&phone, &device_id), 200);
+    assert_eq!(ask(&phone, &device_id), 200);
+    assert_eq!(ask(&phone, &device_id), 429, "this phone is over its budget");
+    assert_eq!(ask(&other, &other_id), 200, "the other phone is not");
 }

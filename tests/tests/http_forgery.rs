@@ -497,3 +497,23 @@ fn a_qr_token_seen_in_a_flagged_receipt_is_spent() {
     flagged(elsewhere.upload(&server, &two, by_qr(&elsewhere)), "was never on a manifest sent to this device");
     flagged(insider.upload(&server, &phone, by_qr(&insider)), "QR token already used");
 }
+
+/// A reissue answers a leaked code or e-mail: a QR token minted before it is flagged, a token
+/// minted after it passes.
+#[test]
+fn a_qr_token_minted_before_a_reissue_is_flagged() {
+    let (server, phone, _dir, insider) = big_day();
+    let before = server.dispatch.qr_token("P0", Holder::Customer).unwrap();
+    server.clock.advance(TimeDelta::minutes(1));
+    assert_eq!(server.op_post("/v1/parcels/P0/reissue", b"").0, 200);
+    server.clock.advance(TimeDelta::minutes(1));
+    let by_qr = |parcel: &str, token: String| {
+        let mut body =
+            insider.handover(parcel, HandoverMethod::QrToken, Some(Holder::Customer), None, server.clock.now());
+        body.qr_token = Some(token);
+        body
+    };
+    flagged(insider.upload(&server, &phone, by_qr("P0", before)), "before the code of customer was reissued");
+    let after = server.dispatch.qr_token("P2", Holder::Customer).unwrap();
+    accepted(insider.upload(&server, &phone, by_qr("P2", after)), "a token minted after any reissue");
+}

@@ -315,5 +315,15 @@ fn qr_problem(
     if target.needs_code && !target.codes.iter().any(|c| c.holder == token.holder && c.valid_at(t)) {
         return Some(format!("{} held no valid code for parcel {} at {t}", token.holder.to_key(), token.parcel_id));
     }
+    let last_code = target.codes.iter().filter(|c| c.holder == token.holder).map(|c| c.issued_at).max();
+    if let (Some(minted), Some(reissued)) = (token.issued_at, last_code)
+        && minted < reissued
+    {
+        return Some(format!(
+            "QR token minted at {minted}, before the code of {} was reissued at {reissued} \
+             (an app that had not refreshed is a legitimate cause)",
+            token.holder.to_key()
+        ));
+    }
     None
 }

@@ -27,6 +27,11 @@ pub struct QrToken {
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
     pub nonce: Base64Bytes,
+    /// When dispatch minted it. Dispatch flags a hand-over with a token minted before the
+    /// holder's code was last reissued (a reissue answers a leak; tokens from before it are
+    /// suspect). Absent in tokens of earlier builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 impl QrToken {
@@ -90,6 +95,7 @@ mod tests {
             not_before: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             not_after: DateTime::from_timestamp(1_800_086_400, 0).unwrap(),
             nonce: Base64Bytes(vec![1; 16]),
+            issued_at: None,
         };
         let text = t.sign(&key).unwrap();
         assert_eq!(QrToken::verify(&text, &keys).unwrap(), t);
@@ -113,6 +119,7 @@ mod tests {
             not_before: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             not_after: DateTime::from_timestamp(1_800_086_400, 0).unwrap(),
             nonce: Base64Bytes(vec![2; 16]),
+            issued_at: None,
         };
         let text = t.sign(&key).unwrap();
         assert_eq!(QrToken::verify(&text, &keys).unwrap(), t);

@@ -11,16 +11,17 @@ use axum::{Router, middleware};
 use chrono::NaiveDate;
 use doorstep_core::protocol::REQUEST_HEADER;
 
-use super::limits::{Limiter, limit};
+use super::limits::{Limiter, limit, limit_each_device};
 use super::{AppState, blocking, body_of, octets};
 use crate::error::DispatchError;
 
-pub(super) fn routes(enrolment: Limiter, devices: Limiter) -> Router<AppState> {
+pub(super) fn routes(enrolment: Limiter, devices: Limiter, each_device: Limiter) -> Router<AppState> {
     let enrolling =
         Router::new().route("/v1/enrol", post(enrol)).route_layer(middleware::from_fn_with_state(enrolment, limit));
     Router::new()
         .route("/v1/devices/{id}/manifest", get(manifest))
         .route("/v1/devices/{id}/receipts", post(upload))
+        .route_layer(middleware::from_fn_with_state(each_device, limit_each_device))
         .route_layer(middleware::from_fn_with_state(devices, limit))
         .merge(enrolling)
 }

@@ -24,6 +24,9 @@ pub struct Limits {
     pub enrol_per_minute: u32,
     /// `/v1/devices/...`: manifests and uploads (a depot's phones may share one address).
     pub device_per_minute: u32,
+    /// `/v1/devices/{id}/...` per device id, wherever it comes from: one phone cannot keep dispatch
+    /// rebuilding full manifests.
+    pub each_device_per_minute: u32,
     /// Behind a TLS proxy every peer is the proxy: take the client from the last
     /// `X-Forwarded-For` entry (the one the proxy added) instead. Only with `--behind-tls-proxy`.
     pub trust_forwarded_for: bool,
@@ -36,6 +39,7 @@ impl Limits {
             customer_per_minute: u32::MAX,
             enrol_per_minute: u32::MAX,
             device_per_minute: u32::MAX,
+            each_device_per_minute: u32::MAX,
             trust_forwarded_for: false,
         }
     }
@@ -43,7 +47,13 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { customer_per_minute: 60, enrol_per_minute: 20, device_per_minute: 1200, trust_forwarded_for: false }
+        Limits {
+            customer_per_minute: 60,
+            enrol_per_minute: 20,
+            device_per_minute: 1200,
+            each_device_per_minute: 120,
+            trust_forwarded_for: false,
+        }
     }
 }
 
@@ -98,6 +108,24 @@ fn client_key(ip: IpAddr) -> String {
     }
 }
 
+/// Lets a device request through while that device id (`/v1/devices/{id}/...`) is within its own
+/// limit; 429 with `Retry-After` otherwise.
+pub(super) async fn limit_each_device(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
+    let device = request.uri().path().split('/').nth(3).unwrap_or_default().to_owned();
+    if limiter.buckets.len() > PRUNE_AT {
+        limiter.buckets.retain_recent();
+    }
+    match limiter.buckets.check_key(&device) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => too_many(&not_until),
+    }
+}
+
+fn too_many(not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Response {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
+}
+
 /// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
 /// The client is the peer address (without one, as behind some proxies, all share one key).
 pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
@@ -107,10 +135,7 @@ pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next
     }
     match limiter.buckets.check_key(&client) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
-        }
+        Err(not_until) => too_many(&not_until),
     }
 }
 

@@ -73,6 +73,7 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
         .merge(device::routes(
             limits::Limiter::per_minute(limits.enrol_per_minute, limits.trust_forwarded_for),
             limits::Limiter::per_minute(limits.device_per_minute, limits.trust_forwarded_for),
+            limits::Limiter::per_minute(limits.each_device_per_minute, false),
         ))
         .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
