@@ -60,9 +60,6 @@ enum Command {
     },
     /// Rotate dispatch's signing key in two steps (restart dispatch after each).
     Keys {
-        /// The state folder.
-        #[arg(long)]
-        state: PathBuf,
         #[command(subcommand)]
         step: KeyStep,
     },
@@ -146,12 +143,25 @@ enum OperatorStep {
 #[derive(Subcommand)]
 enum KeyStep {
     /// Add a new key: manifests announce it to devices, the current key still signs.
-    Add,
+    Add {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Let the key sign, once devices have synced a manifest announcing it.
-    Promote { key_id: String },
+    Promote {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
+        key_id: String,
+    },
     /// Re-seal every code and device secret under a new key-encryption key (`keys/kek`); stop
     /// dispatch first.
-    RotateKek,
+    RotateKek {
+        /// The state folder.
+        #[arg(long)]
+        state: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,13 +231,14 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("error: {e}")),
             }
         }
-        Command::Keys { state, step } => {
+        Command::Keys { step } => {
             let result = match step {
-                KeyStep::Add => doorstep_dispatch::add_key(&state)
-                    .map(|id| format!("added {id}: restart dispatch; it signs after `doorstep keys promote {id}`")),
-                KeyStep::Promote { key_id } => doorstep_dispatch::promote_key(&state, &key_id)
+                KeyStep::Add { state } => doorstep_dispatch::add_key(&state).map(|id| {
+                    format!("added {id}: restart dispatch; it signs after `doorstep keys promote --state DIR {id}`")
+                }),
+                KeyStep::Promote { state, key_id } => doorstep_dispatch::promote_key(&state, &key_id)
                     .map(|()| format!("{key_id} signs from dispatch's next start")),
-                KeyStep::RotateKek => doorstep_dispatch::rotate_kek(&state)
+                KeyStep::RotateKek { state } => doorstep_dispatch::rotate_kek(&state)
                     .map(|n| format!("{n} sealed values re-sealed under a new keys/kek; the old key is deleted")),
             };
             match result {

@@ -7,7 +7,7 @@
 //! Dispatch seals every code and device secret this way. A database copied without the key file
 //! reveals neither.
 //!
-//! Rotating the KEK: `doorstep keys --state STATE rotate-kek` re-seals every row under a new one
+//! Rotating the KEK: `doorstep keys rotate-kek --state STATE` re-seals every row under a new one
 //! (`store::rotate_kek`).
 //!
 //! [`private_folder`] and [`private_file`] give the state folder 0700 and its files 0600.

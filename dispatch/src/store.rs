@@ -298,11 +298,14 @@ impl Dispatch {
         // created 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files the
         // database's mode).
         let db = folder.join("dispatch.db");
-        let foreign = folder.is_dir() && !db.exists() && std::fs::read_dir(folder)?.next().is_some();
+        // Dispatch's own: it has the database or the keys folder (`doorstep keys add` before the
+        // first start makes only that).
+        let ours = db.exists() || folder.join("keys").is_dir();
+        let foreign = folder.is_dir() && !ours && std::fs::read_dir(folder)?.next().is_some();
         if foreign {
             // Never chmod someone else's folder (`--state $HOME` by mistake).
             return Err(bad(format!(
-                "{} is not empty and holds no dispatch.db: choose a new or an existing state folder",
+                "{} is not empty and is no dispatch state folder: choose a new or an existing one",
                 folder.display()
             )));
         }
