@@ -652,22 +652,35 @@ impl Dispatch {
     }
 
     fn device(&self, tx: &Transaction<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
-        let row: Option<(String, Vec<u8>, Vec<u8>, i64)> = tx
-            .query_row(
-                "SELECT route_id, secret, public_key, manifest_seq FROM device WHERE device_id = ?1",
-                [device_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+        let row: Option<(String, Vec<u8>, i64)> = tx
+            .query_row("SELECT route_id, secret, manifest_seq FROM device WHERE device_id = ?1", [device_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
-        let (route_id, secret, public, seq) =
-            row.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
-        let public: [u8; 32] = public.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
+        let (route_id, secret, seq) = row.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
+        let public_key =
+            Self::device_key(tx, device_id)?.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
         let device = EnrolledDevice {
             device_id: device_id.to_owned(),
             secret: DeviceSecret::from_bytes(&self.kek.open(&device_secret_aad(device_id), &secret)?)?,
-            public_key: VerifyingKey { key_id: format!("device:{device_id}"), public },
+            public_key,
         };
         Ok((device, route_id, seq))
+    }
+
+    /// A device's enrolled request- and receipt-signing key (`None` for an unknown device): all a
+    /// request's signature needs, without unsealing the device secret.
+    fn device_key(tx: &Transaction<'_>, device_id: &str) -> Result<Option<VerifyingKey>> {
+        let public: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT public_key FROM device WHERE device_id = ?1")?
+            .query_row([device_id], |r| r.get(0))
+            .optional()?;
+        public
+            .map(|p| {
+                let public: [u8; 32] = p.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
+                Ok(VerifyingKey { key_id: format!("device:{device_id}"), public })
+            })
+            .transpose()
     }
 
     /// The manifest a device should apply next. Without `since` (or when `since` is not a sequence
@@ -1113,24 +1126,11 @@ impl Dispatch {
         };
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let device = match self.device(&tx, device_id) {
-            Ok((device, _, _)) => device,
-            Err(DispatchError::NotFound(_)) => return Err(refused()),
-            Err(e) => return Err(e),
-        };
+        let key = Self::device_key(&tx, device_id)?.ok_or_else(refused)?;
         let header = header.ok_or_else(refused)?;
         let now = self.now_ms()?;
-        doorstep_core::protocol::verify_request(
-            header,
-            device_id,
-            &device.public_key,
-            method,
-            path,
-            body,
-            now,
-            self.request_skew_ms,
-        )
-        .map_err(|_| refused())?;
+        doorstep_core::protocol::verify_request(header, device_id, &key, method, path, body, now, self.request_skew_ms)
+            .map_err(|_| refused())?;
         // Older signatures fall outside the window anyway; forget them.
         tx.prepare_cached("DELETE FROM seen_request WHERE at_ms < ?1")?
             .execute([now.saturating_sub(2 * self.request_skew_ms)])?;
@@ -1192,12 +1192,7 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
                  JOIN parcel p ON p.route_id = d.route_id AND p.delivery_date = d.manifest_date
                  WHERE d.manifest_seq > 0 AND p.departed_at_ms IS NOT NULL;",
         )?;
-        let had_counts: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'parcel_attempts')",
-            [],
-            |r| r.get(0),
-        )?;
-        if had_counts {
+        if table_exists(&tx, "parcel_attempts")? {
             tx.execute_batch(
                 "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
                      SELECT parcel_id, 'before-1.1', 0, attempts_used FROM parcel_attempts WHERE attempts_used > 0;
@@ -1237,12 +1232,7 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         for token in plain {
             tx.execute("UPDATE enrolment_token SET token = ?2 WHERE token = ?1", params![token, token_hash(&token)])?;
         }
-        let had_customers: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customer')",
-            [],
-            |r| r.get(0),
-        )?;
-        if had_customers {
+        if table_exists(&tx, "customer")? {
             let links: Vec<(String, String, String, String)> = tx
                 .prepare(
                     "SELECT c.token, p.parcel_id, p.delivery_date, p.time_zone
@@ -1283,6 +1273,15 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
     }
     Ok(())
+}
+
+/// Whether an earlier build left a table of this name.
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?)
 }
 
 /// Runs a query selecting `body, signature, status, reason` of stored receipts.

@@ -56,11 +56,13 @@ impl Issuer {
         if batch.device_id != device.device_id {
             return Err(CoreError::BatchRejected("batch is from another device".into()));
         }
+        // The chain head is read once; each receipt appended moves it.
+        let mut head = ledger.head(&device.device_id)?;
         let mut results = Vec::with_capacity(batch.receipts.len());
         for receipt in &batch.receipts {
-            results.push(self.judge(device, ledger, codes, receipt, now)?);
+            results.push(self.judge(device, ledger, codes, receipt, &mut head, now)?);
         }
-        let (seq, head_hash) = ChainHead::link(ledger.head(&device.device_id)?, &device.device_id);
+        let (seq, head_hash) = ChainHead::link(head, &device.device_id);
         let ack = Ack {
             device_id: device.device_id.clone(),
             batch_id: batch.batch_id,
@@ -78,6 +80,7 @@ impl Issuer {
         ledger: &mut dyn ReceiptLedger,
         codes: &dyn CodeBook,
         receipt: &SignedReceipt,
+        head: &mut Option<ChainHead>,
         now: DateTime<Utc>,
     ) -> Result<ReceiptResult> {
         let reject = |id, seq, why: &str| ReceiptResult {
@@ -114,8 +117,7 @@ impl Issuer {
             Some(_) => return Ok(reject(id, seq, "receipt id already held from another device")),
             None => {}
         }
-        let head = ledger.head(&device.device_id)?;
-        let (head_seq, head_hash) = ChainHead::link(head, &device.device_id);
+        let (head_seq, head_hash) = ChainHead::link(*head, &device.device_id);
         if seq <= head_seq {
             return Ok(reject(id, seq, "another receipt is already held at this sequence (forked chain)"));
         }
@@ -135,12 +137,13 @@ impl Issuer {
             Some(Err(e)) => Some(Err(e)),
             None => None,
         };
-        let (problem, binding) = match shape_problem(device, codes, &body, head, now)? {
+        let (problem, binding) = match shape_problem(device, codes, &body, *head, now)? {
             Some(problem) => (Some(problem), false),
             None => (self.content_problem(device, ledger, codes, &body, qr)?, true),
         };
         let status = if problem.is_some() { ReceiptStatus::Flagged } else { ReceiptStatus::Accepted };
         ledger.append(receipt, &body, Verdict { status, reason: problem.as_deref(), binding })?;
+        *head = Some(ChainHead { seq, hash: receipt.hash(), trusted_time: body.trusted_time });
         let reason = problem.map(|_| FLAGGED_FOR_PHONE.to_owned());
         Ok(ReceiptResult { receipt_id: id, seq, status, reason })
     }

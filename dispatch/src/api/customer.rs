@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router, middleware};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::limits::{Limiter, limit};
-use super::{AppState, blocking, json_body};
+use super::{AppState, bearer, blocking, json_body};
 use crate::error::DispatchError;
 
 pub(super) fn routes(limiter: Limiter) -> Router<AppState> {
@@ -25,12 +25,7 @@ pub(super) fn routes(limiter: Limiter) -> Router<AppState> {
 
 /// The customer's bearer token (from their code e-mail).
 fn customer_token(headers: &HeaderMap) -> Result<String, DispatchError> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .ok_or_else(|| DispatchError::Forbidden("missing Authorization: Bearer <customer token>".into()))
+    bearer(headers).ok_or_else(|| DispatchError::Forbidden("missing Authorization: Bearer <customer token>".into()))
 }
 
 async fn customer_code(

@@ -112,30 +112,27 @@ fn client_key(ip: IpAddr) -> String {
 /// limit; 429 with `Retry-After` otherwise.
 pub(super) async fn limit_each_device(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
     let device = request.uri().path().split('/').nth(3).unwrap_or_default().to_owned();
-    if limiter.buckets.len() > PRUNE_AT {
-        limiter.buckets.retain_recent();
-    }
-    match limiter.buckets.check_key(&device) {
-        Ok(()) => next.run(request).await,
-        Err(not_until) => too_many(&not_until),
-    }
-}
-
-fn too_many(not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Response {
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
+    admit(&limiter, &device, request, next).await
 }
 
 /// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
 /// The client is the peer address (without one, as behind some proxies, all share one key).
 pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
     let client = client_of(&request, limiter.trust_forwarded_for).map_or_else(|| "unknown".to_owned(), client_key);
+    admit(&limiter, &client, request, next).await
+}
+
+/// Draws one request from `key`'s budget: the request runs, or the answer is 429.
+async fn admit(limiter: &Limiter, key: &str, request: Request, next: Next) -> Response {
     if limiter.buckets.len() > PRUNE_AT {
         limiter.buckets.retain_recent();
     }
-    match limiter.buckets.check_key(&client) {
+    match limiter.buckets.check_key(&key.to_owned()) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => too_many(&not_until),
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
+        }
     }
 }
 

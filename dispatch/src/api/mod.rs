@@ -22,7 +22,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -102,6 +102,15 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DispatchError> 
 /// A JSON request body, or a 400 naming what is wrong with it.
 fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, DispatchError> {
     serde_json::from_slice(&body_of(body)?).map_err(|e| DispatchError::BadRequest(e.to_string()))
+}
+
+/// The `Authorization: Bearer <value>` of a request (an operator key or a customer link).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
 }
 
 fn octets(bytes: Vec<u8>) -> Response {

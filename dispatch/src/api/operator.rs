@@ -2,10 +2,10 @@
 //! one (`Authorization: Bearer dso_...`), checked by [`require_operator`] before any handler runs;
 //! the handler gets the [`Operator`], and the store records the action with it.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, blocking, body_of, json_body};
+use super::{AppState, bearer, blocking, body_of, json_body};
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
@@ -34,12 +34,7 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
 
 /// Lets the request through with its [`Operator`], or answers 401.
 async fn require_operator(State(d): State<AppState>, mut request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let presented = bearer(request.headers());
     let peer_is_loopback =
         request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
     let relayed = ["forwarded", "x-forwarded-for", "via", "origin"].iter().any(|h| request.headers().contains_key(*h));
