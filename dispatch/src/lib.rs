@@ -5,6 +5,7 @@
 //!
 //! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection).
 //! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
+//! - [`listen`]: where `serve` may listen, and TLS served with rustls or left to a proxy.
 //! - [`operators`]: operator keys and the audit trail of operator actions.
 //! - [`clock`]: [`SetClock`], the settable clock of simulated days (demo, tests, benchmarks);
 //!   `serve` uses the system clock.
@@ -13,6 +14,7 @@ pub mod api;
 pub mod clock;
 pub mod demo;
 pub mod error;
+pub mod listen;
 pub mod mail;
 pub mod operators;
 pub mod sealing;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, SetClock, api, demo, terminal};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, SetClock, api, demo, listen, terminal};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -46,6 +46,9 @@ enum Command {
         /// The dispatch service.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         dispatch: String,
+        /// Trust this CA certificate (PEM) for an https dispatch instead of the public roots.
+        #[arg(long, value_name = "FILE")]
+        dispatch_ca: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long, global = true)]
         json: bool,
@@ -64,7 +67,8 @@ enum Command {
         step: KeyStep,
     },
     /// Run the dispatch service. On loopback it starts with nothing to set up; on any other address
-    /// it needs operator keys (`doorstep operator add`) and TLS in front (--behind-tls-proxy).
+    /// it needs operator keys (`doorstep operator add`), --smtp, and TLS: served (--tls-cert and
+    /// --tls-key) or terminated by a proxy in front (--behind-tls-proxy).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -73,6 +77,12 @@ enum Command {
         /// enrolment answers carry device secrets).
         #[arg(long)]
         behind_tls_proxy: bool,
+        /// Serve TLS with this certificate chain (PEM, leaf first); re-read on SIGHUP.
+        #[arg(long, requires = "tls_key", value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM; not readable by other users).
+        #[arg(long, requires = "tls_cert", value_name = "FILE")]
+        tls_key: Option<PathBuf>,
         /// Hours an enrolment token stays valid.
         #[arg(long, default_value_t = doorstep_dispatch::store::DEFAULT_ENROLMENT_TOKEN_HOURS)]
         enrolment_token_hours: i64,
@@ -209,7 +219,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     match cli.command {
-        Command::Device { dir, dispatch, json, action } => {
+        Command::Device { dir, dispatch, dispatch_ca, json, action } => {
             let action = match action {
                 DeviceCommand::Enrol { token } => terminal::Action::Enrol { token },
                 DeviceCommand::Sync { date } => terminal::Action::Sync { date },
@@ -219,7 +229,7 @@ fn main() -> ExitCode {
                 DeviceCommand::Upload => terminal::Action::Upload,
                 DeviceCommand::Status => terminal::Action::Status,
             };
-            match terminal::run(&dir, &dispatch, action) {
+            match terminal::run(&dir, &terminal::Remote { url: dispatch, ca: dispatch_ca }, action) {
                 Ok(value) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
@@ -254,6 +264,8 @@ fn main() -> ExitCode {
         Command::Serve {
             addr,
             behind_tls_proxy,
+            tls_cert,
+            tls_key,
             enrolment_token_hours,
             state,
             value_threshold_cents,
@@ -279,6 +291,7 @@ fn main() -> ExitCode {
                 code_policy,
                 mail,
                 behind_tls_proxy,
+                tls: tls_cert.zip(tls_key).map(|(cert, key)| listen::TlsFiles { cert, key }),
                 enrolment_token_ttl: chrono::TimeDelta::try_hours(enrolment_token_hours)
                     .unwrap_or(chrono::TimeDelta::MAX),
                 max_resets_per_parcel,
@@ -318,15 +331,13 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
         Ok(d) => Arc::new(d.with_clock(clock.clone())),
         Err(e) => return fail(format!("cannot open dispatch: {e}")),
     };
-    let listener = match runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")) {
+    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on loopback: {e}")),
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let app = api::router_with_limits(dispatch.clone(), api::Limits::unlimited());
-    runtime.spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
-    });
+    runtime.spawn(listen::serve(listener, app, None, std::future::pending()));
     if !json {
         println!("dispatch listening on http://{addr} (state in {})", state.path().display());
     }
@@ -354,6 +365,7 @@ struct ServeOptions {
     code_policy: doorstep_core::policy::Policy,
     mail: Option<MailConfig>,
     behind_tls_proxy: bool,
+    tls: Option<listen::TlsFiles>,
     enrolment_token_ttl: chrono::TimeDelta,
     max_resets_per_parcel: u32,
     limits: api::Limits,
@@ -391,33 +403,6 @@ fn operator_command(step: OperatorStep) -> ExitCode {
     }
 }
 
-/// Why `serve` must not start on `addr`, if it must not: off loopback it needs operator keys and
-/// TLS in front.
-fn network_refusal(addr: SocketAddr, operator_auth_on: bool, behind_tls_proxy: bool, smtp: bool) -> Option<String> {
-    if addr.ip().is_loopback() {
-        return None;
-    }
-    if !smtp {
-        return Some(format!(
-            "refusing to serve on {addr} without --smtp: customer e-mail (codes and links) would be written \
-             to STATE/outbox"
-        ));
-    }
-    if !operator_auth_on {
-        return Some(format!(
-            "refusing to serve on {addr}: operator routes would be open. Add a key first: \
-             doorstep operator add --state DIR --name NAME"
-        ));
-    }
-    if !behind_tls_proxy {
-        return Some(format!(
-            "refusing to serve on {addr} without TLS: enrolment answers carry device secrets. Put a TLS \
-             proxy in front and pass --behind-tls-proxy"
-        ));
-    }
-    None
-}
-
 async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
     let smtp = matches!(options.mail, Some(MailConfig::Smtp { .. }));
     let opened = Dispatch::open(&state, options.policy)
@@ -435,17 +420,33 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
         Ok(on) => on,
         Err(e) => return fail(format!("cannot read operator keys: {e}")),
     };
-    if let Some(refusal) = network_refusal(addr, auth_on, options.behind_tls_proxy, smtp) {
+    let wire = match (&options.tls, options.behind_tls_proxy) {
+        (Some(_), _) => listen::Wire::Tls,
+        (None, true) => listen::Wire::Proxy,
+        (None, false) => listen::Wire::Plain,
+    };
+    if let Some(refusal) = listen::refusal(addr, auth_on, wire, smtp) {
         return fail(refusal);
     }
+    let tls = match &options.tls {
+        Some(files) => match listen::load(files).await {
+            Ok(config) => {
+                reload_on_hangup(config.clone(), files.clone());
+                Some(config)
+            }
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
     if !auth_on {
         eprintln!("operator routes are open on loopback: add a key with `doorstep operator add` to close them");
     }
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match std::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
     };
-    println!("dispatch listening on http://{}", listener.local_addr().map_or(addr, |a| a));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("dispatch listening on {scheme}://{}", listener.local_addr().map_or(addr, |a| a));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -461,28 +462,25 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
             }
         }
     });
-    let app = api::router_with_limits(dispatch, options.limits).into_make_service_with_connect_info::<SocketAddr>();
-    match axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    match listen::serve(listener, api::router_with_limits(dispatch, options.limits), tls, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("server error: {e}")),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serve_refuses_a_network_address_without_operator_keys_or_tls() {
-        let lan: SocketAddr = "192.0.2.10:8080".parse().unwrap();
-        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let local6: SocketAddr = "[::1]:8080".parse().unwrap();
-        assert!(network_refusal(lan, false, true, true).unwrap().contains("operator add"));
-        assert!(network_refusal(any, true, false, true).unwrap().contains("--behind-tls-proxy"));
-        assert!(network_refusal(lan, true, true, false).unwrap().contains("--smtp"));
-        assert_eq!(network_refusal(lan, true, true, true), None);
-        assert_eq!(network_refusal(local, false, false, false), None);
-        assert_eq!(network_refusal(local6, false, false, false), None);
-    }
+/// Re-reads the certificate and key on every SIGHUP (a renewed certificate, no restart).
+fn reload_on_hangup(config: axum_server::tls_rustls::RustlsConfig, files: listen::TlsFiles) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        eprintln!("SIGHUP cannot be watched: restart dispatch to load a renewed certificate");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match listen::reload(&config, &files).await {
+                Ok(()) => eprintln!("TLS certificate re-read from {}", files.cert.display()),
+                Err(e) => eprintln!("{e}; still serving the previous certificate"),
+            }
+        }
+    });
 }

@@ -111,21 +111,56 @@ fn outcome_json(o: &HandoverOutcome) -> Value {
     }
 }
 
+/// The dispatch the terminal phone talks to: its base URL (`http://` or `https://`) and, for a
+/// certificate from a private CA (or a self-signed one), the PEM file to trust instead of the
+/// public roots.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub url: String,
+    pub ca: Option<PathBuf>,
+}
+
+impl From<&str> for Remote {
+    fn from(url: &str) -> Remote {
+        Remote { url: url.to_owned(), ca: None }
+    }
+}
+
+impl Remote {
+    fn agent(&self) -> CliResult<ureq::Agent> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("cannot read --dispatch-ca {}: {e}", ca.display()))?;
+            let roots = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--dispatch-ca {}: {e}", ca.display()))?;
+            if roots.is_empty() {
+                return Err(format!("--dispatch-ca {} holds no PEM certificate", ca.display()).into());
+            }
+            let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build();
+            config = config.tls_config(tls);
+        }
+        Ok(config.build().into())
+    }
+}
+
 /// Runs one action on the phone's system clock; returns the result as JSON (printed as JSON or as
 /// plain lines by the caller).
-pub fn run(dir: &Path, dispatch: &str, action: Action) -> CliResult<Value> {
+pub fn run(dir: &Path, dispatch: &Remote, action: Action) -> CliResult<Value> {
     run_with_clock(dir, dispatch, action, Arc::new(SystemClock))
 }
 
 /// [`run`] on the given clock (tests play a day on a chosen date this way).
-pub fn run_with_clock(dir: &Path, dispatch: &str, action: Action, clock: Arc<dyn Clock>) -> CliResult<Value> {
+pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<dyn Clock>) -> CliResult<Value> {
+    let agent = dispatch.agent()?;
     std::fs::create_dir_all(dir)?;
     let device = Device::open(dir.join("device.db"), Arc::new(FileVault::open(dir)?), clock, None)?;
-    let t = Terminal {
-        device,
-        dispatch: dispatch.to_owned(),
-        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
-    };
+    let t = Terminal { device, dispatch: dispatch.url.clone(), agent };
     Ok(match action {
         Action::Enrol { token } => {
             let request = t.device.enrolment_request()?;

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Device, HostError, KeyVault};
 use doorstep_core::protocol::{Holder, REQUEST_HEADER};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, Operator, SetClock, api};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, Operator, SetClock, api, listen};
 
 /// Seals by XOR (a stand-in for the Android Keystore / iOS Keychain).
 pub struct Vault;
@@ -77,7 +77,12 @@ impl Server {
     /// A server with no operator key yet: its operator routes are open to a direct local caller
     /// only (`operator_key` is empty).
     pub fn start_without_operator_keys() -> Server {
-        Server::start_inner(Scene::default_day(), |d| d, api::Limits::default(), false)
+        Server::start_inner(Scene::default_day(), |d| d, api::Limits::default(), false, None)
+    }
+
+    /// As [`Server::start`], serving TLS from `tls` (`base` is `https://127.0.0.1:PORT`).
+    pub fn start_tls(tls: &listen::TlsFiles) -> Server {
+        Server::start_inner(Scene::default_day(), |d| d, api::Limits::default(), true, Some(tls))
     }
 
     /// As [`Server::start_with`], with these rate limits.
@@ -86,7 +91,7 @@ impl Server {
         configure: impl FnOnce(Dispatch) -> Dispatch,
         limits: api::Limits,
     ) -> Server {
-        Server::start_inner(scene, configure, limits, true)
+        Server::start_inner(scene, configure, limits, true, None)
     }
 
     fn start_inner(
@@ -94,6 +99,7 @@ impl Server {
         configure: impl FnOnce(Dispatch) -> Dispatch,
         limits: api::Limits,
         operator_key: bool,
+        tls: Option<&listen::TlsFiles>,
     ) -> Server {
         let state = tempfile::tempdir().unwrap();
         let clock = Arc::new(SetClock::at(scene.now));
@@ -105,13 +111,14 @@ impl Server {
             (Operator::loopback(), String::new())
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = api::router_with_limits(dispatch.clone(), limits);
-        runtime
-            .spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
+        let tls = tls.map(|files| runtime.block_on(listen::load(files)).unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        runtime.spawn(listen::serve(listener, app, tls, std::future::pending()));
         Server {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             dispatch,
             clock,
             scene,

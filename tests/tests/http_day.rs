@@ -272,7 +272,7 @@ fn the_terminal_device_works_a_day_against_dispatch() {
     }
     let token = server.dispatch.create_enrolment_token("R1", &server.operator).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let run = |action| run_with_clock(dir.path(), &server.base, action, server.clock.clone()).unwrap();
+    let run = |action| run_with_clock(dir.path(), &server.base.as_str().into(), action, server.clock.clone()).unwrap();
     assert_eq!(run(Action::Enrol { token })["enrolled"], true);
     let synced = run(Action::Sync { date: server.scene.date });
     assert_eq!(synced["applied"][0]["added"], 4);
@@ -287,7 +287,7 @@ fn the_terminal_device_works_a_day_against_dispatch() {
     assert_eq!((up["rejected"].as_u64(), up["flagged"].as_u64()), (Some(0), Some(0)));
     assert_eq!(run(Action::Status)["pending_receipts"], 0);
     let bogus = Action::Fail { barcode: "BC1".into(), reason: "bogus".into(), note: None };
-    assert!(run_with_clock(dir.path(), &server.base, bogus, server.clock.clone()).is_err());
+    assert!(run_with_clock(dir.path(), &server.base.as_str().into(), bogus, server.clock.clone()).is_err());
 
     // The next morning the code has expired, on the phone's clock as on dispatch's.
     server.clock.advance(TimeDelta::hours(24));
