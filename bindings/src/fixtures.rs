@@ -166,6 +166,7 @@ impl TestDispatch {
                 not_after: not_after.into(),
                 attempts_used: 0,
                 attempt_epoch: 0,
+                qr_minted_after: Vec::new(),
             };
             s.codes.issue(&parcel, parcel.not_before);
             s.parcels.push(parcel);

@@ -114,6 +114,8 @@ pub enum QrRejection {
     AlreadyUsed,
     #[error("the token's holder is no longer authorised for this parcel")]
     HolderNotAuthorised,
+    #[error("the token was issued before the holder's code was reissued: ask for the current one")]
+    Superseded,
 }
 
 /// Why a server acknowledgement was refused. A refused ack deletes nothing.

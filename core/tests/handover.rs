@@ -221,6 +221,42 @@ fn forged_expired_or_revoked_qr_tokens_are_refused_without_changes() {
 }
 
 #[test]
+fn after_a_reissue_the_phone_refuses_qr_tokens_minted_before_it_or_naming_no_mint_time() {
+    let mut w = World::with_parcels(2);
+    let reissued_at = w.clock.now();
+    let mut parcel = w.parcels[0].clone();
+    parcel.codes = vec![(Holder::Customer, Code::generate().unwrap())];
+    parcel.qr_minted_after = vec![(Holder::Customer, reissued_at)];
+    w.codes.issue(&parcel, reissued_at);
+    w.parcels[0] = parcel;
+    w.push_full();
+    let minted = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        w.issuer
+            .sign_qr(&QrToken {
+                parcel_id: "P00000".into(),
+                holder: Holder::Customer,
+                not_before: w.clock.now() - TimeDelta::minutes(1),
+                not_after: w.clock.now() + TimeDelta::hours(2),
+                nonce: Base64Bytes(doorstep_core::crypto::random_bytes::<16>().unwrap().to_vec()),
+                issued_at: at,
+            })
+            .unwrap()
+    };
+    let early = minted(Some(reissued_at - TimeDelta::seconds(1)));
+    assert_eq!(qr_err(w.device.verify_qr_token(&w.scan(0), &early, None)), QrRejection::Superseded);
+    assert_eq!(qr_err(w.device.verify_qr_token(&w.scan(0), &minted(None), None)), QrRejection::Superseded);
+    assert_eq!(w.device.parcel("P00000").unwrap().state, ParcelState::Pending);
+    assert_eq!(receipts_on_disk(&w), 0);
+    // A holder whose code was never reissued still takes a token of an earlier build (no mint time).
+    let legacy = qr(&w, 1, Holder::Customer, TimeDelta::hours(2));
+    assert!(matches!(w.device.verify_qr_token(&w.scan(1), &legacy, None).unwrap(), HandoverOutcome::Accepted { .. }));
+    let current = minted(Some(reissued_at));
+    assert!(matches!(w.device.verify_qr_token(&w.scan(0), &current, None).unwrap(), HandoverOutcome::Accepted { .. }));
+    let verdicts = w.upload_all();
+    assert!(verdicts.iter().all(|v| v.count(doorstep_core::protocol::ReceiptStatus::Flagged) == 0));
+}
+
+#[test]
 fn a_qr_token_opens_a_parcel_locked_by_guessing() {
     let w = World::with_parcels(2);
     for _ in 0..5 {

@@ -129,6 +129,7 @@ fn bench_manifests(c: &mut Criterion) {
             not_after,
             attempts_used: 0,
             attempt_epoch: 0,
+            qr_minted_after: Vec::new(),
         })
         .collect();
     let mut seq = 0;

@@ -1331,7 +1331,9 @@ impl Dispatch {
             return Ok(None);
         };
         let (not_before, not_after) = stored_window(&date, &tz)?;
-        let codes = if needs_code { self.codes_of(tx, parcel_id)? } else { Vec::new() };
+        let current = if needs_code { self.current_codes(tx, parcel_id)? } else { Vec::new() };
+        let qr_minted_after = current.iter().filter_map(|c| Some((c.holder.clone(), c.reissued_at?))).collect();
+        let codes: Vec<(Holder, Code)> = current.into_iter().map(|c| (c.holder, c.code)).collect();
         let attempt_epoch: u32 = tx
             .prepare_cached("SELECT attempt_epoch FROM parcel_epoch WHERE parcel_id = ?1")?
             .query_row([parcel_id], |r| r.get(0))
@@ -1363,6 +1365,7 @@ impl Dispatch {
             address_hint,
             recipient_hint,
             codes,
+            qr_minted_after,
             not_before,
             not_after,
             attempts_used,
@@ -1372,19 +1375,41 @@ impl Dispatch {
 
     /// The latest code of each holder of a parcel (a reissued code replaces the earlier one).
     fn codes_of(&self, conn: &Connection, parcel_id: &str) -> Result<Vec<(Holder, Code)>> {
-        let mut stmt = conn.prepare(
-            "SELECT holder, code, issued_at_ms FROM code c WHERE parcel_id = ?1 AND revoked_at_ms IS NULL
-           AND rowid = (SELECT max(rowid) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
-         ORDER BY holder",
+        Ok(self.current_codes(conn, parcel_id)?.into_iter().map(|c| (c.holder, c.code)).collect())
+    }
+
+    /// Each holder's current code, with its issue instant when it replaced an earlier one.
+    fn current_codes(&self, conn: &Connection, parcel_id: &str) -> Result<Vec<CurrentCode>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT holder, code, issued_at_ms,
+                    EXISTS (SELECT 1 FROM code o WHERE o.parcel_id = c.parcel_id AND o.holder = c.holder
+                                                   AND o.rowid < c.rowid)
+               FROM code c WHERE parcel_id = ?1 AND revoked_at_ms IS NULL
+                AND rowid = (SELECT max(rowid) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
+              ORDER BY holder",
         )?;
-        let rows = stmt.query_map([parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([parcel_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, bool>(3)?))
+        })?;
         rows.map(|r| {
-            let (h, sealed, issued) = r?;
+            let (h, sealed, issued, replaced) = r?;
             let code = open_code(&self.kek, parcel_id, &h, issued, &sealed)?;
-            Ok((Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?, code))
+            let reissued_at = match replaced {
+                true => Some(DateTime::from_timestamp_millis(issued).ok_or_else(|| bad("stored issue instant"))?),
+                false => None,
+            };
+            Ok(CurrentCode { holder: Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?, code, reissued_at })
         })
         .collect()
     }
+}
+
+/// A holder's current code; `reissued_at` when it replaced an earlier one (QR tokens minted
+/// before that are refused at the door).
+struct CurrentCode {
+    holder: Holder,
+    code: Code,
+    reissued_at: Option<DateTime<Utc>>,
 }
 
 /// Whether a database holds values sealed under a KEK (written by a build that seals).

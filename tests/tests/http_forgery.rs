@@ -5,7 +5,9 @@
 //! back onto the same phone, onto a reinstalled app.
 
 use chrono::TimeDelta;
-use doorstep_core::device::{HandoverOutcome, ScannedParcel};
+use doorstep_core::CoreError;
+use doorstep_core::device::{HandoverOutcome, ParcelState, ScannedParcel};
+use doorstep_core::error::QrRejection;
 use doorstep_core::protocol::{HandoverMethod, Holder, QrToken, ReceiptStatus};
 use doorstep_tests::http::Server;
 use doorstep_tests::insider::Insider;
@@ -516,4 +518,30 @@ fn a_qr_token_minted_before_a_reissue_is_flagged() {
     flagged(insider.upload(&server, &phone, by_qr("P0", before)), "before the code of customer was reissued");
     let after = server.dispatch.qr_token("P2", Holder::Customer).unwrap();
     accepted(insider.upload(&server, &phone, by_qr("P2", after)), "a token minted after any reissue");
+}
+
+/// Once the phone has synced a reissue, it refuses at the door a QR token minted before it: the
+/// customer's current token (or the new code) hands over, and nothing waits for dispatch to flag.
+#[test]
+fn a_phone_that_synced_a_reissue_refuses_a_qr_token_minted_before_it() {
+    let (server, phone, _dir, _insider) = big_day();
+    let before = server.dispatch.qr_token("P0", Holder::Customer).unwrap();
+    server.clock.advance(TimeDelta::minutes(1));
+    assert_eq!(server.op_post("/v1/parcels/P0/reissue", b"").0, 200);
+    let device_id = phone.status().unwrap().device_id.unwrap();
+    assert_eq!(server.sync(&phone, &device_id), 1, "the reissue reaches the phone as a delta");
+    server.clock.advance(TimeDelta::minutes(1));
+    let scan = || vec![ScannedParcel::scanned("BC0")];
+    let refused = phone.verify_qr_token(&scan(), &before, None).unwrap_err();
+    assert!(matches!(refused, CoreError::QrRejected(QrRejection::Superseded)), "{refused:?}");
+    assert_eq!(phone.parcel("P0").unwrap().state, ParcelState::Pending);
+    let after = server.dispatch.qr_token("P0", Holder::Customer).unwrap();
+    assert!(matches!(phone.verify_qr_token(&scan(), &after, None).unwrap(), HandoverOutcome::Accepted { .. }));
+    server.upload(&phone, &device_id);
+    let held = server.dispatch.receipts(&device_id).unwrap();
+    assert!(
+        held.iter().all(|r| r.status == ReceiptStatus::Accepted),
+        "{:?}",
+        held.last().and_then(|r| r.reason.clone())
+    );
 }

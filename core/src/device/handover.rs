@@ -7,7 +7,7 @@
 //! committed with `synchronous=FULL`. A process killed at any point either shows nothing (and the
 //! transaction never happened) or has the attempt on disk.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
 use super::parcels::{self, ParcelRow, ParcelState, Validity};
@@ -343,6 +343,19 @@ impl Device {
             }
             if target.view.needs_code && !target.view.holders.contains(&parsed.holder) {
                 return Err(QrRejection::HolderNotAuthorised.into());
+            }
+            let minted_after: Option<i64> =
+                s.tx.query_row(
+                    "SELECT qr_minted_after_ms FROM code_tag WHERE parcel_id = ?1 AND holder = ?2",
+                    params![parsed.parcel_id, parsed.holder.to_key()],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            if let Some(reissued) = minted_after
+                && parsed.issued_at.is_none_or(|minted| minted.timestamp_millis() < reissued)
+            {
+                return Err(QrRejection::Superseded.into());
             }
             if s.now.trusted_ms < parsed.not_before.timestamp_millis() {
                 return Err(QrRejection::NotYetValid.into());

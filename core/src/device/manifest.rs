@@ -212,7 +212,8 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
              manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms",
     )?;
     let mut clear_tags = tx.prepare_cached("DELETE FROM code_tag WHERE parcel_id = ?1")?;
-    let mut insert_tag = tx.prepare_cached("INSERT INTO code_tag (parcel_id, holder, tag) VALUES (?1, ?2, ?3)")?;
+    let mut insert_tag =
+        tx.prepare_cached("INSERT INTO code_tag (parcel_id, holder, tag, qr_minted_after_ms) VALUES (?1, ?2, ?3, ?4)")?;
     for p in &m.parcels {
         let state: Option<String> = state_of.query_row([&p.parcel_id], |r| r.get(0)).optional()?;
         if state.as_deref() == Some("delivered") {
@@ -251,7 +252,8 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             report.added += 1;
         }
         for t in &p.tags {
-            insert_tag.execute(params![p.parcel_id, t.holder.to_key(), t.tag.0])?;
+            let minted_after = t.qr_minted_after.map(|at| at.timestamp_millis());
+            insert_tag.execute(params![p.parcel_id, t.holder.to_key(), t.tag.0, minted_after])?;
         }
     }
     for id in &m.removals {

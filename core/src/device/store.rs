@@ -128,6 +128,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE parcel ADD COLUMN attempt_epoch INTEGER NOT NULL DEFAULT 0 CHECK (attempt_epoch >= 0);
     ALTER TABLE spent_attempts ADD COLUMN attempt_epoch INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: a reissued code's instant: QR tokens for its holder minted before it are refused.
+    r#"
+    ALTER TABLE code_tag ADD COLUMN qr_minted_after_ms INTEGER;
+    "#,
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -20,6 +20,9 @@ pub struct IssuedParcel {
     pub recipient_hint: String,
     /// Empty: no code needed. Otherwise the customer's code and any delegates' codes.
     pub codes: Vec<(Holder, Code)>,
+    /// Holders whose code was reissued, with the instant: QR tokens minted before it are refused
+    /// at the door. Empty when no code was ever reissued.
+    pub qr_minted_after: Vec<(Holder, DateTime<Utc>)>,
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
     /// Wrong codes seen for the parcel since its last reset (any phone); 0 when none.
@@ -60,6 +63,7 @@ impl IssuedParcel {
                 .map(|(holder, code)| HolderTag {
                     holder: holder.clone(),
                     tag: Base64Bytes(Tag::compute(&key, &self.parcel_id, &salt, code, policy.tag_bits)),
+                    qr_minted_after: self.qr_minted_after.iter().find(|(h, _)| h == holder).map(|(_, at)| *at),
                 })
                 .collect();
             (salt, tags)

@@ -318,15 +318,26 @@ fn qr_problem(
     if target.needs_code && !target.codes.iter().any(|c| c.holder == token.holder && c.valid_at(t)) {
         return Some(format!("{} held no valid code for parcel {} at {t}", token.holder.to_key(), token.parcel_id));
     }
-    let last_code = target.codes.iter().filter(|c| c.holder == token.holder).map(|c| c.issued_at).max();
-    if let (Some(minted), Some(reissued)) = (token.issued_at, last_code)
-        && minted < reissued
-    {
-        return Some(format!(
-            "QR token minted at {minted}, before the code of {} was reissued at {reissued} \
-             (an app that had not refreshed is a legitimate cause)",
-            token.holder.to_key()
-        ));
+    // The phone refuses such a token too once its manifest names the reissue (`qr_minted_after`);
+    // a phone that had not synced it yet accepted it, and its receipt is flagged here.
+    let held: Vec<_> = target.codes.iter().filter(|c| c.holder == token.holder).map(|c| c.issued_at).collect();
+    if let (true, Some(reissued)) = (held.len() > 1, held.iter().max()) {
+        match token.issued_at {
+            Some(minted) if minted >= *reissued => {}
+            Some(minted) => {
+                return Some(format!(
+                    "QR token minted at {minted}, before the code of {} was reissued at {reissued} \
+                     (a phone that had not synced the reissue is a legitimate cause)",
+                    token.holder.to_key()
+                ));
+            }
+            None => {
+                return Some(format!(
+                    "QR token with no mint time, for {} whose code was reissued at {reissued}",
+                    token.holder.to_key()
+                ));
+            }
+        }
     }
     None
 }

@@ -184,6 +184,7 @@ impl World {
             not_after: end_of_day(),
             attempts_used: 0,
             attempt_epoch: 0,
+            qr_minted_after: Vec::new(),
         };
         self.codes.issue(&parcel, parcel.not_before);
         self.parcels.push(parcel);
