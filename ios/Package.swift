@@ -1,21 +1,22 @@
-// swift-tools-version:5.9
+// swift-tools-version:6.0
 // The doorstep Swift package: the UniFFI-generated bindings (DoorstepFFI), a Swift layer with
-// async/await and a Keychain-backed KeyVault (Doorstep), and XCTests.
+// async/await and a Keychain-backed KeyVault (Doorstep), and XCTests. Swift 6 language mode.
 //
-// On Apple platforms the Rust core comes from DoorstepFFI.xcframework (build-xcframework.sh).
-// On Linux, `swift test` links the host-built library: run ./prepare-host.sh first.
+// The Rust core comes from DoorstepFFI.xcframework (build-xcframework.sh, on a Mac) when it is
+// present. Without it (Linux, or a Mac running the tests on the host), the package links the
+// host-built library: run ./prepare-host.sh first (scripts/swift-tests.sh does it all).
+import Foundation
 import PackageDescription
 
-#if os(Linux)
-let ffiTarget: Target = .systemLibrary(name: "doorstep_ffiFFI", path: "Sources/doorstep_ffiFFI")
+let xcframework = Context.packageDirectory + "/DoorstepFFI.xcframework"
+let useHostLibrary = !FileManager.default.fileExists(atPath: xcframework)
 let hostLibDir = Context.packageDirectory + "/../target/debug"
-let testLinkerSettings: [LinkerSetting] = [
-    .unsafeFlags(["-L", hostLibDir, "-Xlinker", "-rpath", "-Xlinker", hostLibDir]),
-]
-#else
-let ffiTarget: Target = .binaryTarget(name: "doorstep_ffiFFI", path: "DoorstepFFI.xcframework")
-let testLinkerSettings: [LinkerSetting] = []
-#endif
+let ffiTarget: Target = useHostLibrary
+    ? .systemLibrary(name: "doorstep_ffiFFI", path: "Sources/doorstep_ffiFFI")
+    : .binaryTarget(name: "doorstep_ffiFFI", path: "DoorstepFFI.xcframework")
+let testLinkerSettings: [LinkerSetting] = useHostLibrary
+    ? [.unsafeFlags(["-L", hostLibDir, "-Xlinker", "-rpath", "-Xlinker", hostLibDir])]
+    : []
 
 let package = Package(
     name: "Doorstep",

@@ -11,6 +11,7 @@ cargo build --quiet --locked -p doorstep-ffi --features fixtures
 ext=so
 [ "$(uname -s)" = Darwin ] && ext=dylib
 bash scripts/generate-bindings.sh "target/debug/libdoorstep_ffi.$ext" target/bindings >/dev/null
+mkdir -p "$here/Sources/DoorstepFFI" "$here/Sources/doorstep_ffiFFI"
 cp target/bindings/swift/DoorstepFFI.swift "$here/Sources/DoorstepFFI/DoorstepFFI.swift"
 cp target/bindings/swift/doorstep_ffiFFI.h "$here/Sources/doorstep_ffiFFI/doorstep_ffiFFI.h"
 cat > "$here/Sources/doorstep_ffiFFI/module.modulemap" <<'MAP'

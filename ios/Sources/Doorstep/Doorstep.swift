@@ -1,18 +1,29 @@
 import DoorstepFFI
 import Foundation
 
-/// The async face of `DoorstepDevice`: every call runs on a background queue, so a durable commit
-/// never blocks the main actor. Errors are `DoorstepError` cases that say what to do (for example
-/// `.CodeFormat`: ask again, no attempt was counted).
+/// The async face of `DoorstepDevice`: every call, opening included, runs on this object's own
+/// queue, so a durable commit never blocks the main actor or a cooperative-pool thread. Errors are
+/// `DoorstepError` cases that say what to do (for example `.CodeFormat`: ask again, no attempt was
+/// counted).
 ///
-/// Safe to share between tasks; the core serialises calls on its database connection.
+/// Safe to share between tasks; the core serialises calls on its database connection. The
+/// database closes when the last reference to this object goes.
 public final class Doorstep: Sendable {
-    public let device: DoorstepDevice
+    private let device: DoorstepDevice
     private let queue: DispatchQueue
 
-    public init(device: DoorstepDevice, qos: DispatchQoS = .userInitiated) {
+    /// Wraps a device the app opened itself (call `excludeFromBackup(path:)` for its file).
+    public convenience init(device: DoorstepDevice, qos: DispatchQoS = .userInitiated) {
+        self.init(device: device, queue: Doorstep.makeQueue(qos))
+    }
+
+    private init(device: DoorstepDevice, queue: DispatchQueue) {
         self.device = device
-        self.queue = DispatchQueue(label: "app.doorstep.core", qos: qos, attributes: .concurrent)
+        self.queue = queue
+    }
+
+    private static func makeQueue(_ qos: DispatchQoS) -> DispatchQueue {
+        DispatchQueue(label: "app.doorstep.core", qos: qos, attributes: .concurrent)
     }
 
     /// Opens (or creates) the device database at `path` off the calling thread, and excludes it
@@ -21,14 +32,16 @@ public final class Doorstep: Sendable {
         path: String,
         vault: KeyVault,
         clock: Clock = SystemClock(),
-        logger: Logger? = nil
+        logger: Logger? = nil,
+        qos: DispatchQoS = .userInitiated
     ) async throws -> Doorstep {
-        let device = try await background {
+        let queue = makeQueue(qos)
+        let device = try await onQueue(queue) {
             let device = try DoorstepDevice.open(path: path, vault: vault, clock: clock, logger: logger)
             try excludeFromBackup(path: path)
             return device
         }
-        return Doorstep(device: device)
+        return Doorstep(device: device, queue: queue)
     }
 
     /// A restored old copy of the database would bring back attempts already spent at the door and
@@ -45,19 +58,17 @@ public final class Doorstep: Sendable {
         #endif
     }
 
-    private static func background<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    private static func onQueue<T: Sendable>(
+        _ queue: DispatchQueue, _ body: @escaping @Sendable () throws -> T
+    ) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global(qos: .userInitiated).async {
-                continuation.resume(with: Result(catching: { try body() }))
-            }
+            queue.async { continuation.resume(with: Result(catching: { try body() })) }
         }
     }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable (DoorstepDevice) throws -> T) async throws -> T {
         let device = self.device
-        return try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result(catching: { try body(device) })) }
-        }
+        return try await Doorstep.onQueue(queue) { try body(device) }
     }
 
     public func isEnrolled() async throws -> Bool { try await run { try $0.isEnrolled() } }

@@ -35,6 +35,10 @@ public struct Uploader: Sendable {
                 return .retryLater(afterMs: try await doorstep.recordUploadFailure("ack rejected").retryAfterMs)
             } catch let error as DoorstepError {
                 throw error
+            } catch let cancelled as CancellationError {
+                // The task was cancelled (the background task expired): not a network failure, so
+                // no backoff is recorded and cancellation goes on up.
+                throw cancelled
             } catch {
                 return .retryLater(afterMs: try await doorstep.recordUploadFailure("\(type(of: error))").retryAfterMs)
             }

@@ -32,6 +32,23 @@ final class ConcurrencyTests: XCTestCase {
         XCTAssertEqual(try day.dispatch.verifiedChainLength(), UInt64(codeParcels.count + wrongCodes))
     }
 
+    /// Kotlin closes a device explicitly and a later call fails cleanly. Swift has no such state:
+    /// the object (and its database connection) goes with its last reference, which this checks,
+    /// so no call can reach a released device.
+    func testAReleasedDeviceIsGoneAndItsDatabaseOpensAgain() async throws {
+        let day = try Day()
+        weak var released: Doorstep?
+        do {
+            let d = try await day.enrolledDevice()
+            _ = try await d.verifyCode(day.codes["P0"]!, for: scan("BC0"))
+            released = d
+        }
+        XCTAssertNil(released, "no queue or task keeps the device alive")
+        let reopened = try await day.openDevice()
+        let pending = try await reopened.status().pendingReceipts
+        XCTAssertEqual(pending, 1)
+    }
+
     func testAReceiptSurvivesReopening() async throws {
         let day = try Day()
         do {

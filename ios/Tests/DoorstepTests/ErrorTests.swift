@@ -48,6 +48,15 @@ final class ErrorTests: XCTestCase {
         XCTAssertEqual(pending, 1, "a refused ack deletes nothing")
     }
 
+    func testAnUnenrolledDeviceSaysSo() async throws {
+        let day = try Day()
+        let d = try await day.openDevice()
+        let enrolled = try await d.isEnrolled()
+        XCTAssertFalse(enrolled)
+        do { _ = try await d.verifyCode("123456", for: scan("BC0")); XCTFail() } catch DoorstepError.NotEnrolled {}
+        do { try await d.completeEnrolment(Data("not json".utf8)); XCTFail() } catch DoorstepError.EnrolmentRejected {}
+    }
+
     func testUnusableDatabaseIsRefusedAndCanBeQuarantined() async throws {
         let day = try Day()
         try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: day.dbPath))

@@ -1,14 +1,18 @@
 package app.doorstep
 
 import app.doorstep.ffi.DoorstepException
+import kotlin.coroutines.cancellation.CancellationException
 
 /** What one [Uploader.drain] achieved. */
 sealed interface UploadOutcome {
     /** The outbox is empty: every receipt is acknowledged by dispatch. */
     data class Done(val receiptsAcknowledged: Int, val flagged: Int) : UploadOutcome
 
-    /** Something failed; try again after [afterMs] (exponential backoff with full jitter). */
-    data class RetryLater(val afterMs: Long, val cause: Throwable) : UploadOutcome
+    /**
+     * Try again after [afterMs] (exponential backoff with full jitter): [cause] failed now, or is
+     * null while the outbox is still backing off from an earlier failure.
+     */
+    data class RetryLater(val afterMs: Long, val cause: Throwable?) : UploadOutcome
 
     /** Dispatch refused receipts (tampering or a bug); they stay on the device. Escalate to support. */
     data class Stuck(val rejectedSeqs: List<ULong>) : UploadOutcome
@@ -32,13 +36,17 @@ class Uploader(
         while (true) {
             val batch = doorstep.nextBatch(maxReceipts, maxBytes) ?: return UploadOutcome.Done(acknowledged, flagged)
             if (batch.retryAfterMs > 0) {
-                return UploadOutcome.RetryLater(batch.retryAfterMs, IllegalStateException("backing off"))
+                return UploadOutcome.RetryLater(batch.retryAfterMs, null)
             }
             val report = try {
                 doorstep.applyAck(post(batch.body))
             } catch (e: DoorstepException.AckRejected) {
                 return UploadOutcome.RetryLater(doorstep.recordUploadFailure("ack rejected").retryAfterMs, e)
             } catch (e: DoorstepException) {
+                throw e
+            } catch (e: CancellationException) {
+                // The caller's scope was cancelled (WorkManager stopped the worker): not a network
+                // failure, so no backoff is recorded and cancellation goes on up.
                 throw e
             } catch (e: Exception) {
                 val kind = e::class.simpleName ?: "error"

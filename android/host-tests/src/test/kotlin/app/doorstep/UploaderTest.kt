@@ -4,7 +4,9 @@ import app.doorstep.ffi.FailureReason
 import kotlinx.coroutines.runBlocking
 import java.io.IOException
 import kotlin.test.Test
+import kotlin.coroutines.cancellation.CancellationException
 import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
 import kotlin.test.assertIs
 import kotlin.test.assertTrue
 
@@ -49,6 +51,20 @@ class UploaderTest {
             assertEquals(1u, verdict.duplicates)
             assertEquals(1u, d.applyAck(verdict.signedAck).removed)
             assertEquals(1uL, day.dispatch.verifiedChainLength())
+        }
+    }
+
+    @Test
+    fun `a cancelled upload goes on cancelling and records no failure`(): Unit = runBlocking {
+        val day = Day()
+        day.enrolledDevice().use { d ->
+            d.recordFailure(scan("BC0"), FailureReason.NO_ACCESS)
+            assertFailsWith<CancellationException> {
+                Uploader(d) { throw CancellationException("worker stopped") }.drain()
+            }
+            assertEquals(0u, d.status().uploadFailures, "cancellation is not a network failure")
+            assertEquals(1u, d.status().pendingReceipts)
+            assertIs<UploadOutcome.Done>(Uploader(d, day.post).drain())
         }
     }
 }
