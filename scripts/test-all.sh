@@ -4,7 +4,8 @@
 #   2. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
 #   3. the Rust tests again under libfaketime at instants years apart (no test depends on the day
 #      or hour it runs);
-#   4. the Kotlin bindings on the host JVM (JUnit through Maven);
+#   4. the Kotlin bindings on the host JVM (JUnit through Maven), and the Android module under
+#      Robolectric (android-all and AndroidX from Maven Central);
 #   5. the Swift package (XCTest, Swift 6), with a toolchain set up by scripts/swift-tests.sh.
 # Every step runs even when an earlier one failed (and cargo runs with --no-fail-fast), so one
 # failure never hides another; the script fails if any step did.
@@ -22,6 +23,7 @@ step cargo test --workspace --locked --no-fail-fast
 step cargo test --workspace --benches --locked --no-fail-fast
 step bash scripts/test-any-day.sh
 step bash scripts/kotlin-host-tests.sh
+step bash scripts/android-robolectric-tests.sh
 step bash scripts/swift-tests.sh
 
 if [ ${#failed[@]} -gt 0 ]; then

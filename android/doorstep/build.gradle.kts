@@ -40,7 +40,8 @@ dependencies {
     // JNA as an AAR: it carries libjnidispatch.so for every Android ABI.
     implementation("net.java.dev.jna:jna:5.19.1@aar")
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.11.0")
-    implementation("androidx.work:work-runtime-ktx:2.10.5")
+    // The version android/robolectric proves (scripts/android-robolectric-tests.sh).
+    implementation("androidx.work:work-runtime-ktx:2.11.2")
 }
 
 // Cross-compiles the core for the three ABIs into build/rustJniLibs/<abi>/libdoorstep_ffi.so.
