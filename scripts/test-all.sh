@@ -6,7 +6,8 @@
 #      or hour it runs);
 #   4. the Kotlin bindings on the host JVM (JUnit through Maven), and the Android module under
 #      Robolectric (android-all and AndroidX from Maven Central);
-#   5. the Swift package (XCTest, Swift 6), with a toolchain set up by scripts/swift-tests.sh.
+#   5. the Swift package (XCTest, Swift 6), with a toolchain set up by scripts/swift-tests.sh;
+#   6. the mobile library's size against its budget (scripts/measure-size.sh).
 # Every step runs even when an earlier one failed (and cargo runs with --no-fail-fast), so one
 # failure never hides another; the script fails if any step did.
 set -uo pipefail
@@ -25,6 +26,7 @@ step bash scripts/test-any-day.sh
 step bash scripts/kotlin-host-tests.sh
 step bash scripts/android-robolectric-tests.sh
 step bash scripts/swift-tests.sh
+step bash scripts/measure-size.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'FAILED: %s\n' "${failed[@]}" >&2

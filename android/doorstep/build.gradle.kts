@@ -48,6 +48,9 @@ dependencies {
 val cargoNdk by tasks.registering(Exec::class) {
     description = "Builds libdoorstep_ffi.so for Android ABIs with cargo-ndk"
     workingDir = repoRoot
+    // Packed relocations (APS2, Android 6+): the size budget in docs/bindings.md counts on them,
+    // as scripts/measure-size.sh packs the host build's (RELR).
+    environment("RUSTFLAGS", "-C link-arg=-Wl,--pack-dyn-relocs=android")
     commandLine(
         "cargo", "ndk",
         "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",

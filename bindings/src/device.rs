@@ -22,10 +22,6 @@ pub struct DoorstepDevice {
     device: Device,
 }
 
-fn scans(scanned: Vec<ScannedParcel>) -> Vec<doorstep_core::device::ScannedParcel> {
-    scanned.into_iter().map(Into::into).collect()
-}
-
 #[uniffi::export]
 impl DoorstepDevice {
     /// Opens (or creates) the device database at `path`. A corrupt, foreign or newer file fails
@@ -65,25 +61,25 @@ impl DoorstepDevice {
 
     /// Verifies and applies a manifest (full or delta) all-or-nothing.
     pub fn apply_manifest(&self, envelope: Vec<u8>) -> Result<ApplyReport> {
-        Ok(self.device.apply_manifest(&envelope)?.into())
+        Ok(self.device.apply_manifest(&envelope)?)
     }
 
     pub fn parcel(&self, parcel_id: String) -> Result<Parcel> {
-        Ok(self.device.parcel(&parcel_id)?.into())
+        Ok(self.device.parcel(&parcel_id)?)
     }
 
     pub fn parcel_by_barcode(&self, barcode: String) -> Result<Parcel> {
-        Ok(self.device.parcel_by_barcode(&barcode)?.into())
+        Ok(self.device.parcel_by_barcode(&barcode)?)
     }
 
     /// The parcels of one stop, in route order.
     pub fn parcels_at_stop(&self, stop_id: String) -> Result<Vec<Parcel>> {
-        Ok(self.device.parcels_at_stop(&stop_id)?.into_iter().map(Into::into).collect())
+        Ok(self.device.parcels_at_stop(&stop_id)?)
     }
 
     /// Every parcel on the device, in route order.
     pub fn parcels(&self) -> Result<Vec<Parcel>> {
-        Ok(self.device.parcels()?.into_iter().map(Into::into).collect())
+        Ok(self.device.parcels()?)
     }
 
     /// Checks the code the recipient gave for the scanned parcels. Spaces and hyphens are ignored;
@@ -95,7 +91,7 @@ impl DoorstepDevice {
         code: String,
         location: Option<Location>,
     ) -> Result<HandoverOutcome> {
-        Ok(self.device.verify_code(&scans(scanned), &code, location.map(Into::into))?.into())
+        Ok(self.device.verify_code(&scanned, &code, location)?)
     }
 
     /// Checks a QR token from the customer app instead of a code (signed by dispatch, used once).
@@ -105,7 +101,7 @@ impl DoorstepDevice {
         token: String,
         location: Option<Location>,
     ) -> Result<HandoverOutcome> {
-        Ok(self.device.verify_qr_token(&scans(scanned), &token, location.map(Into::into))?.into())
+        Ok(self.device.verify_qr_token(&scanned, &token, location)?)
     }
 
     /// Hands over parcels that need no code.
@@ -114,7 +110,7 @@ impl DoorstepDevice {
         scanned: Vec<ScannedParcel>,
         location: Option<Location>,
     ) -> Result<HandoverOutcome> {
-        Ok(self.device.deliver_without_code(&scans(scanned), location.map(Into::into))?.into())
+        Ok(self.device.deliver_without_code(&scanned, location)?)
     }
 
     /// Records that the scanned parcels could not be handed over. `Other` needs a note.
@@ -125,7 +121,7 @@ impl DoorstepDevice {
         note: Option<String>,
         location: Option<Location>,
     ) -> Result<Receipt> {
-        Ok(self.device.record_failure(&scans(scanned), reason.into(), note, location.map(Into::into))?.into())
+        Ok(self.device.record_failure(&scanned, reason, note, location)?)
     }
 
     /// Corrects a hand-over recorded by mistake with a new receipt; nothing is deleted.
@@ -136,33 +132,33 @@ impl DoorstepDevice {
         note: Option<String>,
         location: Option<Location>,
     ) -> Result<Receipt> {
-        Ok(self.device.reverse_delivery(&parcel_id, reason.into(), note, location.map(Into::into))?.into())
+        Ok(self.device.reverse_delivery(&parcel_id, reason, note, location)?)
     }
 
     /// The next batch of receipts to upload, or null when the outbox is empty. POST `body` to
     /// dispatch and pass its answer to `applyAck`, or call `recordUploadFailure`.
     pub fn next_batch(&self, max_receipts: u32, max_bytes: u32) -> Result<Option<UploadBatch>> {
-        Ok(self.device.next_batch(max_receipts, max_bytes)?.map(Into::into))
+        Ok(self.device.next_batch(max_receipts, max_bytes)?)
     }
 
     /// Verifies dispatch's signed answer and forgets the receipts it covers.
     pub fn apply_ack(&self, signed_ack: Vec<u8>) -> Result<AckReport> {
-        Ok(self.device.apply_ack(&signed_ack)?.into())
+        Ok(self.device.apply_ack(&signed_ack)?)
     }
 
     /// Records a failed upload; returns how long to wait before retrying (exponential backoff with
     /// full jitter). `error` is kept for diagnostics; it must not contain personal data.
     pub fn record_upload_failure(&self, error: String) -> Result<RetryAdvice> {
-        Ok(self.device.record_upload_failure(&error)?.into())
+        Ok(self.device.record_upload_failure(&error)?)
     }
 
     /// Deletes the tags of parcels whose validity has ended and expires undelivered ones.
     pub fn purge_expired(&self) -> Result<PurgeReport> {
-        Ok(self.device.purge_expired()?.into())
+        Ok(self.device.purge_expired()?)
     }
 
     pub fn status(&self) -> Result<Status> {
-        Ok(self.device.status()?.into())
+        Ok(self.device.status()?)
     }
 }
 

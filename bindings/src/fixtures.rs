@@ -12,7 +12,6 @@ use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{self as wire, Base64Bytes, ManifestKind, ReceiptStatus, Stop};
 
 use crate::error::DoorstepError;
-use crate::types::Holder;
 
 type Result<T, E = DoorstepError> = std::result::Result<T, E>;
 
@@ -192,14 +191,14 @@ impl TestDispatch {
     pub fn qr_token(
         &self,
         parcel_id: String,
-        holder: Holder,
+        holder: wire::Holder,
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<String> {
         self.with(|s| {
             Ok(s.issuer.sign_qr(&wire::QrToken {
                 parcel_id,
-                holder: holder.into(),
+                holder,
                 not_before: not_before.into(),
                 not_after: not_after.into(),
                 nonce: Base64Bytes(random_bytes::<16>()?.to_vec()),

@@ -6,6 +6,7 @@ use doorstep_core::device as core;
 
 use crate::error::HostError;
 use crate::types::LogLevel;
+use crate::uniffi_support::Timestamp;
 
 /// Seals and unseals the device's secrets at rest. Android: a non-exportable Android Keystore
 /// AES-GCM key. iOS: the Keychain (e.g. a Secure Enclave-wrapped key).
@@ -20,11 +21,11 @@ pub trait KeyVault: Send + Sync {
 /// The phone's clocks.
 #[uniffi::export(foreign)]
 pub trait Clock: Send + Sync {
-    /// Wall-clock milliseconds since the Unix epoch (`System.currentTimeMillis()`, `Date()`).
-    fn wall_time_ms(&self) -> Result<i64, HostError>;
-    /// A monotonic reading in milliseconds (`SystemClock.elapsedRealtime()`,
+    /// Wall-clock time (`Instant.now()`, `Date()`); the user may set it.
+    fn wall_time(&self) -> Result<Timestamp, HostError>;
+    /// Time since a fixed point such as boot, never set back (`SystemClock.elapsedRealtime()`,
     /// `ProcessInfo.systemUptime`).
-    fn monotonic_ms(&self) -> Result<i64, HostError>;
+    fn monotonic(&self) -> Result<std::time::Duration, HostError>;
 }
 
 /// Receives log lines; they never contain codes or secrets.
@@ -53,17 +54,18 @@ impl core::KeyVault for VaultAdapter {
 
 impl core::Clock for ClockAdapter {
     fn wall_time_ms(&self) -> Result<i64, core::HostError> {
-        self.0.wall_time_ms().map_err(host_error)
+        Ok(self.0.wall_time().map_err(host_error)?.timestamp_millis())
     }
 
     fn monotonic_ms(&self) -> Result<i64, core::HostError> {
-        self.0.monotonic_ms().map_err(host_error)
+        let reading = self.0.monotonic().map_err(host_error)?;
+        i64::try_from(reading.as_millis()).map_err(|_| core::HostError("monotonic reading out of range".into()))
     }
 }
 
 impl core::Logger for LoggerAdapter {
     fn log(&self, level: core::LogLevel, message: &str) {
         // A failing logger must not fail the operation it reports on.
-        let _ = self.0.log(level.into(), message.to_owned());
+        let _ = self.0.log(level, message.to_owned());
     }
 }

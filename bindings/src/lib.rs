@@ -15,6 +15,7 @@ mod error;
 mod fixtures;
 mod host;
 mod types;
+mod uniffi_support;
 
 pub use device::{DoorstepDevice, quarantine_database};
 pub use error::{DoorstepError, HostError};
@@ -22,3 +23,4 @@ pub use error::{DoorstepError, HostError};
 pub use fixtures::{BatchVerdict, DelegateCode, IssuedCodes, TestDispatch};
 pub use host::{Clock, KeyVault, Logger};
 pub use types::*;
+pub use uniffi_support::{IsoDate, Timestamp, Uuid};

@@ -7,7 +7,7 @@ mod common;
 use chrono::TimeDelta;
 use common::*;
 use doorstep_core::crypto::sha256;
-use doorstep_core::device::{HandoverOutcome, PURGE_GRACE_MS, ParcelState};
+use doorstep_core::device::{HandoverOutcome, PURGE_GRACE_MS};
 use doorstep_core::protocol::{Base64Bytes, FailureReason, Holder, QrToken, ReceiptEvent, ReceiptStatus, genesis_hash};
 
 fn accepted(out: HandoverOutcome) {
@@ -93,7 +93,7 @@ fn a_full_day_reconciles_and_leaves_no_code_on_disk() {
     assert_eq!(count(ReceiptEvent::LockedOut), 1);
     assert_eq!(count(ReceiptEvent::Failed), 3);
     assert_eq!(count(ReceiptEvent::Expired) as u32, purge.expired);
-    assert_eq!(status.parcels_by_state[&ParcelState::Delivered], 15);
+    assert_eq!(status.parcels.delivered, 15);
 
     // No code, and not the device secret, anywhere in the files or the logs.
     drop(std::mem::replace(

@@ -1255,11 +1255,14 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     if version < 4 {
         // Step 4: enrolment tokens keep the end of their life from when they were made (older
         // rows keep NULL and live the default lifetime).
-        let has_column: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('enrolment_token') WHERE name = 'expires_at_ms')",
-            [],
-            |r| r.get(0),
-        )?;
+        // `PRAGMA table_info`, not the `pragma_table_info` table: SQLite is built without
+        // virtual tables (.cargo/config.toml).
+        let has_column = conn
+            .prepare("PRAGMA table_info(enrolment_token)")?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .iter()
+            .any(|name| name == "expires_at_ms");
         let tx = conn.unchecked_transaction()?;
         if !has_column {
             tx.execute_batch("ALTER TABLE enrolment_token ADD COLUMN expires_at_ms INTEGER;")?;

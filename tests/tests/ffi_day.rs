@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use doorstep_ffi::{
     Clock, DoorstepDevice, DoorstepError, FailureReason, HandoverOutcome, Holder, HostError, Identification, KeyVault,
-    ScannedParcel, TestDispatch, quarantine_database,
+    ScannedParcel, TestDispatch, Timestamp, quarantine_database,
 };
 
 struct Vault;
@@ -25,21 +25,21 @@ impl KeyVault for Vault {
 struct FixedClock(AtomicI64);
 
 impl Clock for FixedClock {
-    fn wall_time_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(Ordering::SeqCst))
+    fn wall_time(&self) -> Result<Timestamp, HostError> {
+        Ok(Timestamp::from_timestamp_millis(self.0.load(Ordering::SeqCst)).unwrap())
     }
-    fn monotonic_ms(&self) -> Result<i64, HostError> {
-        Ok(self.0.load(Ordering::SeqCst))
+    fn monotonic(&self) -> Result<Duration, HostError> {
+        Ok(Duration::from_millis(self.0.load(Ordering::SeqCst) as u64))
     }
 }
 
 struct BrokenClock;
 
 impl Clock for BrokenClock {
-    fn wall_time_ms(&self) -> Result<i64, HostError> {
+    fn wall_time(&self) -> Result<Timestamp, HostError> {
         Err(HostError::Failed { reason: "no time".into() })
     }
-    fn monotonic_ms(&self) -> Result<i64, HostError> {
+    fn monotonic(&self) -> Result<Duration, HostError> {
         Err(HostError::Failed { reason: "no time".into() })
     }
 }
@@ -84,7 +84,7 @@ fn a_day_through_the_exported_api() {
     device.record_failure(scan("BC2"), FailureReason::RecipientUnavailable, None, None).unwrap();
     assert_eq!(device.verify_code(scan("BC5"), "123456".into(), None).unwrap(), HandoverOutcome::NoCodeNeeded);
     while let Some(batch) = device.next_batch(2, 64 * 1024).unwrap() {
-        let verdict = dispatch.verify_batch(batch.body, at(9)).unwrap();
+        let verdict = dispatch.verify_batch(batch.bytes, at(9)).unwrap();
         assert_eq!((verdict.flagged, verdict.rejected), (0, 0));
         device.apply_ack(verdict.signed_ack).unwrap();
     }

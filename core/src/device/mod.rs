@@ -28,7 +28,7 @@ pub use outbox::{AckReport, OutboxBatch, RetryAdvice};
 pub use parcels::{ParcelState, ParcelView, Validity};
 pub use purge::{PURGE_GRACE_MS, PurgeReport};
 pub use receipts::ReceiptSummary;
-pub use status::{ClockStatus, Status};
+pub use status::{ClockStatus, ParcelCounts, Status};
 pub use store::quarantine;
 pub use time::{SKEW_TOLERANCE_MS, TimeReading};
 

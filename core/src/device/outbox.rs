@@ -5,9 +5,12 @@
 //! full jitter, capped). The batch in flight is remembered on disk, so after a crash the same batch
 //! (same id, same receipts) is offered again; dispatch de-duplicates.
 
+use std::time::Duration;
+
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
+use super::status::millis;
 use super::{Device, LogLevel};
 use crate::error::AckRejection;
 use crate::protocol::{
@@ -33,8 +36,8 @@ pub struct OutboxBatch {
     pub last_seq: u64,
     /// True when this batch was handed out before (in flight when the app stopped or failed).
     pub resend: bool,
-    /// Milliseconds to wait before sending, if an earlier failure set a backoff (0: send now).
-    pub retry_after_ms: i64,
+    /// How long to wait before sending, if an earlier failure set a backoff (zero: send now).
+    pub retry_after: Duration,
 }
 
 /// What an accepted acknowledgement did.
@@ -56,7 +59,7 @@ pub struct AckReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryAdvice {
     pub consecutive_failures: u32,
-    pub retry_after_ms: i64,
+    pub retry_after: Duration,
 }
 
 impl Device {
@@ -113,7 +116,7 @@ impl Device {
                 first_seq: first_seq as u64,
                 last_seq: last_seq as u64,
                 resend,
-                retry_after_ms: retry_at.map_or(0, |at| (at - s.now.trusted_ms).max(0)),
+                retry_after: millis(retry_at.map_or(0, |at| at - s.now.trusted_ms)),
             }))
         })
     }
@@ -214,11 +217,15 @@ impl Device {
                 "INSERT OR REPLACE INTO upload_backoff (id, failures, retry_at_ms, last_error) VALUES (1, ?1, ?2, ?3)",
                 params![failures, s.now.trusted_ms + delay, error],
             )?;
-            Ok(RetryAdvice { consecutive_failures: failures as u32, retry_after_ms: delay })
+            Ok(RetryAdvice { consecutive_failures: failures as u32, retry_after: millis(delay) })
         })?;
         self.log(
             LogLevel::Warn,
-            &format!("upload failed ({} in a row), retry in {} ms", advice.consecutive_failures, advice.retry_after_ms),
+            &format!(
+                "upload failed ({} in a row), retry in {} ms",
+                advice.consecutive_failures,
+                advice.retry_after.as_millis()
+            ),
         );
         Ok(advice)
     }

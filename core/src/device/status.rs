@@ -1,7 +1,7 @@
 //! A summary for the app's status screen and for support: counts by state, the outbox, last sync and
 //! the clock.
 
-use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
@@ -21,6 +21,28 @@ pub struct ClockStatus {
     pub last_server_time: Option<DateTime<Utc>>,
 }
 
+/// Parcels on the device, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParcelCounts {
+    pub pending: u32,
+    pub delivered: u32,
+    pub failed: u32,
+    pub locked: u32,
+    pub expired: u32,
+}
+
+impl ParcelCounts {
+    fn slot(&mut self, state: ParcelState) -> &mut u32 {
+        match state {
+            ParcelState::Pending => &mut self.pending,
+            ParcelState::Delivered => &mut self.delivered,
+            ParcelState::Failed => &mut self.failed,
+            ParcelState::Locked => &mut self.locked,
+            ParcelState::Expired => &mut self.expired,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub enrolled: bool,
@@ -29,16 +51,23 @@ pub struct Status {
     pub delivery_date: Option<NaiveDate>,
     pub manifest_sequence: Option<u64>,
     pub last_sync: Option<DateTime<Utc>>,
-    pub parcels_by_state: HashMap<ParcelState, u32>,
+    pub parcels: ParcelCounts,
     pub parcels_needing_code: u32,
     /// Receipts not yet covered by a server acknowledgement.
     pub pending_receipts: u32,
-    pub oldest_pending_receipt_age_ms: Option<i64>,
+    /// How long the oldest receipt has waited for dispatch (trusted time).
+    pub oldest_pending_receipt_age: Option<Duration>,
     /// Receipts dispatch refused (they stay until resolved).
     pub rejected_receipts: u32,
     pub upload_failures: u32,
-    pub next_upload_after_ms: Option<i64>,
+    /// Set while uploads back off after a failure: how long until the next try.
+    pub next_upload_after: Option<Duration>,
     pub clock: ClockStatus,
+}
+
+/// A span in ms as a `Duration` (a negative one, from clocks in disorder, as zero).
+pub(crate) fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -55,11 +84,11 @@ impl Device {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let mut parcels_by_state: HashMap<ParcelState, u32> = ParcelState::ALL.iter().map(|s| (*s, 0)).collect();
+            let mut parcels = ParcelCounts::default();
             let mut stmt = conn.prepare("SELECT state, count(*) FROM parcel GROUP BY state")?;
             for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
                 let (state, n) = row?;
-                parcels_by_state.insert(ParcelState::parse(&state)?, n);
+                *parcels.slot(ParcelState::parse(&state)?) = n;
             }
             let parcels_needing_code =
                 conn.query_row("SELECT count(*) FROM parcel WHERE needs_code", [], |r| r.get(0))?;
@@ -85,13 +114,13 @@ impl Device {
                 delivery_date: manifest.as_ref().and_then(|m| m.1.parse().ok()),
                 manifest_sequence: manifest.map(|m| m.2 as u64),
                 last_sync: last_sync.map(time),
-                parcels_by_state,
+                parcels,
                 parcels_needing_code,
                 pending_receipts: pending,
-                oldest_pending_receipt_age_ms: oldest.map(|t| (trusted - t).max(0)),
+                oldest_pending_receipt_age: oldest.map(|t| millis(trusted - t)),
                 rejected_receipts: rejected,
                 upload_failures: backoff.map_or(0, |b| b.0),
-                next_upload_after_ms: backoff.map(|b| (b.1 - trusted).max(0)),
+                next_upload_after: backoff.map(|b| millis(b.1 - trusted)),
                 clock: ClockStatus {
                     wall_time: time(now.wall_ms),
                     trusted_time: time(trusted),

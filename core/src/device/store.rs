@@ -288,6 +288,28 @@ mod tests {
         assert!(matches!(open(&newer), Err(CoreError::DatabaseTooNew { found: 99, .. })));
     }
 
+    /// The bundled SQLite is trimmed (.cargo/config.toml); foreign keys need its trigger support,
+    /// so a trim that took it would silently stop deleting a removed parcel's tags.
+    #[test]
+    fn foreign_keys_are_enforced_and_cascade_on_the_shipped_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("d.db")).unwrap();
+        let orphan =
+            conn.execute("INSERT INTO code_tag (parcel_id, holder, tag) VALUES ('nope', 'customer', x'00')", []);
+        assert!(orphan.is_err(), "a tag for a parcel that does not exist is refused");
+        conn.execute_batch(
+            "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code,
+                                 tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state,
+                                 manifest_id, updated_at_ms)
+             VALUES ('P1', 'BC1', 'S1', 1, '', '', 1, 20, 0, 5, 0, 1, 'pending', 'M1', 0);
+             INSERT INTO code_tag (parcel_id, holder, tag) VALUES ('P1', 'customer', x'00');
+             DELETE FROM parcel WHERE parcel_id = 'P1';",
+        )
+        .unwrap();
+        let left: i64 = conn.query_row("SELECT count(*) FROM code_tag", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "deleting a parcel deletes its tags");
+    }
+
     #[test]
     fn quarantine_moves_the_file_aside() {
         let dir = tempfile::tempdir().unwrap();

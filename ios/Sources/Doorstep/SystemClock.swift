@@ -5,11 +5,11 @@ import Foundation
 public final class SystemClock: Clock {
     public init() {}
 
-    public func wallTimeMs() throws -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    public func wallTime() throws -> Date {
+        Date()
     }
 
-    public func monotonicMs() throws -> Int64 {
-        Int64((ProcessInfo.processInfo.systemUptime * 1000).rounded(.down))
+    public func monotonic() throws -> TimeInterval {
+        ProcessInfo.processInfo.systemUptime
     }
 }

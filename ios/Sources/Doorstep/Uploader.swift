@@ -5,8 +5,8 @@ import Foundation
 public enum UploadOutcome: Sendable, Equatable {
     /// The outbox is empty: every receipt is acknowledged by dispatch.
     case done(acknowledged: Int, flagged: Int)
-    /// Something failed; try again after `afterMs` (exponential backoff with full jitter).
-    case retryLater(afterMs: Int64)
+    /// Something failed; try again after this many seconds (exponential backoff with full jitter).
+    case retryLater(after: TimeInterval)
     /// Dispatch refused receipts; they stay on the device. Escalate to support.
     case stuck(rejectedSeqs: [UInt64])
 }
@@ -27,12 +27,12 @@ public struct Uploader: Sendable {
         var acknowledged = 0
         var flagged = 0
         while let batch = try await doorstep.nextBatch(maxReceipts: maxReceipts, maxBytes: maxBytes) {
-            if batch.retryAfterMs > 0 { return .retryLater(afterMs: batch.retryAfterMs) }
+            if batch.retryAfter > 0 { return .retryLater(after: batch.retryAfter) }
             let report: AckReport
             do {
-                report = try await doorstep.applyAck(try await post(batch.body))
+                report = try await doorstep.applyAck(try await post(batch.bytes))
             } catch DoorstepError.AckRejected {
-                return .retryLater(afterMs: try await doorstep.recordUploadFailure("ack rejected").retryAfterMs)
+                return .retryLater(after: try await doorstep.recordUploadFailure("ack rejected").retryAfter)
             } catch let error as DoorstepError {
                 throw error
             } catch let cancelled as CancellationError {
@@ -40,7 +40,7 @@ public struct Uploader: Sendable {
                 // no backoff is recorded and cancellation goes on up.
                 throw cancelled
             } catch {
-                return .retryLater(afterMs: try await doorstep.recordUploadFailure("\(type(of: error))").retryAfterMs)
+                return .retryLater(after: try await doorstep.recordUploadFailure("\(type(of: error))").retryAfter)
             }
             acknowledged += Int(report.removed)
             flagged += report.flagged.count

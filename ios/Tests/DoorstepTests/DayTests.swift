@@ -20,7 +20,7 @@ final class DayTests: XCTestCase {
         guard case let .accepted(delegate, method, _) = try await d.verifyCode(anna, for: scan("BC1")) else {
             return XCTFail("delegate code refused")
         }
-        XCTAssertEqual(delegate, .delegate(label: "Anna"))
+        XCTAssertEqual(delegate, .delegate("Anna"))
         XCTAssertEqual(method, .delegateCode)
 
         let noCode = try await d.verifyCode("123456", for: scan("BC2"))

@@ -41,7 +41,7 @@ final class ErrorTests: XCTestCase {
 
         _ = try await d.recordFailure(scan("BC0"), reason: .recipientUnavailable)
         let batch = try await d.nextBatch()!
-        var ack = try day.dispatch.verifyBatch(body: batch.body, now: day.clock.now).signedAck
+        var ack = try day.dispatch.verifyBatch(body: batch.bytes, now: day.clock.now).signedAck
         ack[ack.count / 3] ^= 1
         do { _ = try await d.applyAck(ack); XCTFail() } catch DoorstepError.AckRejected {}
         let pending = try await d.status().pendingReceipts

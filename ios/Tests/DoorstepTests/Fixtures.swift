@@ -43,8 +43,8 @@ final class TestClock: Clock, @unchecked Sendable {
 
     var now: Date { lock.sync { Date(timeIntervalSince1970: Double(wall) / 1000) } }
 
-    func wallTimeMs() throws -> Int64 { lock.sync { wall } }
-    func monotonicMs() throws -> Int64 { lock.sync { mono } }
+    func wallTime() throws -> Date { lock.sync { Date(timeIntervalSince1970: Double(wall) / 1000) } }
+    func monotonic() throws -> TimeInterval { lock.sync { Double(mono) / 1000 } }
 }
 
 final class CollectingLogger: Logger, @unchecked Sendable {

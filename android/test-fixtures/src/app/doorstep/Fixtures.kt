@@ -50,8 +50,8 @@ class TestClock(start: Instant) : Clock {
 
     fun now(): Instant = Instant.ofEpochMilli(wall.get())
 
-    override fun wallTimeMs(): Long = wall.get()
-    override fun monotonicMs(): Long = mono.get()
+    override fun wallTime(): Instant = Instant.ofEpochMilli(wall.get())
+    override fun monotonic(): java.time.Duration = java.time.Duration.ofMillis(mono.get())
 }
 
 class CollectingLogger : Logger {

@@ -1,6 +1,7 @@
 package app.doorstep
 
 import app.doorstep.ffi.DoorstepException
+import java.time.Duration
 import kotlin.coroutines.cancellation.CancellationException
 
 /** What one [Uploader.drain] achieved. */
@@ -9,10 +10,10 @@ sealed interface UploadOutcome {
     data class Done(val receiptsAcknowledged: Int, val flagged: Int) : UploadOutcome
 
     /**
-     * Try again after [afterMs] (exponential backoff with full jitter): [cause] failed now, or is
+     * Try again [after] this long (exponential backoff with full jitter): [cause] failed now, or is
      * null while the outbox is still backing off from an earlier failure.
      */
-    data class RetryLater(val afterMs: Long, val cause: Throwable?) : UploadOutcome
+    data class RetryLater(val after: Duration, val cause: Throwable?) : UploadOutcome
 
     /** Dispatch refused receipts (tampering or a bug); they stay on the device. Escalate to support. */
     data class Stuck(val rejectedSeqs: List<ULong>) : UploadOutcome
@@ -35,13 +36,13 @@ class Uploader(
         var flagged = 0
         while (true) {
             val batch = doorstep.nextBatch(maxReceipts, maxBytes) ?: return UploadOutcome.Done(acknowledged, flagged)
-            if (batch.retryAfterMs > 0) {
-                return UploadOutcome.RetryLater(batch.retryAfterMs, null)
+            if (!batch.retryAfter.isZero) {
+                return UploadOutcome.RetryLater(batch.retryAfter, null)
             }
             val report = try {
-                doorstep.applyAck(post(batch.body))
+                doorstep.applyAck(post(batch.bytes))
             } catch (e: DoorstepException.AckRejected) {
-                return UploadOutcome.RetryLater(doorstep.recordUploadFailure("ack rejected").retryAfterMs, e)
+                return UploadOutcome.RetryLater(doorstep.recordUploadFailure("ack rejected").retryAfter, e)
             } catch (e: DoorstepException) {
                 throw e
             } catch (e: CancellationException) {
@@ -50,7 +51,7 @@ class Uploader(
                 throw e
             } catch (e: Exception) {
                 val kind = e::class.simpleName ?: "error"
-                return UploadOutcome.RetryLater(doorstep.recordUploadFailure(kind).retryAfterMs, e)
+                return UploadOutcome.RetryLater(doorstep.recordUploadFailure(kind).retryAfter, e)
             }
             acknowledged += report.removed.toInt()
             flagged += report.flagged.size

@@ -69,7 +69,7 @@ class ErrorsTest {
 
             d.recordFailure(scan("BC0"), FailureReason.RECIPIENT_UNAVAILABLE)
             val batch = d.nextBatch()!!
-            val ack = day.dispatch.verifyBatch(batch.body, day.clock.now()).signedAck
+            val ack = day.dispatch.verifyBatch(batch.bytes, day.clock.now()).signedAck
             ack[ack.size / 3] = (ack[ack.size / 3].toInt() xor 1).toByte()
             assertFailsWith<DoorstepException.AckRejected> { d.applyAck(ack) }
             assertEquals(1u, d.status().pendingReceipts, "a refused ack deletes nothing")

@@ -3,6 +3,7 @@ package app.doorstep
 import app.doorstep.ffi.FailureReason
 import kotlinx.coroutines.runBlocking
 import java.io.IOException
+import java.time.Duration
 import kotlin.test.Test
 import kotlin.coroutines.cancellation.CancellationException
 import kotlin.test.assertEquals
@@ -19,13 +20,13 @@ class UploaderTest {
             repeat(3) { d.recordFailure(scan("BC${it * 3}"), FailureReason.NO_ACCESS) }
             val offline = Uploader(d) { throw IOException("no route to host") }.drain()
             assertIs<UploadOutcome.RetryLater>(offline)
-            assertTrue(offline.afterMs in 0..5_000, "first retry within 5 s, got ${offline.afterMs}")
+            assertTrue(offline.after <= Duration.ofSeconds(5), "first retry within 5 s, got ${offline.after}")
             assertEquals(3u, d.status().pendingReceipts)
             assertEquals(1u, d.status().uploadFailures)
 
             // While backing off, the uploader waits instead of hammering the server.
             val batch = d.nextBatch()!!
-            if (batch.retryAfterMs > 0) {
+            if (!batch.retryAfter.isZero) {
                 assertIs<UploadOutcome.RetryLater>(Uploader(d, day.post).drain())
                 day.clock.advanceMinutes(1)
             }
@@ -47,7 +48,7 @@ class UploaderTest {
             day.clock.advanceMinutes(1)
             val again = d.nextBatch()!!
             assertTrue(again.resend)
-            val verdict = day.dispatch.verifyBatch(again.body, day.clock.now())
+            val verdict = day.dispatch.verifyBatch(again.bytes, day.clock.now())
             assertEquals(1u, verdict.duplicates)
             assertEquals(1u, d.applyAck(verdict.signedAck).removed)
             assertEquals(1uL, day.dispatch.verifiedChainLength())

@@ -39,7 +39,7 @@ class UploadWorker(context: Context, params: WorkerParameters) : CoroutineWorker
         return when (val outcome = uploader.drain()) {
             is UploadOutcome.Done -> Result.success()
             is UploadOutcome.RetryLater -> {
-                enqueue(applicationContext, endpoint, delayMs = outcome.afterMs)
+                enqueue(applicationContext, endpoint, delayMs = outcome.after.toMillis())
                 Result.success()
             }
             is UploadOutcome.Stuck -> Result.failure(workDataOf("rejected" to outcome.rejectedSeqs.size))

@@ -16,15 +16,15 @@ class AndroidClockTest {
     @Test
     fun `the monotonic reading is elapsedRealtime and keeps counting`() {
         val clock = AndroidClock()
-        val before = clock.monotonicMs()
+        val before = clock.monotonic().toMillis()
         assertEquals(SystemClock.elapsedRealtime(), before)
         ShadowSystemClock.advanceBy(Duration.ofMinutes(7))
-        assertEquals(before + 7 * 60_000, clock.monotonicMs())
+        assertEquals(before + 7 * 60_000, clock.monotonic().toMillis())
     }
 
     @Test
     fun `the wall reading is the system's`() {
-        val wall = AndroidClock().wallTimeMs()
+        val wall = AndroidClock().wallTime().toEpochMilli()
         assertTrue(kotlin.math.abs(wall - System.currentTimeMillis()) < 5_000, "$wall")
     }
 }
