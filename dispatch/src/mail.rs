@@ -39,7 +39,12 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
     let from: Mailbox = "doorstep dispatch <dispatch@doorstep.invalid>".parse().map_err(mail_err)?;
     let to: Mailbox =
         mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
-    let opening = if mail.reissued { "Your delivery code has changed." } else { "Your parcel is on its way." };
+    let opening = if mail.reissued {
+        "Your delivery code has changed. Codes of people you named before no\n\
+         longer work: name them again in the app if you still want to."
+    } else {
+        "Your parcel is on its way."
+    };
     // Lines stay under 76 characters so the message travels as plain 7-bit text.
     let body = format!(
         "{opening}\n\n\

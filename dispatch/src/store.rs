@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS mail_outbox (
     last_error    TEXT
 );
 -- QR tokens issued per parcel and holder (capped: each one opens the parcel, locked or not).
+-- How many times a customer named or revoked a parcel's delegates (capped: each change is a delta
+-- to every phone on the route).
+CREATE TABLE IF NOT EXISTS delegate_changes (
+    parcel_id TEXT PRIMARY KEY,
+    changes   INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS qr_issued (
     parcel_id TEXT NOT NULL,
     holder    TEXT NOT NULL,
@@ -198,6 +204,14 @@ pub const MAX_QR_TOKENS_PER_HOLDER: u32 = 10;
 
 /// Lockout resets an operator may make per parcel by default (each gives a full set of attempts).
 pub const DEFAULT_RESETS_PER_PARCEL: u32 = 3;
+
+/// Code reissues an operator may make per parcel (each one e-mails the customer and sends every
+/// phone on the route a delta).
+pub const MAX_REISSUES_PER_PARCEL: u32 = 3;
+
+/// Delegates a customer may name or revoke per parcel, in all (each change is a delta to every
+/// phone on the route; without a cap, renaming one delegate in a loop floods the route).
+pub const MAX_DELEGATE_CHANGES_PER_PARCEL: u32 = 10;
 
 /// How long an enrolment token stays valid by default.
 pub const DEFAULT_ENROLMENT_TOKEN_HOURS: i64 = 24;
@@ -573,9 +587,16 @@ impl Dispatch {
     /// Names a trusted person who may receive the parcel with their own code; returns that code
     /// (for the customer to pass on). Only for parcels that need a code.
     pub fn name_delegate(&self, parcel_id: &str, label: &str) -> Result<String> {
-        validate::label(label)?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let code = self.name_delegate_in(&tx, parcel_id, label)?;
+        tx.commit()?;
+        Ok(code)
+    }
+
+    fn name_delegate_in(&self, tx: &Transaction<'_>, parcel_id: &str, label: &str) -> Result<String> {
+        validate::label(label)?;
+        Self::count_delegate_change(tx, parcel_id)?;
         // The policy's cap: each delegate is another valid code at the door. Renaming a delegate
         // already named replaces its code and does not count twice.
         let holder = Holder::Delegate(label.to_owned()).to_key();
@@ -590,9 +611,25 @@ impl Dispatch {
                 "parcel {parcel_id} already has {others} delegates, the most the policy allows"
             )));
         }
-        let code = self.issue_code(&tx, parcel_id, &Holder::Delegate(label.to_owned()))?;
-        tx.commit()?;
+        let code = self.issue_code(tx, parcel_id, &Holder::Delegate(label.to_owned()))?;
         Ok(code.reveal().to_owned())
+    }
+
+    /// Refuses the change once a parcel's delegates changed [`MAX_DELEGATE_CHANGES_PER_PARCEL`]
+    /// times (named or revoked); counts it otherwise.
+    fn count_delegate_change(tx: &Transaction<'_>, parcel_id: &str) -> Result<()> {
+        let counted = tx.execute(
+            "INSERT INTO delegate_changes (parcel_id, changes) VALUES (?1, 1)
+             ON CONFLICT (parcel_id) DO UPDATE SET changes = changes + 1 WHERE changes < ?2",
+            params![parcel_id, MAX_DELEGATE_CHANGES_PER_PARCEL],
+        )?;
+        if counted == 0 {
+            return Err(DispatchError::Conflict(format!(
+                "the delegates of parcel {parcel_id} changed {MAX_DELEGATE_CHANGES_PER_PARCEL} times, the most allowed; \
+                 the codes already given still work"
+            )));
+        }
+        Ok(())
     }
 
     /// Issues a new code for `holder` on a parcel that needs one, replacing the holder's earlier
@@ -628,8 +665,11 @@ impl Dispatch {
     /// A QR token for the customer app: signed by dispatch, for one parcel and holder, valid for
     /// the parcel's delivery day.
     pub fn qr_token(&self, parcel_id: &str, holder: Holder) -> Result<String> {
-        let (date, zone): (String, String) = self
-            .lock()
+        self.qr_token_in(&self.lock(), parcel_id, holder)
+    }
+
+    fn qr_token_in(&self, conn: &Connection, parcel_id: &str, holder: Holder) -> Result<String> {
+        let (date, zone): (String, String) = conn
             .query_row("SELECT delivery_date, time_zone FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
@@ -897,9 +937,25 @@ impl Dispatch {
         let tx = conn.transaction()?;
         Self::route_and_date(&tx, parcel_id)?;
         Self::departed(&tx, parcel_id)?;
+        let reissues: u32 = tx.query_row(
+            "SELECT count(*) FROM operator_action WHERE parcel_id = ?1 AND action = 'reissue'",
+            [parcel_id],
+            |r| r.get(0),
+        )?;
+        if reissues >= MAX_REISSUES_PER_PARCEL {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} was reissued {reissues} times, the most allowed; hand it back to the depot"
+            )));
+        }
         // A reissue answers a leaked code or e-mail: the earlier links stop opening the parcel,
-        // and the new e-mail carries the only live one.
+        // and the new e-mail carries the only live one. Whoever held the leak may have named
+        // delegates with it, so every delegate's code ends too (the delta below carries the
+        // parcel without them); the customer names again whom they still trust.
         tx.execute("DELETE FROM customer_link WHERE parcel_id = ?1", [parcel_id])?;
+        tx.execute(
+            "UPDATE code SET revoked_at_ms = ?2 WHERE parcel_id = ?1 AND holder LIKE 'delegate:%' AND revoked_at_ms IS NULL",
+            params![parcel_id, self.now_ms()?],
+        )?;
         audit(&tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         self.mail_code(&tx, parcel_id, code.reveal(), true)?;
@@ -1010,11 +1066,14 @@ impl Dispatch {
 
     /// Customer: names a trusted person with their own code (returned, for the customer to pass on).
     pub fn customer_name_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<String> {
-        {
-            let mut conn = self.lock();
-            self.customers_parcel(&conn.transaction()?, token, parcel_id)?;
-        }
-        self.name_delegate(parcel_id, label)
+        // The link is checked in the same transaction as the change, so a reissue cannot fall
+        // between them.
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        self.customers_parcel(&tx, token, parcel_id)?;
+        let code = self.name_delegate_in(&tx, parcel_id, label)?;
+        tx.commit()?;
+        Ok(code)
     }
 
     /// Customer: revokes a named person's code; devices that carry the parcel drop its tag.
@@ -1022,6 +1081,7 @@ impl Dispatch {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         self.customers_parcel(&tx, token, parcel_id)?;
+        Self::count_delegate_change(&tx, parcel_id)?;
         let revoked = tx.execute(
             "UPDATE code SET revoked_at_ms = ?3 WHERE parcel_id = ?1 AND holder = ?2 AND revoked_at_ms IS NULL",
             params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), self.now_ms()?],
@@ -1040,24 +1100,25 @@ impl Dispatch {
 
     /// Customer: a QR token for the customer app to show at the door.
     pub fn customer_qr(&self, token: &str, parcel_id: &str) -> Result<String> {
-        {
-            let mut conn = self.lock();
-            let tx = conn.transaction()?;
-            self.customers_parcel(&tx, token, parcel_id)?;
-            // Each token opens the parcel, locked or not: a parcel yields a bounded number.
-            let issued = tx.execute(
-                "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
-                 ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = issued + 1 WHERE issued < ?2",
-                params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
-            )?;
-            if issued == 0 {
-                return Err(DispatchError::Conflict(format!(
-                    "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
-                )));
-            }
-            tx.commit()?;
+        // Link, count and mint in one transaction: a token is never minted for a link a reissue
+        // has just ended.
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        self.customers_parcel(&tx, token, parcel_id)?;
+        // Each token opens the parcel, locked or not: a parcel yields a bounded number.
+        let issued = tx.execute(
+            "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
+             ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = issued + 1 WHERE issued < ?2",
+            params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
+        )?;
+        if issued == 0 {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
+            )));
         }
-        self.qr_token(parcel_id, Holder::Customer)
+        let qr = self.qr_token_in(&tx, parcel_id, Holder::Customer)?;
+        tx.commit()?;
+        Ok(qr)
     }
 
     /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first.

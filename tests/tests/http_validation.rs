@@ -108,7 +108,60 @@ fn reset_and_reissue_wait_for_departure_and_resets_are_capped() {
     let (status, body) = server.op_post("/v1/parcels/P0/reset", b"");
     assert_eq!(status, 409);
     assert!(detail(&body).contains("reset 3 times"));
+    for _ in 0..doorstep_dispatch::store::MAX_REISSUES_PER_PARCEL {
+        assert_eq!(server.op_post("/v1/parcels/P0/reissue", b"").0, 200);
+    }
+    let (status, body) = server.op_post("/v1/parcels/P0/reissue", b"");
+    assert_eq!(status, 409, "each reissue mails the customer and sends the route a delta");
+    assert!(detail(&body).contains("reissued 3 times"));
     route_still_syncs(&server, dir.path(), "after-resets.db");
+}
+
+/// The review renamed one delegate 240 times in 1.5 s: 240 deltas the route's phones then spent a
+/// minute fetching. Names and revocations together are capped per parcel.
+#[test]
+fn a_customer_cannot_flood_the_route_with_delegate_changes() {
+    let server = Server::start();
+    let (phone, dir, device_id) = server.day();
+    let (_, token) = server.read_email("P0");
+    let auth = format!("Bearer {token}");
+    let body = serde_json::to_vec(&serde_json::json!({ "label": "Anna" })).unwrap();
+    let name = || post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &auth)], &body).0;
+    for _ in 0..doorstep_dispatch::store::MAX_DELEGATE_CHANGES_PER_PARCEL {
+        assert_eq!(name(), 201);
+    }
+    assert_eq!(name(), 409);
+    let revoke = doorstep_tests::http::agent()
+        .delete(&server.url("/v1/customer/parcels/P0/delegates/Anna"))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap();
+    assert_eq!(revoke.status().as_u16(), 409, "revoking counts too");
+    assert_eq!(server.sync(&phone, &device_id), 10, "one delta per accepted change, no more");
+    route_still_syncs(&server, dir.path(), "after-flood.db");
+}
+
+/// A reissue answers a leak. Whoever held the leaked link may have named a delegate with it: the
+/// reissue ends every delegate's code, and the phones drop their tags.
+#[test]
+fn a_reissue_ends_the_codes_of_delegates_named_before_it() {
+    let server = Server::start();
+    let (phone, _dir, device_id) = server.day();
+    let (_, leaked) = server.read_email("P0");
+    let body = serde_json::to_vec(&serde_json::json!({ "label": "Mallory" })).unwrap();
+    let (status, named) =
+        post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &format!("Bearer {leaked}"))], &body);
+    assert_eq!(status, 201);
+    let mallory: serde_json::Value = serde_json::from_slice(&named).unwrap();
+    let mallory = mallory["code"].as_str().unwrap().to_owned();
+    assert_eq!(server.op_post("/v1/parcels/P0/reissue", b"").0, 200);
+    server.sync(&phone, &device_id);
+    assert_eq!(phone.parcel("P0").unwrap().holders, vec![doorstep_core::protocol::Holder::Customer]);
+    let scan = [doorstep_core::device::ScannedParcel::scanned("BC0")];
+    let at_door = phone.verify_code(&scan, &mallory, None).unwrap();
+    assert!(matches!(at_door, doorstep_core::device::HandoverOutcome::WrongCode { .. }), "{at_door:?}");
+    let (_, fresh) = server.latest_email("P0");
+    assert_ne!(fresh, leaked, "the new e-mail carries a new link");
 }
 
 /// Delegates named under a looser policy (an earlier build, or a lower `--max-delegates` after a
