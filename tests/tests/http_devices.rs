@@ -165,6 +165,35 @@ fn an_enrolment_request_must_be_signed_by_the_key_it_enrols() {
     honest.complete_enrolment(&bundle).unwrap();
 }
 
+/// The review enrolled the identity point as a device key, with the "signature" R = identity,
+/// S = 0 that verifies for any message under it: then anyone who knew the device id could sign
+/// its requests and receipts. Small-order keys and second spellings of a key are refused.
+#[test]
+fn a_small_order_or_non_canonical_device_key_is_refused_at_enrolment() {
+    use doorstep_core::protocol::{Base64Bytes, EnrolmentRequest};
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let honest = server.phone(&dir.path().join("a.db"));
+    let mut weak: EnrolmentRequest = serde_json::from_slice(&honest.enrolment_request().unwrap()).unwrap();
+    let token = token(&server, "R1");
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut identity_again = [0xffu8; 32];
+    identity_again[0] = 0xee;
+    identity_again[31] = 0x7f;
+    for key in [identity, identity_again, [0; 32]] {
+        weak.device_public_key = key;
+        weak.proof = Some(Base64Bytes([identity.to_vec(), vec![0; 32]].concat()));
+        let (status, body) =
+            post(&server.url("/v1/enrol"), &[("Enrolment-Token", &token)], &serde_json::to_vec(&weak).unwrap());
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("not a usable Ed25519 public key"));
+    }
+    let (status, _) =
+        post(&server.url("/v1/enrol"), &[("Enrolment-Token", &token)], &honest.enrolment_request().unwrap());
+    assert_eq!(status, 200, "the refused attempts spent no token");
+}
+
 /// Behind a trusted proxy each client has its own budget (the proxy's last `X-Forwarded-For`
 /// entry); without that trust the header is ignored, so a client cannot pick a fresh budget.
 #[test]

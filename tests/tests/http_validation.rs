@@ -149,8 +149,11 @@ fn a_reissue_ends_the_codes_of_delegates_named_before_it() {
     let (phone, _dir, device_id) = server.day();
     let (_, leaked) = server.read_email("P0");
     let body = serde_json::to_vec(&serde_json::json!({ "label": "Mallory" })).unwrap();
-    let (status, named) =
-        post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &format!("Bearer {leaked}"))], &body);
+    let (status, named) = post(
+        &server.url("/v1/customer/parcels/P0/delegates"),
+        &[("Authorization", &format!("Bearer {leaked}"))],
+        &body,
+    );
     assert_eq!(status, 201);
     let mallory: serde_json::Value = serde_json::from_slice(&named).unwrap();
     let mallory = mallory["code"].as_str().unwrap().to_owned();

@@ -80,6 +80,37 @@ impl VerifyingKey {
     pub fn verify(&self, domain: &str, payload: &[u8], signature: &[u8]) -> bool {
         UnparsedPublicKey::new(&ED25519, &self.public).verify(&signed_message(domain, payload), signature).is_ok()
     }
+
+    /// Whether `public` is an encoding no honest key has, which dispatch must never enrol:
+    /// - a point of small order (the identity and its kin): ring accepts them, and a signature
+    ///   under one verifies for any message without any secret (`R` = the identity, `S` = 0);
+    /// - a non-canonical encoding (y ≥ p): a second spelling of a key, which would enrol it twice.
+    ///
+    /// The eight small-order points are, sign bit aside, the five encodings below (libsodium keeps
+    /// the same list; each was checked to give the identity when multiplied by 8).
+    pub fn is_weak(public: &[u8; 32]) -> bool {
+        const SMALL_ORDER: [[u8; 32]; 5] = [
+            [0; 32],
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            [
+                0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5,
+                0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+            ],
+            [
+                0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a,
+                0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+            ],
+            [
+                0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            ],
+        ];
+        let mut y = *public;
+        y[31] &= 0x7f;
+        // y ≥ p = 2^255 − 19: the top byte 0x7f, the middle all 0xff, the lowest ≥ 0xed.
+        let non_canonical = y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed;
+        non_canonical || SMALL_ORDER.contains(&y)
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +127,32 @@ mod tests {
         assert!(!vk.verify("doorstep.manifest", b"payloaD", &sig));
         let other = SigningKey::generate("k2").unwrap().verifying_key();
         assert!(!other.verify("doorstep.manifest", b"payload", &sig));
+    }
+
+    #[test]
+    fn small_order_and_non_canonical_keys_are_weak_and_real_keys_are_not() {
+        let identity = {
+            let mut k = [0u8; 32];
+            k[0] = 1;
+            k
+        };
+        // The forgery the review made: under the identity key, R = identity and S = 0 verify.
+        let forged = [identity.to_vec(), vec![0; 32]].concat();
+        let weak = VerifyingKey { key_id: "x".into(), public: identity };
+        assert!(weak.verify("doorstep.request/1.1", b"anything", &forged), "ring accepts it: the check is ours");
+        assert!(VerifyingKey::is_weak(&identity));
+        assert!(VerifyingKey::is_weak(&[0; 32]));
+        let mut p_plus_one = [0xff; 32];
+        p_plus_one[0] = 0xee;
+        p_plus_one[31] = 0x7f;
+        assert!(VerifyingKey::is_weak(&p_plus_one), "p + 1 spells the identity again");
+        let mut with_sign = identity;
+        with_sign[31] |= 0x80;
+        assert!(VerifyingKey::is_weak(&with_sign));
+        for i in 0..64 {
+            let key = SigningKey::generate(&format!("k{i}")).unwrap().verifying_key();
+            assert!(!VerifyingKey::is_weak(&key.public));
+        }
     }
 
     #[test]

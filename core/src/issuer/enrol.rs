@@ -25,6 +25,12 @@ impl Issuer {
         if req.format != domain::ENROLMENT_REQUEST || !check_version(&req.version) {
             return Err(CoreError::InvalidInput { what: "enrolment request", why: "unknown format or version".into() });
         }
+        if VerifyingKey::is_weak(&req.device_public_key) {
+            return Err(CoreError::InvalidInput {
+                what: "enrolment request",
+                why: "the device key is not a usable Ed25519 public key".into(),
+            });
+        }
         if !req.proves_possession() {
             return Err(CoreError::InvalidInput {
                 what: "enrolment request",
