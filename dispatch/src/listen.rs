@@ -4,6 +4,10 @@
 //! either served here with rustls (ring provider) from PEM files, or terminated by a proxy the
 //! operator names with `--behind-tls-proxy`.
 //!
+//! Every connection must send its request headers within [`HEADER_TIMEOUT`] (a TLS handshake
+//! within rustls's own 10 s), so clients that trickle bytes cannot hold dispatch's file
+//! descriptors.
+//!
 //! A served certificate is re-read by [`reload`] (`serve` calls it on SIGHUP), so a renewed one
 //! takes effect for new connections without a restart. A reload that fails keeps the old one.
 //! The private key file must not be readable by others, as ssh insists for its keys.
@@ -38,6 +42,11 @@ pub enum Wire {
 
 /// Connections still open at shutdown get this long to finish.
 const GRACE: Duration = Duration::from_secs(10);
+
+/// A client gets this long to send a request's headers (the first one included, and each next one
+/// on a kept-alive connection): a connection that trickles a header, or sends nothing, is closed
+/// instead of holding a file descriptor until dispatch runs out of them.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why `serve` must not start on `addr`, if it must not.
 pub fn refusal(addr: SocketAddr, operator_auth_on: bool, wire: Wire, smtp: bool) -> Option<String> {
@@ -116,8 +125,18 @@ pub async fn serve(
     });
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
-        Some(config) => axum_server::tls_rustls::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await,
-        None => axum_server::from_tcp(listener)?.handle(handle).serve(service).await,
+        Some(config) => {
+            let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .first_request_timeout(HEADER_TIMEOUT);
+            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
+            server.serve(service).await
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)?.handle(handle).first_request_timeout(HEADER_TIMEOUT);
+            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
+            server.serve(service).await
+        }
     }
 }
 

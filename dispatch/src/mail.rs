@@ -73,24 +73,37 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
     Ok(message.formatted())
 }
 
+/// How long one message may take to reach the relay.
+const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a message did not go out, and whether trying again can help (a relay's 5xx, such as an
+/// unknown mailbox, cannot).
+#[derive(Debug)]
+pub(crate) struct Undelivered {
+    pub permanent: bool,
+    pub reason: String,
+}
+
 /// Delivers a composed message to `to`.
-pub(crate) fn deliver(config: &MailConfig, to: &str, message: &[u8]) -> Result<()> {
-    let from = Address::new("dispatch", "doorstep.invalid").map_err(mail_err)?;
-    let to: Address = to.parse().map_err(mail_err)?;
-    let envelope = Envelope::new(Some(from), vec![to]).map_err(mail_err)?;
+pub(crate) fn deliver(config: &MailConfig, to: &str, message: &[u8]) -> std::result::Result<(), Undelivered> {
+    let failed = |permanent: bool| move |e: &dyn std::fmt::Display| Undelivered { permanent, reason: e.to_string() };
+    let from = Address::new("dispatch", "doorstep.invalid").map_err(|e| failed(true)(&e))?;
+    let to: Address = to.parse().map_err(|e| failed(true)(&e))?;
+    let envelope = Envelope::new(Some(from), vec![to]).map_err(|e| failed(true)(&e))?;
     match config {
         MailConfig::Folder(dir) => {
             // The e-mail holds a code and a customer link: owner-only, like the rest of the state.
-            crate::sealing::private_folder(dir)?;
-            let id = FileTransport::new(dir).send_raw(&envelope, message).map_err(mail_err)?;
-            crate::sealing::private_file(&dir.join(format!("{id}.eml")))?;
+            crate::sealing::private_folder(dir).map_err(|e| failed(false)(&e))?;
+            let id = FileTransport::new(dir).send_raw(&envelope, message).map_err(|e| failed(false)(&e))?;
+            crate::sealing::private_file(&dir.join(format!("{id}.eml"))).map_err(|e| failed(false)(&e))?;
         }
         MailConfig::Smtp { host, port } => {
             SmtpTransport::builder_dangerous(host)
                 .port(*port)
+                .timeout(Some(SMTP_TIMEOUT))
                 .build()
                 .send_raw(&envelope, message)
-                .map_err(mail_err)?;
+                .map_err(|e| failed(e.is_permanent())(&e))?;
         }
     }
     Ok(())

@@ -96,7 +96,10 @@ CREATE TABLE IF NOT EXISTS mail_outbox (
     message       BLOB NOT NULL,
     created_at_ms INTEGER NOT NULL,
     attempts      INTEGER NOT NULL DEFAULT 0,
-    last_error    TEXT
+    last_error    TEXT,
+    -- When a sender may take it next: after a failure's backoff, or a sender's claim on it; never
+    -- (i64::MAX) once the relay refused it for good.
+    retry_at_ms   INTEGER NOT NULL DEFAULT 0
 );
 -- QR tokens issued per parcel and holder (capped: each one opens the parcel, locked or not).
 -- How many times a customer named or revoked a parcel's delegates (capped: each change is a delta
@@ -204,6 +207,25 @@ pub const MAX_QR_TOKENS_PER_HOLDER: u32 = 10;
 
 /// Lockout resets an operator may make per parcel by default (each gives a full set of attempts).
 pub const DEFAULT_RESETS_PER_PARCEL: u32 = 3;
+
+/// A fixed, valid Ed25519 public key (RFC 8032, test 1). A request naming an unknown device is
+/// verified against it only so that it takes as long as a known one; it is refused either way.
+const NOBODYS_KEY: [u8; 32] = [
+    0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64, 0x07, 0x3a, 0x0e, 0xe1, 0x72,
+    0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
+];
+
+/// Messages one call of the mail sender takes.
+const MAIL_BATCH: i64 = 20;
+
+/// How long a sender's claim on a message lasts (a sender that died leaves it to the next).
+const MAIL_CLAIM_MS: i64 = 5 * 60_000;
+
+/// The wait before trying a message again after its `attempts`-th failure: 30 s doubling, at
+/// most an hour.
+fn mail_backoff_ms(attempts: i64) -> i64 {
+    (30_000i64 << attempts.clamp(0, 7)).min(3_600_000)
+}
 
 /// Code reissues an operator may make per parcel (each one e-mails the customer and sends every
 /// phone on the route a delta).
@@ -558,14 +580,15 @@ impl Dispatch {
             "UPDATE parcel SET departed_at_ms = coalesce(departed_at_ms, ?2) WHERE parcel_id = ?1",
             params![parcel_id, self.now_ms()?],
         )?;
+        let mut queued = None;
         let code = if needs_code {
             let existing = self.codes_of(&tx, parcel_id)?.into_iter().find(|(h, _)| *h == Holder::Customer);
             match existing {
                 Some((_, c)) => Some(c.reveal().to_owned()),
                 None => {
                     let code = self.store_code(&tx, parcel_id, &Holder::Customer)?;
-                    // Sent before the commit: if the e-mail cannot go out, no code exists.
-                    self.mail_code(&tx, parcel_id, code.reveal(), false)?;
+                    // Queued in the same transaction: the code exists only with its e-mail.
+                    queued = Some(self.mail_code(&tx, parcel_id, code.reveal(), false)?);
                     Some(code.reveal().to_owned())
                 }
             }
@@ -580,7 +603,9 @@ impl Dispatch {
         }
         tx.commit()?;
         drop(conn);
-        self.mail_now();
+        if let Some(mail) = queued {
+            self.mail_now(mail);
+        }
         Ok(code)
     }
 
@@ -958,22 +983,23 @@ impl Dispatch {
         )?;
         audit(&tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
-        self.mail_code(&tx, parcel_id, code.reveal(), true)?;
+        let mail = self.mail_code(&tx, parcel_id, code.reveal(), true)?;
         tx.commit()?;
         drop(conn);
-        self.mail_now();
+        self.mail_now(mail);
         Ok(code.reveal().to_owned())
     }
 
-    /// Tries the mail outbox at once (after a commit that queued a message). A relay that is down
-    /// leaves the message queued for the next try; the code is issued either way.
-    fn mail_now(&self) {
-        if let Err(e) = self.send_pending_mail() {
+    /// Tries the message just queued at once, after the commit that queued it (only that one, so
+    /// a request never waits on the rest of the queue). A relay that is down or slow leaves it
+    /// queued for the background sender; the code is issued either way.
+    fn mail_now(&self, id: i64) {
+        if let Err(e) = self.send_mail(Some(id)) {
             eprintln!("customer e-mail stays queued: {e}");
         }
     }
 
-    fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<()> {
+    fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
         let (email, date, zone): (String, String, String) = tx.query_row(
             "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
             [parcel_id],
@@ -1004,34 +1030,54 @@ impl Dispatch {
             "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
             params![id, self.kek.seal(&mail_aad(id), &message)?],
         )?;
-        Ok(())
+        Ok(id)
     }
 
-    /// Delivers the customer e-mail waiting in the outbox; what cannot go out now stays, with the
-    /// error, for the next call (after every code issued, and every 30 s while serving). Returns how
-    /// many went out. The database is not locked while a message travels.
+    /// Delivers customer e-mail that is due (up to [`MAIL_BATCH`] messages; `serve` calls this
+    /// every 30 s). Each message is claimed before it travels, so two senders never send it twice;
+    /// one that fails waits its own backoff (30 s doubling, at most an hour), and one the relay
+    /// refused for good (5xx) is kept, with the reason, and not tried again. Returns how many went
+    /// out. The database is not locked while a message travels.
     pub fn send_pending_mail(&self) -> Result<usize> {
-        let pending: Vec<(i64, String, Vec<u8>)> = {
-            let conn = self.lock();
-            let mut stmt = conn.prepare("SELECT id, recipient, message FROM mail_outbox ORDER BY id LIMIT 100")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+        self.send_mail(None)
+    }
+
+    fn send_mail(&self, only: Option<i64>) -> Result<usize> {
+        let now = self.now_ms()?;
+        let claimed: Vec<(i64, String, Vec<u8>, i64)> = {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            let rows: Vec<(i64, String, Vec<u8>, i64)> = tx
+                .prepare(
+                    "SELECT id, recipient, message, attempts FROM mail_outbox
+                     WHERE retry_at_ms <= ?1 AND (?2 IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT ?3",
+                )?
+                .query_map(params![now, only, MAIL_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, ..) in &rows {
+                tx.execute("UPDATE mail_outbox SET retry_at_ms = ?2 WHERE id = ?1", params![id, now + MAIL_CLAIM_MS])?;
+            }
+            tx.commit()?;
+            rows
         };
         let mut sent = 0;
-        for (id, recipient, sealed) in pending {
-            let outcome = self
-                .kek
-                .open(&mail_aad(id), &sealed)
-                .and_then(|message| crate::mail::deliver(&self.mail, &recipient, &message));
+        for (id, recipient, sealed, attempts) in claimed {
+            let outcome = match self.kek.open(&mail_aad(id), &sealed) {
+                Ok(message) => crate::mail::deliver(&self.mail, &recipient, &message),
+                Err(e) => Err(crate::mail::Undelivered { permanent: false, reason: e.to_string() }),
+            };
             let conn = self.lock();
             match outcome {
                 Ok(()) => {
                     conn.execute("DELETE FROM mail_outbox WHERE id = ?1", [id])?;
                     sent += 1;
                 }
-                Err(e) => {
+                Err(failure) => {
+                    let retry_at =
+                        if failure.permanent { i64::MAX } else { self.now_ms()? + mail_backoff_ms(attempts) };
                     conn.execute(
-                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                        params![id, e.to_string()],
+                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2, retry_at_ms = ?3 WHERE id = ?1",
+                        params![id, failure.reason, retry_at],
                     )?;
                 }
             }
@@ -1187,11 +1233,25 @@ impl Dispatch {
         };
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let key = Self::device_key(&tx, device_id)?.ok_or_else(refused)?;
+        let known = Self::device_key(&tx, device_id)?;
         let header = header.ok_or_else(refused)?;
         let now = self.now_ms()?;
-        doorstep_core::protocol::verify_request(header, device_id, &key, method, path, body, now, self.request_skew_ms)
-            .map_err(|_| refused())?;
+        // An unknown device goes through the same verification, against a key nobody holds, so
+        // the time to answer does not tell which device ids exist.
+        let key = known.clone().unwrap_or_else(|| VerifyingKey { key_id: String::new(), public: NOBODYS_KEY });
+        let verified = doorstep_core::protocol::verify_request(
+            header,
+            device_id,
+            &key,
+            method,
+            path,
+            body,
+            now,
+            self.request_skew_ms,
+        );
+        if known.is_none() || verified.is_err() {
+            return Err(refused());
+        }
         // Older signatures fall outside the window anyway; forget them.
         tx.prepare_cached("DELETE FROM seen_request WHERE at_ms < ?1")?
             .execute([now.saturating_sub(2 * self.request_skew_ms)])?;
@@ -1316,19 +1376,22 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     if version < 4 {
         // Step 4: enrolment tokens keep the end of their life from when they were made (older
         // rows keep NULL and live the default lifetime).
-        // `PRAGMA table_info`, not the `pragma_table_info` table: SQLite is built without
-        // virtual tables (.cargo/config.toml).
-        let has_column = conn
-            .prepare("PRAGMA table_info(enrolment_token)")?
-            .query_map([], |r| r.get::<_, String>(1))?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-            .iter()
-            .any(|name| name == "expires_at_ms");
+        let has_column = column_exists(conn, "enrolment_token", "expires_at_ms")?;
         let tx = conn.unchecked_transaction()?;
         if !has_column {
             tx.execute_batch("ALTER TABLE enrolment_token ADD COLUMN expires_at_ms INTEGER;")?;
         }
         tx.execute_batch("PRAGMA user_version = 4;")?;
+        tx.commit()?;
+    }
+    if version < 5 {
+        // Step 5: queued e-mail gets its own retry time (an outbox from step 4 has none).
+        let has_column = column_exists(conn, "mail_outbox", "retry_at_ms")?;
+        let tx = conn.unchecked_transaction()?;
+        if !has_column {
+            tx.execute_batch("ALTER TABLE mail_outbox ADD COLUMN retry_at_ms INTEGER NOT NULL DEFAULT 0;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 5;")?;
         tx.commit()?;
     }
     if version < 3 {
@@ -1337,6 +1400,16 @@ fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
     }
     Ok(())
+}
+
+/// Whether `table` has `column` (an earlier build may lack it).
+fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(conn
+        .prepare(&format!("PRAGMA table_info({table})"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .any(|name| name == column))
 }
 
 /// Whether an earlier build left a table of this name.
@@ -2029,7 +2102,7 @@ mod tests {
             conn.query_row("SELECT attempts_used FROM wrong_attempt WHERE parcel_id = 'P1'", [], |r| r.get(0)).unwrap();
         assert_eq!(counted, 4, "the count kept before carries over (epoch 0)");
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         // Tokens are hashes now; the customer's old token became a link per parcel of theirs.
         let enrolment: String = conn.query_row("SELECT token FROM enrolment_token", [], |r| r.get(0)).unwrap();
         assert_eq!(enrolment, token_hash("0123456789abcdef0123456789abcdef"));

@@ -1,6 +1,8 @@
 //! A minimal SMTP sink on loopback for tests: it accepts every message (no TLS, no auth, the
 //! subset lettre's plain transport speaks) and keeps the raw DATA of each, so a test can read what
-//! customers were sent without anything being written to dispatch's state folder.
+//! customers were sent without anything being written to dispatch's state folder. A recipient
+//! whose address starts with `bad` is refused for good (550), as a relay refuses an unknown mailbox;
+//! every refusal is counted.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 pub struct SmtpSink {
     pub port: u16,
     messages: Arc<Mutex<Vec<String>>>,
+    refusals: Arc<Mutex<usize>>,
 }
 
 impl SmtpSink {
@@ -16,10 +19,11 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let kept = messages.clone();
+        let refusals = Arc::new(Mutex::new(0));
+        let (kept, refused) = (messages.clone(), refusals.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let kept = kept.clone();
+                let (kept, refused) = (kept.clone(), refused.clone());
                 std::thread::spawn(move || {
                     let mut out = stream.try_clone().unwrap();
                     let mut lines = BufReader::new(stream);
@@ -29,6 +33,9 @@ impl SmtpSink {
                         let verb = line.trim_end().to_ascii_uppercase();
                         let answer: &[u8] = if verb.starts_with("EHLO") || verb.starts_with("HELO") {
                             b"250 sink\r\n"
+                        } else if verb.starts_with("RCPT TO:<BAD") {
+                            *refused.lock().unwrap() += 1;
+                            b"550 no such mailbox\r\n"
                         } else if verb == "DATA" {
                             let _ = out.write_all(b"354 go on\r\n");
                             let mut data = String::new();
@@ -51,7 +58,12 @@ impl SmtpSink {
                 });
             }
         });
-        SmtpSink { port, messages }
+        SmtpSink { port, messages, refusals }
+    }
+
+    /// How many recipients were refused so far.
+    pub fn refusals(&self) -> usize {
+        *self.refusals.lock().unwrap()
     }
 
     /// Every message received so far, raw.

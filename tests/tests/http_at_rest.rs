@@ -169,8 +169,37 @@ fn a_code_is_issued_while_the_relay_is_down_and_its_mail_goes_out_later() {
         .unwrap()
         .with_clock(server.clock.clone())
         .with_mail(MailConfig::Smtp { host: "127.0.0.1".into(), port: sink.port });
+    assert_eq!(up.send_pending_mail().unwrap(), 0, "each waits its backoff after the failed try");
+    server.clock.advance(chrono::TimeDelta::seconds(30));
     assert_eq!(up.send_pending_mail().unwrap(), 5);
     assert_eq!(up.pending_mail().unwrap(), 0);
     let codes = mailed(&sink, "Delivery code:");
     assert!(codes.contains(&server.code("P0")), "{codes:?}");
+}
+
+/// The review queued 100 e-mails to mailboxes the relay refuses (550): the sender took the same
+/// first 100 rows on every pass, and a good customer's code never went out. Refused-for-good
+/// messages are kept and not tried again; the others go out.
+#[test]
+fn mail_a_relay_refuses_for_good_does_not_hold_up_the_rest() {
+    let sink = SmtpSink::start();
+    let relay = MailConfig::Smtp { host: "127.0.0.1".into(), port: sink.port };
+    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(relay));
+    let mut parcels = server.parcels(30);
+    for (i, p) in parcels.iter_mut().enumerate() {
+        p.declared_value_cents = 200_000;
+        p.customer_email = if i < 29 { format!("bad{i}@example.test") } else { "good@example.test".into() };
+    }
+    assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&parcels).unwrap()).0, 201);
+    for i in 0..30 {
+        assert_eq!(server.op_post(&format!("/v1/parcels/P{i}/departed"), b"").0, 200);
+    }
+    assert_eq!(sink.refusals(), 29, "each refused once, at its departure");
+    assert_eq!(mailed(&sink, "Delivery code:"), [server.code("P29")]);
+    for _ in 0..3 {
+        server.clock.advance(chrono::TimeDelta::hours(2));
+        assert_eq!(server.dispatch.send_pending_mail().unwrap(), 0);
+    }
+    assert_eq!(sink.refusals(), 29, "a mailbox refused for good is not tried again");
+    assert_eq!(server.dispatch.pending_mail().unwrap(), 29, "kept, with the reason, for the operator");
 }

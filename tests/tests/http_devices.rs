@@ -237,3 +237,27 @@ fn one_device_has_its_own_request_budget() {
     assert_eq!(ask(&phone, &device_id), 429, "this phone is over its budget");
     assert_eq!(ask(&other, &other_id), 200, "the other phone is not");
 }
+
+/// The review spent a phone's budget with 130 unsigned requests naming its id (then the phone got
+/// 429), and a phone got a fresh budget by percent-encoding its own id. The budget is drawn only
+/// after the signature verified, and is the decoded id's.
+#[test]
+fn a_stranger_cannot_spend_a_phones_budget_and_a_phone_cannot_respell_its_id() {
+    use doorstep_dispatch::api::Limits;
+    let limits = Limits { each_device_per_minute: 3, ..Limits::unlimited() };
+    let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
+    let (phone, _dir, device_id) = server.day(); // one of the 3
+    let path = format!("/v1/devices/{device_id}/manifest?date={}", server.scene.date);
+    for _ in 0..20 {
+        assert_eq!(get_with(&server.url(&path), &[("Device-Signature", "forged")]).0, 401);
+    }
+    let ask = |path: &str| {
+        get_with(&server.url(path), &[("Device-Signature", &phone.sign_request("GET", path, b"").unwrap())]).0
+    };
+    assert_eq!(ask(&path), 200, "the stranger's requests spent nothing");
+    assert_eq!(ask(&path), 200);
+    assert_eq!(ask(&path), 429);
+    let respelled = path.replacen("/v1/devices/d", "/v1/devices/%64", 1);
+    assert_ne!(respelled, path);
+    assert_eq!(ask(&respelled), 429, "the same device, however its id is spelled");
+}

@@ -1,7 +1,8 @@
-//! TLS served by dispatch itself (`doorstep serve --tls-cert --tls-key`): a phone works a day over
-//! it, nothing is answered in the clear on its port, a client that does not trust the certificate
-//! gets nothing, a renewed certificate is picked up without a restart (and a broken one is not),
-//! and a key file open to every user is refused.
+//! How dispatch listens (`dispatch/src/listen.rs`). TLS served by itself (`doorstep serve
+//! --tls-cert --tls-key`): a phone works a day over it, nothing is answered in the clear on its
+//! port, a client that does not trust the certificate gets nothing, a renewed certificate is
+//! picked up without a restart (and a broken one is not), and a key file open to every user is
+//! refused. And a client that trickles its headers is cut off.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -136,4 +137,23 @@ fn tls_files_that_cannot_be_served_are_refused_with_the_file_named() {
     let swapped = TlsFiles { cert: other.cert.clone(), key: files.key.clone() };
     let mismatch = runtime.block_on(listen::load(&swapped));
     assert!(mismatch.is_err(), "a key that is not the certificate's is refused at start, not at the first client");
+}
+
+/// The review held 600 connections open with half-sent headers and dispatch answered no one.
+/// A connection must send its headers within `HEADER_TIMEOUT`.
+#[test]
+fn a_connection_that_does_not_finish_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.write_all(b"GET /v1/parcels/P0/history HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = std::time::Instant::now();
+    stream.set_read_timeout(Some(listen::HEADER_TIMEOUT * 3)).unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    assert!(read.is_ok(), "closed by dispatch, not by our read timeout: {read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= listen::HEADER_TIMEOUT - std::time::Duration::from_secs(1), "{waited:?}");
+    assert!(waited < listen::HEADER_TIMEOUT * 2, "{waited:?}");
 }

@@ -188,3 +188,20 @@ fn a_parcel_with_more_delegates_than_the_policy_allows_is_left_out_not_a_500() {
     assert!(actions.iter().any(|a| a.action == "left_out" && a.detail.as_deref().unwrap_or("").contains("delegates")));
     drop(dir);
 }
+
+/// A path segment that is not UTF-8 was answered in plain text by axum's extractor; every error
+/// is the JSON body.
+#[test]
+fn a_path_that_is_not_utf8_gets_the_json_error_body() {
+    let server = Server::start();
+    let (_phone, _dir, _) = server.day();
+    for (status, body) in [
+        server.op_get("/v1/parcels/%FF/history"),
+        get_as(&server.url("/v1/customer/parcels/%FF/code"), "x"),
+        doorstep_tests::http::get(&server.url("/v1/devices/%FF/manifest?date=2026-11-26")),
+    ] {
+        assert_eq!(status, 400);
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error["error"], "bad_request", "{error}");
+    }
+}

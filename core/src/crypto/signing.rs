@@ -150,7 +150,7 @@ mod tests {
         with_sign[31] |= 0x80;
         assert!(VerifyingKey::is_weak(&with_sign));
         for i in 0..64 {
-            let key = SigningKey::generate(&format!("k{i}")).unwrap().verifying_key();
+            let key = SigningKey::generate(format!("k{i}")).unwrap().verifying_key();
             assert!(!VerifyingKey::is_weak(&key.public));
         }
     }

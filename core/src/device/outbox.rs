@@ -14,8 +14,8 @@ use super::status::millis;
 use super::{Device, LogLevel};
 use crate::error::AckRejection;
 use crate::protocol::{
-    Ack, Base64Bytes, PROTOCOL_VERSION, ReceiptResult, ReceiptStatus, SignedEnvelope, SignedReceipt, UploadBatch,
-    domain,
+    Ack, Base64Bytes, MAX_BATCH_BYTES, PROTOCOL_VERSION, ReceiptResult, ReceiptStatus, SignedEnvelope, SignedReceipt,
+    UploadBatch, domain,
 };
 use crate::{CoreError, Result};
 
@@ -64,7 +64,8 @@ pub struct RetryAdvice {
 
 impl Device {
     /// The next batch to upload, bounded by `max_receipts` and about `max_bytes` (at least one receipt
-    /// is always included), or `None` when the outbox is empty.
+    /// is always included; never more than half of [`MAX_BATCH_BYTES`], what dispatch accepts), or
+    /// `None` when the outbox is empty.
     pub fn next_batch(&self, max_receipts: u32, max_bytes: u32) -> Result<Option<OutboxBatch>> {
         if max_receipts == 0 || max_bytes < 1024 {
             return Err(CoreError::InvalidInput {
@@ -72,6 +73,7 @@ impl Device {
                 why: "at least 1 receipt and 1024 bytes".into(),
             });
         }
+        let max_bytes = max_bytes.min((MAX_BATCH_BYTES / 2) as u32);
         self.write(|s| {
             let device_id = s.keys()?.device_id.clone();
             let acked: i64 = s.tx.query_row("SELECT acked_seq FROM device_state WHERE id = 1", [], |r| r.get(0))?;

@@ -10,6 +10,10 @@ use uuid::Uuid;
 
 use super::SignedReceipt;
 
+/// The largest upload body dispatch accepts. The device never builds a larger batch, whatever
+/// the app asks for (`next_batch` keeps its receipts to half of it, so the envelope fits).
+pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadBatch {
     pub format: String,

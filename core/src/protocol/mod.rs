@@ -13,7 +13,7 @@ mod qr;
 mod receipt;
 mod request;
 
-pub use batch::{Ack, Checkpoint, ReceiptResult, ReceiptStatus, UploadBatch};
+pub use batch::{Ack, Checkpoint, MAX_BATCH_BYTES, ReceiptResult, ReceiptStatus, UploadBatch};
 pub use enrolment::{EnrolmentBundle, EnrolmentRequest};
 pub use envelope::{
     Base64Bytes, EnvelopeError, PROTOCOL_MAJOR, PROTOCOL_VERSION, SignedEnvelope, check_version, domain, signing_domain,

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -14,6 +14,9 @@ use super::limits::{Limiter, limit};
 use super::{AppState, bearer, blocking, json_body};
 use crate::error::DispatchError;
 
+/// A customer's request body is one small JSON object (a delegate's label).
+const CUSTOMER_BODY_BYTES: usize = 4 * 1024;
+
 pub(super) fn routes(limiter: Limiter) -> Router<AppState> {
     Router::new()
         .route("/v1/customer/parcels/{id}/code", get(customer_code))
@@ -21,6 +24,7 @@ pub(super) fn routes(limiter: Limiter) -> Router<AppState> {
         .route("/v1/customer/parcels/{id}/delegates/{label}", delete(revoke_delegate))
         .route("/v1/customer/parcels/{id}/qr", get(customer_qr))
         .route_layer(middleware::from_fn_with_state(limiter, limit))
+        .layer(DefaultBodyLimit::max(CUSTOMER_BODY_BYTES))
 }
 
 /// The customer's bearer token (from their code e-mail).
@@ -50,7 +54,7 @@ async fn name_delegate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
     let token = customer_token(&headers)?;
-    let req: DelegateRequest = json_body(body)?;
+    let req: DelegateRequest = json_body(body, CUSTOMER_BODY_BYTES)?;
     let code = blocking(move || d.customer_name_delegate(&token, &id, &req.label)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "code": code }))).into_response())
 }

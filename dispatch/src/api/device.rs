@@ -1,29 +1,57 @@
 //! Device routes: enrolment with a one-time token, then manifests and uploads, each signed by the
-//! device's key (`Device-Signature`, checked by the store against the enrolled key and the clock).
+//! device's key (`Device-Signature`, checked by the store against the enrolled key and the clock)
+//! before anything else is done for it. Bodies are capped per route: an enrolment request at
+//! 8 KiB, an upload at `MAX_BATCH_BYTES` (the most a phone ever builds).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, middleware};
+use axum::{Extension, Router, middleware};
 use chrono::NaiveDate;
-use doorstep_core::protocol::REQUEST_HEADER;
+use doorstep_core::protocol::{MAX_BATCH_BYTES, REQUEST_HEADER};
 
-use super::limits::{Limiter, limit, limit_each_device};
+use super::limits::{Limiter, limit};
 use super::{AppState, blocking, body_of, octets};
 use crate::error::DispatchError;
 
+/// An enrolment request is a few hundred bytes.
+const ENROL_BODY_BYTES: usize = 8 * 1024;
+
+/// Each device's own request budget, drawn only once its signature verified: a stranger who
+/// knows a device id cannot spend that phone's budget, and made-up ids open no budgets.
+#[derive(Clone)]
+struct EachDevice(Limiter);
+
 pub(super) fn routes(enrolment: Limiter, devices: Limiter, each_device: Limiter) -> Router<AppState> {
-    let enrolling =
-        Router::new().route("/v1/enrol", post(enrol)).route_layer(middleware::from_fn_with_state(enrolment, limit));
+    let enrolling = Router::new()
+        .route("/v1/enrol", post(enrol))
+        .route_layer(middleware::from_fn_with_state(enrolment, limit))
+        .layer(DefaultBodyLimit::max(ENROL_BODY_BYTES));
     Router::new()
         .route("/v1/devices/{id}/manifest", get(manifest))
         .route("/v1/devices/{id}/receipts", post(upload))
-        .route_layer(middleware::from_fn_with_state(each_device, limit_each_device))
         .route_layer(middleware::from_fn_with_state(devices, limit))
+        .layer(Extension(EachDevice(each_device)))
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .merge(enrolling)
+}
+
+/// Verifies the request's `Device-Signature`, then draws on that device's own budget.
+async fn verified(
+    d: &AppState,
+    each: &EachDevice,
+    id: &str,
+    headers: &HeaderMap,
+    method: &'static str,
+    path: String,
+    body: Bytes,
+) -> Result<(), DispatchError> {
+    let (d, id2, signature) = (d.clone(), id.to_owned(), device_signature(headers));
+    blocking(move || d.verify_device_request(&id2, signature.as_deref(), method, &path, &body)).await?;
+    each.0.check(id)
 }
 
 async fn enrol(
@@ -31,7 +59,7 @@ async fn enrol(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
-    let body = body_of(body)?;
+    let body = body_of(body, ENROL_BODY_BYTES)?;
     let token = headers
         .get("enrolment-token")
         .and_then(|v| v.to_str().ok())
@@ -55,6 +83,7 @@ fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str)
 /// Signed by the device (`Device-Signature`).
 async fn manifest(
     State(d): State<AppState>,
+    Extension(each): Extension<EachDevice>,
     Path(id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
@@ -63,19 +92,12 @@ async fn manifest(
     let date: NaiveDate = query_param(query.as_deref(), "date", "YYYY-MM-DD")?
         .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?;
     let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
-    let signature = device_signature(&headers);
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
-    Ok(
-        match blocking(move || {
-            d.verify_device_request(&id, signature.as_deref(), "GET", &path, b"")?;
-            d.manifest(&id, date, since)
-        })
-        .await?
-        {
-            Some(envelope) => octets(envelope),
-            None => StatusCode::NO_CONTENT.into_response(),
-        },
-    )
+    verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
+    Ok(match blocking(move || d.manifest(&id, date, since)).await? {
+        Some(envelope) => octets(envelope),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 fn device_signature(headers: &HeaderMap) -> Option<String> {
@@ -84,19 +106,13 @@ fn device_signature(headers: &HeaderMap) -> Option<String> {
 
 async fn upload(
     State(d): State<AppState>,
+    Extension(each): Extension<EachDevice>,
     Path(id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
-    let body = body_of(body)?;
-    let signature = device_signature(&headers);
-    let path = uri.path().to_owned();
-    Ok(octets(
-        blocking(move || {
-            d.verify_device_request(&id, signature.as_deref(), "POST", &path, &body)?;
-            d.upload(&id, &body)
-        })
-        .await?,
-    ))
+    let body = body_of(body, MAX_BATCH_BYTES)?;
+    verified(&d, &each, &id, &headers, "POST", uri.path().to_owned(), body.clone()).await?;
+    Ok(octets(blocking(move || d.upload(&id, &body)).await?))
 }

@@ -108,13 +108,6 @@ fn client_key(ip: IpAddr) -> String {
     }
 }
 
-/// Lets a device request through while that device id (`/v1/devices/{id}/...`) is within its own
-/// limit; 429 with `Retry-After` otherwise.
-pub(super) async fn limit_each_device(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
-    let device = request.uri().path().split('/').nth(3).unwrap_or_default().to_owned();
-    admit(&limiter, &device, request, next).await
-}
-
 /// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
 /// The client is the peer address (without one, as behind some proxies, all share one key).
 pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
@@ -124,15 +117,22 @@ pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next
 
 /// Draws one request from `key`'s budget: the request runs, or the answer is 429.
 async fn admit(limiter: &Limiter, key: &str, request: Request, next: Next) -> Response {
-    if limiter.buckets.len() > PRUNE_AT {
-        limiter.buckets.retain_recent();
-    }
-    match limiter.buckets.check_key(&key.to_owned()) {
+    match limiter.check(key) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            DispatchError::TooManyRequests(wait.as_secs().max(1)).into_response()
+        Err(e) => e.into_response(),
+    }
+}
+
+impl Limiter {
+    /// Draws one request from `key`'s budget, or says how long to wait (429).
+    pub(super) fn check(&self, key: &str) -> Result<(), DispatchError> {
+        if self.buckets.len() > PRUNE_AT {
+            self.buckets.retain_recent();
         }
+        self.buckets.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            DispatchError::TooManyRequests(wait.as_secs().max(1))
+        })
     }
 }
 

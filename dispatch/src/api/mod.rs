@@ -21,15 +21,18 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::DispatchError;
 use crate::store::Dispatch;
 
-/// Largest request body accepted (a 16 MiB upload is far above any real batch).
+/// Largest request body accepted on operator routes (an import of a whole day as CSV or JSON).
+/// Device and customer routes take far less (their modules say how much).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 type AppState = Arc<Dispatch>;
@@ -79,6 +82,7 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(dispatch)
 }
 
@@ -88,11 +92,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| DispatchError::Io(std::io::Error::other(e.to_string())))?
 }
 
-/// The request body, or the JSON error for one that is too large or unreadable.
-fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DispatchError> {
+/// The request body, or the JSON error for one that is too large (over the route's `limit`) or
+/// unreadable.
+fn body_of(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, DispatchError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            DispatchError::TooLarge(MAX_BODY_BYTES)
+            DispatchError::TooLarge(limit)
         } else {
             DispatchError::BadRequest(e.body_text())
         }
@@ -100,8 +105,33 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DispatchError> 
 }
 
 /// A JSON request body, or a 400 naming what is wrong with it.
-fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, DispatchError> {
-    serde_json::from_slice(&body_of(body)?).map_err(|e| DispatchError::BadRequest(e.to_string()))
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, DispatchError> {
+    serde_json::from_slice(&body_of(body, limit)?).map_err(|e| DispatchError::BadRequest(e.to_string()))
+}
+
+/// Answers axum's own refusals (a path segment that is not UTF-8, say) with the JSON error body,
+/// like every other error: they come as plain text from the extractors.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(response.status().is_client_error() || response.status().is_server_error()) || is_json {
+        return response;
+    }
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).into_owned();
+    let error = match status {
+        StatusCode::NOT_FOUND => DispatchError::NotFound(detail),
+        StatusCode::PAYLOAD_TOO_LARGE => DispatchError::TooLarge(MAX_BODY_BYTES),
+        StatusCode::METHOD_NOT_ALLOWED => DispatchError::MethodNotAllowed,
+        s if s.is_client_error() => DispatchError::BadRequest(detail),
+        _ => DispatchError::Io(std::io::Error::other(detail)),
+    };
+    error.into_response()
 }
 
 /// The `Authorization: Bearer <value>` of a request (an operator key or a customer link).

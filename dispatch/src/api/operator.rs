@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, bearer, blocking, body_of, json_body};
+use super::{AppState, MAX_BODY_BYTES, bearer, blocking, body_of, json_body};
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
@@ -58,7 +58,7 @@ async fn create_token(
     Extension(by): Extension<Operator>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
-    let req: TokenRequest = json_body(body)?;
+    let req: TokenRequest = json_body(body, MAX_BODY_BYTES)?;
     let token = blocking(move || d.create_enrolment_token(&req.route_id, &by)).await?;
     Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
 }
@@ -70,7 +70,7 @@ async fn import_parcels(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
-    let body = body_of(body)?;
+    let body = body_of(body, MAX_BODY_BYTES)?;
     let is_csv =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/csv"));
     let parcels: Vec<NewParcel> = if is_csv {
@@ -127,7 +127,7 @@ async fn reassign(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DispatchError> {
-    let req: ReassignRequest = json_body(body)?;
+    let req: ReassignRequest = json_body(body, MAX_BODY_BYTES)?;
     blocking(move || d.reassign(&id, &req.route_id, &by)).await?;
     Ok(Json(json!({ "reassigned": true })).into_response())
 }
