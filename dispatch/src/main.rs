@@ -430,14 +430,12 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
     }
     let tls = match &options.tls {
         Some(files) => match listen::load(files).await {
-            Ok(config) => {
-                reload_on_hangup(config.clone(), files.clone());
-                Some(config)
-            }
+            Ok(config) => Some(config),
             Err(e) => return fail(e),
         },
         None => None,
     };
+    on_hangup(tls.clone().zip(options.tls.clone()));
     if !auth_on {
         eprintln!("operator routes are open on loopback: add a key with `doorstep operator add` to close them");
     }
@@ -468,8 +466,10 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
     }
 }
 
-/// Re-reads the certificate and key on every SIGHUP (a renewed certificate, no restart).
-fn reload_on_hangup(config: axum_server::tls_rustls::RustlsConfig, files: listen::TlsFiles) {
+/// On every SIGHUP, re-reads the certificate and key when TLS is served (a renewed certificate,
+/// no restart); otherwise says there is nothing to reload. Either way SIGHUP no longer ends the
+/// process, as its default action would (a logrotate or certbot hook sends it).
+fn on_hangup(tls: Option<(axum_server::tls_rustls::RustlsConfig, listen::TlsFiles)>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         eprintln!("SIGHUP cannot be watched: restart dispatch to load a renewed certificate");
@@ -477,9 +477,12 @@ fn reload_on_hangup(config: axum_server::tls_rustls::RustlsConfig, files: listen
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match listen::reload(&config, &files).await {
-                Ok(()) => eprintln!("TLS certificate re-read from {}", files.cert.display()),
-                Err(e) => eprintln!("{e}; still serving the previous certificate"),
+            match &tls {
+                Some((config, files)) => match listen::reload(config, files).await {
+                    Ok(()) => eprintln!("TLS certificate re-read from {}", files.cert.display()),
+                    Err(e) => eprintln!("{e}; still serving the previous certificate"),
+                },
+                None => eprintln!("SIGHUP: nothing to reload (no --tls-cert)"),
             }
         }
     });

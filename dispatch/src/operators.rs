@@ -65,7 +65,8 @@ impl Dispatch {
     /// Creates an operator key; returns it (the only time its secret exists outside the caller).
     pub fn add_operator(&self, name: &str) -> Result<(Operator, String)> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        crate::validate::hint("operator name", name)?;
+        if name.is_empty() || name.len() > 64 {
             return Err(DispatchError::BadRequest("operator name must be 1..=64 printable characters".into()));
         }
         let id = hex(&random_bytes::<6>()?);

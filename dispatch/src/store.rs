@@ -198,9 +198,45 @@ CREATE TABLE IF NOT EXISTS receipt (
 );
 "#;
 
-/// Parcels one route may carry on one day: what a phone's manifest holds at the longest hints
-/// (16 MiB, `MAX_MANIFEST_BYTES`; about 11,000 parcels at 256-byte hints), with room to spare.
+/// Parcels one route may carry on one day, at most; fewer when the code policy's delegates make
+/// the worst-case manifest entry larger (see [`route_day_capacity`]).
 pub const MAX_PARCELS_PER_ROUTE_DAY: usize = 5_000;
+
+/// How many parcels a phone's full manifest (at most `MAX_MANIFEST_BYTES`, 16 MiB) holds when every
+/// entry is as large as the API lets it be: ids and hints at their longest and made of `"` (two
+/// bytes each in JSON), every holder the policy allows with the longest label, and the payload
+/// base64-encoded in the envelope. Measured on a real entry, so it follows the wire format.
+pub fn route_day_capacity(policy: &Policy) -> usize {
+    let json = serde_json::to_vec(&widest_entry(policy)).map_or(usize::MAX, |b| b.len() + 1);
+    // Base64 in the envelope: 4 bytes for every 3; 64 KiB kept for the manifest's own fields.
+    let per_entry = json.div_ceil(3) * 4;
+    ((doorstep_core::protocol::MAX_MANIFEST_BYTES - 64 * 1024) / per_entry).min(MAX_PARCELS_PER_ROUTE_DAY)
+}
+
+/// The largest manifest entry the API lets a parcel have under `policy`.
+fn widest_entry(policy: &Policy) -> doorstep_core::protocol::ParcelEntry {
+    use doorstep_core::crypto::Tag;
+    use doorstep_core::protocol::{Base64Bytes, HolderTag, MAX_HINT_LEN, MAX_ID_LEN, ParcelEntry, SALT_LEN};
+    let widest = |n: usize| "\"".repeat(n);
+    let holders = (0..=usize::from(policy.max_delegates)).map(|i| HolderTag {
+        holder: if i == 0 { Holder::Customer } else { Holder::Delegate(widest(validate::MAX_LABEL_LEN)) },
+        tag: Base64Bytes(vec![0xff; Tag::len_for(policy.tag_bits)]),
+        qr_minted_after: Some(DateTime::<Utc>::MAX_UTC),
+    });
+    ParcelEntry {
+        parcel_id: widest(MAX_ID_LEN),
+        barcode: widest(MAX_ID_LEN),
+        stop: Stop { id: widest(MAX_ID_LEN), sequence: u32::MAX },
+        address_hint: widest(MAX_HINT_LEN),
+        recipient_hint: widest(MAX_HINT_LEN),
+        salt: Base64Bytes(vec![0xff; SALT_LEN]),
+        tags: holders.collect(),
+        not_before: DateTime::<Utc>::MAX_UTC,
+        not_after: DateTime::<Utc>::MAX_UTC,
+        attempts_used: u32::MAX,
+        attempt_epoch: u32::MAX,
+    }
+}
 
 /// QR tokens a customer may fetch per parcel.
 pub const MAX_QR_TOKENS_PER_HOLDER: u32 = 10;
@@ -522,12 +558,7 @@ impl Dispatch {
                 params![p.route_id, p.delivery_date.to_string()],
                 |r| r.get(0),
             )?;
-            if on_route >= MAX_PARCELS_PER_ROUTE_DAY as i64 {
-                return Err(DispatchError::Conflict(format!(
-                    "route {} already has {MAX_PARCELS_PER_ROUTE_DAY} parcels on {}: the most one phone's manifest holds",
-                    p.route_id, p.delivery_date
-                )));
-            }
+            self.room_on_route(on_route, &p.route_id, p.delivery_date)?;
             let needs_code = self.policy.needs_code(p);
             coded += usize::from(needs_code);
             tx.execute(
@@ -1179,6 +1210,19 @@ impl Dispatch {
 
     /// Operator: moves a parcel to another route: it leaves the old route's devices and joins the
     /// new route's (both as deltas).
+    /// Refuses one more parcel on a route-day that already holds `on_route`, once a phone's
+    /// manifest could no longer carry them all (409, naming the route).
+    fn room_on_route(&self, on_route: i64, route_id: &str, date: NaiveDate) -> Result<()> {
+        let capacity = route_day_capacity(&self.code_policy);
+        if on_route >= capacity as i64 {
+            return Err(DispatchError::Conflict(format!(
+                "route {route_id} already has {capacity} parcels on {date}: the most one phone's manifest holds \
+                 under this code policy; split the route"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn reassign(&self, parcel_id: &str, new_route: &str, by: &Operator) -> Result<()> {
         validate::id("route_id", new_route)?;
         let mut conn = self.lock();
@@ -1187,6 +1231,12 @@ impl Dispatch {
         if old_route == new_route {
             return Ok(());
         }
+        let on_new_route: i64 = tx.query_row(
+            "SELECT count(*) FROM parcel WHERE route_id = ?1 AND delivery_date = ?2",
+            params![new_route, date.to_string()],
+            |r| r.get(0),
+        )?;
+        self.room_on_route(on_new_route, new_route, date)?;
         tx.execute("UPDATE parcel SET route_id = ?1 WHERE parcel_id = ?2", params![new_route, parcel_id])?;
         tx.execute(
             "UPDATE parcel_sent SET withdrawn_at_ms = ?3
@@ -2176,12 +2226,48 @@ mod tests {
                      VALUES (?1, ?1, 'R1', 'S', 1, '2026-11-26', 'UTC', 1, 'books', 'a@b.test', '', '', 0)",
                 )
                 .unwrap();
-            for i in 0..MAX_PARCELS_PER_ROUTE_DAY {
+            for i in 0..route_day_capacity(&Policy::default()) {
                 insert.execute([format!("F{i}")]).unwrap();
             }
         }
         let refused = d.import_parcels(&[sample_parcel()], &Operator::loopback()).unwrap_err();
         assert!(matches!(refused, DispatchError::Conflict(_)), "{refused}");
+    }
+
+    /// The review built 40 parcels with every field at its widest and extrapolated: 5,000 of them
+    /// made a 16.6 MiB manifest that every phone of the route refuses. A full manifest of
+    /// `route_day_capacity` such entries, signed as dispatch signs it, fits; a tenth more would not.
+    #[test]
+    fn a_full_manifest_at_the_route_capacity_fits_a_phone_whatever_the_fields_hold() {
+        use doorstep_core::protocol::{MAX_MANIFEST_BYTES, ManifestPayload};
+        for max_delegates in [0, 3, 15] {
+            let policy = Policy { max_delegates, ..Policy::default() };
+            let capacity = route_day_capacity(&policy);
+            let issuer = Issuer::new(SigningKey::generate("k1").unwrap());
+            let size = |n: usize| {
+                let payload = ManifestPayload {
+                    manifest_id: "M".repeat(128),
+                    device_id: "d".repeat(128),
+                    route_id: "\"".repeat(128),
+                    delivery_date: NaiveDate::MAX,
+                    time_zone: "America/Argentina/ComodRivadavia".into(),
+                    issued_at: DateTime::<Utc>::MAX_UTC,
+                    sequence: i64::MAX as u64,
+                    kind: ManifestKind::Full,
+                    policy,
+                    parcels: vec![widest_entry(&policy); n],
+                    removals: Vec::new(),
+                    resets: Vec::new(),
+                    dispatch_keys: vec![issuer.verifying_keys()[0].clone(); 4],
+                };
+                issuer.sign_manifest(&payload).unwrap().len()
+            };
+            assert!(size(capacity) <= MAX_MANIFEST_BYTES, "{max_delegates} delegates: {capacity} parcels");
+            if capacity < MAX_PARCELS_PER_ROUTE_DAY {
+                assert!(size(capacity + capacity / 10) > MAX_MANIFEST_BYTES, "the bound is not far below the limit");
+            }
+        }
+        assert!(route_day_capacity(&Policy::default()) < MAX_PARCELS_PER_ROUTE_DAY);
     }
 
     fn sample_parcel() -> NewParcel {

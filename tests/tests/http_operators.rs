@@ -129,10 +129,20 @@ fn without_operator_keys_only_a_direct_local_caller_opens_the_operator_routes() 
         ("Forwarded", "for=203.0.113.7;proto=https"),
         ("Via", "1.1 proxy"),
         ("Origin", "https://evil.example"),
+        // The review's: a proxy that adds only these, or passes on the public name.
+        ("X-Real-IP", "203.0.113.7"),
+        ("X-Forwarded-Host", "dispatch.example"),
+        ("Host", "dispatch.example"),
+        // A page whose name was rebound to 127.0.0.1 (DNS rebinding) still sends its own name.
+        ("Host", "rebound.attacker.example:8080"),
     ] {
         let (status, answer) = post(&server.url("/v1/enrolment-tokens"), &[header], body);
         assert_eq!(status, 401, "{header:?}");
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["error"], "unauthorized");
     }
     assert_eq!(post(&server.url("/v1/enrolment-tokens"), &[], body).0, 201, "a developer's own call");
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}"), "127.0.0.1".to_owned()] {
+        assert_eq!(post(&server.url("/v1/enrolment-tokens"), &[("Host", &host)], body).0, 201, "{host}");
+    }
 }

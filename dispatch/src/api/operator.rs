@@ -37,8 +37,8 @@ async fn require_operator(State(d): State<AppState>, mut request: Request, next:
     let presented = bearer(request.headers());
     let peer_is_loopback =
         request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
-    let relayed = ["forwarded", "x-forwarded-for", "via", "origin"].iter().any(|h| request.headers().contains_key(*h));
-    let direct_local = peer_is_loopback && !relayed;
+    let relayed = RELAY_HEADERS.iter().any(|h| request.headers().contains_key(*h));
+    let direct_local = peer_is_loopback && !relayed && names_loopback(request.headers());
     match blocking(move || d.authenticate_operator(presented.as_deref(), direct_local)).await {
         Ok(operator) => {
             request.extensions_mut().insert(operator);
@@ -46,6 +46,35 @@ async fn require_operator(State(d): State<AppState>, mut request: Request, next:
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// Headers a proxy, a tunnel's front end or a browser adds: a request carrying one came from
+/// somewhere else than a program on this machine, whatever its peer address.
+const RELAY_HEADERS: [&str; 10] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "via",
+    "origin",
+];
+
+/// Whether the request names this machine (`Host: localhost`, `127.0.0.1` or `[::1]`, any port):
+/// a web page that rebinds its own name to 127.0.0.1, or a proxy passing on the public name, does
+/// not.
+fn names_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "::1")
 }
 
 #[derive(Deserialize)]
