@@ -2243,6 +2243,7 @@ mod tests {
         for max_delegates in [0, 3, 15] {
             let policy = Policy { max_delegates, ..Policy::default() };
             let capacity = route_day_capacity(&policy);
+            eprintln!("{max_delegates} delegates: {capacity} parcels per route-day");
             let issuer = Issuer::new(SigningKey::generate("k1").unwrap());
             let size = |n: usize| {
                 let payload = ManifestPayload {
