@@ -8,6 +8,12 @@ use doorstep_tests::http::{Server, get_as, post};
 /// How a test spoils one order line.
 type Spoil = Box<dyn Fn(&mut doorstep_dispatch::NewParcel)>;
 
+/// A customer names a delegate for P0 with their link: the status and the answer's body.
+fn name_delegate(server: &Server, link: &str, label: &str) -> (u16, Vec<u8>) {
+    let body = serde_json::to_vec(&serde_json::json!({ "label": label })).unwrap();
+    post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &format!("Bearer {link}"))], &body)
+}
+
 fn detail(body: &[u8]) -> String {
     let error: serde_json::Value = serde_json::from_slice(body).expect("the JSON error body");
     error["detail"].as_str().unwrap_or_default().to_owned()
@@ -55,12 +61,7 @@ fn control_characters_in_a_route_or_a_delegate_label_are_refused() {
     }
     let (_, token) = server.read_email("P0");
     for label in ["Anna\r\nBcc", "\u{0}", " ", &"a".repeat(65)] {
-        let body = serde_json::to_vec(&serde_json::json!({ "label": label })).unwrap();
-        let (status, answer) = post(
-            &server.url("/v1/customer/parcels/P0/delegates"),
-            &[("Authorization", &format!("Bearer {token}"))],
-            &body,
-        );
+        let (status, answer) = name_delegate(&server, &token, label);
         assert_eq!(status, 400, "{label:?}");
         assert!(detail(&answer).contains("delegate label"));
     }
@@ -74,11 +75,7 @@ fn delegates_are_capped_by_the_policy_and_the_route_still_syncs() {
     let server = Server::start();
     let (_phone, dir, _) = server.day();
     let (_, token) = server.read_email("P0");
-    let auth = format!("Bearer {token}");
-    let name = |label: &str| {
-        let body = serde_json::to_vec(&serde_json::json!({ "label": label })).unwrap();
-        post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &auth)], &body)
-    };
+    let name = |label: &str| name_delegate(&server, &token, label);
     for i in 0..doorstep_core::policy::DEFAULT_DELEGATES {
         assert_eq!(name(&format!("neighbour {i}")).0, 201);
     }
@@ -125,8 +122,7 @@ fn a_customer_cannot_flood_the_route_with_delegate_changes() {
     let (phone, dir, device_id) = server.day();
     let (_, token) = server.read_email("P0");
     let auth = format!("Bearer {token}");
-    let body = serde_json::to_vec(&serde_json::json!({ "label": "Anna" })).unwrap();
-    let name = || post(&server.url("/v1/customer/parcels/P0/delegates"), &[("Authorization", &auth)], &body).0;
+    let name = || name_delegate(&server, &token, "Anna").0;
     for _ in 0..doorstep_dispatch::store::MAX_DELEGATE_CHANGES_PER_PARCEL {
         assert_eq!(name(), 201);
     }
@@ -148,12 +144,7 @@ fn a_reissue_ends_the_codes_of_delegates_named_before_it() {
     let server = Server::start();
     let (phone, _dir, device_id) = server.day();
     let (_, leaked) = server.read_email("P0");
-    let body = serde_json::to_vec(&serde_json::json!({ "label": "Mallory" })).unwrap();
-    let (status, named) = post(
-        &server.url("/v1/customer/parcels/P0/delegates"),
-        &[("Authorization", &format!("Bearer {leaked}"))],
-        &body,
-    );
+    let (status, named) = name_delegate(&server, &leaked, "Mallory");
     assert_eq!(status, 201);
     let mallory: serde_json::Value = serde_json::from_slice(&named).unwrap();
     let mallory = mallory["code"].as_str().unwrap().to_owned();
