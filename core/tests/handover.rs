@@ -250,7 +250,9 @@ fn after_a_reissue_the_phone_refuses_qr_tokens_minted_before_it_or_naming_no_min
     // A holder whose code was never reissued still takes a token of an earlier build (no mint time).
     let legacy = qr(&w, 1, Holder::Customer, TimeDelta::hours(2));
     assert!(matches!(w.device.verify_qr_token(&w.scan(1), &legacy, None).unwrap(), HandoverOutcome::Accepted { .. }));
-    let current = minted(Some(reissued_at));
+    let same_millisecond = minted(Some(reissued_at));
+    assert_eq!(qr_err(w.device.verify_qr_token(&w.scan(0), &same_millisecond, None)), QrRejection::Superseded);
+    let current = minted(Some(reissued_at + TimeDelta::milliseconds(1)));
     assert!(matches!(w.device.verify_qr_token(&w.scan(0), &current, None).unwrap(), HandoverOutcome::Accepted { .. }));
     let verdicts = w.upload_all();
     assert!(verdicts.iter().all(|v| v.count(doorstep_core::protocol::ReceiptStatus::Flagged) == 0));

@@ -4,9 +4,10 @@
 //! either served here with rustls (ring provider) from PEM files, or terminated by a proxy the
 //! operator names with `--behind-tls-proxy`.
 //!
-//! Every connection must send its request headers within [`HEADER_TIMEOUT`] (a TLS handshake
-//! within rustls's own 10 s), so clients that trickle bytes cannot hold dispatch's file
-//! descriptors.
+//! Only HTTP/1.1 is served (no h2c, and ALPN offers only `http/1.1`), and every connection must
+//! send its request headers within [`HEADER_TIMEOUT`] (a TLS handshake within rustls's own 10 s),
+//! so clients that trickle bytes cannot hold dispatch's file descriptors; the router bounds how
+//! long a body may take (`api`).
 //!
 //! A served certificate is re-read by [`reload`] (`serve` calls it on SIGHUP), so a renewed one
 //! takes effect for new connections without a restart. A reload that fails keeps the old one.
@@ -50,6 +51,14 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why `serve` must not start on `addr`, if it must not.
 pub fn refusal(addr: SocketAddr, operator_auth_on: bool, wire: Wire, smtp: bool) -> Option<String> {
+    if !operator_auth_on && wire != Wire::Plain {
+        // Behind a TLS proxy or serving TLS, requests come from elsewhere even on a loopback
+        // address: a proxy or relay in front would turn the open operator routes into open ones.
+        return Some(format!(
+            "refusing to serve on {addr} with TLS or behind a proxy while operator routes are open. Add a key \
+             first: doorstep operator add --state DIR --name NAME"
+        ));
+    }
     if addr.ip().is_loopback() {
         return None;
     }
@@ -77,13 +86,25 @@ pub fn refusal(addr: SocketAddr, operator_auth_on: bool, wire: Wire, smtp: bool)
 /// The rustls configuration from `files`, or why it cannot be had (named file, plain words).
 pub async fn load(files: &TlsFiles) -> Result<RustlsConfig, String> {
     check_key_file(&files.key)?;
-    RustlsConfig::from_pem_file(&files.cert, &files.key).await.map_err(|e| describe(files, &e))
+    let config = RustlsConfig::from_pem_file(&files.cert, &files.key).await.map_err(|e| describe(files, &e))?;
+    http1_only(&config);
+    Ok(config)
 }
 
 /// Re-reads `files` into the running `config`; on failure the served certificate stays as it was.
 pub async fn reload(config: &RustlsConfig, files: &TlsFiles) -> Result<(), String> {
     check_key_file(&files.key)?;
-    config.reload_from_pem_file(&files.cert, &files.key).await.map_err(|e| describe(files, &e))
+    config.reload_from_pem_file(&files.cert, &files.key).await.map_err(|e| describe(files, &e))?;
+    http1_only(config);
+    Ok(())
+}
+
+/// Offers only HTTP/1.1 in the TLS handshake (ALPN): dispatch serves HTTP/1.1 alone, whose
+/// header and body time limits it sets, and no client needs more.
+fn http1_only(config: &RustlsConfig) {
+    let mut inner = (*config.get_inner()).clone();
+    inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.reload_from_config(std::sync::Arc::new(inner));
 }
 
 fn describe(files: &TlsFiles, e: &std::io::Error) -> String {
@@ -128,12 +149,14 @@ pub async fn serve(
         Some(config) => {
             let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?
                 .handle(handle)
+                .http1_only()
                 .first_request_timeout(HEADER_TIMEOUT);
             server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
             server.serve(service).await
         }
         None => {
-            let mut server = axum_server::from_tcp(listener)?.handle(handle).first_request_timeout(HEADER_TIMEOUT);
+            let mut server =
+                axum_server::from_tcp(listener)?.handle(handle).http1_only().first_request_timeout(HEADER_TIMEOUT);
             server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
             server.serve(service).await
         }
@@ -156,6 +179,9 @@ mod tests {
         assert_eq!(refusal(lan, true, Wire::Proxy, true), None);
         assert_eq!(refusal(lan, true, Wire::Tls, true), None);
         assert_eq!(refusal(local, false, Wire::Plain, false), None);
+        assert!(refusal(local, false, Wire::Proxy, false).unwrap().contains("operator add"), "a proxy in front");
+        assert!(refusal(local, false, Wire::Tls, false).unwrap().contains("operator add"));
+        assert_eq!(refusal(local, true, Wire::Proxy, false), None);
         assert_eq!(refusal(local6, false, Wire::Plain, false), None);
     }
 }

@@ -122,6 +122,9 @@ enum Command {
         /// Requests per minute per device id (manifests, uploads), from any address.
         #[arg(long, default_value_t = api::Limits::default().each_device_per_minute)]
         requests_per_device_per_minute: u32,
+        /// Full manifests per minute per device id (deltas do not count).
+        #[arg(long, default_value_t = api::Limits::default().full_manifests_per_device_per_minute)]
+        full_manifests_per_device_per_minute: u32,
     },
 }
 
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
             enrol_requests_per_minute,
             device_requests_per_minute,
             requests_per_device_per_minute,
+            full_manifests_per_device_per_minute,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
@@ -300,6 +304,7 @@ fn main() -> ExitCode {
                     enrol_per_minute: enrol_requests_per_minute,
                     device_per_minute: device_requests_per_minute,
                     each_device_per_minute: requests_per_device_per_minute,
+                    full_manifests_per_device_per_minute,
                     trust_forwarded_for: behind_tls_proxy,
                 },
             };

@@ -251,6 +251,10 @@ const NOBODYS_KEY: [u8; 32] = [
     0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
 ];
 
+/// The one answer to every device request that does not verify, whatever the reason.
+const DEVICE_REFUSED: &str = "Device-Signature does not verify for this device (unknown device, bad signature, a \
+     replay, or a clock more than 5 minutes off)";
+
 /// Messages one call of the mail sender takes.
 const MAIL_BATCH: i64 = 20;
 
@@ -682,7 +686,7 @@ impl Dispatch {
         if counted == 0 {
             return Err(DispatchError::Conflict(format!(
                 "the delegates of parcel {parcel_id} changed {MAX_DELEGATE_CHANGES_PER_PARCEL} times, the most allowed; \
-                 the codes already given still work"
+                 the delegates named now keep their codes"
             )));
         }
         Ok(())
@@ -1012,6 +1016,10 @@ impl Dispatch {
             "UPDATE code SET revoked_at_ms = ?2 WHERE parcel_id = ?1 AND holder LIKE 'delegate:%' AND revoked_at_ms IS NULL",
             params![parcel_id, self.now_ms()?],
         )?;
+        // What the leaked link spent (delegate changes, QR tokens) is given back to the customer:
+        // the reissue cap bounds how often.
+        tx.execute("DELETE FROM delegate_changes WHERE parcel_id = ?1", [parcel_id])?;
+        tx.execute("DELETE FROM qr_issued WHERE parcel_id = ?1", [parcel_id])?;
         audit(&tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(&tx, parcel_id, &Holder::Customer)?;
         let mail = self.mail_code(&tx, parcel_id, code.reveal(), true)?;
@@ -1266,6 +1274,20 @@ impl Dispatch {
     /// replay inside the clock window is refused). An unknown device, a bad or missing signature, a
     /// clock out of the window and a replay all get the same 401, so nothing tells which device ids
     /// exist.
+    /// What can be checked of a device request before its body is read: the device exists and
+    /// the `Device-Signature` names it, in form and in time. Refused like any bad signature.
+    pub fn check_device_request_header(&self, device_id: &str, header: Option<&str>) -> Result<()> {
+        let refused = || DispatchError::Unauthorized(DEVICE_REFUSED.into());
+        let header = header.ok_or_else(refused)?;
+        let now = self.now_ms()?;
+        doorstep_core::protocol::check_request_header(header, device_id, now, self.request_skew_ms)
+            .map_err(|_| refused())?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        Self::device_key(&tx, device_id)?.ok_or_else(refused)?;
+        Ok(())
+    }
+
     pub fn verify_device_request(
         &self,
         device_id: &str,
@@ -1274,13 +1296,7 @@ impl Dispatch {
         path: &str,
         body: &[u8],
     ) -> Result<()> {
-        let refused = || {
-            DispatchError::Unauthorized(
-                "Device-Signature does not verify for this device (unknown device, bad signature, a replay, or \
-                 a clock more than 5 minutes off)"
-                    .into(),
-            )
-        };
+        let refused = || DispatchError::Unauthorized(DEVICE_REFUSED.into());
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let known = Self::device_key(&tx, device_id)?;

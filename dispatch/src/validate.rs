@@ -18,15 +18,26 @@ fn bad(what: &str, why: String) -> DispatchError {
     DispatchError::BadRequest(format!("{what}: {why}"))
 }
 
-/// Characters that change how text around them reads without showing themselves: soft hyphen,
-/// Arabic letter mark, Mongolian vowel separator, zero-width and joiner characters, directional
-/// marks, embeddings, overrides and isolates, line and paragraph separators, invisible operators,
-/// the byte-order mark, interlinear annotations and tag characters (Unicode's format and
-/// separator characters outside plain spaces).
+/// Characters that show nothing, or nothing of their own, and so can make a label or hint read
+/// differently on the driver's screen: Unicode's Default_Ignorable_Code_Point set (soft hyphen,
+/// combining grapheme joiner, Hangul fillers, zero-width characters, directional marks, embeddings,
+/// overrides and isolates, invisible operators, variation selectors, the byte-order mark, tag
+/// characters: DerivedCoreProperties.txt, Unicode 15.1), the other format characters (prepended
+/// concatenation marks, Egyptian and shorthand format controls, interlinear annotations), the line
+/// and paragraph separators, and two blanks that look like nothing (Braille blank, object
+/// replacement).
 fn invisible(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+        // Default_Ignorable_Code_Point
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}'
+        // other format characters (general category Cf)
+        | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{0890}'..='\u{0891}' | '\u{08E2}'
+        | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{FFF9}'..='\u{FFFB}'
+        // line and paragraph separators; blanks
+        | '\u{2028}'..='\u{2029}' | '\u{2800}' | '\u{FFFC}')
 }
 
 fn plain(value: &str) -> bool {
@@ -122,7 +133,19 @@ mod tests {
     /// barcodes, hints and labels, and named " Anna" beside "Anna".
     #[test]
     fn invisible_characters_and_padded_labels_are_refused() {
-        for sneaky in ["B\u{202E}XYZ", "12 Elm\u{2028}St", "An\u{200B}na", "\u{FEFF}x"] {
+        for sneaky in [
+            "B\u{202E}XYZ",
+            "12 Elm\u{2028}St",
+            "An\u{200B}na",
+            "\u{FEFF}x",
+            // the second review's: Hangul fillers, a variation selector, Braille blank, CGJ
+            "\u{3164}Anna",
+            "Anna\u{FE0F}",
+            "A\u{2800}nna",
+            "An\u{034F}na",
+            "\u{115F}x",
+            "x\u{E0100}",
+        ] {
             assert!(id("barcode", sneaky).is_err(), "{sneaky:?}");
             assert!(hint("address_hint", sneaky).is_err(), "{sneaky:?}");
             assert!(label(sneaky).is_err(), "{sneaky:?}");

@@ -96,7 +96,9 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     assert_eq!(server.op_post("/v1/parcels/P8/departed", b"").0, 404, "the refused import left nothing behind");
     // Oversized bodies are refused once the limit is passed, with nothing stored.
     let huge = vec![b' '; MAX_BATCH_BYTES + 1];
-    let (status, body) = post(&url(&format!("/v1/devices/{device_id}/receipts")), &[], &huge);
+    let path = format!("/v1/devices/{device_id}/receipts");
+    let signature = device.sign_request("POST", &path, &huge).unwrap();
+    let (status, body) = post(&url(&path), &[("Device-Signature", &signature)], &huge);
     assert_eq!(status, 413);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"], "too_large");
     assert!(server.dispatch.receipts(&device_id).unwrap().is_empty());
@@ -109,14 +111,20 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
 #[test]
 fn each_route_refuses_a_body_over_its_own_limit_before_reading_it() {
     let server = serve();
+    let (phone, _dir, device_id) = server.day();
+    let upload = format!("/v1/devices/{device_id}/receipts");
     let (name, key) = server.operator_auth();
     for (path, limit) in [
         ("/v1/customer/parcels/P0/delegates", 4 * 1024),
         ("/v1/enrol", 8 * 1024),
-        ("/v1/devices/dev-unknown/receipts", MAX_BATCH_BYTES),
+        (upload.as_str(), MAX_BATCH_BYTES),
         ("/v1/parcels", api::MAX_BODY_BYTES),
     ] {
-        let (status, body) = post(&server.url(path), &[(name, key.as_str())], &vec![b' '; limit + 1]);
+        let body = vec![b' '; limit + 1];
+        // An upload is signed by its phone (a stranger's is refused before its body is read).
+        let signature = phone.sign_request("POST", path, &body).unwrap();
+        let headers = [(name, key.as_str()), ("Device-Signature", signature.as_str())];
+        let (status, body) = post(&server.url(path), &headers, &body);
         assert_eq!(status, 413, "{path}");
         let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(error["error"], "too_large", "{path}");

@@ -261,3 +261,44 @@ fn a_stranger_cannot_spend_a_phones_budget_and_a_phone_cannot_respell_its_id() {
     assert_ne!(respelled, path);
     assert_eq!(ask(&respelled), 429, "the same device, however its id is spelled");
 }
+
+/// The second review held 600 MB with uploads to an unknown device that never finished their
+/// bodies. An upload's header is checked before its body is read: a stranger's is refused at once.
+#[test]
+fn an_upload_that_names_no_enrolled_device_is_refused_before_its_body_is_read() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    for signature in ["", "Device-Signature: dev-x.1.AAAA.AAAA\r\n"] {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/devices/dev-x/receipts HTTP/1.1\r\nHost: {addr}\r\n{signature}Content-Length: 2000000\r\n\r\n"
+        )
+        .unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer[9..12], b"401", "{signature:?}: answered without the body");
+    }
+}
+
+/// The second review slowed every other request with one phone fetching full manifests (each
+/// built from the whole route-day under dispatch's write lock). Full manifests have their own
+/// small budget per device; deltas do not count against it.
+#[test]
+fn full_manifests_have_their_own_budget_per_device() {
+    use doorstep_dispatch::api::Limits;
+    let limits = Limits { full_manifests_per_device_per_minute: 2, ..Limits::unlimited() };
+    let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
+    let (phone, _dir, device_id) = server.day(); // one full manifest
+    let full = format!("/v1/devices/{device_id}/manifest?date={}", server.scene.date);
+    let ask = |path: &str| {
+        get_with(&server.url(path), &[("Device-Signature", &phone.sign_request("GET", path, b"").unwrap())]).0
+    };
+    assert_eq!(ask(&full), 200);
+    assert_eq!(ask(&full), 429);
+    let seq = phone.status().unwrap().manifest_sequence.unwrap();
+    let delta = ask(&format!("{full}&since={seq}"));
+    assert!(delta == 200 || delta == 204, "the phone still syncs by deltas: {delta}");
+}

@@ -135,6 +135,11 @@ fn without_operator_keys_only_a_direct_local_caller_opens_the_operator_routes() 
         ("Host", "dispatch.example"),
         // A page whose name was rebound to 127.0.0.1 (DNS rebinding) still sends its own name.
         ("Host", "rebound.attacker.example:8080"),
+        // The second review's: more proxies' and browsers' headers.
+        ("X-Forwarded-Server", "proxy"),
+        ("Fastly-Client-Ip", "203.0.113.7"),
+        ("Referer", "https://evil.example/"),
+        ("Sec-Fetch-Site", "cross-site"),
     ] {
         let (status, answer) = post(&server.url("/v1/enrolment-tokens"), &[header], body);
         assert_eq!(status, 401, "{header:?}");

@@ -157,3 +157,25 @@ fn a_connection_that_does_not_finish_its_headers_is_closed() {
     assert!(waited >= listen::HEADER_TIMEOUT - std::time::Duration::from_secs(1), "{waited:?}");
     assert!(waited < listen::HEADER_TIMEOUT * 2, "{waited:?}");
 }
+
+/// The second review held HTTP/2 connections open without limit (h2c, and h2 chosen through
+/// ALPN): only HTTP/1.1 is served, so an HTTP/2 preface is refused at once.
+#[test]
+fn http2_is_not_served_in_the_clear_or_over_tls() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    stream.set_read_timeout(Some(listen::HEADER_TIMEOUT * 3)).unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    assert!(stream.read_to_end(&mut answer).is_ok(), "closed by dispatch");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "refused at once, {:?}", started.elapsed());
+
+    let certs = tempfile::tempdir().unwrap();
+    let files = certificate(certs.path(), "a");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = runtime.block_on(listen::load(&files)).unwrap();
+    assert_eq!(config.get_inner().alpn_protocols, vec![b"http/1.1".to_vec()], "h2 is never offered");
+}

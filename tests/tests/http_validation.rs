@@ -135,6 +135,10 @@ fn a_customer_cannot_flood_the_route_with_delegate_changes() {
     assert_eq!(revoke.status().as_u16(), 409, "revoking counts too");
     assert_eq!(server.sync(&phone, &device_id), 10, "one delta per accepted change, no more");
     route_still_syncs(&server, dir.path(), "after-flood.db");
+    // A leaked link could spend the budget; after a reissue the customer has it back.
+    assert_eq!(server.op_post("/v1/parcels/P0/reissue", b"").0, 200);
+    let (_, fresh) = server.latest_email("P0");
+    assert_eq!(name_delegate(&server, &fresh, "Anna").0, 201);
 }
 
 /// A reissue answers a leak. Whoever held the leaked link may have named a delegate with it: the

@@ -353,7 +353,7 @@ impl Device {
                 .optional()?
                 .flatten();
             if let Some(reissued) = minted_after
-                && parsed.issued_at.is_none_or(|minted| minted.timestamp_millis() < reissued)
+                && parsed.issued_at.is_none_or(|minted| minted.timestamp_millis() <= reissued)
             {
                 return Err(QrRejection::Superseded.into());
             }

@@ -323,7 +323,8 @@ fn qr_problem(
     let held: Vec<_> = target.codes.iter().filter(|c| c.holder == token.holder).map(|c| c.issued_at).collect();
     if let (true, Some(reissued)) = (held.len() > 1, held.iter().max()) {
         match token.issued_at {
-            Some(minted) if minted >= *reissued => {}
+            // A token stamped in the reissue's own millisecond may be from just before it.
+            Some(minted) if minted > *reissued => {}
             Some(minted) => {
                 return Some(format!(
                     "QR token minted at {minted}, before the code of {} was reissued at {reissued} \

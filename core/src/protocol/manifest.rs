@@ -40,7 +40,8 @@ pub struct HolderTag {
     pub holder: Holder,
     pub tag: Base64Bytes,
     /// Set when this holder's code was reissued (a reissue answers a leak): the phone refuses a
-    /// QR token for this holder minted before this instant, or one that names no mint time.
+    /// QR token for this holder minted before this instant or in its millisecond, or one that
+    /// names no mint time.
     /// Absent for a code never reissued, so tokens of earlier builds still open the door.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qr_minted_after: Option<DateTime<Utc>>,

@@ -27,5 +27,7 @@ pub use receipt::{
     FailureReason, HandoverMethod, Holder, Identification, Location, MAX_PARCELS_PER_RECEIPT, ReceiptBody,
     ReceiptEvent, ReceiptParcel, SignedReceipt, genesis_hash,
 };
-pub use request::{REQUEST_HEADER, REQUEST_SKEW_MS, RequestRejection, request_device, verify_request};
+pub use request::{
+    REQUEST_HEADER, REQUEST_SKEW_MS, RequestRejection, check_request_header, request_device, verify_request,
+};
 pub(crate) use request::{request_domain, request_message, request_nonce};

@@ -81,19 +81,25 @@ pub fn request_device(header: &str) -> Option<&str> {
     split(header).map(|p| p.id)
 }
 
-/// Verifies a `Device-Signature` header for `device_id` against its public key at `now_ms`,
-/// accepting request times within `max_skew_ms` of it (normally [`REQUEST_SKEW_MS`]).
-#[allow(clippy::too_many_arguments)]
-pub fn verify_request(
+/// Checks everything about a `Device-Signature` header that needs neither the key nor the body:
+/// its form, the device it names and its time. Dispatch runs this before it reads a request's
+/// body, so a stranger's upload is refused without being held in memory.
+pub fn check_request_header(
     header: &str,
     device_id: &str,
-    key: &VerifyingKey,
-    method: &str,
-    path: &str,
-    body: &[u8],
     now_ms: i64,
     max_skew_ms: i64,
 ) -> Result<(), RequestRejection> {
+    header_time(header, device_id, now_ms, max_skew_ms).map(|_| ())
+}
+
+/// The request's time and the parts of its header, once form, device and time are checked.
+fn header_time<'a>(
+    header: &'a str,
+    device_id: &str,
+    now_ms: i64,
+    max_skew_ms: i64,
+) -> Result<(Parts<'a>, i64), RequestRejection> {
     let parts = split(header).ok_or(RequestRejection::Malformed)?;
     if parts.id != device_id {
         return Err(RequestRejection::WrongDevice);
@@ -107,6 +113,23 @@ pub fn verify_request(
     if now_ms.abs_diff(unix_ms) > max_skew_ms.unsigned_abs() {
         return Err(RequestRejection::Stale);
     }
+    Ok((parts, unix_ms))
+}
+
+/// Verifies a `Device-Signature` header for `device_id` against its public key at `now_ms`,
+/// accepting request times within `max_skew_ms` of it (normally [`REQUEST_SKEW_MS`]).
+#[allow(clippy::too_many_arguments)]
+pub fn verify_request(
+    header: &str,
+    device_id: &str,
+    key: &VerifyingKey,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now_ms: i64,
+    max_skew_ms: i64,
+) -> Result<(), RequestRejection> {
+    let (parts, unix_ms) = header_time(header, device_id, now_ms, max_skew_ms)?;
     let sig = encoding::decode(parts.sig).ok_or(RequestRejection::Malformed)?;
     let domain = if parts.nonce.is_some() { DOMAIN } else { LEGACY_DOMAIN };
     if !key.verify(domain, &request_message(method, path, unix_ms, parts.nonce, body), &sig) {

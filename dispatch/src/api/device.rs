@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,24 +17,39 @@ use super::limits::{Limiter, limit};
 use super::{AppState, blocking, body_of, octets};
 use crate::error::DispatchError;
 
+/// Uploads dispatch reads at once; more wait their turn (headers read, bodies not).
+const UPLOADS_AT_ONCE: usize = 16;
+
 /// An enrolment request is a few hundred bytes.
 const ENROL_BODY_BYTES: usize = 8 * 1024;
 
 /// Each device's own request budget, drawn only once its signature verified: a stranger who
 /// knows a device id cannot spend that phone's budget, and made-up ids open no budgets.
 #[derive(Clone)]
-struct EachDevice(Limiter);
+struct EachDevice {
+    requests: Limiter,
+    full_manifests: Limiter,
+}
 
-pub(super) fn routes(enrolment: Limiter, devices: Limiter, each_device: Limiter) -> Router<AppState> {
+pub(super) fn routes(
+    enrolment: Limiter,
+    devices: Limiter,
+    each_device: Limiter,
+    full_manifests: Limiter,
+) -> Router<AppState> {
     let enrolling = Router::new()
         .route("/v1/enrol", post(enrol))
         .route_layer(middleware::from_fn_with_state(enrolment, limit))
         .layer(DefaultBodyLimit::max(ENROL_BODY_BYTES));
     Router::new()
         .route("/v1/devices/{id}/manifest", get(manifest))
-        .route("/v1/devices/{id}/receipts", post(upload))
+        .route(
+            "/v1/devices/{id}/receipts",
+            // Uploads in flight at once: their bodies are held while verified (at most 2 MiB each).
+            post(upload).layer(tower::limit::ConcurrencyLimitLayer::new(UPLOADS_AT_ONCE)),
+        )
         .route_layer(middleware::from_fn_with_state(devices, limit))
-        .layer(Extension(EachDevice(each_device)))
+        .layer(Extension(EachDevice { requests: each_device, full_manifests }))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .merge(enrolling)
 }
@@ -51,7 +66,7 @@ async fn verified(
 ) -> Result<(), DispatchError> {
     let (d, id2, signature) = (d.clone(), id.to_owned(), device_signature(headers));
     blocking(move || d.verify_device_request(&id2, signature.as_deref(), method, &path, &body)).await?;
-    each.0.check(id)
+    each.requests.check(id)
 }
 
 async fn enrol(
@@ -94,6 +109,9 @@ async fn manifest(
     let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
+    if since.is_none() {
+        each.full_manifests.check(&id)?;
+    }
     Ok(match blocking(move || d.manifest(&id, date, since)).await? {
         Some(envelope) => octets(envelope),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -104,15 +122,19 @@ fn device_signature(headers: &HeaderMap) -> Option<String> {
     headers.get(REQUEST_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// An upload: the header is checked before the body is read (a stranger's upload is refused
+/// without being held in memory), then the signature over the body.
 async fn upload(
     State(d): State<AppState>,
     Extension(each): Extension<EachDevice>,
     Path(id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, DispatchError> {
-    let body = body_of(body, MAX_BATCH_BYTES)?;
+    let (d2, id2, signature) = (d.clone(), id.clone(), device_signature(&headers));
+    blocking(move || d2.check_device_request_header(&id2, signature.as_deref())).await?;
+    let body = body_of(Bytes::from_request(request, &()).await, MAX_BATCH_BYTES)?;
     verified(&d, &each, &id, &headers, "POST", uri.path().to_owned(), body.clone()).await?;
     Ok(octets(blocking(move || d.upload(&id, &body)).await?))
 }

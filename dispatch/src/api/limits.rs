@@ -27,6 +27,9 @@ pub struct Limits {
     /// `/v1/devices/{id}/...` per device id, wherever it comes from: one phone cannot keep dispatch
     /// rebuilding full manifests.
     pub each_device_per_minute: u32,
+    /// Full manifests per device id (each is built from the whole route-day, under dispatch's
+    /// write lock); deltas do not count.
+    pub full_manifests_per_device_per_minute: u32,
     /// Behind a TLS proxy every peer is the proxy: take the client from the last
     /// `X-Forwarded-For` entry (the one the proxy added) instead. Only with `--behind-tls-proxy`.
     pub trust_forwarded_for: bool,
@@ -40,6 +43,7 @@ impl Limits {
             enrol_per_minute: u32::MAX,
             device_per_minute: u32::MAX,
             each_device_per_minute: u32::MAX,
+            full_manifests_per_device_per_minute: u32::MAX,
             trust_forwarded_for: false,
         }
     }
@@ -52,6 +56,7 @@ impl Default for Limits {
             enrol_per_minute: 20,
             device_per_minute: 1200,
             each_device_per_minute: 120,
+            full_manifests_per_device_per_minute: 6,
             trust_forwarded_for: false,
         }
     }

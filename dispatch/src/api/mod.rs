@@ -40,22 +40,11 @@ type AppState = Arc<Dispatch>;
 impl IntoResponse for DispatchError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let kind = match status.as_u16() {
-            400 => "bad_request",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "not_found",
-            405 => "method_not_allowed",
-            409 => "conflict",
-            413 => "too_large",
-            429 => "too_many_requests",
-            _ => "internal",
-        };
         let retry_after = match self {
             DispatchError::TooManyRequests(seconds) => Some(seconds.to_string()),
             _ => None,
         };
-        let mut response = (status, Json(json!({ "error": kind, "detail": self.to_string() }))).into_response();
+        let mut response = error_body(status, self.to_string());
         if let Some(value) = retry_after.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -77,11 +66,14 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
             limits::Limiter::per_minute(limits.enrol_per_minute, limits.trust_forwarded_for),
             limits::Limiter::per_minute(limits.device_per_minute, limits.trust_forwarded_for),
             limits::Limiter::per_minute(limits.each_device_per_minute, false),
+            limits::Limiter::per_minute(limits.full_manifests_per_device_per_minute, false),
         ))
         .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(BODY_DEADLINE))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, ANSWER_DEADLINE))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(dispatch)
 }
@@ -112,6 +104,23 @@ fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body_of(body, limit)?).map_err(|e| DispatchError::BadRequest(e.to_string()))
 }
 
+/// The JSON error body every 4xx and 5xx carries: `{"error": <kind of status>, "detail"}`.
+fn error_body(status: StatusCode, detail: String) -> Response {
+    let kind = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        409 => "conflict",
+        413 => "too_large",
+        429 => "too_many_requests",
+        _ => "internal",
+    };
+    (status, Json(json!({ "error": kind, "detail": detail }))).into_response()
+}
+
 /// Answers axum's own refusals (a path segment that is not UTF-8, say) with the JSON error body,
 /// like every other error: they come as plain text from the extractors.
 async fn json_errors(request: Request, next: Next) -> Response {
@@ -121,18 +130,27 @@ async fn json_errors(request: Request, next: Next) -> Response {
     if !(response.status().is_client_error() || response.status().is_server_error()) || is_json {
         return response;
     }
-    let status = response.status();
-    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
-    let detail = String::from_utf8_lossy(&text).into_owned();
-    let error = match status {
-        StatusCode::NOT_FOUND => DispatchError::NotFound(detail),
-        StatusCode::PAYLOAD_TOO_LARGE => DispatchError::TooLarge(MAX_BODY_BYTES),
-        StatusCode::METHOD_NOT_ALLOWED => DispatchError::MethodNotAllowed,
-        s if s.is_client_error() => DispatchError::BadRequest(detail),
-        _ => DispatchError::Io(std::io::Error::other(detail)),
-    };
-    error.into_response()
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut detail = String::from_utf8_lossy(&text).into_owned();
+    if detail.is_empty() {
+        detail = parts.status.canonical_reason().unwrap_or("error").to_owned();
+    }
+    let mut answer = error_body(parts.status, detail);
+    // Keep what the refusal said besides its body (405's Allow, say).
+    for (name, value) in
+        parts.headers.iter().filter(|(n, _)| *n != header::CONTENT_TYPE && *n != header::CONTENT_LENGTH)
+    {
+        answer.headers_mut().insert(name.clone(), value.clone());
+    }
+    answer
 }
+
+/// A request's body must have arrived within this long (a stalled upload holds nothing).
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A request must be answered within this long, or it is answered 408.
+const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The `Authorization: Bearer <value>` of a request (an operator key or a customer link).
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -50,17 +50,27 @@ async fn require_operator(State(d): State<AppState>, mut request: Request, next:
 
 /// Headers a proxy, a tunnel's front end or a browser adds: a request carrying one came from
 /// somewhere else than a program on this machine, whatever its peer address.
-const RELAY_HEADERS: [&str; 10] = [
+const RELAY_HEADERS: [&str; 20] = [
     "forwarded",
+    "forwarded-for",
+    "x-forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "x-original-host",
     "x-real-ip",
     "x-client-ip",
+    "x-cluster-client-ip",
     "true-client-ip",
     "cf-connecting-ip",
+    "fastly-client-ip",
     "via",
     "origin",
+    "referer",
+    "sec-fetch-site",
+    "sec-fetch-mode",
 ];
 
 /// Whether the request names this machine (`Host: localhost`, `127.0.0.1` or `[::1]`, any port):
