@@ -4,7 +4,8 @@
 //! either served here with rustls (ring provider) from PEM files, or terminated by a proxy the
 //! operator names with `--behind-tls-proxy`.
 //!
-//! Only HTTP/1.1 is served (no h2c, and ALPN offers only `http/1.1`), and every connection must
+//! Connections are counted and capped ([`Connections`]: in all and per client address). Only
+//! HTTP/1.1 is served (no h2c, and ALPN offers only `http/1.1`), and every connection must
 //! send its request headers within [`HEADER_TIMEOUT`] (a TLS handshake within rustls's own 10 s),
 //! so clients that trickle bytes cannot hold dispatch's file descriptors; the router bounds how
 //! long a body may take (`api`).
@@ -13,10 +14,17 @@
 //! takes effect for new connections without a restart. A reload that fails keeps the old one.
 //! The private key file must not be readable by others, as ssh insists for its keys.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use axum::Router;
 use axum_server::Handle;
@@ -130,6 +138,21 @@ fn check_key_file(_key: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// How many connections dispatch holds at once: in all (below the usual 1,024 open files, so
+/// dispatch never runs out of them), and per client address (none behind a proxy, where every
+/// peer is the proxy). A connection over either is closed as soon as it is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connections {
+    pub total: usize,
+    pub per_client: Option<usize>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections { total: 768, per_client: Some(64) }
+    }
+}
+
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then lets open
 /// connections finish for a grace period. Handlers see the peer's address (`ConnectInfo`).
 pub async fn serve(
@@ -138,6 +161,18 @@ pub async fn serve(
     tls: Option<RustlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, tls, shutdown, Connections::default()).await
+}
+
+/// [`serve`] with these connection limits.
+pub async fn serve_with(
+    listener: std::net::TcpListener,
+    app: Router,
+    tls: Option<RustlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    connections: Connections,
+) -> std::io::Result<()> {
+    let book = Arc::new(Book { connections, open: Mutex::new((0, HashMap::new())) });
     let handle = Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -147,7 +182,9 @@ pub async fn serve(
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         Some(config) => {
-            let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config);
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(Admit { inner: tls, book })
                 .handle(handle)
                 .http1_only()
                 .first_request_timeout(HEADER_TIMEOUT);
@@ -155,11 +192,110 @@ pub async fn serve(
             server.serve(service).await
         }
         None => {
-            let mut server =
-                axum_server::from_tcp(listener)?.handle(handle).http1_only().first_request_timeout(HEADER_TIMEOUT);
+            let plain = axum_server::accept::DefaultAcceptor::new();
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(Admit { inner: plain, book })
+                .handle(handle)
+                .http1_only()
+                .first_request_timeout(HEADER_TIMEOUT);
             server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
             server.serve(service).await
         }
+    }
+}
+
+/// The connections open now: in all, and per client address.
+struct Book {
+    connections: Connections,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Book {
+    /// A place for one more connection from `client`, or `None` when it is over a limit.
+    fn admit(self: &Arc<Book>, client: IpAddr) -> Option<Ticket> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (total, per_client) = &mut *open;
+        let mine = per_client.entry(client).or_default();
+        if *total >= self.connections.total || self.connections.per_client.is_some_and(|max| *mine >= max) {
+            return None;
+        }
+        *total += 1;
+        *mine += 1;
+        Some(Ticket { book: self.clone(), client })
+    }
+}
+
+/// One connection's place; given back when the connection goes.
+struct Ticket {
+    book: Arc<Book>,
+    client: IpAddr,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.book.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (total, per_client) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_client.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Admits a connection while its client and the server are within [`Connections`], then hands
+/// it (with its ticket) to the inner acceptor (plain or TLS).
+#[derive(Clone)]
+struct Admit<A> {
+    inner: A,
+    book: Arc<Book>,
+}
+
+impl<A, S> axum_server::accept::Accept<TcpStream, S> for Admit<A>
+where
+    A: axum_server::accept::Accept<Counted, S> + Clone + Send + 'static,
+    A::Future: Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = A::Service;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<(A::Stream, A::Service)>> + Send>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let admitted = stream.peer_addr().ok().and_then(|peer| self.book.admit(peer.ip()));
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let ticket = admitted.ok_or_else(|| std::io::Error::other("too many connections"))?;
+            inner.accept(Counted { stream, _ticket: ticket }, service).await
+        })
+    }
+}
+
+/// A TCP stream that holds its connection's place until it is dropped.
+struct Counted {
+    stream: TcpStream,
+    _ticket: Ticket,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -122,6 +122,13 @@ enum Command {
         /// Requests per minute per device id (manifests, uploads), from any address.
         #[arg(long, default_value_t = api::Limits::default().each_device_per_minute)]
         requests_per_device_per_minute: u32,
+        /// Connections held at once, in all (keep it below the process's open-files limit).
+        #[arg(long, default_value_t = listen::Connections::default().total)]
+        max_connections: usize,
+        /// Connections held at once per client address (not applied with --behind-tls-proxy,
+        /// where every peer is the proxy).
+        #[arg(long, default_value_t = listen::Connections::default().per_client.unwrap_or(64))]
+        max_connections_per_client: usize,
         /// Full manifests per minute per device id (deltas do not count).
         #[arg(long, default_value_t = api::Limits::default().full_manifests_per_device_per_minute)]
         full_manifests_per_device_per_minute: u32,
@@ -283,6 +290,8 @@ fn main() -> ExitCode {
             device_requests_per_minute,
             requests_per_device_per_minute,
             full_manifests_per_device_per_minute,
+            max_connections,
+            max_connections_per_client,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
@@ -296,6 +305,10 @@ fn main() -> ExitCode {
                 mail,
                 behind_tls_proxy,
                 tls: tls_cert.zip(tls_key).map(|(cert, key)| listen::TlsFiles { cert, key }),
+                connections: listen::Connections {
+                    total: max_connections,
+                    per_client: (!behind_tls_proxy).then_some(max_connections_per_client),
+                },
                 enrolment_token_ttl: chrono::TimeDelta::try_hours(enrolment_token_hours)
                     .unwrap_or(chrono::TimeDelta::MAX),
                 max_resets_per_parcel,
@@ -371,6 +384,7 @@ struct ServeOptions {
     mail: Option<MailConfig>,
     behind_tls_proxy: bool,
     tls: Option<listen::TlsFiles>,
+    connections: listen::Connections,
     enrolment_token_ttl: chrono::TimeDelta,
     max_resets_per_parcel: u32,
     limits: api::Limits,
@@ -465,7 +479,8 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
             }
         }
     });
-    match listen::serve(listener, api::router_with_limits(dispatch, options.limits), tls, shutdown).await {
+    let app = api::router_with_limits(dispatch, options.limits);
+    match listen::serve_with(listener, app, tls, shutdown, options.connections).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("server error: {e}")),
     }

@@ -179,3 +179,40 @@ fn http2_is_not_served_in_the_clear_or_over_tls() {
     let config = runtime.block_on(listen::load(&files)).unwrap();
     assert_eq!(config.get_inner().alpn_protocols, vec![b"http/1.1".to_vec()], "h2 is never offered");
 }
+
+/// The reviews held a thousand connections from one address until dispatch ran out of file
+/// descriptors. Connections are capped per client address and in all; one over the cap is closed
+/// at once, and a place freed is taken again.
+#[test]
+fn connections_over_the_cap_are_closed_at_once_and_places_come_back() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = doorstep_dispatch::api::router(server.dispatch.clone());
+    let limits = listen::Connections { total: 100, per_client: Some(3) };
+    runtime.spawn(listen::serve_with(listener, app, None, std::future::pending(), limits));
+    let open = |_| {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        stream
+    };
+    let held: Vec<_> = (0..3).map(open).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut fourth = open(0);
+    let _ = fourth.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let closed = match fourth.read_to_end(&mut answer) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed && answer.is_empty(), "closed unanswered, not left waiting: {answer:?}");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut again = open(0);
+    again.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    again.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 404"), "{}", String::from_utf8_lossy(&answer));
+}
