@@ -180,28 +180,27 @@ pub async fn serve_with(
         stopper.graceful_shutdown(Some(GRACE));
     });
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum_server::from_tcp(listener)?;
     match tls {
         Some(config) => {
             let tls = axum_server::tls_rustls::RustlsAcceptor::new(config);
-            let mut server = axum_server::from_tcp(listener)?
-                .acceptor(Admit { inner: tls, book })
-                .handle(handle)
-                .http1_only()
-                .first_request_timeout(HEADER_TIMEOUT);
-            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
-            server.serve(service).await
+            limited(server.acceptor(Admit { inner: tls, book }), handle).serve(service).await
         }
         None => {
             let plain = axum_server::accept::DefaultAcceptor::new();
-            let mut server = axum_server::from_tcp(listener)?
-                .acceptor(Admit { inner: plain, book })
-                .handle(handle)
-                .http1_only()
-                .first_request_timeout(HEADER_TIMEOUT);
-            server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
-            server.serve(service).await
+            limited(server.acceptor(Admit { inner: plain, book }), handle).serve(service).await
         }
     }
+}
+
+/// HTTP/1.1 only, with the header time limits, whatever the acceptor (plain or TLS).
+fn limited<A>(
+    server: axum_server::Server<SocketAddr, A>,
+    handle: Handle<SocketAddr>,
+) -> axum_server::Server<SocketAddr, A> {
+    let mut server = server.handle(handle).http1_only().first_request_timeout(HEADER_TIMEOUT);
+    server.http_builder().http1().header_read_timeout(HEADER_TIMEOUT);
+    server
 }
 
 /// The connections open now: in all, and per client address.
