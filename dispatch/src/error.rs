@@ -20,6 +20,8 @@ pub enum DispatchError {
     TooManyRequests(u64),
     #[error("the body is over the limit of {0} bytes")]
     TooLarge(usize),
+    #[error("the request's body did not arrive in time; send it again")]
+    Timeout,
     #[error(transparent)]
     Core(#[from] CoreError),
     #[error("storage: {0}")]
@@ -38,6 +40,7 @@ impl DispatchError {
             DispatchError::NotFound(_) => 404,
             DispatchError::MethodNotAllowed => 405,
             DispatchError::Conflict(_) => 409,
+            DispatchError::Timeout => 408,
             DispatchError::TooLarge(_) => 413,
             DispatchError::TooManyRequests(_) => 429,
             DispatchError::Core(

@@ -149,7 +149,7 @@ pub struct Connections {
 
 impl Default for Connections {
     fn default() -> Self {
-        Connections { total: 768, per_client: Some(64) }
+        Connections { total: 768, per_client: Some(16) }
     }
 }
 
@@ -209,9 +209,22 @@ struct Book {
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
+/// Whose share a connection takes: an IPv4 address, or an IPv6 /64 (one subscriber gets a whole
+/// /64, so single IPv6 addresses would give one host unlimited shares).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 impl Book {
     /// A place for one more connection from `client`, or `None` when it is over a limit.
-    fn admit(self: &Arc<Book>, client: IpAddr) -> Option<Ticket> {
+    fn admit(self: &Arc<Book>, ip: IpAddr) -> Option<Ticket> {
+        let client = client_of(ip);
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (total, per_client) = &mut *open;
         let mine = per_client.entry(client).or_default();
@@ -267,15 +280,34 @@ where
         let inner = self.inner.clone();
         Box::pin(async move {
             let ticket = admitted.ok_or_else(|| std::io::Error::other("too many connections"))?;
-            inner.accept(Counted { stream, _ticket: ticket }, service).await
+            inner.accept(Counted { stream, _ticket: ticket, stalled: None }, service).await
         })
     }
 }
 
-/// A TCP stream that holds its connection's place until it is dropped.
+/// How long an answer may wait for the client to read it: a client that stops reading is cut
+/// off instead of keeping its place.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// A TCP stream that holds its connection's place until it is dropped, and fails a write that
+/// has made no progress for [`WRITE_STALL`].
 struct Counted {
     stream: TcpStream,
     _ticket: Ticket,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Counted {
+    /// A write the client is not taking: start (or keep) the stall clock, fail once it ran out.
+    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let clock = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+        match clock.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -286,7 +318,13 @@ impl AsyncRead for Counted {
 
 impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Pending => self.stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -301,6 +339,16 @@ impl AsyncWrite for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_subscriber_takes_one_share_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(other));
+        assert_eq!(client_of("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
 
     #[test]
     fn serve_refuses_a_network_address_without_operator_keys_smtp_or_tls() {

@@ -127,7 +127,7 @@ enum Command {
         max_connections: usize,
         /// Connections held at once per client address (not applied with --behind-tls-proxy,
         /// where every peer is the proxy).
-        #[arg(long, default_value_t = listen::Connections::default().per_client.unwrap_or(64))]
+        #[arg(long, default_value_t = listen::Connections::default().per_client.unwrap_or(16))]
         max_connections_per_client: usize,
         /// Full manifests per minute per device id (deltas do not count).
         #[arg(long, default_value_t = api::Limits::default().full_manifests_per_device_per_minute)]

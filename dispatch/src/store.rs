@@ -787,6 +787,19 @@ impl Dispatch {
     /// this device can continue from, or the date changed): a new full manifest. With `since` equal
     /// to the latest sequence: `None`, nothing new. Otherwise the delta `since + 1`.
     pub fn manifest(&self, device_id: &str, date: NaiveDate, since: Option<u64>) -> Result<Option<Vec<u8>>> {
+        self.manifest_or_refuse_full(device_id, date, since, &|| Ok(()))
+    }
+
+    /// [`Dispatch::manifest`], asking `before_full` first whenever it is about to build a full
+    /// manifest (the costly kind, from the whole route-day): the API draws the device's
+    /// full-manifest budget there, whatever `since` the request named.
+    pub fn manifest_or_refuse_full(
+        &self,
+        device_id: &str,
+        date: NaiveDate,
+        since: Option<u64>,
+        before_full: &dyn Fn() -> Result<()>,
+    ) -> Result<Option<Vec<u8>>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (device, route_id, seq) = self.device(&tx, device_id)?;
@@ -811,6 +824,7 @@ impl Dispatch {
                 return Ok(delta);
             }
         }
+        before_full()?;
         let ids: Vec<String> = tx
             .prepare(
                 "SELECT parcel_id FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 AND departed_at_ms IS NOT NULL
@@ -1269,13 +1283,13 @@ impl Dispatch {
         Ok(())
     }
 
-    /// Checks a device request's `Device-Signature` header (method, path with query, body) against
-    /// the device's enrolled key and the server's clock, and answers each signed request once (a
-    /// replay inside the clock window is refused). An unknown device, a bad or missing signature, a
-    /// clock out of the window and a replay all get the same 401, so nothing tells which device ids
-    /// exist.
     /// What can be checked of a device request before its body is read: the device exists and
     /// the `Device-Signature` names it, in form and in time. Refused like any bad signature.
+    ///
+    /// The trade-off: an upload naming an unknown device is answered at once, one naming a known
+    /// device only after its body, so the timing confirms that a (leaked) device id exists. Ids
+    /// carry 74 random bits, and reading every stranger's body would let strangers fill the
+    /// upload places instead.
     pub fn check_device_request_header(&self, device_id: &str, header: Option<&str>) -> Result<()> {
         let refused = || DispatchError::Unauthorized(DEVICE_REFUSED.into());
         let header = header.ok_or_else(refused)?;
@@ -1288,6 +1302,11 @@ impl Dispatch {
         Ok(())
     }
 
+    /// Checks a device request's `Device-Signature` header (method, path with query, body) against
+    /// the device's enrolled key and the server's clock, and answers each signed request once (a
+    /// replay inside the clock window is refused). An unknown device, a bad or missing signature, a
+    /// clock out of the window and a replay all get the same 401, and the time to answer
+    /// does not depend on it either (uploads aside: see above).
     pub fn verify_device_request(
         &self,
         device_id: &str,

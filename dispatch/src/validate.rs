@@ -37,7 +37,9 @@ fn invisible(c: char) -> bool {
         | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{0890}'..='\u{0891}' | '\u{08E2}'
         | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{FFF9}'..='\u{FFFB}'
         // line and paragraph separators; blanks
-        | '\u{2028}'..='\u{2029}' | '\u{2800}' | '\u{FFFC}')
+        | '\u{2028}'..='\u{2029}' | '\u{2800}' | '\u{FFFC}'
+        // private use (no meaning anyone agreed on) and noncharacters
+        | '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{10FFFF}' | '\u{FDD0}'..='\u{FDEF}' | '\u{FFFE}'..='\u{FFFF}')
 }
 
 fn plain(value: &str) -> bool {
@@ -65,12 +67,16 @@ pub fn hint(what: &str, value: &str) -> Result<()> {
 /// The label a customer gives a delegate: no spaces around it either, so " Anna" is not a
 /// second Anna.
 pub fn label(value: &str) -> Result<()> {
-    if !value.is_empty() && value.trim() == value && value.len() <= MAX_LABEL_LEN && plain(value) {
+    let readable = value.chars().any(char::is_alphanumeric);
+    if readable && value.trim() == value && value.len() <= MAX_LABEL_LEN && plain(value) {
         Ok(())
     } else {
         Err(bad(
             "delegate label",
-            format!("must be 1..={MAX_LABEL_LEN} bytes, no spaces around it, without control or invisible characters"),
+            format!(
+                "must be 1..={MAX_LABEL_LEN} bytes with a letter or digit, no spaces around it, without control or \
+                 invisible characters"
+            ),
         ))
     }
 }
@@ -151,6 +157,8 @@ mod tests {
             assert!(label(sneaky).is_err(), "{sneaky:?}");
         }
         assert!(label(" Anna").is_err() && label("Anna ").is_err());
+        assert!(label("\u{0301}").is_err(), "a lone combining mark shows nothing");
+        assert!(id("b", "x\u{E000}").is_err() && hint("h", "\u{FFFE}").is_err());
         assert!(
             label("Anna Maria").is_ok() && hint("h", "Straße 5, Hinterhaus").is_ok() && id("b", "Ünïcode-1").is_ok()
         );

@@ -296,9 +296,43 @@ fn full_manifests_have_their_own_budget_per_device() {
     let ask = |path: &str| {
         get_with(&server.url(path), &[("Device-Signature", &phone.sign_request("GET", path, b"").unwrap())]).0
     };
-    assert_eq!(ask(&full), 200);
+    let signed = |path: &str| {
+        get_with(&server.url(path), &[("Device-Signature", &phone.sign_request("GET", path, b"").unwrap())])
+    };
+    let (status, envelope) = signed(&full);
+    assert_eq!(status, 200);
+    phone.apply_manifest(&envelope).unwrap();
     assert_eq!(ask(&full), 429);
     let seq = phone.status().unwrap().manifest_sequence.unwrap();
-    let delta = ask(&format!("{full}&since={seq}"));
-    assert!(delta == 200 || delta == 204, "the phone still syncs by deltas: {delta}");
+    assert_eq!(ask(&format!("{full}&since={seq}")), 204, "the phone still syncs by deltas");
+    // The third review got full manifests past the budget by naming a `since` no delta has.
+    assert_eq!(ask(&format!("{full}&since=99999")), 429, "a full manifest however it is asked for");
+}
+
+/// The third review held all 16 upload places with forged headers naming one known device, and a
+/// genuine phone waited a minute. One device id holds at most two places.
+#[test]
+fn one_device_id_holds_at_most_two_upload_places() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let (_phone, _dir, device_id) = server.day();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let now = server.clock.now().timestamp_millis();
+    let stalled = |n: usize| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/devices/{device_id}/receipts HTTP/1.1\r\nHost: {addr}\r\n\
+             Device-Signature: {device_id}.{now}.nonce{n}.AAAA\r\nContent-Length: 1000\r\n\r\nx"
+        )
+        .unwrap();
+        stream
+    };
+    let _held: Vec<_> = (0..2).map(stalled).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut third = stalled(2);
+    third.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 12];
+    third.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer[9..12], b"429", "refused at once, not queued");
 }

@@ -146,6 +146,21 @@ fn without_operator_keys_only_a_direct_local_caller_opens_the_operator_routes() 
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["error"], "unauthorized");
     }
     assert_eq!(post(&server.url("/v1/enrolment-tokens"), &[], body).0, 201, "a developer's own call");
+    // The third review's: two Host headers (the first said localhost), and an absolute-form line.
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    for head in [
+        "POST /v1/enrolment-tokens HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n",
+        "POST http://evil.example/v1/enrolment-tokens HTTP/1.1\r\nHost: localhost\r\n",
+    ] {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(stream, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let status = String::from_utf8_lossy(&answer[..12]).into_owned();
+        assert!(status.ends_with("401") || status.ends_with("400"), "{head:?}: {status}");
+    }
     let port = server.base.rsplit(':').next().unwrap().to_owned();
     for host in [format!("localhost:{port}"), format!("[::1]:{port}"), "127.0.0.1".to_owned()] {
         assert_eq!(post(&server.url("/v1/enrolment-tokens"), &[("Host", &host)], body).0, 201, "{host}");

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::limits::{Limiter, limit};
-use super::{AppState, bearer, blocking, json_body};
+use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, bearer, blocking, body_deadline, json_body};
 use crate::error::DispatchError;
 
 /// A customer's request body is one small JSON object (a delegate's label).
@@ -25,6 +25,8 @@ pub(super) fn routes(limiter: Limiter) -> Router<AppState> {
         .route("/v1/customer/parcels/{id}/qr", get(customer_qr))
         .route_layer(middleware::from_fn_with_state(limiter, limit))
         .layer(DefaultBodyLimit::max(CUSTOMER_BODY_BYTES))
+        .layer(body_deadline(SMALL_BODY_DEADLINE))
+        .layer(answer_deadline())
 }
 
 /// The customer's bearer token (from their code e-mail).

@@ -7,14 +7,19 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router, middleware};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
 use chrono::NaiveDate;
 use doorstep_core::protocol::{MAX_BATCH_BYTES, REQUEST_HEADER};
 
 use super::limits::{Limiter, limit};
-use super::{AppState, blocking, body_of, octets};
+use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, blocking, body_deadline, body_of, octets};
 use crate::error::DispatchError;
 
 /// Uploads dispatch reads at once; more wait their turn (headers read, bodies not).
@@ -40,18 +45,56 @@ pub(super) fn routes(
     let enrolling = Router::new()
         .route("/v1/enrol", post(enrol))
         .route_layer(middleware::from_fn_with_state(enrolment, limit))
-        .layer(DefaultBodyLimit::max(ENROL_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(ENROL_BODY_BYTES))
+        .layer(body_deadline(SMALL_BODY_DEADLINE));
+    let uploading = post(upload)
+        // Its body's clock starts once the upload has its turn (inside the limits below).
+        .layer::<_, Infallible>(body_deadline(UPLOAD_BODY_DEADLINE))
+        // Uploads read at once, in all: their bodies are held while verified (2 MiB at most).
+        .layer::<_, Infallible>(tower::limit::ConcurrencyLimitLayer::new(UPLOADS_AT_ONCE))
+        // ... and per device id: a stranger who knows one id holds at most its two places.
+        .layer::<_, Infallible>(middleware::from_fn_with_state(InFlight::default(), one_device_at_a_time));
     Router::new()
         .route("/v1/devices/{id}/manifest", get(manifest))
-        .route(
-            "/v1/devices/{id}/receipts",
-            // Uploads in flight at once: their bodies are held while verified (at most 2 MiB each).
-            post(upload).layer(tower::limit::ConcurrencyLimitLayer::new(UPLOADS_AT_ONCE)),
-        )
+        .route("/v1/devices/{id}/receipts", uploading)
         .route_layer(middleware::from_fn_with_state(devices, limit))
         .layer(Extension(EachDevice { requests: each_device, full_manifests }))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
+        .layer(answer_deadline())
         .merge(enrolling)
+}
+
+/// How long an upload's body may take once it has its turn.
+const UPLOAD_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Uploads in flight per device id (as the path spells it).
+const UPLOADS_PER_DEVICE: usize = 2;
+
+/// Uploads in flight, per device id.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
+
+/// Lets an upload wait for a place among [`UPLOADS_AT_ONCE`] only while its device has fewer than
+/// [`UPLOADS_PER_DEVICE`] in flight; 429 otherwise (a phone uploads one batch at a time).
+async fn one_device_at_a_time(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
+    let device = request.uri().path().split('/').nth(3).unwrap_or_default().to_owned();
+    {
+        let mut open = in_flight.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = open.entry(device.clone()).or_default();
+        if *mine >= UPLOADS_PER_DEVICE {
+            return DispatchError::TooManyRequests(5).into_response();
+        }
+        *mine += 1;
+    }
+    let response = next.run(request).await;
+    let mut open = in_flight.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(mine) = open.get_mut(&device) {
+        *mine -= 1;
+        if *mine == 0 {
+            open.remove(&device);
+        }
+    }
+    response
 }
 
 /// Verifies the request's `Device-Signature`, then draws on that device's own budget.
@@ -109,10 +152,10 @@ async fn manifest(
     let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
-    if since.is_none() {
-        each.full_manifests.check(&id)?;
-    }
-    Ok(match blocking(move || d.manifest(&id, date, since)).await? {
+    // Drawn where dispatch is about to build a full manifest, whatever `since` says.
+    let budget = each.full_manifests.clone();
+    let full = move |id: &str| budget.check(id);
+    Ok(match blocking(move || d.manifest_or_refuse_full(&id, date, since, &|| full(&id))).await? {
         Some(envelope) => octets(envelope),
         None => StatusCode::NO_CONTENT.into_response(),
     })

@@ -16,6 +16,7 @@ mod operator;
 pub use limits::Limits;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -72,8 +73,6 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(BODY_DEADLINE))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, ANSWER_DEADLINE))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(dispatch)
 }
@@ -88,6 +87,13 @@ async fn blocking<T: Send + 'static>(
 /// unreadable.
 fn body_of(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, DispatchError> {
     body.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<tower_http::timeout::TimeoutError>() {
+                return DispatchError::Timeout;
+            }
+            cause = c.source();
+        }
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             DispatchError::TooLarge(limit)
         } else {
@@ -146,11 +152,23 @@ async fn json_errors(request: Request, next: Next) -> Response {
     answer
 }
 
-/// A request's body must have arrived within this long (a stalled upload holds nothing).
-const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a body may take to arrive, per group of routes (a stalled one holds nothing longer):
+/// a customer's or an enrolment request is a few hundred bytes; an upload's clock starts once it
+/// has its turn (`device`); an operator's import of a whole day may be 16 MiB on a slow line.
+const SMALL_BODY_DEADLINE: Duration = Duration::from_secs(30);
+const OPERATOR_BODY_DEADLINE: Duration = Duration::from_secs(600);
 
-/// A request must be answered within this long, or it is answered 408.
-const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Requests from phones and customers are answered within this long, or 408. Operator requests
+/// are not cut short: an import that ran past a deadline would still commit.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
+
+fn body_deadline(d: Duration) -> tower_http::timeout::RequestBodyDeadlineLayer {
+    tower_http::timeout::RequestBodyDeadlineLayer::new(d)
+}
+
+fn answer_deadline() -> tower_http::timeout::TimeoutLayer {
+    tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, ANSWER_DEADLINE)
+}
 
 /// The `Authorization: Bearer <value>` of a request (an operator key or a customer link).
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -15,7 +15,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, MAX_BODY_BYTES, bearer, blocking, body_of, json_body};
+use super::{AppState, MAX_BODY_BYTES, OPERATOR_BODY_DEADLINE, bearer, blocking, body_deadline, body_of, json_body};
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
@@ -30,6 +30,7 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/parcels/{id}/reassign", post(reassign))
         .route("/v1/parcels/{id}/history", get(history))
         .route_layer(middleware::from_fn_with_state(state, require_operator))
+        .layer(body_deadline(OPERATOR_BODY_DEADLINE))
 }
 
 /// Lets the request through with its [`Operator`], or answers 401.
@@ -38,7 +39,9 @@ async fn require_operator(State(d): State<AppState>, mut request: Request, next:
     let peer_is_loopback =
         request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
     let relayed = RELAY_HEADERS.iter().any(|h| request.headers().contains_key(*h));
-    let direct_local = peer_is_loopback && !relayed && names_loopback(request.headers());
+    // An absolute-form request line (`GET http://host/...`) names its own host: a proxy's.
+    let direct_local =
+        peer_is_loopback && !relayed && request.uri().authority().is_none() && names_loopback(request.headers());
     match blocking(move || d.authenticate_operator(presented.as_deref(), direct_local)).await {
         Ok(operator) => {
             request.extensions_mut().insert(operator);
@@ -50,22 +53,27 @@ async fn require_operator(State(d): State<AppState>, mut request: Request, next:
 
 /// Headers a proxy, a tunnel's front end or a browser adds: a request carrying one came from
 /// somewhere else than a program on this machine, whatever its peer address.
-const RELAY_HEADERS: [&str; 20] = [
+const RELAY_HEADERS: [&str; 25] = [
     "forwarded",
     "forwarded-for",
     "x-forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
+    "x-forwarded-port",
     "x-forwarded-proto",
     "x-forwarded-server",
     "x-original-forwarded-for",
     "x-original-host",
     "x-real-ip",
     "x-client-ip",
+    "client-ip",
     "x-cluster-client-ip",
     "true-client-ip",
     "cf-connecting-ip",
+    "cf-ray",
     "fastly-client-ip",
+    "x-envoy-external-address",
+    "tailscale-user-login",
     "via",
     "origin",
     "referer",
@@ -77,7 +85,8 @@ const RELAY_HEADERS: [&str; 20] = [
 /// a web page that rebinds its own name to 127.0.0.1, or a proxy passing on the public name, does
 /// not.
 fn names_loopback(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next().and_then(|v| v.to_str().ok()), hosts.next()) else {
         return false;
     };
     let name = match host.strip_prefix('[') {
