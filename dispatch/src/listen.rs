@@ -209,9 +209,10 @@ struct Book {
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
-/// Whose share a connection takes: an IPv4 address, or an IPv6 /64 (one subscriber gets a whole
-/// /64, so single IPv6 addresses would give one host unlimited shares).
-fn client_of(ip: IpAddr) -> IpAddr {
+/// Who a client address is, for connection shares and rate limits: an IPv4 address, or an IPv6
+/// /64 (one subscriber gets a whole /64, so single IPv6 addresses would give one host unlimited
+/// shares).
+pub fn client_of(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();

@@ -101,16 +101,10 @@ fn client_of(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
 /// Clients tracked before idle ones are forgotten (a limiter must not grow without bound).
 const PRUNE_AT: usize = 100_000;
 
-/// Which budget a client address draws on: an IPv4 address, or an IPv6 /64 (one subscriber gets
-/// a whole /64, so counting single IPv6 addresses would give them unlimited budgets).
+/// Which budget a client address draws on: its IPv4 address or its IPv6 /64, as for connections
+/// (`listen::client_of`).
 fn client_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
+    crate::listen::client_of(ip).to_string()
 }
 
 /// Lets a request through while its client is within the limit; 429 with `Retry-After` otherwise.
@@ -138,21 +132,5 @@ impl Limiter {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             DispatchError::TooManyRequests(wait.as_secs().max(1))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_ipv6_subscriber_draws_on_one_budget_per_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(client_key(a), client_key(b));
-        assert_ne!(client_key(a), client_key(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(client_key(mapped), "192.0.2.7");
     }
 }
