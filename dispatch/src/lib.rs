@@ -3,7 +3,8 @@
 //! The reference issuing service: the core's issuer library behind HTTP, with its state in one
 //! folder (SQLite + signing keys). See `docs/dispatch.md` for the API and what is still to come.
 //!
-//! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection).
+//! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection):
+//!   its schema and upgrades, the customer's side and the e-mail outbox in their own modules.
 //! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
 //! - [`listen`]: where `serve` may listen, and TLS served with rustls or left to a proxy.
 //! - [`operators`]: operator keys and the audit trail of operator actions.

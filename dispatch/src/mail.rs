@@ -1,6 +1,6 @@
 //! Customer e-mail: the code for a parcel that left the warehouse (and for a reissued code). A
 //! message is composed inside the transaction that issues the code and kept, sealed, in the
-//! database's mail outbox (`store.rs`); it is delivered after the commit and retried until it goes
+//! database's mail outbox (`store/mail.rs`); it is delivered after the commit and retried until it goes
 //! out, so a code that exists always reaches the customer and a rolled-back one never does. By
 //! default delivery writes an `.eml` file into the state folder's `outbox/`; with an SMTP relay
 //! configured it is sent there (plain SMTP to a local relay; TLS is the relay's job).

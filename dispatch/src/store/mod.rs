@@ -28,175 +28,12 @@ use crate::operators::{Operator, audit};
 use crate::sealing::{SealingKey, private_file, private_folder, write_private};
 use crate::validate;
 
-const SCHEMA: &str = r#"
--- One-time enrolment tokens, kept as the hex SHA-256 of the token, with the end of their life
--- fixed when they are made.
-CREATE TABLE IF NOT EXISTS enrolment_token (
-    token         TEXT PRIMARY KEY,
-    route_id      TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    used_by       TEXT,
-    expires_at_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS device (
-    device_id      TEXT PRIMARY KEY,
-    route_id       TEXT NOT NULL,
-    secret         BLOB NOT NULL,
-    public_key     BLOB NOT NULL,
-    manifest_seq   INTEGER NOT NULL DEFAULT 0,
-    manifest_date  TEXT,
-    enrolled_at_ms INTEGER NOT NULL
-);
--- Deltas issued to a device, by sequence: `?since=N` returns delta N+1.
-CREATE TABLE IF NOT EXISTS delta (
-    device_id TEXT NOT NULL REFERENCES device (device_id),
-    seq       INTEGER NOT NULL,
-    envelope  BLOB NOT NULL,
-    PRIMARY KEY (device_id, seq)
-);
-CREATE TABLE IF NOT EXISTS parcel (
-    parcel_id      TEXT PRIMARY KEY,
-    barcode        TEXT NOT NULL UNIQUE,
-    route_id       TEXT NOT NULL,
-    stop_id        TEXT NOT NULL,
-    stop_seq       INTEGER NOT NULL,
-    delivery_date  TEXT NOT NULL,
-    time_zone      TEXT NOT NULL,
-    value_cents    INTEGER NOT NULL,
-    category       TEXT NOT NULL,
-    customer_email TEXT NOT NULL,
-    address_hint   TEXT NOT NULL,
-    recipient_hint TEXT NOT NULL,
-    needs_code     INTEGER NOT NULL,
-    departed_at_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS parcel_by_route ON parcel (route_id, delivery_date);
-CREATE TABLE IF NOT EXISTS code (
-    parcel_id     TEXT NOT NULL REFERENCES parcel (parcel_id),
-    holder        TEXT NOT NULL,
-    code          TEXT NOT NULL,
-    issued_at_ms  INTEGER NOT NULL,
-    revoked_at_ms INTEGER,
-    PRIMARY KEY (parcel_id, holder, code)
-);
--- A customer link opens one parcel (its code, delegates and QR tokens) until the end of its
--- delivery day. A fresh one goes out with every code e-mail; only its SHA-256 is kept.
-CREATE TABLE IF NOT EXISTS customer_link (
-    token_hash    BLOB NOT NULL,
-    parcel_id     TEXT NOT NULL,
-    expires_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (token_hash, parcel_id)
-) WITHOUT ROWID;
--- Customer e-mail composed in the transaction that issued its code, sealed (it holds the code and
--- a link), delivered after the commit and kept until it went out.
-CREATE TABLE IF NOT EXISTS mail_outbox (
-    id            INTEGER PRIMARY KEY,
-    parcel_id     TEXT NOT NULL,
-    recipient     TEXT NOT NULL,
-    message       BLOB NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    last_error    TEXT,
-    -- When a sender may take it next: after a failure's backoff, or a sender's claim on it; never
-    -- (i64::MAX) once the relay refused it for good.
-    retry_at_ms   INTEGER NOT NULL DEFAULT 0
-);
--- QR tokens issued per parcel and holder (capped: each one opens the parcel, locked or not).
--- How many times a customer named or revoked a parcel's delegates (capped: each change is a delta
--- to every phone on the route).
-CREATE TABLE IF NOT EXISTS delegate_changes (
-    parcel_id TEXT PRIMARY KEY,
-    changes   INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS qr_issued (
-    parcel_id TEXT NOT NULL,
-    holder    TEXT NOT NULL,
-    issued    INTEGER NOT NULL,
-    PRIMARY KEY (parcel_id, holder)
-) WITHOUT ROWID;
--- Which parcels each stored receipt speaks of (the hand-over history query).
-CREATE TABLE IF NOT EXISTS receipt_parcel (
-    receipt_id TEXT NOT NULL,
-    parcel_id  TEXT NOT NULL,
-    PRIMARY KEY (parcel_id, receipt_id)
-);
--- QR token nonces already used by a stored hand-over: a token opens a parcel once, across phones.
-CREATE TABLE IF NOT EXISTS qr_nonce (
-    nonce      BLOB PRIMARY KEY,
-    receipt_id TEXT NOT NULL
-);
--- Which parcels each device was sent in a manifest: a phone makes receipts only for those. A
--- reassignment withdraws the parcel from the old route's phones: after the next reset their wrong
--- codes no longer count.
-CREATE TABLE IF NOT EXISTS parcel_sent (
-    device_id       TEXT NOT NULL,
-    parcel_id       TEXT NOT NULL,
-    withdrawn_at_ms INTEGER,
-    PRIMARY KEY (device_id, parcel_id)
-) WITHOUT ROWID;
--- How many times an operator reset a parcel's attempts (manifests and receipts name it), and when
--- last (receipts of protocol 1.0 carry no epoch and are judged by their time).
-CREATE TABLE IF NOT EXISTS parcel_epoch (
-    parcel_id     TEXT PRIMARY KEY,
-    attempt_epoch INTEGER NOT NULL,
-    reset_at_ms   INTEGER NOT NULL
-);
--- Every accepted wrong-code or lock-out receipt per parcel, with the epoch and count it names.
--- A parcel's attempts in its current epoch are the larger of how many such receipts there are
--- (two phones guessing at once both count) and the highest count one names; manifests carry them
--- so a parcel never gets fresh attempts by moving to another phone.
-CREATE TABLE IF NOT EXISTS wrong_attempt (
-    parcel_id     TEXT NOT NULL,
-    receipt_id    TEXT NOT NULL,
-    attempt_epoch INTEGER NOT NULL,
-    attempts_used INTEGER NOT NULL,
-    PRIMARY KEY (parcel_id, receipt_id)
-);
--- Every stored "delivered" receipt, per parcel, with its verdict; a later reversal by the same
--- device marks it. A parcel is handed over once; after a flagged hand-over every later one is held.
-CREATE TABLE IF NOT EXISTS handover (
-    parcel_id  TEXT NOT NULL,
-    receipt_id TEXT NOT NULL,
-    device_id  TEXT NOT NULL,
-    flagged    INTEGER NOT NULL,
-    reversed   INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (parcel_id, receipt_id)
-);
--- Device request signatures seen within the clock window: a signed request is answered once.
-CREATE TABLE IF NOT EXISTS seen_request (
-    signature_hash BLOB PRIMARY KEY,
-    at_ms          INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_request_by_age ON seen_request (at_ms);
--- Operator keys: the secret only as its SHA-256 (see operators.rs).
-CREATE TABLE IF NOT EXISTS operator (
-    operator_id   TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    secret_hash   BLOB NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    revoked_at_ms INTEGER
-);
--- Every operator action, with who did it (a parcel's history shows those on it).
-CREATE TABLE IF NOT EXISTS operator_action (
-    at_ms       INTEGER NOT NULL,
-    operator_id TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    parcel_id   TEXT,
-    detail      TEXT
-);
-CREATE INDEX IF NOT EXISTS operator_action_by_parcel ON operator_action (parcel_id);
-CREATE TABLE IF NOT EXISTS receipt (
-    device_id      TEXT NOT NULL,
-    seq            INTEGER NOT NULL,
-    receipt_id     TEXT NOT NULL UNIQUE,
-    body           BLOB NOT NULL,
-    signature      BLOB NOT NULL,
-    hash           BLOB NOT NULL,
-    status         TEXT NOT NULL,
-    reason         TEXT,
-    PRIMARY KEY (device_id, seq)
-);
-"#;
+mod customers;
+mod mail;
+mod schema;
+
+use mail::mail_aad;
+use schema::{SCHEMA, has_sealed_rows, upgrade};
 
 /// Parcels one route may carry on one day, at most; fewer when the code policy's delegates make
 /// the worst-case manifest entry larger (see [`route_day_capacity`]).
@@ -254,18 +91,6 @@ const NOBODYS_KEY: [u8; 32] = [
 /// The one answer to every device request that does not verify, whatever the reason.
 const DEVICE_REFUSED: &str = "Device-Signature does not verify for this device (unknown device, bad signature, a \
      replay, or a clock more than 5 minutes off)";
-
-/// Messages one call of the mail sender takes.
-const MAIL_BATCH: i64 = 20;
-
-/// How long a sender's claim on a message lasts (a sender that died leaves it to the next).
-const MAIL_CLAIM_MS: i64 = 5 * 60_000;
-
-/// The wait before trying a message again after its `attempts`-th failure: 30 s doubling, at
-/// most an hour.
-fn mail_backoff_ms(attempts: i64) -> i64 {
-    (30_000i64 << attempts.clamp(0, 7)).min(3_600_000)
-}
 
 /// Code reissues an operator may make per parcel (each one e-mails the customer and sends every
 /// phone on the route a delta).
@@ -1043,183 +868,6 @@ impl Dispatch {
         Ok(code.reveal().to_owned())
     }
 
-    /// Tries the message just queued at once, after the commit that queued it (only that one, so
-    /// a request never waits on the rest of the queue). A relay that is down or slow leaves it
-    /// queued for the background sender; the code is issued either way.
-    fn mail_now(&self, id: i64) {
-        if let Err(e) = self.send_mail(Some(id)) {
-            eprintln!("customer e-mail stays queued: {e}");
-        }
-    }
-
-    fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
-        let (email, date, zone): (String, String, String) = tx.query_row(
-            "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
-            [parcel_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        // A fresh link for this parcel, valid to the end of its delivery day; kept as its hash.
-        let token = crate::operators::hex(&random_bytes::<16>()?);
-        let (_, expires) = stored_window(&date, &zone)?;
-        tx.execute(
-            "INSERT INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
-            params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
-        )?;
-        let message = crate::mail::compose(&CodeMail {
-            to: &email,
-            parcel_id,
-            code,
-            delivery_date: date.parse().map_err(|_| bad("stored date"))?,
-            customer_token: &token,
-            reissued,
-        })?;
-        // Kept sealed with the code it carries; delivered once this transaction commits.
-        tx.execute(
-            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, x'', ?3)",
-            params![parcel_id, email, self.now_ms()?],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
-            params![id, self.kek.seal(&mail_aad(id), &message)?],
-        )?;
-        Ok(id)
-    }
-
-    /// Delivers customer e-mail that is due (up to [`MAIL_BATCH`] messages; `serve` calls this
-    /// every 30 s). Each message is claimed before it travels, so two senders never send it twice;
-    /// one that fails waits its own backoff (30 s doubling, at most an hour), and one the relay
-    /// refused for good (5xx) is kept, with the reason, and not tried again. Returns how many went
-    /// out. The database is not locked while a message travels.
-    pub fn send_pending_mail(&self) -> Result<usize> {
-        self.send_mail(None)
-    }
-
-    fn send_mail(&self, only: Option<i64>) -> Result<usize> {
-        let now = self.now_ms()?;
-        let claimed: Vec<(i64, String, Vec<u8>, i64)> = {
-            let mut conn = self.lock();
-            let tx = conn.transaction()?;
-            let rows: Vec<(i64, String, Vec<u8>, i64)> = tx
-                .prepare(
-                    "SELECT id, recipient, message, attempts FROM mail_outbox
-                     WHERE retry_at_ms <= ?1 AND (?2 IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT ?3",
-                )?
-                .query_map(params![now, only, MAIL_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, ..) in &rows {
-                tx.execute("UPDATE mail_outbox SET retry_at_ms = ?2 WHERE id = ?1", params![id, now + MAIL_CLAIM_MS])?;
-            }
-            tx.commit()?;
-            rows
-        };
-        let mut sent = 0;
-        for (id, recipient, sealed, attempts) in claimed {
-            let outcome = match self.kek.open(&mail_aad(id), &sealed) {
-                Ok(message) => crate::mail::deliver(&self.mail, &recipient, &message),
-                Err(e) => Err(crate::mail::Undelivered { permanent: false, reason: e.to_string() }),
-            };
-            let conn = self.lock();
-            match outcome {
-                Ok(()) => {
-                    conn.execute("DELETE FROM mail_outbox WHERE id = ?1", [id])?;
-                    sent += 1;
-                }
-                Err(failure) => {
-                    let retry_at =
-                        if failure.permanent { i64::MAX } else { self.now_ms()? + mail_backoff_ms(attempts) };
-                    conn.execute(
-                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2, retry_at_ms = ?3 WHERE id = ?1",
-                        params![id, failure.reason, retry_at],
-                    )?;
-                }
-            }
-        }
-        Ok(sent)
-    }
-
-    /// Customer e-mail not delivered yet.
-    pub fn pending_mail(&self) -> Result<usize> {
-        Ok(self.lock().query_row("SELECT count(*) FROM mail_outbox", [], |r| r.get::<_, i64>(0))? as usize)
-    }
-
-    /// The parcel, if `token` is a live link for it (404 otherwise, expired links included: a link
-    /// never learns whether another parcel exists).
-    fn customers_parcel(&self, tx: &Transaction<'_>, token: &str, parcel_id: &str) -> Result<()> {
-        let opens: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM customer_link WHERE token_hash = ?1 AND parcel_id = ?2 AND expires_at_ms > ?3)",
-            params![sha256(token.as_bytes()).to_vec(), parcel_id, self.now_ms()?],
-            |r| r.get(0),
-        )?;
-        if opens { Ok(()) } else { Err(DispatchError::NotFound(format!("parcel {parcel_id}"))) }
-    }
-
-    /// Customer: their current code for their parcel.
-    pub fn customer_code(&self, token: &str, parcel_id: &str) -> Result<Option<String>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        self.customers_parcel(&tx, token, parcel_id)?;
-        let codes = self.codes_of(&tx, parcel_id)?;
-        Ok(codes.into_iter().find(|(h, _)| *h == Holder::Customer).map(|(_, c)| c.reveal().to_owned()))
-    }
-
-    /// Customer: names a trusted person with their own code (returned, for the customer to pass on).
-    pub fn customer_name_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<String> {
-        // The link is checked in the same transaction as the change, so a reissue cannot fall
-        // between them.
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        self.customers_parcel(&tx, token, parcel_id)?;
-        let code = self.name_delegate_in(&tx, parcel_id, label)?;
-        tx.commit()?;
-        Ok(code)
-    }
-
-    /// Customer: revokes a named person's code; devices that carry the parcel drop its tag.
-    pub fn customer_revoke_delegate(&self, token: &str, parcel_id: &str, label: &str) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        self.customers_parcel(&tx, token, parcel_id)?;
-        Self::count_delegate_change(&tx, parcel_id)?;
-        let revoked = tx.execute(
-            "UPDATE code SET revoked_at_ms = ?3 WHERE parcel_id = ?1 AND holder = ?2 AND revoked_at_ms IS NULL",
-            params![parcel_id, Holder::Delegate(label.to_owned()).to_key(), self.now_ms()?],
-        )?;
-        if revoked == 0 {
-            return Err(DispatchError::NotFound(format!("delegate {label:?}")));
-        }
-        let (route, date) = Self::route_and_date(&tx, parcel_id)?;
-        let entry: Vec<IssuedParcel> = self.parcel_entry(&tx, parcel_id)?.into_iter().collect();
-        if !entry.is_empty() {
-            self.push_delta(&tx, &route, date, entry, vec![], vec![])?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Customer: a QR token for the customer app to show at the door.
-    pub fn customer_qr(&self, token: &str, parcel_id: &str) -> Result<String> {
-        // Link, count and mint in one transaction: a token is never minted for a link a reissue
-        // has just ended.
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        self.customers_parcel(&tx, token, parcel_id)?;
-        // Each token opens the parcel, locked or not: a parcel yields a bounded number.
-        let issued = tx.execute(
-            "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
-             ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = issued + 1 WHERE issued < ?2",
-            params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
-        )?;
-        if issued == 0 {
-            return Err(DispatchError::Conflict(format!(
-                "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
-            )));
-        }
-        let qr = self.qr_token_in(&tx, parcel_id, Holder::Customer)?;
-        tx.commit()?;
-        Ok(qr)
-    }
-
     /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first.
     pub fn parcel_history(&self, parcel_id: &str) -> Result<Vec<StoredReceipt>> {
         stored_receipts(
@@ -1379,133 +1027,6 @@ impl Dispatch {
     }
 }
 
-/// Brings a state folder written by an earlier build up to this one (`PRAGMA user_version`; the
-/// tables themselves are created above), one step per version, each in its own transaction.
-/// 1. Fills what protocol 1.1's checks read and earlier builds did not keep: which parcels each
-///    phone holds (every departed parcel of its route and day, as its last full manifest carried
-///    them) and the attempt counts kept per parcel before.
-/// 2. Seals the codes and device secrets earlier builds kept in the clear.
-/// 3. Keeps enrolment tokens as hashes, and turns each customer's one token (sent in every code
-///    e-mail, valid forever) into links for that customer's parcels, ending with their days.
-/// 4. Gives enrolment tokens the end of their life (`expires_at_ms`).
-fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 1 {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(
-            "INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id)
-                 SELECT d.device_id, p.parcel_id FROM device d
-                 JOIN parcel p ON p.route_id = d.route_id AND p.delivery_date = d.manifest_date
-                 WHERE d.manifest_seq > 0 AND p.departed_at_ms IS NOT NULL;",
-        )?;
-        if table_exists(&tx, "parcel_attempts")? {
-            tx.execute_batch(
-                "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
-                     SELECT parcel_id, 'before-1.1', 0, attempts_used FROM parcel_attempts WHERE attempts_used > 0;
-                 DROP TABLE parcel_attempts;",
-            )?;
-        }
-        tx.execute_batch("PRAGMA user_version = 1;")?;
-        tx.commit()?;
-    }
-    if version < 2 {
-        let tx = conn.unchecked_transaction()?;
-        let plain_codes: Vec<(i64, String, String, String, i64)> = tx
-            .prepare("SELECT rowid, parcel_id, holder, code, issued_at_ms FROM code WHERE typeof(code) = 'text'")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (rowid, parcel, holder, code, issued) in plain_codes {
-            let sealed = kek.seal(&code_aad(&parcel, &holder, issued), code.as_bytes())?;
-            tx.execute("UPDATE code SET code = ?2 WHERE rowid = ?1", params![rowid, sealed])?;
-        }
-        let plain_secrets: Vec<(String, Vec<u8>)> = tx
-            .prepare("SELECT device_id, secret FROM device WHERE length(secret) = ?1")?
-            .query_map([doorstep_core::crypto::DEVICE_SECRET_LEN as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (device_id, secret) in plain_secrets {
-            let sealed = kek.seal(&device_secret_aad(&device_id), &secret)?;
-            tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, sealed])?;
-        }
-        tx.execute_batch("PRAGMA user_version = 2;")?;
-        tx.commit()?;
-    }
-    if version < 3 {
-        let tx = conn.unchecked_transaction()?;
-        let plain: Vec<String> = tx
-            .prepare("SELECT token FROM enrolment_token WHERE length(token) != 64")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for token in plain {
-            tx.execute("UPDATE enrolment_token SET token = ?2 WHERE token = ?1", params![token, token_hash(&token)])?;
-        }
-        if table_exists(&tx, "customer")? {
-            let links: Vec<(String, String, String, String)> = tx
-                .prepare(
-                    "SELECT c.token, p.parcel_id, p.delivery_date, p.time_zone
-                     FROM customer c JOIN parcel p ON p.customer_email = c.email",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (token, parcel_id, date, zone) in links {
-                let (_, expires) = stored_window(&date, &zone)?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
-                    params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
-                )?;
-            }
-            tx.execute_batch("DROP TABLE customer;")?;
-        }
-        tx.execute_batch("PRAGMA user_version = 3;")?;
-        tx.commit()?;
-    }
-    if version < 4 {
-        // Step 4: enrolment tokens keep the end of their life from when they were made (older
-        // rows keep NULL and live the default lifetime).
-        let has_column = column_exists(conn, "enrolment_token", "expires_at_ms")?;
-        let tx = conn.unchecked_transaction()?;
-        if !has_column {
-            tx.execute_batch("ALTER TABLE enrolment_token ADD COLUMN expires_at_ms INTEGER;")?;
-        }
-        tx.execute_batch("PRAGMA user_version = 4;")?;
-        tx.commit()?;
-    }
-    if version < 5 {
-        // Step 5: queued e-mail gets its own retry time (an outbox from step 4 has none).
-        let has_column = column_exists(conn, "mail_outbox", "retry_at_ms")?;
-        let tx = conn.unchecked_transaction()?;
-        if !has_column {
-            tx.execute_batch("ALTER TABLE mail_outbox ADD COLUMN retry_at_ms INTEGER NOT NULL DEFAULT 0;")?;
-        }
-        tx.execute_batch("PRAGMA user_version = 5;")?;
-        tx.commit()?;
-    }
-    if version < 3 {
-        // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
-        // no old page keeps a copy.
-        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
-    }
-    Ok(())
-}
-
-/// Whether `table` has `column` (an earlier build may lack it).
-fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool> {
-    Ok(conn
-        .prepare(&format!("PRAGMA table_info({table})"))?
-        .query_map([], |r| r.get::<_, String>(1))?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .iter()
-        .any(|name| name == column))
-}
-
-/// Whether an earlier build left a table of this name.
-fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [name],
-        |r| r.get(0),
-    )?)
-}
-
 /// Runs a query selecting `body, signature, status, reason` of stored receipts.
 fn stored_receipts(conn: &Connection, sql: &str, key: &str) -> Result<Vec<StoredReceipt>> {
     let mut stmt = conn.prepare(sql)?;
@@ -1634,16 +1155,6 @@ struct CurrentCode {
     reissued_at: Option<DateTime<Utc>>,
 }
 
-/// Whether a database holds values sealed under a KEK (written by a build that seals).
-fn has_sealed_rows(db: &Path) -> Result<bool> {
-    let conn = Connection::open(db)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 2 {
-        return Ok(false);
-    }
-    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM code) OR EXISTS (SELECT 1 FROM device)", [], |r| r.get(0))?)
-}
-
 /// How a one-time token is kept: the hex SHA-256 (tokens are 128 random bits or more).
 fn token_hash(token: &str) -> String {
     crate::operators::hex(&sha256(token.as_bytes()))
@@ -1657,10 +1168,6 @@ fn code_aad(parcel_id: &str, holder_key: &str, issued_at_ms: i64) -> String {
 fn open_code(kek: &SealingKey, parcel_id: &str, holder_key: &str, issued_at_ms: i64, sealed: &[u8]) -> Result<Code> {
     let plain = kek.open(&code_aad(parcel_id, holder_key, issued_at_ms), sealed)?;
     Ok(Code::parse(std::str::from_utf8(&plain).map_err(|_| bad("stored code"))?)?)
-}
-
-fn mail_aad(id: i64) -> String {
-    format!("mail/{id}")
 }
 
 fn device_secret_aad(device_id: &str) -> String {
@@ -1773,6 +1280,17 @@ fn rotate_kek_until(state: &Path, swap_files: bool) -> Result<usize> {
         let aad = device_secret_aad(&device_id);
         let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
         tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, again])?;
+        resealed += 1;
+    }
+    // Customer e-mail still queued carries a code too: sealed under the same key.
+    let queued: Vec<(i64, Vec<u8>)> = tx
+        .prepare("SELECT id, message FROM mail_outbox")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, sealed) in queued {
+        let aad = mail_aad(id);
+        let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
+        tx.execute("UPDATE mail_outbox SET message = ?2 WHERE id = ?1", params![id, again])?;
         resealed += 1;
     }
     tx.commit()?;

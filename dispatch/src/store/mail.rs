@@ -1,0 +1,126 @@
+//! Customer e-mail, kept in the database until it is out: a code's message is queued (sealed)
+//! in the transaction that issues the code, sent after the commit, and retried in the background.
+//! Each message is claimed before it travels, so two senders never send it twice; one that fails
+//! waits its own backoff, and one the relay refused for good is kept and not tried again.
+
+use rusqlite::{Transaction, params};
+
+use super::*;
+
+/// Messages one call of the mail sender takes.
+const MAIL_BATCH: i64 = 20;
+
+/// How long a sender's claim on a message lasts (a sender that died leaves it to the next).
+const MAIL_CLAIM_MS: i64 = 5 * 60_000;
+
+/// The wait before trying a message again after its `attempts`-th failure: 30 s doubling, at
+/// most an hour.
+fn mail_backoff_ms(attempts: i64) -> i64 {
+    (30_000i64 << attempts.clamp(0, 7)).min(3_600_000)
+}
+
+pub(super) fn mail_aad(id: i64) -> String {
+    format!("mail/{id}")
+}
+
+impl Dispatch {
+    /// Tries the message just queued at once, after the commit that queued it (only that one, so
+    /// a request never waits on the rest of the queue). A relay that is down or slow leaves it
+    /// queued for the background sender; the code is issued either way.
+    pub(super) fn mail_now(&self, id: i64) {
+        if let Err(e) = self.send_mail(Some(id)) {
+            eprintln!("customer e-mail stays queued: {e}");
+        }
+    }
+
+    pub(super) fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
+        let (email, date, zone): (String, String, String) = tx.query_row(
+            "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
+            [parcel_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        // A fresh link for this parcel, valid to the end of its delivery day; kept as its hash.
+        let token = crate::operators::hex(&random_bytes::<16>()?);
+        let (_, expires) = stored_window(&date, &zone)?;
+        tx.execute(
+            "INSERT INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
+        )?;
+        let message = crate::mail::compose(&CodeMail {
+            to: &email,
+            parcel_id,
+            code,
+            delivery_date: date.parse().map_err(|_| bad("stored date"))?,
+            customer_token: &token,
+            reissued,
+        })?;
+        // Kept sealed with the code it carries; delivered once this transaction commits.
+        tx.execute(
+            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, x'', ?3)",
+            params![parcel_id, email, self.now_ms()?],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
+            params![id, self.kek.seal(&mail_aad(id), &message)?],
+        )?;
+        Ok(id)
+    }
+
+    /// Delivers customer e-mail that is due (up to [`MAIL_BATCH`] messages; `serve` calls this
+    /// every 30 s). Each message is claimed before it travels, so two senders never send it twice;
+    /// one that fails waits its own backoff (30 s doubling, at most an hour), and one the relay
+    /// refused for good (5xx) is kept, with the reason, and not tried again. Returns how many went
+    /// out. The database is not locked while a message travels.
+    pub fn send_pending_mail(&self) -> Result<usize> {
+        self.send_mail(None)
+    }
+
+    fn send_mail(&self, only: Option<i64>) -> Result<usize> {
+        let now = self.now_ms()?;
+        let claimed: Vec<(i64, String, Vec<u8>, i64)> = {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            let rows: Vec<(i64, String, Vec<u8>, i64)> = tx
+                .prepare(
+                    "SELECT id, recipient, message, attempts FROM mail_outbox
+                     WHERE retry_at_ms <= ?1 AND (?2 IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT ?3",
+                )?
+                .query_map(params![now, only, MAIL_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, ..) in &rows {
+                tx.execute("UPDATE mail_outbox SET retry_at_ms = ?2 WHERE id = ?1", params![id, now + MAIL_CLAIM_MS])?;
+            }
+            tx.commit()?;
+            rows
+        };
+        let mut sent = 0;
+        for (id, recipient, sealed, attempts) in claimed {
+            let outcome = match self.kek.open(&mail_aad(id), &sealed) {
+                Ok(message) => crate::mail::deliver(&self.mail, &recipient, &message),
+                Err(e) => Err(crate::mail::Undelivered { permanent: false, reason: e.to_string() }),
+            };
+            let conn = self.lock();
+            match outcome {
+                Ok(()) => {
+                    conn.execute("DELETE FROM mail_outbox WHERE id = ?1", [id])?;
+                    sent += 1;
+                }
+                Err(failure) => {
+                    let retry_at =
+                        if failure.permanent { i64::MAX } else { self.now_ms()? + mail_backoff_ms(attempts) };
+                    conn.execute(
+                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2, retry_at_ms = ?3 WHERE id = ?1",
+                        params![id, failure.reason, retry_at],
+                    )?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Customer e-mail not delivered yet.
+    pub fn pending_mail(&self) -> Result<usize> {
+        Ok(self.lock().query_row("SELECT count(*) FROM mail_outbox", [], |r| r.get::<_, i64>(0))? as usize)
+    }
+}

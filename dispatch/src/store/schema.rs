@@ -1,0 +1,318 @@
+//! dispatch's schema and its upgrades. The tables are created if absent (`SCHEMA`); a state
+//! folder written by an earlier build is brought up to this one by [`upgrade`], one `PRAGMA
+//! user_version` step at a time, each in its own transaction. A new table goes into `SCHEMA`; a
+//! new column or a rewrite of old rows is a new step at the end of `upgrade`, never an edit of an
+//! old one (`tests::a_state_folder_from_before_1_1_…` replays the oldest layout).
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+
+use super::*;
+
+pub(super) const SCHEMA: &str = r#"
+-- One-time enrolment tokens, kept as the hex SHA-256 of the token, with the end of their life
+-- fixed when they are made.
+CREATE TABLE IF NOT EXISTS enrolment_token (
+    token         TEXT PRIMARY KEY,
+    route_id      TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    used_by       TEXT,
+    expires_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS device (
+    device_id      TEXT PRIMARY KEY,
+    route_id       TEXT NOT NULL,
+    secret         BLOB NOT NULL,
+    public_key     BLOB NOT NULL,
+    manifest_seq   INTEGER NOT NULL DEFAULT 0,
+    manifest_date  TEXT,
+    enrolled_at_ms INTEGER NOT NULL
+);
+-- Deltas issued to a device, by sequence: `?since=N` returns delta N+1.
+CREATE TABLE IF NOT EXISTS delta (
+    device_id TEXT NOT NULL REFERENCES device (device_id),
+    seq       INTEGER NOT NULL,
+    envelope  BLOB NOT NULL,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE TABLE IF NOT EXISTS parcel (
+    parcel_id      TEXT PRIMARY KEY,
+    barcode        TEXT NOT NULL UNIQUE,
+    route_id       TEXT NOT NULL,
+    stop_id        TEXT NOT NULL,
+    stop_seq       INTEGER NOT NULL,
+    delivery_date  TEXT NOT NULL,
+    time_zone      TEXT NOT NULL,
+    value_cents    INTEGER NOT NULL,
+    category       TEXT NOT NULL,
+    customer_email TEXT NOT NULL,
+    address_hint   TEXT NOT NULL,
+    recipient_hint TEXT NOT NULL,
+    needs_code     INTEGER NOT NULL,
+    departed_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS parcel_by_route ON parcel (route_id, delivery_date);
+CREATE TABLE IF NOT EXISTS code (
+    parcel_id     TEXT NOT NULL REFERENCES parcel (parcel_id),
+    holder        TEXT NOT NULL,
+    code          TEXT NOT NULL,
+    issued_at_ms  INTEGER NOT NULL,
+    revoked_at_ms INTEGER,
+    PRIMARY KEY (parcel_id, holder, code)
+);
+-- A customer link opens one parcel (its code, delegates and QR tokens) until the end of its
+-- delivery day. A fresh one goes out with every code e-mail; only its SHA-256 is kept.
+CREATE TABLE IF NOT EXISTS customer_link (
+    token_hash    BLOB NOT NULL,
+    parcel_id     TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (token_hash, parcel_id)
+) WITHOUT ROWID;
+-- Customer e-mail composed in the transaction that issued its code, sealed (it holds the code and
+-- a link), delivered after the commit and kept until it went out.
+CREATE TABLE IF NOT EXISTS mail_outbox (
+    id            INTEGER PRIMARY KEY,
+    parcel_id     TEXT NOT NULL,
+    recipient     TEXT NOT NULL,
+    message       BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    -- When a sender may take it next: after a failure's backoff, or a sender's claim on it; never
+    -- (i64::MAX) once the relay refused it for good.
+    retry_at_ms   INTEGER NOT NULL DEFAULT 0
+);
+-- QR tokens issued per parcel and holder (capped: each one opens the parcel, locked or not).
+-- How many times a customer named or revoked a parcel's delegates (capped: each change is a delta
+-- to every phone on the route).
+CREATE TABLE IF NOT EXISTS delegate_changes (
+    parcel_id TEXT PRIMARY KEY,
+    changes   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS qr_issued (
+    parcel_id TEXT NOT NULL,
+    holder    TEXT NOT NULL,
+    issued    INTEGER NOT NULL,
+    PRIMARY KEY (parcel_id, holder)
+) WITHOUT ROWID;
+-- Which parcels each stored receipt speaks of (the hand-over history query).
+CREATE TABLE IF NOT EXISTS receipt_parcel (
+    receipt_id TEXT NOT NULL,
+    parcel_id  TEXT NOT NULL,
+    PRIMARY KEY (parcel_id, receipt_id)
+);
+-- QR token nonces already used by a stored hand-over: a token opens a parcel once, across phones.
+CREATE TABLE IF NOT EXISTS qr_nonce (
+    nonce      BLOB PRIMARY KEY,
+    receipt_id TEXT NOT NULL
+);
+-- Which parcels each device was sent in a manifest: a phone makes receipts only for those. A
+-- reassignment withdraws the parcel from the old route's phones: after the next reset their wrong
+-- codes no longer count.
+CREATE TABLE IF NOT EXISTS parcel_sent (
+    device_id       TEXT NOT NULL,
+    parcel_id       TEXT NOT NULL,
+    withdrawn_at_ms INTEGER,
+    PRIMARY KEY (device_id, parcel_id)
+) WITHOUT ROWID;
+-- How many times an operator reset a parcel's attempts (manifests and receipts name it), and when
+-- last (receipts of protocol 1.0 carry no epoch and are judged by their time).
+CREATE TABLE IF NOT EXISTS parcel_epoch (
+    parcel_id     TEXT PRIMARY KEY,
+    attempt_epoch INTEGER NOT NULL,
+    reset_at_ms   INTEGER NOT NULL
+);
+-- Every accepted wrong-code or lock-out receipt per parcel, with the epoch and count it names.
+-- A parcel's attempts in its current epoch are the larger of how many such receipts there are
+-- (two phones guessing at once both count) and the highest count one names; manifests carry them
+-- so a parcel never gets fresh attempts by moving to another phone.
+CREATE TABLE IF NOT EXISTS wrong_attempt (
+    parcel_id     TEXT NOT NULL,
+    receipt_id    TEXT NOT NULL,
+    attempt_epoch INTEGER NOT NULL,
+    attempts_used INTEGER NOT NULL,
+    PRIMARY KEY (parcel_id, receipt_id)
+);
+-- Every stored "delivered" receipt, per parcel, with its verdict; a later reversal by the same
+-- device marks it. A parcel is handed over once; after a flagged hand-over every later one is held.
+CREATE TABLE IF NOT EXISTS handover (
+    parcel_id  TEXT NOT NULL,
+    receipt_id TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    flagged    INTEGER NOT NULL,
+    reversed   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (parcel_id, receipt_id)
+);
+-- Device request signatures seen within the clock window: a signed request is answered once.
+CREATE TABLE IF NOT EXISTS seen_request (
+    signature_hash BLOB PRIMARY KEY,
+    at_ms          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_request_by_age ON seen_request (at_ms);
+-- Operator keys: the secret only as its SHA-256 (see operators.rs).
+CREATE TABLE IF NOT EXISTS operator (
+    operator_id   TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_hash   BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+-- Every operator action, with who did it (a parcel's history shows those on it).
+CREATE TABLE IF NOT EXISTS operator_action (
+    at_ms       INTEGER NOT NULL,
+    operator_id TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    parcel_id   TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS operator_action_by_parcel ON operator_action (parcel_id);
+CREATE TABLE IF NOT EXISTS receipt (
+    device_id      TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    receipt_id     TEXT NOT NULL UNIQUE,
+    body           BLOB NOT NULL,
+    signature      BLOB NOT NULL,
+    hash           BLOB NOT NULL,
+    status         TEXT NOT NULL,
+    reason         TEXT,
+    PRIMARY KEY (device_id, seq)
+);
+"#;
+
+/// Brings a state folder written by an earlier build up to this one (`PRAGMA user_version`; the
+/// tables themselves are created above), one step per version, each in its own transaction.
+/// 1. Fills what protocol 1.1's checks read and earlier builds did not keep: which parcels each
+///    phone holds (every departed parcel of its route and day, as its last full manifest carried
+///    them) and the attempt counts kept per parcel before.
+/// 2. Seals the codes and device secrets earlier builds kept in the clear.
+/// 3. Keeps enrolment tokens as hashes, and turns each customer's one token (sent in every code
+///    e-mail, valid forever) into links for that customer's parcels, ending with their days.
+/// 4. Gives enrolment tokens the end of their life (`expires_at_ms`).
+pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO parcel_sent (device_id, parcel_id)
+                 SELECT d.device_id, p.parcel_id FROM device d
+                 JOIN parcel p ON p.route_id = d.route_id AND p.delivery_date = d.manifest_date
+                 WHERE d.manifest_seq > 0 AND p.departed_at_ms IS NOT NULL;",
+        )?;
+        if table_exists(&tx, "parcel_attempts")? {
+            tx.execute_batch(
+                "INSERT OR IGNORE INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
+                     SELECT parcel_id, 'before-1.1', 0, attempts_used FROM parcel_attempts WHERE attempts_used > 0;
+                 DROP TABLE parcel_attempts;",
+            )?;
+        }
+        tx.execute_batch("PRAGMA user_version = 1;")?;
+        tx.commit()?;
+    }
+    if version < 2 {
+        let tx = conn.unchecked_transaction()?;
+        let plain_codes: Vec<(i64, String, String, String, i64)> = tx
+            .prepare("SELECT rowid, parcel_id, holder, code, issued_at_ms FROM code WHERE typeof(code) = 'text'")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (rowid, parcel, holder, code, issued) in plain_codes {
+            let sealed = kek.seal(&code_aad(&parcel, &holder, issued), code.as_bytes())?;
+            tx.execute("UPDATE code SET code = ?2 WHERE rowid = ?1", params![rowid, sealed])?;
+        }
+        let plain_secrets: Vec<(String, Vec<u8>)> = tx
+            .prepare("SELECT device_id, secret FROM device WHERE length(secret) = ?1")?
+            .query_map([doorstep_core::crypto::DEVICE_SECRET_LEN as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (device_id, secret) in plain_secrets {
+            let sealed = kek.seal(&device_secret_aad(&device_id), &secret)?;
+            tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, sealed])?;
+        }
+        tx.execute_batch("PRAGMA user_version = 2;")?;
+        tx.commit()?;
+    }
+    if version < 3 {
+        let tx = conn.unchecked_transaction()?;
+        let plain: Vec<String> = tx
+            .prepare("SELECT token FROM enrolment_token WHERE length(token) != 64")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for token in plain {
+            tx.execute("UPDATE enrolment_token SET token = ?2 WHERE token = ?1", params![token, token_hash(&token)])?;
+        }
+        if table_exists(&tx, "customer")? {
+            let links: Vec<(String, String, String, String)> = tx
+                .prepare(
+                    "SELECT c.token, p.parcel_id, p.delivery_date, p.time_zone
+                     FROM customer c JOIN parcel p ON p.customer_email = c.email",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (token, parcel_id, date, zone) in links {
+                let (_, expires) = stored_window(&date, &zone)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO customer_link (token_hash, parcel_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+                    params![sha256(token.as_bytes()).to_vec(), parcel_id, expires.timestamp_millis()],
+                )?;
+            }
+            tx.execute_batch("DROP TABLE customer;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 3;")?;
+        tx.commit()?;
+    }
+    if version < 4 {
+        // Step 4: enrolment tokens keep the end of their life from when they were made (older
+        // rows keep NULL and live the default lifetime).
+        let has_column = column_exists(conn, "enrolment_token", "expires_at_ms")?;
+        let tx = conn.unchecked_transaction()?;
+        if !has_column {
+            tx.execute_batch("ALTER TABLE enrolment_token ADD COLUMN expires_at_ms INTEGER;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 4;")?;
+        tx.commit()?;
+    }
+    if version < 5 {
+        // Step 5: queued e-mail gets its own retry time (an outbox from step 4 has none).
+        let has_column = column_exists(conn, "mail_outbox", "retry_at_ms")?;
+        let tx = conn.unchecked_transaction()?;
+        if !has_column {
+            tx.execute_batch("ALTER TABLE mail_outbox ADD COLUMN retry_at_ms INTEGER NOT NULL DEFAULT 0;")?;
+        }
+        tx.execute_batch("PRAGMA user_version = 5;")?;
+        tx.commit()?;
+    }
+    if version < 3 {
+        // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
+        // no old page keeps a copy.
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    }
+    Ok(())
+}
+
+/// Whether `table` has `column` (an earlier build may lack it).
+fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(conn
+        .prepare(&format!("PRAGMA table_info({table})"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .any(|name| name == column))
+}
+
+/// Whether an earlier build left a table of this name.
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether a database holds values sealed under a KEK (written by a build that seals).
+pub(super) fn has_sealed_rows(db: &Path) -> Result<bool> {
+    let conn = Connection::open(db)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 2 {
+        return Ok(false);
+    }
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM code) OR EXISTS (SELECT 1 FROM device)", [], |r| r.get(0))?)
+}
