@@ -7,6 +7,7 @@
 //!   its schema and upgrades, the customer's side and the e-mail outbox in their own modules.
 //! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
 //! - [`listen`]: where `serve` may listen, and TLS served with rustls or left to a proxy.
+//! - [`places`]: counted places in all and per key (connections, uploads), given back on drop.
 //! - [`operators`]: operator keys and the audit trail of operator actions.
 //! - [`clock`]: [`SetClock`], the settable clock of simulated days (demo, tests, benchmarks);
 //!   `serve` uses the system clock.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod listen;
 pub mod mail;
 pub mod operators;
+pub mod places;
 pub mod sealing;
 pub mod store;
 pub mod terminal;

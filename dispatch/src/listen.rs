@@ -14,17 +14,18 @@
 //! takes effect for new connections without a restart. A reload that fails keeps the old one.
 //! The private key file must not be readable by others, as ssh insists for its keys.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::places::{Places, Ticket};
 
 use axum::Router;
 use axum_server::Handle;
@@ -172,7 +173,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     connections: Connections,
 ) -> std::io::Result<()> {
-    let book = Arc::new(Book { connections, open: Mutex::new((0, HashMap::new())) });
+    let book = Places::new(Some(connections.total), connections.per_client);
     let handle = Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -203,12 +204,6 @@ fn limited<A>(
     server
 }
 
-/// The connections open now: in all, and per client address.
-struct Book {
-    connections: Connections,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
 /// Who a client address is, for connection shares and rate limits: an IPv4 address, or an IPv6
 /// /64 (one subscriber gets a whole /64, so single IPv6 addresses would give one host unlimited
 /// shares).
@@ -222,48 +217,12 @@ pub fn client_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl Book {
-    /// A place for one more connection from `client`, or `None` when it is over a limit.
-    fn admit(self: &Arc<Book>, ip: IpAddr) -> Option<Ticket> {
-        let client = client_of(ip);
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (total, per_client) = &mut *open;
-        let mine = per_client.entry(client).or_default();
-        if *total >= self.connections.total || self.connections.per_client.is_some_and(|max| *mine >= max) {
-            return None;
-        }
-        *total += 1;
-        *mine += 1;
-        Some(Ticket { book: self.clone(), client })
-    }
-}
-
-/// One connection's place; given back when the connection goes.
-struct Ticket {
-    book: Arc<Book>,
-    client: IpAddr,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut open = self.book.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (total, per_client) = &mut *open;
-        *total = total.saturating_sub(1);
-        if let Some(mine) = per_client.get_mut(&self.client) {
-            *mine = mine.saturating_sub(1);
-            if *mine == 0 {
-                per_client.remove(&self.client);
-            }
-        }
-    }
-}
-
 /// Admits a connection while its client and the server are within [`Connections`], then hands
 /// it (with its ticket) to the inner acceptor (plain or TLS).
 #[derive(Clone)]
 struct Admit<A> {
     inner: A,
-    book: Arc<Book>,
+    book: Arc<Places<IpAddr>>,
 }
 
 impl<A, S> axum_server::accept::Accept<TcpStream, S> for Admit<A>
@@ -277,7 +236,7 @@ where
     type Future = Pin<Box<dyn Future<Output = std::io::Result<(A::Stream, A::Service)>> + Send>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let admitted = stream.peer_addr().ok().and_then(|peer| self.book.admit(peer.ip()));
+        let admitted = stream.peer_addr().ok().and_then(|peer| self.book.take(client_of(peer.ip())));
         let inner = self.inner.clone();
         Box::pin(async move {
             let ticket = admitted.ok_or_else(|| std::io::Error::other("too many connections"))?;
@@ -294,7 +253,7 @@ pub const WRITE_STALL: Duration = Duration::from_secs(30);
 /// has made no progress for [`WRITE_STALL`].
 struct Counted {
     stream: TcpStream,
-    _ticket: Ticket,
+    _ticket: Ticket<IpAddr>,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 

@@ -328,11 +328,18 @@ fn one_device_id_holds_at_most_two_upload_places() {
         .unwrap();
         stream
     };
-    let _held: Vec<_> = (0..2).map(stalled).collect();
+    let held: Vec<_> = (0..2).map(stalled).collect();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut third = stalled(2);
     third.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
     let mut answer = [0u8; 12];
     third.read_exact(&mut answer).unwrap();
     assert_eq!(&answer[9..12], b"429", "refused at once, not queued");
+    // The clients hang up: their places come back.
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut fourth = stalled(3);
+    fourth.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+    let waited = fourth.read_exact(&mut answer).unwrap_err();
+    assert_eq!(waited.kind(), std::io::ErrorKind::WouldBlock, "admitted: it waits for its body");
 }

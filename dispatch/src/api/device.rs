@@ -11,9 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router, middleware};
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use doorstep_core::protocol::{MAX_BATCH_BYTES, REQUEST_HEADER};
@@ -21,6 +20,7 @@ use doorstep_core::protocol::{MAX_BATCH_BYTES, REQUEST_HEADER};
 use super::limits::{Limiter, limit};
 use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, blocking, body_deadline, body_of, octets};
 use crate::error::DispatchError;
+use crate::places::Places;
 
 /// Uploads dispatch reads at once; more wait their turn (headers read, bodies not).
 const UPLOADS_AT_ONCE: usize = 16;
@@ -53,7 +53,10 @@ pub(super) fn routes(
         // Uploads read at once, in all: their bodies are held while verified (2 MiB at most).
         .layer::<_, Infallible>(tower::limit::ConcurrencyLimitLayer::new(UPLOADS_AT_ONCE))
         // ... and per device id: a stranger who knows one id holds at most its two places.
-        .layer::<_, Infallible>(middleware::from_fn_with_state(InFlight::default(), one_device_at_a_time));
+        .layer::<_, Infallible>(middleware::from_fn_with_state(
+            Places::new(None, Some(UPLOADS_PER_DEVICE)),
+            one_device_at_a_time,
+        ));
     Router::new()
         .route("/v1/devices/{id}/manifest", get(manifest))
         .route("/v1/devices/{id}/receipts", uploading)
@@ -70,31 +73,15 @@ const UPLOAD_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs
 /// Uploads in flight per device id (as the path spells it).
 const UPLOADS_PER_DEVICE: usize = 2;
 
-/// Uploads in flight, per device id.
-#[derive(Clone, Default)]
-struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
-
 /// Lets an upload wait for a place among [`UPLOADS_AT_ONCE`] only while its device has fewer than
-/// [`UPLOADS_PER_DEVICE`] in flight; 429 otherwise (a phone uploads one batch at a time).
-async fn one_device_at_a_time(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
+/// [`UPLOADS_PER_DEVICE`] in flight; 429 otherwise (a phone uploads one batch at a time). The
+/// place is given back however the upload ends, a dropped connection or a deadline included.
+async fn one_device_at_a_time(State(places): State<Arc<Places<String>>>, request: Request, next: Next) -> Response {
     let device = request.uri().path().split('/').nth(3).unwrap_or_default().to_owned();
-    {
-        let mut open = in_flight.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mine = open.entry(device.clone()).or_default();
-        if *mine >= UPLOADS_PER_DEVICE {
-            return DispatchError::TooManyRequests(5).into_response();
-        }
-        *mine += 1;
-    }
-    let response = next.run(request).await;
-    let mut open = in_flight.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(mine) = open.get_mut(&device) {
-        *mine -= 1;
-        if *mine == 0 {
-            open.remove(&device);
-        }
-    }
-    response
+    let Some(_place) = places.take(device) else {
+        return DispatchError::TooManyRequests(5).into_response();
+    };
+    next.run(request).await
 }
 
 /// Verifies the request's `Device-Signature`, then draws on that device's own budget.
@@ -153,9 +140,8 @@ async fn manifest(
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
     // Drawn where dispatch is about to build a full manifest, whatever `since` says.
-    let budget = each.full_manifests.clone();
-    let full = move |id: &str| budget.check(id);
-    Ok(match blocking(move || d.manifest_or_refuse_full(&id, date, since, &|| full(&id))).await? {
+    let budget = each.full_manifests;
+    Ok(match blocking(move || d.manifest_or_refuse_full(&id, date, since, &|| budget.check(&id))).await? {
         Some(envelope) => octets(envelope),
         None => StatusCode::NO_CONTENT.into_response(),
     })

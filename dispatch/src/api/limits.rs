@@ -69,13 +69,6 @@ pub(super) struct Limiter {
     trust_forwarded_for: bool,
 }
 
-impl Limiter {
-    pub(super) fn per_minute(n: u32, trust_forwarded_for: bool) -> Limiter {
-        let quota = Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Limiter { buckets: Arc::new(DefaultKeyedRateLimiter::keyed(quota)), trust_forwarded_for }
-    }
-}
-
 /// The client a request comes from: the last `X-Forwarded-For` entry when the proxy in front is
 /// trusted, otherwise the peer address.
 fn client_of(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
@@ -111,18 +104,18 @@ fn client_key(ip: IpAddr) -> String {
 /// The client is the peer address (without one, as behind some proxies, all share one key).
 pub(super) async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
     let client = client_of(&request, limiter.trust_forwarded_for).map_or_else(|| "unknown".to_owned(), client_key);
-    admit(&limiter, &client, request, next).await
-}
-
-/// Draws one request from `key`'s budget: the request runs, or the answer is 429.
-async fn admit(limiter: &Limiter, key: &str, request: Request, next: Next) -> Response {
-    match limiter.check(key) {
+    match limiter.check(&client) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }
 }
 
 impl Limiter {
+    pub(super) fn per_minute(n: u32, trust_forwarded_for: bool) -> Limiter {
+        let quota = Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Limiter { buckets: Arc::new(DefaultKeyedRateLimiter::keyed(quota)), trust_forwarded_for }
+    }
+
     /// Draws one request from `key`'s budget, or says how long to wait (429).
     pub(super) fn check(&self, key: &str) -> Result<(), DispatchError> {
         if self.buckets.len() > PRUNE_AT {

@@ -1261,44 +1261,58 @@ fn rotate_kek_until(state: &Path, swap_files: bool) -> Result<usize> {
     let mut conn = Connection::open(state.join("dispatch.db"))?;
     conn.execute_batch("PRAGMA secure_delete = ON;")?;
     let tx = conn.transaction()?;
-    let mut resealed = 0;
-    let codes: Vec<(i64, String, String, i64, Vec<u8>)> = tx
-        .prepare("SELECT rowid, parcel_id, holder, issued_at_ms, code FROM code")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (rowid, parcel, holder, issued, sealed) in codes {
-        let aad = code_aad(&parcel, &holder, issued);
-        let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
-        tx.execute("UPDATE code SET code = ?2 WHERE rowid = ?1", params![rowid, again])?;
-        resealed += 1;
-    }
-    let secrets: Vec<(String, Vec<u8>)> = tx
-        .prepare("SELECT device_id, secret FROM device")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (device_id, sealed) in secrets {
-        let aad = device_secret_aad(&device_id);
-        let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
-        tx.execute("UPDATE device SET secret = ?2 WHERE device_id = ?1", params![device_id, again])?;
-        resealed += 1;
-    }
-    // Customer e-mail still queued carries a code too: sealed under the same key.
-    let queued: Vec<(i64, Vec<u8>)> = tx
-        .prepare("SELECT id, message FROM mail_outbox")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (id, sealed) in queued {
-        let aad = mail_aad(id);
-        let again = next.seal(&aad, &old.open(&aad, &sealed)?)?;
-        tx.execute("UPDATE mail_outbox SET message = ?2 WHERE id = ?1", params![id, again])?;
-        resealed += 1;
-    }
+    let resealed = reseal(
+        &tx,
+        (&old, &next),
+        "SELECT rowid, parcel_id, holder, issued_at_ms, code FROM code",
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?.into(),
+                code_aad(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?, r.get(3)?),
+                r.get(4)?,
+            ))
+        },
+        "UPDATE code SET code = ?2 WHERE rowid = ?1",
+    )? + reseal(
+        &tx,
+        (&old, &next),
+        "SELECT device_id, secret FROM device",
+        |r| {
+            let id: String = r.get(0)?;
+            Ok((id.clone().into(), device_secret_aad(&id), r.get(1)?))
+        },
+        "UPDATE device SET secret = ?2 WHERE device_id = ?1",
+    )? + reseal(
+        // Customer e-mail still queued carries a code too.
+        &tx,
+        (&old, &next),
+        "SELECT id, message FROM mail_outbox",
+        |r| Ok((r.get::<_, i64>(0)?.into(), mail_aad(r.get(0)?), r.get(1)?)),
+        "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
+    )?;
     tx.commit()?;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     if swap_files {
         finish_kek_rotation(&keys, &state.join("dispatch.db"))?;
     }
     Ok(resealed)
+}
+
+/// Re-seals, from the first key to the second, every value `select` yields as (row key,
+/// associated data, sealed value), writing each back with `update` (`?1` the key, `?2` the value).
+fn reseal(
+    tx: &Transaction<'_>,
+    (old, next): (&SealingKey, &SealingKey),
+    select: &str,
+    row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<(rusqlite::types::Value, String, Vec<u8>)>,
+    update: &str,
+) -> Result<usize> {
+    let rows: Vec<_> = tx.prepare(select)?.query_map([], row)?.collect::<rusqlite::Result<_>>()?;
+    let mut write = tx.prepare(update)?;
+    for (key, aad, sealed) in &rows {
+        write.execute(params![key, next.seal(aad, &old.open(aad, sealed)?)?])?;
+    }
+    Ok(rows.len())
 }
 
 /// Completes a KEK rotation that stopped between its commit and the file swap: when the sealed

@@ -262,29 +262,29 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     if version < 4 {
         // Step 4: enrolment tokens keep the end of their life from when they were made (older
         // rows keep NULL and live the default lifetime).
-        let has_column = column_exists(conn, "enrolment_token", "expires_at_ms")?;
-        let tx = conn.unchecked_transaction()?;
-        if !has_column {
-            tx.execute_batch("ALTER TABLE enrolment_token ADD COLUMN expires_at_ms INTEGER;")?;
-        }
-        tx.execute_batch("PRAGMA user_version = 4;")?;
-        tx.commit()?;
+        add_column_step(conn, 4, "enrolment_token", "expires_at_ms", "INTEGER")?;
     }
     if version < 5 {
         // Step 5: queued e-mail gets its own retry time (an outbox from step 4 has none).
-        let has_column = column_exists(conn, "mail_outbox", "retry_at_ms")?;
-        let tx = conn.unchecked_transaction()?;
-        if !has_column {
-            tx.execute_batch("ALTER TABLE mail_outbox ADD COLUMN retry_at_ms INTEGER NOT NULL DEFAULT 0;")?;
-        }
-        tx.execute_batch("PRAGMA user_version = 5;")?;
-        tx.commit()?;
+        add_column_step(conn, 5, "mail_outbox", "retry_at_ms", "INTEGER NOT NULL DEFAULT 0")?;
     }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
         // no old page keeps a copy.
         conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
     }
+    Ok(())
+}
+
+/// An upgrade step that adds `table.column` (unless `SCHEMA` already created it, on a folder whose
+/// tables were made by this build) and records `version`, in one transaction.
+fn add_column_step(conn: &Connection, version: i64, table: &str, column: &str, definition: &str) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    if !column_exists(&tx, table, column)? {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition};"))?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {version};"))?;
+    tx.commit()?;
     Ok(())
 }
 
