@@ -25,7 +25,7 @@ pub enum DispatchError {
     #[error(transparent)]
     Core(#[from] CoreError),
     #[error("storage: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[from] crate::store::db::StorageError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -29,4 +29,6 @@ pub use clock::SetClock;
 pub use error::DispatchError;
 pub use mail::MailConfig;
 pub use operators::Operator;
-pub use store::{Dispatch, HighValuePolicy, NewParcel, add_key, delivery_window, promote_key, rotate_kek};
+pub use store::{
+    Dispatch, HighValuePolicy, NewParcel, PostgresConfig, add_key, delivery_window, promote_key, rotate_kek,
+};

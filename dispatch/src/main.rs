@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, SetClock, api, demo, listen, terminal};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, PostgresConfig, SetClock, api, demo, listen, terminal};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -89,6 +89,11 @@ enum Command {
         /// State folder (created if absent): dispatch.db and keys/.
         #[arg(long)]
         state: PathBuf,
+        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
+        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
+        /// an argument is visible to other users.
+        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
         /// Declared value (in cents) from which a parcel needs a code.
         #[arg(long, default_value_t = 50_000)]
         value_threshold_cents: i64,
@@ -142,6 +147,11 @@ enum OperatorStep {
         /// The state folder.
         #[arg(long)]
         state: PathBuf,
+        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
+        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
+        /// an argument is visible to other users.
+        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
         #[arg(long)]
         name: String,
     },
@@ -150,6 +160,11 @@ enum OperatorStep {
         /// The state folder.
         #[arg(long)]
         state: PathBuf,
+        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
+        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
+        /// an argument is visible to other users.
+        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
         operator_id: String,
     },
     /// List keys (never their secrets).
@@ -157,6 +172,11 @@ enum OperatorStep {
         /// The state folder.
         #[arg(long)]
         state: PathBuf,
+        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
+        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
+        /// an argument is visible to other users.
+        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
     },
 }
 
@@ -181,6 +201,11 @@ enum KeyStep {
         /// The state folder.
         #[arg(long)]
         state: PathBuf,
+        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
+        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
+        /// an argument is visible to other users.
+        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
     },
 }
 
@@ -258,8 +283,10 @@ fn main() -> ExitCode {
                 }),
                 KeyStep::Promote { state, key_id } => doorstep_dispatch::promote_key(&state, &key_id)
                     .map(|()| format!("{key_id} signs from dispatch's next start")),
-                KeyStep::RotateKek { state } => doorstep_dispatch::rotate_kek(&state)
-                    .map(|n| format!("{n} sealed values re-sealed under a new keys/kek; the old key is deleted")),
+                KeyStep::RotateKek { state, database } => {
+                    { doorstep_dispatch::rotate_kek(&state, database.map(PostgresConfig::new).as_ref()) }
+                        .map(|n| format!("{n} sealed values re-sealed under a new keys/kek; the old key is deleted"))
+                }
             };
             match result {
                 Ok(message) => {
@@ -292,6 +319,7 @@ fn main() -> ExitCode {
             full_manifests_per_device_per_minute,
             max_connections,
             max_connections_per_client,
+            database,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
@@ -320,6 +348,7 @@ fn main() -> ExitCode {
                     full_manifests_per_device_per_minute,
                     trust_forwarded_for: behind_tls_proxy,
                 },
+                database: database.map(PostgresConfig::new),
             };
             runtime.block_on(serve(addr, state, options))
         }
@@ -388,11 +417,15 @@ struct ServeOptions {
     enrolment_token_ttl: chrono::TimeDelta,
     max_resets_per_parcel: u32,
     limits: api::Limits,
+    database: Option<PostgresConfig>,
 }
 
 fn operator_command(step: OperatorStep) -> ExitCode {
-    let (OperatorStep::Add { state, .. } | OperatorStep::Revoke { state, .. } | OperatorStep::List { state }) = &step;
-    let dispatch = match Dispatch::open(state, HighValuePolicy::default()) {
+    let (OperatorStep::Add { state, database, .. }
+    | OperatorStep::Revoke { state, database, .. }
+    | OperatorStep::List { state, database }) = &step;
+    let database = database.clone().map(PostgresConfig::new);
+    let dispatch = match Dispatch::open_with(state, database.as_ref(), HighValuePolicy::default()) {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot open dispatch state {}: {e}", state.display())),
     };
@@ -424,20 +457,28 @@ fn operator_command(step: OperatorStep) -> ExitCode {
 
 async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitCode {
     let smtp = matches!(options.mail, Some(MailConfig::Smtp { .. }));
-    let opened = Dispatch::open(&state, options.policy)
-        .and_then(|d| d.with_code_policy(options.code_policy))
-        .and_then(|d| d.with_enrolment_token_ttl(options.enrolment_token_ttl))
-        .map(|d| d.with_max_resets_per_parcel(options.max_resets_per_parcel));
-    let dispatch = match opened {
-        Ok(d) => Arc::new(match options.mail {
-            Some(mail) => d.with_mail(mail),
-            None => d,
-        }),
-        Err(e) => return fail(format!("cannot start dispatch with {}: {e}", state.display())),
+    // Opening may wait on PostgreSQL: off the async threads.
+    let open = {
+        let (state, database, policy, code_policy) =
+            (state.clone(), options.database.clone(), options.policy.clone(), options.code_policy);
+        let (ttl, resets, mail) = (options.enrolment_token_ttl, options.max_resets_per_parcel, options.mail.clone());
+        move || -> Result<(Dispatch, bool), doorstep_dispatch::DispatchError> {
+            let d = Dispatch::open_with(&state, database.as_ref(), policy)?
+                .with_code_policy(code_policy)?
+                .with_enrolment_token_ttl(ttl)?
+                .with_max_resets_per_parcel(resets);
+            let d = match mail {
+                Some(mail) => d.with_mail(mail),
+                None => d,
+            };
+            let auth_on = d.operator_auth_on()?;
+            Ok((d, auth_on))
+        }
     };
-    let auth_on = match dispatch.operator_auth_on() {
-        Ok(on) => on,
-        Err(e) => return fail(format!("cannot read operator keys: {e}")),
+    let (dispatch, auth_on) = match tokio::task::spawn_blocking(open).await {
+        Ok(Ok((d, auth_on))) => (Arc::new(d), auth_on),
+        Ok(Err(e)) => return fail(format!("cannot start dispatch with {}: {e}", state.display())),
+        Err(e) => return fail(format!("cannot start dispatch: {e}")),
     };
     let wire = match (&options.tls, options.behind_tls_proxy) {
         (Some(_), _) => listen::Wire::Tls,

@@ -9,12 +9,11 @@
 //! Operator authentication is on as soon as one key exists. With none, the operator routes are
 //! open, which `serve` allows on a loopback address only (the embedded default for developers).
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::error::{DispatchError, Result};
-use crate::store::Dispatch;
+use crate::store::{Dispatch, Tx, params};
 use doorstep_core::crypto::{random_bytes, sha256};
 
 const KEY_PREFIX: &str = "dso_";
@@ -71,66 +70,63 @@ impl Dispatch {
         }
         let id = hex(&random_bytes::<6>()?);
         let secret = hex(&random_bytes::<32>()?);
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let now = self.now_ms()?;
-        tx.execute(
-            "INSERT INTO operator (operator_id, name, secret_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![id, name, sha256(secret.as_bytes()).to_vec(), now],
-        )?;
-        audit(&tx, now, &Operator::host(), "operator_add", None, Some(&format!("{id} {name}")))?;
-        tx.commit()?;
-        Ok((Operator { operator_id: id.clone(), name: name.to_owned() }, format!("{KEY_PREFIX}{id}_{secret}")))
+        self.run(|tx| {
+            let now = self.now_ms()?;
+            tx.execute(
+                "INSERT INTO operator (operator_id, name, secret_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id, name, sha256(secret.as_bytes()).to_vec(), now],
+            )?;
+            audit(tx, now, &Operator::host(), "operator_add", None, Some(&format!("{id} {name}")))?;
+            Ok((Operator { operator_id: id.clone(), name: name.to_owned() }, format!("{KEY_PREFIX}{id}_{secret}")))
+        })
     }
 
     /// Revokes an operator key at once; `NotFound` for an unknown or already revoked one.
     pub fn revoke_operator(&self, operator_id: &str) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let now = self.now_ms()?;
-        let changed = tx.execute(
-            "UPDATE operator SET revoked_at_ms = ?2 WHERE operator_id = ?1 AND revoked_at_ms IS NULL",
-            params![operator_id, now],
-        )?;
-        if changed == 0 {
-            return Err(DispatchError::NotFound(format!("active operator {operator_id}")));
-        }
-        audit(&tx, now, &Operator::host(), "operator_revoke", None, Some(operator_id))?;
-        tx.commit()?;
-        Ok(())
+        self.run(|tx| {
+            let now = self.now_ms()?;
+            let changed = tx.execute(
+                "UPDATE operator SET revoked_at_ms = ?2 WHERE operator_id = ?1 AND revoked_at_ms IS NULL",
+                params![operator_id, now],
+            )?;
+            if changed == 0 {
+                return Err(DispatchError::NotFound(format!("active operator {operator_id}")));
+            }
+            audit(tx, now, &Operator::host(), "operator_revoke", None, Some(operator_id))?;
+            Ok(())
+        })
     }
 
     /// The actions recorded on no parcel (operator keys, enrolment tokens), oldest first.
     pub fn service_actions(&self) -> Result<Vec<Action>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, operator_id, action, detail FROM operator_action WHERE parcel_id IS NULL ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Action { at_ms: r.get(0)?, operator_id: r.get(1)?, action: r.get(2)?, detail: r.get(3)? })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.actions(
+            "SELECT at_ms, operator_id, action, detail FROM operator_action WHERE parcel_id IS NULL ORDER BY id",
+            params![],
+        )
     }
 
     pub fn operators(&self) -> Result<Vec<OperatorEntry>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT operator_id, name, created_at_ms, revoked_at_ms FROM operator ORDER BY created_at_ms")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(OperatorEntry {
-                operator_id: r.get(0)?,
-                name: r.get(1)?,
-                created_at_ms: r.get(2)?,
-                revoked_at_ms: r.get(3)?,
-            })
+        let rows: Vec<(String, String, i64, Option<i64>)> = self.run(|tx| {
+            Ok(tx.all(
+                "SELECT operator_id, name, created_at_ms, revoked_at_ms FROM operator ORDER BY created_at_ms, operator_id",
+                params![],
+            )?)
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows
+            .into_iter()
+            .map(|(operator_id, name, created_at_ms, revoked_at_ms)| OperatorEntry {
+                operator_id,
+                name,
+                created_at_ms,
+                revoked_at_ms,
+            })
+            .collect())
     }
 
     /// Whether operator routes need a key: as soon as one was ever created (revoking every key
     /// does not reopen them).
     pub fn operator_auth_on(&self) -> Result<bool> {
-        Ok(self.lock().query_row("SELECT EXISTS (SELECT 1 FROM operator)", [], |r| r.get(0))?)
+        self.run(|tx| Ok(tx.one("SELECT EXISTS (SELECT 1 FROM operator)", params![])?))
     }
 
     /// The operator a presented key belongs to. Any failure (no key, malformed, unknown id, wrong
@@ -147,12 +143,9 @@ impl Dispatch {
         }
         let (id, secret) =
             presented.and_then(|k| k.strip_prefix(KEY_PREFIX)).and_then(|k| k.split_once('_')).ok_or_else(denied)?;
-        let row: Option<(String, Vec<u8>, Option<i64>)> = self
-            .lock()
-            .query_row("SELECT name, secret_hash, revoked_at_ms FROM operator WHERE operator_id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
+        let row: Option<(String, Vec<u8>, Option<i64>)> = self.run(|tx| {
+            Ok(tx.opt("SELECT name, secret_hash, revoked_at_ms FROM operator WHERE operator_id = ?1", params![id])?)
+        })?;
         // Hash and compare even for an unknown id, so timing does not tell ids apart.
         let (name, stored, revoked) = row.unwrap_or_else(|| (String::new(), vec![0; 32], Some(0)));
         let matches: bool = sha256(secret.as_bytes()).as_slice().ct_eq(stored.as_slice()).into();
@@ -164,30 +157,34 @@ impl Dispatch {
 
     /// The operator actions recorded on a parcel, oldest first.
     pub fn parcel_actions(&self, parcel_id: &str) -> Result<Vec<Action>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, operator_id, action, detail FROM operator_action WHERE parcel_id = ?1 ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([parcel_id], |r| {
-            Ok(Action { at_ms: r.get(0)?, operator_id: r.get(1)?, action: r.get(2)?, detail: r.get(3)? })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.actions(
+            "SELECT at_ms, operator_id, action, detail FROM operator_action WHERE parcel_id = ?1 ORDER BY id",
+            params![parcel_id],
+        )
+    }
+
+    fn actions(&self, sql: &str, params: &[&dyn crate::store::db::ToParam]) -> Result<Vec<Action>> {
+        let rows: Vec<(i64, String, String, Option<String>)> = self.run(|tx| Ok(tx.all(sql, params)?))?;
+        Ok(rows
+            .into_iter()
+            .map(|(at_ms, operator_id, action, detail)| Action { at_ms, operator_id, action, detail })
+            .collect())
     }
 }
 
 /// Records an operator action inside the transaction that performs it.
 pub(crate) fn audit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     at_ms: i64,
     by: &Operator,
     action: &str,
     parcel_id: Option<&str>,
     detail: Option<&str>,
 ) -> Result<()> {
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO operator_action (at_ms, operator_id, action, parcel_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![at_ms, by.operator_id, action, parcel_id, detail])?;
+        params![at_ms, by.operator_id, action, parcel_id, detail],
+    )?;
     Ok(())
 }
 

@@ -13,7 +13,17 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Device, HostError, KeyVault};
 use doorstep_core::protocol::{Holder, REQUEST_HEADER};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, Operator, SetClock, api, listen};
+use doorstep_dispatch::{Dispatch, HighValuePolicy, NewParcel, Operator, PostgresConfig, SetClock, api, listen};
+
+/// The database the HTTP tests run dispatch on: PostgreSQL when `DOORSTEP_TEST_POSTGRES` names
+/// one (`scripts/postgres.sh` starts a private server; each server of a test gets a schema of
+/// its own), the state folder's SQLite file otherwise. The same tests run on both.
+pub fn test_database() -> Option<PostgresConfig> {
+    let url = std::env::var("DOORSTEP_TEST_POSTGRES").ok().filter(|u| !u.is_empty())?;
+    let mut config = PostgresConfig::new(url).in_schema(format!("t_{}", uuid::Uuid::new_v4().simple()));
+    config.pool_size = 8;
+    Some(config)
+}
 
 /// Seals by XOR (a stand-in for the Android Keystore / iOS Keychain).
 pub struct Vault;
@@ -57,6 +67,8 @@ pub struct Server {
     pub clock: Arc<SetClock>,
     pub scene: Scene,
     pub state: tempfile::TempDir,
+    /// The PostgreSQL database the state is kept in (`None`: `state`'s SQLite file).
+    pub database: Option<PostgresConfig>,
     /// The operator the tests act as, and its key (operator routes need it: one key exists).
     pub operator: Operator,
     pub operator_key: String,
@@ -102,8 +114,11 @@ impl Server {
         tls: Option<&listen::TlsFiles>,
     ) -> Server {
         let state = tempfile::tempdir().unwrap();
+        let database = test_database();
         let clock = Arc::new(SetClock::at(scene.now));
-        let opened = Dispatch::open(state.path(), HighValuePolicy::default()).unwrap().with_clock(clock.clone());
+        let opened = Dispatch::open_with(state.path(), database.as_ref(), HighValuePolicy::default())
+            .unwrap()
+            .with_clock(clock.clone());
         let dispatch = Arc::new(configure(opened));
         let (operator, operator_key) = if operator_key {
             dispatch.add_operator("test operator").unwrap()
@@ -123,10 +138,16 @@ impl Server {
             clock,
             scene,
             state,
+            database,
             operator,
             operator_key,
             _runtime: runtime,
         }
+    }
+
+    /// Another dispatch on this server's state (as a second node, or after a restart).
+    pub fn reopen(&self) -> Dispatch {
+        Dispatch::open_with(self.state.path(), self.database.as_ref(), HighValuePolicy::default()).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -167,10 +167,10 @@ fn a_code_is_issued_while_the_relay_is_down_and_its_mail_goes_out_later() {
     assert_eq!(server.dispatch.pending_mail().unwrap(), 5, "the 5 coded parcels' e-mail waits");
     // The key-encryption key is rotated meanwhile: queued e-mail is re-sealed with the codes.
     // 5 codes, 1 device secret and 5 queued messages.
-    assert_eq!(doorstep_dispatch::rotate_kek(server.state.path()).unwrap(), 11);
+    assert_eq!(doorstep_dispatch::rotate_kek(server.state.path(), server.database.as_ref()).unwrap(), 11);
     let sink = SmtpSink::start();
-    let up = doorstep_dispatch::Dispatch::open(server.state.path(), doorstep_dispatch::HighValuePolicy::default())
-        .unwrap()
+    let up = server
+        .reopen()
         .with_clock(server.clock.clone())
         .with_mail(MailConfig::Smtp { host: "127.0.0.1".into(), port: sink.port });
     assert_eq!(up.send_pending_mail().unwrap(), 0, "each waits its backoff after the failed try");

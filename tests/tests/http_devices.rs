@@ -124,11 +124,7 @@ fn an_enrolment_token_keeps_the_lifetime_it_was_made_with() {
     let short = token(&server, "R1");
     server.clock.advance(TimeDelta::hours(3));
     let restarted =
-        doorstep_dispatch::Dispatch::open(server.state.path(), doorstep_dispatch::HighValuePolicy::default())
-            .unwrap()
-            .with_clock(server.clock.clone())
-            .with_enrolment_token_ttl(TimeDelta::hours(48))
-            .unwrap();
+        server.reopen().with_clock(server.clock.clone()).with_enrolment_token_ttl(TimeDelta::hours(48)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let phone = server.phone(&dir.path().join("a.db"));
     let refused = restarted.enrol(&short, &phone.enrolment_request().unwrap()).unwrap_err();

@@ -173,9 +173,7 @@ fn a_parcel_with_more_delegates_than_the_policy_allows_is_left_out_not_a_500() {
     for i in 0..5 {
         server.dispatch.name_delegate("P0", &format!("neighbour {i}")).unwrap();
     }
-    let strict = doorstep_dispatch::Dispatch::open(server.state.path(), doorstep_dispatch::HighValuePolicy::default())
-        .unwrap()
-        .with_clock(server.clock.clone());
+    let strict = server.reopen().with_clock(server.clock.clone());
     let manifest = strict.full_manifest(&device_id, server.scene.date).expect("the route's manifest, not a 500");
     let report = phone.apply_manifest(&manifest).unwrap();
     assert_eq!(report.removed, 1, "P0 left out");

@@ -3,8 +3,6 @@
 //! Each message is claimed before it travels, so two senders never send it twice; one that fails
 //! waits its own backoff, and one the relay refused for good is kept and not tried again.
 
-use rusqlite::{Transaction, params};
-
 use super::*;
 
 /// Messages one call of the mail sender takes.
@@ -33,11 +31,10 @@ impl Dispatch {
         }
     }
 
-    pub(super) fn mail_code(&self, tx: &Transaction<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
-        let (email, date, zone): (String, String, String) = tx.query_row(
+    pub(super) fn mail_code(&self, tx: &Tx<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
+        let (email, date, zone): (String, String, String) = tx.one(
             "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
-            [parcel_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            params![parcel_id],
         )?;
         // A fresh link for this parcel, valid to the end of its delivery day; kept as its hash.
         let token = crate::operators::hex(&random_bytes::<16>()?);
@@ -55,11 +52,10 @@ impl Dispatch {
             reissued,
         })?;
         // Kept sealed with the code it carries; delivered once this transaction commits.
-        tx.execute(
-            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, x'', ?3)",
-            params![parcel_id, email, self.now_ms()?],
+        let id: i64 = tx.one(
+            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            params![parcel_id, email, Vec::<u8>::new(), self.now_ms()?],
         )?;
-        let id = tx.last_insert_rowid();
         tx.execute(
             "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
             params![id, self.kek.seal(&mail_aad(id), &message)?],
@@ -78,41 +74,39 @@ impl Dispatch {
 
     fn send_mail(&self, only: Option<i64>) -> Result<usize> {
         let now = self.now_ms()?;
-        let claimed: Vec<(i64, String, Vec<u8>, i64)> = {
-            let mut conn = self.lock();
-            let tx = conn.transaction()?;
-            let rows: Vec<(i64, String, Vec<u8>, i64)> = tx
-                .prepare(
-                    "SELECT id, recipient, message, attempts FROM mail_outbox
-                     WHERE retry_at_ms <= ?1 AND (?2 IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT ?3",
-                )?
-                .query_map(params![now, only, MAIL_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+        // Claimed in one transaction: of two nodes claiming at once, one runs again and finds
+        // the messages claimed.
+        let claimed: Vec<(i64, String, Vec<u8>, i64)> = self.run(|tx| {
+            let rows: Vec<(i64, String, Vec<u8>, i64)> = tx.all(
+                "SELECT id, recipient, message, attempts FROM mail_outbox
+                 WHERE retry_at_ms <= ?1 AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT ?3",
+                params![now, only, MAIL_BATCH],
+            )?;
             for (id, ..) in &rows {
                 tx.execute("UPDATE mail_outbox SET retry_at_ms = ?2 WHERE id = ?1", params![id, now + MAIL_CLAIM_MS])?;
             }
-            tx.commit()?;
-            rows
-        };
+            Ok(rows)
+        })?;
         let mut sent = 0;
         for (id, recipient, sealed, attempts) in claimed {
             let outcome = match self.kek.open(&mail_aad(id), &sealed) {
                 Ok(message) => crate::mail::deliver(&self.mail, &recipient, &message),
                 Err(e) => Err(crate::mail::Undelivered { permanent: false, reason: e.to_string() }),
             };
-            let conn = self.lock();
             match outcome {
                 Ok(()) => {
-                    conn.execute("DELETE FROM mail_outbox WHERE id = ?1", [id])?;
+                    self.run(|tx| Ok(tx.execute("DELETE FROM mail_outbox WHERE id = ?1", params![id])?))?;
                     sent += 1;
                 }
                 Err(failure) => {
                     let retry_at =
                         if failure.permanent { i64::MAX } else { self.now_ms()? + mail_backoff_ms(attempts) };
-                    conn.execute(
-                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2, retry_at_ms = ?3 WHERE id = ?1",
-                        params![id, failure.reason, retry_at],
-                    )?;
+                    self.run(|tx| {
+                        Ok(tx.execute(
+                            "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?2, retry_at_ms = ?3 WHERE id = ?1",
+                            params![id, failure.reason, retry_at],
+                        )?)
+                    })?;
                 }
             }
         }
@@ -121,6 +115,6 @@ impl Dispatch {
 
     /// Customer e-mail not delivered yet.
     pub fn pending_mail(&self) -> Result<usize> {
-        Ok(self.lock().query_row("SELECT count(*) FROM mail_outbox", [], |r| r.get::<_, i64>(0))? as usize)
+        self.run(|tx| Ok(tx.one("SELECT count(*) FROM mail_outbox", params![])?))
     }
 }

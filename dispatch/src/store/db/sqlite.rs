@@ -1,0 +1,112 @@
+//! The SQLite backend: one connection behind a mutex, so transactions run one at a time (the
+//! invariant of [`super::Db::run`] by construction); statements are prepared once and cached.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use super::{Param, Row, StorageError, ToParam, Tx, Value};
+use crate::error::Result;
+
+pub struct Sqlite {
+    conn: Mutex<rusqlite::Connection>,
+}
+
+impl Sqlite {
+    pub(super) fn new(conn: rusqlite::Connection) -> Sqlite {
+        conn.set_prepared_statement_cache_capacity(128);
+        Sqlite { conn: Mutex::new(conn) }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn run<T>(&self, work: &mut impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let scope = Tx::new(super::Inner::Sqlite(&tx));
+        let out = work(&scope);
+        let failed = scope.into_failure();
+        match out {
+            Ok(value) => {
+                tx.commit()?;
+                Ok(value)
+            }
+            Err(e) => Err(super::settle(e, failed)),
+        }
+    }
+}
+
+/// A parameter as rusqlite binds it.
+struct Bound<'a>(Param<'a>);
+
+impl rusqlite::ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Param::Null => ValueRef::Null,
+            Param::Int(i) => ValueRef::Integer(i),
+            Param::Text(s) => ValueRef::Text(s.as_bytes()),
+            Param::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn bind<'a>(params: &'a [&'a dyn ToParam]) -> Vec<Bound<'a>> {
+    params.iter().map(|p| Bound(p.param())).collect()
+}
+
+pub(super) fn execute(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: &[&dyn ToParam],
+) -> Result<usize, StorageError> {
+    let bound = bind(params);
+    Ok(tx.prepare_cached(sql)?.execute(rusqlite::params_from_iter(bound.iter()))?)
+}
+
+pub(super) fn query(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: &[&dyn ToParam],
+) -> Result<Vec<Row>, StorageError> {
+    read(tx, sql, params, usize::MAX)
+}
+
+pub(super) fn query_first(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: &[&dyn ToParam],
+) -> Result<Vec<Row>, StorageError> {
+    read(tx, sql, params, 1)
+}
+
+fn read(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: &[&dyn ToParam],
+    most: usize,
+) -> Result<Vec<Row>, StorageError> {
+    let bound = bind(params);
+    let mut stmt = tx.prepare_cached(sql)?;
+    let width = stmt.column_count();
+    let mut rows = stmt.query(rusqlite::params_from_iter(bound.iter()))?;
+    let mut out = Vec::new();
+    while out.len() < most {
+        let Some(row) = rows.next()? else { break };
+        let values = (0..width)
+            .map(|i| {
+                Ok(match row.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    // Dispatch stores no floating-point values; one would be a foreign write.
+                    ValueRef::Real(v) => Value::Text(v.to_string()),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        out.push(Row(values));
+    }
+    Ok(out)
+}
