@@ -150,6 +150,46 @@ impl Server {
         Dispatch::open_with(self.state.path(), self.database.as_ref(), HighValuePolicy::default()).unwrap()
     }
 
+    /// Runs SQL on this server's database behind dispatch's back (a fault, a look at a table):
+    /// the state folder's SQLite file, or its PostgreSQL schema through `psql`. Returns the first
+    /// column of the first row as text (empty for none).
+    pub fn sql(&self, sql: &str) -> String {
+        match &self.database {
+            None => {
+                let db = rusqlite::Connection::open(self.state.path().join("dispatch.db")).unwrap();
+                let mut stmt = db.prepare(sql).unwrap();
+                let mut rows = stmt.query([]).unwrap();
+                match rows.next().unwrap() {
+                    Some(row) => match row.get_ref(0) {
+                        Ok(rusqlite::types::ValueRef::Integer(i)) => i.to_string(),
+                        Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                        Ok(other) => format!("{other:?}"),
+                        Err(_) => String::new(),
+                    },
+                    None => String::new(),
+                }
+            }
+            Some(config) => {
+                let schema = config.schema.as_deref().unwrap_or("public");
+                let out = std::process::Command::new("psql")
+                    .args([config.url.as_str(), "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+                    .env("PGOPTIONS", format!("-c search_path={schema}"))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned()
+            }
+        }
+    }
+
+    /// Has the PostgreSQL server write every page to its files (`CHECKPOINT`), so a search of
+    /// its directory sees what a stolen disk would.
+    pub fn checkpoint_postgres(&self) {
+        let url = std::env::var("DOORSTEP_TEST_POSTGRES").expect("a PostgreSQL test");
+        let done = std::process::Command::new("psql").args([url.as_str(), "-qc", "CHECKPOINT"]).status().unwrap();
+        assert!(done.success(), "psql CHECKPOINT");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

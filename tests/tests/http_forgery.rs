@@ -210,8 +210,7 @@ fn a_storage_error_at_dispatch_fails_the_upload_and_accepts_nothing() {
     let out = phone.verify_code(&[ScannedParcel::scanned("BC0")], &server.code("P0"), None).unwrap();
     assert!(matches!(out, HandoverOutcome::Accepted { .. }));
     // The code book becomes unreadable (as a disk or permissions fault would make it).
-    let db = rusqlite::Connection::open(server.state.path().join("dispatch.db")).unwrap();
-    db.execute_batch("ALTER TABLE code RENAME TO code_away").unwrap();
+    server.sql("ALTER TABLE code RENAME TO code_away");
     let batch = phone.next_batch(10, 64 * 1024).unwrap().unwrap();
     let (status, body) = server.signed_post(&phone, &format!("/v1/devices/{device_id}/receipts"), &batch.bytes);
     assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
@@ -219,7 +218,7 @@ fn a_storage_error_at_dispatch_fails_the_upload_and_accepts_nothing() {
     phone.record_upload_failure("HTTP 500").unwrap();
     assert_eq!(phone.status().unwrap().pending_receipts, 1, "the phone keeps the receipt");
     // Once storage is back, the same receipt lands and is accepted.
-    db.execute_batch("ALTER TABLE code_away RENAME TO code").unwrap();
+    server.sql("ALTER TABLE code_away RENAME TO code");
     server.upload(&phone, &device_id);
     let held = server.dispatch.receipts(&device_id).unwrap();
     assert_eq!((held.len(), held[0].status), (1, ReceiptStatus::Accepted));

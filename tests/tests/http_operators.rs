@@ -31,9 +31,8 @@ fn call(server: &Server, method: &str, path: &str, body: &[u8], auth: Option<&st
 /// What an operator action would change: actions recorded, enrolment tokens, P0's code and route,
 /// the deltas issued to phones.
 fn snapshot(server: &Server) -> (i64, i64, String, String, i64) {
-    let db = rusqlite::Connection::open(server.state.path().join("dispatch.db")).unwrap();
-    let count = |table: &str| db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
-    let route = db.query_row("SELECT route_id FROM parcel WHERE parcel_id = 'P0'", [], |r| r.get(0)).unwrap();
+    let count = |table: &str| server.sql(&format!("SELECT count(*) FROM {table}")).parse().unwrap();
+    let route = server.sql("SELECT route_id FROM parcel WHERE parcel_id = 'P0'");
     (count("operator_action"), count("enrolment_token"), server.code("P0"), route, count("delta"))
 }
 

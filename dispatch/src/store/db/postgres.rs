@@ -89,12 +89,18 @@ impl Postgres {
             .map_err(|e| DispatchError::BadRequest(format!("PostgreSQL pool: {e}")))?;
         let db = Postgres { pool, runtime: Some(runtime) };
         // Reach it once now: a wrong address or password is named at start, not at the first request.
-        drop(db.handle().block_on(db.pool.get()).map_err(|e| {
+        let client = db.handle().block_on(db.pool.get()).map_err(|e| {
             DispatchError::Storage(StorageError::new(
                 FailureKind::Other,
                 format!("cannot reach PostgreSQL at {where_}: {e}"),
             ))
-        })?);
+        })?;
+        if let Some(schema) = &config.schema {
+            db.handle()
+                .block_on(client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                .map_err(StorageError::from)?;
+        }
+        drop(client);
         Ok(db)
     }
 
