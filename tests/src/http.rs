@@ -60,6 +60,31 @@ impl Scene {
     }
 }
 
+/// Serves `dispatch` on an ephemeral loopback port; returns its base URL and the runtime serving it.
+fn serve(
+    dispatch: Arc<Dispatch>,
+    limits: api::Limits,
+    tls: Option<&listen::TlsFiles>,
+) -> (String, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let app = api::router_with_limits(dispatch, limits);
+    let tls = tls.map(|files| runtime.block_on(listen::load(files)).unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    runtime.spawn(listen::serve(listener, app, tls, std::future::pending()));
+    (format!("{scheme}://{addr}"), runtime)
+}
+
+/// Copies `from/keys/` into `to/keys/` (what deploying a node's keys by configuration does).
+fn copy_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).unwrap();
+    for entry in std::fs::read_dir(from.join("keys")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("keys").join(entry.file_name())).unwrap();
+    }
+}
+
 /// A dispatch served on loopback for the life of the test, on the scene's clock.
 pub struct Server {
     pub base: String,
@@ -125,24 +150,34 @@ impl Server {
         } else {
             (Operator::loopback(), String::new())
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = api::router_with_limits(dispatch.clone(), limits);
-        let tls = tls.map(|files| runtime.block_on(listen::load(files)).unwrap());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        runtime.spawn(listen::serve(listener, app, tls, std::future::pending()));
+        let (base, runtime) = serve(dispatch.clone(), limits, tls);
+        Server { base, dispatch, clock, scene, state, database, operator, operator_key, _runtime: runtime }
+    }
+
+    /// A second dispatch node on this server's database: a state folder of its own holding a copy
+    /// of this one's `keys/` (nodes share keys by configuration, not by a disk), served on its own
+    /// port, on the same clock, acting as the same operator.
+    pub fn another_node(&self) -> Server {
+        let state = tempfile::tempdir().unwrap();
+        copy_keys(self.state.path(), state.path());
+        let dispatch = Arc::new(self.open_node(state.path()).unwrap().with_clock(self.clock.clone()));
+        let (base, runtime) = serve(dispatch.clone(), api::Limits::default(), None);
         Server {
-            base: format!("{scheme}://{addr}"),
+            base,
             dispatch,
-            clock,
-            scene,
+            clock: self.clock.clone(),
+            scene: self.scene,
             state,
-            database,
-            operator,
-            operator_key,
+            database: self.database.clone(),
+            operator: self.operator.clone(),
+            operator_key: self.operator_key.clone(),
             _runtime: runtime,
         }
+    }
+
+    /// Dispatch opened on `state` (a node's own folder) and this server's database.
+    pub fn open_node(&self, state: &Path) -> Result<Dispatch, doorstep_dispatch::DispatchError> {
+        Dispatch::open_with(state, self.database.as_ref(), HighValuePolicy::default())
     }
 
     /// Another dispatch on this server's state (as a second node, or after a restart).
