@@ -24,8 +24,11 @@ fn fleet() -> Option<(Server, Server)> {
     Some((a, b))
 }
 
+/// One request to send from its own thread.
+type Job<T> = Box<dyn FnOnce() -> T + Send>;
+
 /// Runs `jobs` at the same instant, one thread each; returns their results in order.
-fn at_once<T: Send + 'static>(jobs: Vec<Box<dyn FnOnce() -> T + Send>>) -> Vec<T> {
+fn at_once<T: Send + 'static>(jobs: Vec<Job<T>>) -> Vec<T> {
     let barrier = Arc::new(Barrier::new(jobs.len()));
     let handles: Vec<_> = jobs
         .into_iter()
@@ -65,7 +68,7 @@ fn one_phone_uploading_the_same_batch_to_two_nodes_at_once_stores_each_receipt_o
             made += 1;
         }
         let batch = phone.next_batch(10, 64 * 1024).unwrap().unwrap();
-        let jobs: Vec<Box<dyn FnOnce() -> (u16, Vec<u8>) + Send>> = [&a, &b]
+        let jobs: Vec<Job<(u16, Vec<u8>)>> = [&a, &b]
             .into_iter()
             .map(|node| {
                 let (url, body) = (node.url(&path), batch.bytes.clone());
@@ -96,7 +99,7 @@ fn an_enrolment_token_reaching_two_nodes_at_once_enrols_one_phone() {
         let (status, token) = a.op_post("/v1/enrolment-tokens", br#"{"route_id":"R1"}"#);
         assert_eq!(status, 201);
         let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
-        let jobs: Vec<Box<dyn FnOnce() -> u16 + Send>> = [&a, &b]
+        let jobs: Vec<Job<u16>> = [&a, &b]
             .into_iter()
             .enumerate()
             .map(|(i, node)| {
@@ -118,7 +121,7 @@ fn operator_changes_made_on_two_nodes_at_once_number_each_phones_deltas_without_
     let (phone, _dir, device_id) = a.day();
     for round in 0..6 {
         // A reset on one node and a reissue on the other, at once, each a delta to the phone.
-        let jobs: Vec<Box<dyn FnOnce() -> (u16, Vec<u8>) + Send>> = vec![
+        let jobs: Vec<Job<(u16, Vec<u8>)>> = vec![
             {
                 let (url, auth) = (a.url(&format!("/v1/parcels/P{}/reset", round % 3)), a.operator_auth());
                 Box::new(move || post(&url, &[(auth.0, &auth.1)], b""))
