@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project:
-#   1. the Rust workspace (unit, integration, property, crash, FFI and HTTP tests);
+#   1. the Rust workspace (unit, integration, property, crash, FFI and HTTP tests), with dispatch
+#      on SQLite; then the HTTP tests again with dispatch on PostgreSQL (a private server that
+#      scripts/postgres.sh installs and starts), several nodes raced among them;
 #   2. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
 #   3. the Rust tests again under libfaketime at instants years apart (no test depends on the day
 #      or hour it runs);
@@ -21,6 +23,15 @@ step() {
 }
 
 step cargo test --workspace --locked --no-fail-fast
+postgres_tests() (
+  local exports
+  exports=$(bash scripts/postgres.sh start) || return 1
+  eval "$exports"
+  trap 'eval "$DOORSTEP_TEST_POSTGRES_STOP"' EXIT
+  DOORSTEP_TEST_POSTGRES="$DOORSTEP_TEST_POSTGRES" DOORSTEP_TEST_POSTGRES_DATA="$DOORSTEP_TEST_POSTGRES_DATA" \
+    cargo test -p doorstep-tests --locked --no-fail-fast --test 'http_*'
+)
+step postgres_tests
 step cargo test --workspace --benches --locked --no-fail-fast
 step bash scripts/test-any-day.sh
 step bash scripts/kotlin-host-tests.sh

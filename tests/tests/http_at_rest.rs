@@ -116,7 +116,7 @@ fn no_code_device_secret_or_token_of_a_full_day_is_in_any_file_of_the_state_fold
     for file in &searched {
         let bytes = std::fs::read(file).unwrap();
         for (what, secret) in &secrets {
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_slice()), "{what} found in {}", file.display());
+            assert!(memchr::memmem::find(&bytes, secret).is_none(), "{what} found in {}", file.display());
         }
     }
 

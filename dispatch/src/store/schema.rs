@@ -2,7 +2,7 @@
 //! (`SCHEMA`, in SQLite's words; [`postgres_schema`] says the same in PostgreSQL's). A SQLite
 //! state folder written by an earlier build is brought up to this one by [`upgrade`], one `PRAGMA
 //! user_version` step at a time, each in its own transaction; a PostgreSQL database records its
-//! version in `doorstep_schema` ([`migrate_postgres`]; its history starts at version 6). A new
+//! version in `doorstep_schema` ([`migrate_postgres`]; its history starts at version 7). A new
 //! table goes into `SCHEMA`; a new column or a rewrite of old rows is a new step at the end of
 //! both, never an edit of an old one. `tests::an_upgraded_state_folder_has_exactly_the_fresh_schema`
 //! replays the oldest layout and compares it, table by table, with a fresh one.
@@ -194,7 +194,7 @@ CREATE TABLE IF NOT EXISTS key_registry (
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -361,6 +361,27 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         tx.execute_batch("PRAGMA user_version = 6;")?;
         tx.commit()?;
     }
+    if version < 7 {
+        // Step 7: the columns the schema of step 1 gained without a step of their own (a folder
+        // from before step 1 lacked them): which phones a parcel was withdrawn from, and when an
+        // epoch began (epochs begun before that count from the start of time).
+        add_column_step(conn, 7, "parcel_sent", "withdrawn_at_ms", "INTEGER")?;
+        let tx = conn.unchecked_transaction()?;
+        if !column_exists(&tx, "parcel_epoch", "reset_at_ms")? {
+            tx.execute_batch(
+                "CREATE TABLE parcel_epoch_v7 (
+                     parcel_id     TEXT PRIMARY KEY,
+                     attempt_epoch INTEGER NOT NULL,
+                     reset_at_ms   INTEGER NOT NULL
+                 );
+                 INSERT INTO parcel_epoch_v7 (parcel_id, attempt_epoch, reset_at_ms)
+                     SELECT parcel_id, attempt_epoch, 0 FROM parcel_epoch;
+                 DROP TABLE parcel_epoch;
+                 ALTER TABLE parcel_epoch_v7 RENAME TO parcel_epoch;",
+            )?;
+        }
+        tx.commit()?;
+    }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
         // no old page keeps a copy.
@@ -408,4 +429,215 @@ pub(super) fn has_sealed_rows(db: &Path) -> Result<bool> {
         return Ok(false);
     }
     Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM code) OR EXISTS (SELECT 1 FROM device)", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables as the first build wrote them, before schema versions existed (frozen: the
+    /// oldest state folder an upgrade must bring up to date).
+    const LAYOUT_BEFORE_VERSIONS: &str = r#"
+CREATE TABLE IF NOT EXISTS enrolment_token (
+    token         TEXT PRIMARY KEY,
+    route_id      TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    used_by       TEXT
+);
+CREATE TABLE IF NOT EXISTS device (
+    device_id      TEXT PRIMARY KEY,
+    route_id       TEXT NOT NULL,
+    secret         BLOB NOT NULL,
+    public_key     BLOB NOT NULL,
+    manifest_seq   INTEGER NOT NULL DEFAULT 0,
+    manifest_date  TEXT,
+    enrolled_at_ms INTEGER NOT NULL
+);
+-- Deltas issued to a device, by sequence: `?since=N` returns delta N+1.
+CREATE TABLE IF NOT EXISTS delta (
+    device_id TEXT NOT NULL REFERENCES device (device_id),
+    seq       INTEGER NOT NULL,
+    envelope  BLOB NOT NULL,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE TABLE IF NOT EXISTS parcel (
+    parcel_id      TEXT PRIMARY KEY,
+    barcode        TEXT NOT NULL UNIQUE,
+    route_id       TEXT NOT NULL,
+    stop_id        TEXT NOT NULL,
+    stop_seq       INTEGER NOT NULL,
+    delivery_date  TEXT NOT NULL,
+    time_zone      TEXT NOT NULL,
+    value_cents    INTEGER NOT NULL,
+    category       TEXT NOT NULL,
+    customer_email TEXT NOT NULL,
+    address_hint   TEXT NOT NULL,
+    recipient_hint TEXT NOT NULL,
+    needs_code     INTEGER NOT NULL,
+    departed_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS parcel_by_route ON parcel (route_id, delivery_date);
+CREATE TABLE IF NOT EXISTS code (
+    parcel_id     TEXT NOT NULL REFERENCES parcel (parcel_id),
+    holder        TEXT NOT NULL,
+    code          TEXT NOT NULL,
+    issued_at_ms  INTEGER NOT NULL,
+    revoked_at_ms INTEGER,
+    PRIMARY KEY (parcel_id, holder, code)
+);
+-- Customers authenticate to their own parcels with a bearer token sent in the code e-mail.
+CREATE TABLE IF NOT EXISTS customer (
+    email TEXT PRIMARY KEY,
+    token TEXT NOT NULL UNIQUE
+);
+-- Which parcels each stored receipt speaks of (the hand-over history query).
+CREATE TABLE IF NOT EXISTS receipt_parcel (
+    receipt_id TEXT NOT NULL,
+    parcel_id  TEXT NOT NULL,
+    PRIMARY KEY (parcel_id, receipt_id)
+);
+-- QR token nonces already used by a stored hand-over: a token opens a parcel once, across phones.
+CREATE TABLE IF NOT EXISTS qr_nonce (
+    nonce      BLOB PRIMARY KEY,
+    receipt_id TEXT NOT NULL
+);
+-- Which parcels each device was sent in a manifest: a phone makes receipts only for those.
+CREATE TABLE IF NOT EXISTS parcel_sent (
+    device_id TEXT NOT NULL,
+    parcel_id TEXT NOT NULL,
+    PRIMARY KEY (device_id, parcel_id)
+) WITHOUT ROWID;
+-- How many times an operator reset a parcel's attempts; manifests and receipts name it.
+CREATE TABLE IF NOT EXISTS parcel_epoch (
+    parcel_id     TEXT PRIMARY KEY,
+    attempt_epoch INTEGER NOT NULL
+);
+-- Every accepted wrong-code or lock-out receipt per parcel, with the epoch and count it names.
+-- A parcel's attempts in its current epoch are the larger of how many such receipts there are
+-- (two phones guessing at once both count) and the highest count one names; manifests carry them
+-- so a parcel never gets fresh attempts by moving to another phone.
+CREATE TABLE IF NOT EXISTS wrong_attempt (
+    parcel_id     TEXT NOT NULL,
+    receipt_id    TEXT NOT NULL,
+    attempt_epoch INTEGER NOT NULL,
+    attempts_used INTEGER NOT NULL,
+    PRIMARY KEY (parcel_id, receipt_id)
+);
+-- Every stored "delivered" receipt, per parcel, with its verdict; a later reversal by the same
+-- device marks it. A parcel is handed over once; after a flagged hand-over every later one is held.
+CREATE TABLE IF NOT EXISTS handover (
+    parcel_id  TEXT NOT NULL,
+    receipt_id TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    flagged    INTEGER NOT NULL,
+    reversed   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (parcel_id, receipt_id)
+);
+-- Device request signatures seen within the clock window: a signed request is answered once.
+CREATE TABLE IF NOT EXISTS seen_request (
+    signature_hash BLOB PRIMARY KEY,
+    at_ms          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_request_by_age ON seen_request (at_ms);
+-- Operator keys: the secret only as its SHA-256 (see operators.rs).
+CREATE TABLE IF NOT EXISTS operator (
+    operator_id   TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_hash   BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+-- Every operator action, with who did it (a parcel's history shows those on it).
+CREATE TABLE IF NOT EXISTS operator_action (
+    at_ms       INTEGER NOT NULL,
+    operator_id TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    parcel_id   TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS operator_action_by_parcel ON operator_action (parcel_id);
+CREATE TABLE IF NOT EXISTS receipt (
+    device_id      TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    receipt_id     TEXT NOT NULL UNIQUE,
+    body           BLOB NOT NULL,
+    signature      BLOB NOT NULL,
+    hash           BLOB NOT NULL,
+    status         TEXT NOT NULL,
+    reason         TEXT,
+    PRIMARY KEY (device_id, seq)
+);
+"#;
+
+    /// Everything about a database's tables that the code relies on: each table's kind and
+    /// columns (name, type, not null, default, key), its indexes (columns, unique) and its
+    /// foreign keys, in a stable order.
+    fn layout(conn: &Connection) -> Vec<String> {
+        let strings = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let width = stmt.column_count();
+            let text = |v: rusqlite::types::ValueRef<'_>| match v {
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            };
+            stmt.query_map([], |r| {
+                Ok((0..width).map(|i| r.get_ref(i).map(text)).collect::<rusqlite::Result<Vec<_>>>()?.join(" | "))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+        };
+        let tables =
+            strings("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name");
+        let mut out = Vec::new();
+        for table in tables {
+            out.push(format!(
+                "table {table}: {:?}",
+                strings(&format!("SELECT type, ncol, wr, strict FROM pragma_table_list('{table}')"))
+            ));
+            out.extend(strings(&format!("SELECT '{table}', name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('{table}') ORDER BY cid")));
+            out.extend(strings(&format!(
+                "SELECT '{table} index', l.\"unique\", l.origin, l.partial,
+                        (SELECT group_concat(i.name, ',') FROM pragma_index_info(l.name) i),
+                        CASE WHEN l.origin = 'c' THEN l.name ELSE '' END
+                 FROM pragma_index_list('{table}') l ORDER BY 5, 6"
+            )));
+            out.extend(strings(&format!(
+                "SELECT '{table} references', \"table\", \"from\", \"to\" FROM pragma_foreign_key_list('{table}') ORDER BY 3"
+            )));
+        }
+        out
+    }
+
+    #[test]
+    fn an_upgraded_state_folder_has_exactly_the_fresh_schema() {
+        let old = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(old.path().join("dispatch.db")).unwrap();
+            conn.execute_batch(LAYOUT_BEFORE_VERSIONS).unwrap();
+            conn.execute_batch(
+                "INSERT INTO parcel_epoch VALUES ('P1', 2);
+                 INSERT INTO operator_action VALUES (5, 'op', 'reset', 'P1', NULL);",
+            )
+            .unwrap();
+        }
+        let upgraded = Dispatch::open(old.path(), HighValuePolicy::default()).unwrap();
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Dispatch::open(fresh_dir.path(), HighValuePolicy::default()).unwrap();
+        let (was, is) = (layout(&upgraded.lock()), layout(&fresh.lock()));
+        for (a, b) in was.iter().zip(&is) {
+            assert_eq!(a, b, "the upgraded layout (left) differs from a fresh one (right)");
+        }
+        assert_eq!(was.len(), is.len(), "{was:#?}\n{is:#?}");
+        let version = |d: &Dispatch| d.lock().query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!((version(&upgraded), version(&fresh)), (SCHEMA_VERSION, SCHEMA_VERSION));
+        // What the old rows said is kept.
+        let kept: (i64, i64, i64) = upgraded
+            .lock()
+            .query_row("SELECT e.attempt_epoch, e.reset_at_ms, a.id FROM parcel_epoch e, operator_action a", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(kept, (2, 0, 1));
+    }
 }
