@@ -4,10 +4,7 @@
 //! (advanced in the transaction that signs, so two nodes never issue one number twice).
 
 use super::*;
-
-/// A parcel's columns a manifest entry needs: barcode, stop id and sequence, delivery date and
-/// zone, address and recipient hints, whether it needs a code.
-type EntryRow = (String, String, u32, String, String, String, String, bool);
+use parcels::CurrentCode;
 
 impl Dispatch {
     /// The manifest a device should apply next. Without `since` (or when `since` is not a sequence
@@ -50,17 +47,12 @@ impl Dispatch {
             if !budget_drawn.replace(true) {
                 before_full()?;
             }
-            let ids: Vec<String> = tx.all(
-                "SELECT parcel_id FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 AND departed_at_ms IS NOT NULL
-             ORDER BY stop_seq, parcel_id",
-                params![route_id, date.to_string()],
-            )?;
-            let mut parcels = Vec::with_capacity(ids.len());
-            for id in &ids {
+            let mut parcels = Vec::new();
+            for (id, entry) in self.entries(tx, Departed::RouteDay(&route_id, date))? {
                 // One parcel that cannot be put into a manifest never breaks the route: it is left
                 // out and the reason recorded in its history (once per reason).
-                match self.parcel_entry(tx, id) {
-                    Ok(entry) => parcels.extend(entry),
+                match entry {
+                    Ok(entry) => parcels.push(entry),
                     Err(e @ (DispatchError::Conflict(_) | DispatchError::BadRequest(_) | DispatchError::Core(_))) => {
                         let why = format!("left out of the manifest: {e}");
                         let known: bool = tx.one(
@@ -68,7 +60,7 @@ impl Dispatch {
                             params![id, why],
                         )?;
                         if !known {
-                            audit(tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(id), Some(&why))?;
+                            audit(tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(&id), Some(&why))?;
                         }
                     }
                     Err(e) => return Err(e),
@@ -107,12 +99,23 @@ impl Dispatch {
             params![route_id, date.to_string()],
         )?;
         // The phone may make receipts for these parcels from now on.
-        for p in &parcels {
+        // In statements of 256, 128, … rows: few round trips, and few statement texts to prepare.
+        let mut rest: &[IssuedParcel] = &parcels;
+        while !rest.is_empty() {
+            let n = 1usize << rest.len().min(256).ilog2();
+            let (chunk, after) = rest.split_at(n);
+            let values: Vec<String> = (0..n).map(|i| format!("(?1, ?{})", i + 2)).collect();
+            let mut bound: Vec<&dyn db::ToParam> = vec![&device.device_id];
+            bound.extend(chunk.iter().map(|p| &p.parcel_id as &dyn db::ToParam));
             tx.execute(
-                "INSERT INTO parcel_sent (device_id, parcel_id) VALUES (?1, ?2)
-                 ON CONFLICT (device_id, parcel_id) DO UPDATE SET withdrawn_at_ms = NULL",
-                params![device.device_id, p.parcel_id],
+                &format!(
+                    "INSERT INTO parcel_sent (device_id, parcel_id) VALUES {}
+                     ON CONFLICT (device_id, parcel_id) DO UPDATE SET withdrawn_at_ms = NULL",
+                    values.join(", ")
+                ),
+                &bound,
             )?;
+            rest = after;
         }
         let spec = ManifestSpec {
             manifest_id: Uuid::now_v7().to_string(),
@@ -172,53 +175,106 @@ impl Dispatch {
     /// The manifest entry of a departed parcel (None if it has not left the warehouse yet), with the
     /// latest code of each holder.
     pub(super) fn parcel_entry(&self, tx: &Tx<'_>, parcel_id: &str) -> Result<Option<IssuedParcel>> {
-        let max_attempts = self.code_policy.max_attempts;
-        let row: Option<EntryRow> = tx.opt(
-            "SELECT barcode, stop_id, stop_seq, delivery_date, time_zone, address_hint, recipient_hint, needs_code
-             FROM parcel WHERE parcel_id = ?1 AND departed_at_ms IS NOT NULL",
-            params![parcel_id],
-        )?;
-        let Some((barcode, stop_id, stop_seq, date, tz, address_hint, recipient_hint, needs_code)) = row else {
-            return Ok(None);
+        self.entries(tx, Departed::Parcel(parcel_id))?.pop().map(|(_, entry)| entry).transpose()
+    }
+
+    /// The manifest entries of the departed parcels `which` names, in stop order, each with its
+    /// own verdict (a parcel that cannot be put into a manifest does not stop the others). Two
+    /// queries whatever the number of parcels (the parcels with their epochs and attempts; their
+    /// current codes), and each day's window worked out once.
+    fn entries(&self, tx: &Tx<'_>, which: Departed<'_>) -> Result<Vec<(String, Result<IssuedParcel>)>> {
+        let (parcel_filter, code_filter, key, date) = match which {
+            Departed::Parcel(id) => ("p.parcel_id = ?1", "c.parcel_id = ?1", id, None),
+            Departed::RouteDay(route, date) => (
+                "p.route_id = ?1 AND p.delivery_date = ?2",
+                "c.parcel_id IN (SELECT parcel_id FROM parcel
+                                 WHERE route_id = ?1 AND delivery_date = ?2 AND departed_at_ms IS NOT NULL)",
+                route,
+                Some(date.to_string()),
+            ),
         };
-        let (not_before, not_after) = stored_window(&date, &tz)?;
-        let current = if needs_code { self.current_codes(tx, parcel_id)? } else { Vec::new() };
-        let qr_minted_after = current.iter().filter_map(|c| Some((c.holder.clone(), c.reissued_at?))).collect();
-        let codes: Vec<(Holder, Code)> = current.into_iter().map(|c| (c.holder, c.code)).collect();
-        let attempt_epoch: u32 =
-            tx.opt("SELECT attempt_epoch FROM parcel_epoch WHERE parcel_id = ?1", params![parcel_id])?.unwrap_or(0);
-        let (receipts, highest): (u32, u32) = tx.one(
-            "SELECT count(*), coalesce(max(attempts_used), 0) FROM wrong_attempt
-             WHERE parcel_id = ?1 AND attempt_epoch = ?2",
-            params![parcel_id, attempt_epoch],
+        let date = date.unwrap_or_default();
+        let params = if date.is_empty() { params![key] } else { params![key, date] };
+        let rows = tx.rows(
+            &format!(
+                "SELECT p.parcel_id, p.barcode, p.stop_id, p.stop_seq, p.delivery_date, p.time_zone, p.address_hint,
+                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0),
+                        (SELECT count(*) FROM wrong_attempt w
+                          WHERE w.parcel_id = p.parcel_id AND w.attempt_epoch = coalesce(e.attempt_epoch, 0)),
+                        (SELECT coalesce(max(w.attempts_used), 0) FROM wrong_attempt w
+                          WHERE w.parcel_id = p.parcel_id AND w.attempt_epoch = coalesce(e.attempt_epoch, 0))
+                   FROM parcel p LEFT JOIN parcel_epoch e ON e.parcel_id = p.parcel_id
+                  WHERE p.departed_at_ms IS NOT NULL AND {parcel_filter}
+                  ORDER BY p.stop_seq, p.parcel_id"
+            ),
+            params,
         )?;
-        let attempts_used = receipts.max(highest).min(u32::from(max_attempts));
-        if codes.len() > 1 + usize::from(self.code_policy.max_delegates) {
+        let mut codes = self.current_codes_where(tx, code_filter, params)?;
+        let mut windows = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let parcel_id: String = row.get(0)?;
+            let (date, zone): (String, String) = (row.get(4)?, row.get(5)?);
+            let window = match windows.get(&(date.clone(), zone.clone())) {
+                Some(w) => Ok(*w),
+                None => stored_window(&date, &zone).inspect(|w| {
+                    windows.insert((date, zone), *w);
+                }),
+            };
+            let needs_code: bool = row.get(8)?;
+            let current = if needs_code { codes.remove(&parcel_id).unwrap_or_default() } else { Vec::new() };
+            let (attempt_epoch, receipts, highest): (u32, u32, u32) = (row.get(9)?, row.get(10)?, row.get(11)?);
+            let entry = window.and_then(|(not_before, not_after)| {
+                let parcel = IssuedParcel {
+                    parcel_id: parcel_id.clone(),
+                    barcode: row.get(1)?,
+                    stop: Stop { id: row.get(2)?, sequence: row.get(3)? },
+                    address_hint: row.get(6)?,
+                    recipient_hint: row.get(7)?,
+                    codes: Vec::new(),
+                    qr_minted_after: Vec::new(),
+                    not_before,
+                    not_after,
+                    attempts_used: receipts.max(highest).min(u32::from(self.code_policy.max_attempts)),
+                    attempt_epoch,
+                };
+                self.with_codes(parcel, needs_code, current)
+            });
+            out.push((parcel_id, entry));
+        }
+        Ok(out)
+    }
+
+    /// A parcel's entry with its current codes, unless the policy or a missing code keeps it out.
+    fn with_codes(
+        &self,
+        mut parcel: IssuedParcel,
+        needs_code: bool,
+        current: Vec<CurrentCode>,
+    ) -> Result<IssuedParcel> {
+        let parcel_id = &parcel.parcel_id;
+        if current.len() > 1 + usize::from(self.code_policy.max_delegates) {
             // Named under an earlier, looser policy: the phones would refuse the whole manifest.
             return Err(DispatchError::Conflict(format!(
                 "parcel {parcel_id} has more delegates than the policy allows ({}); revoke some",
                 self.code_policy.max_delegates
             )));
         }
-        if needs_code && codes.is_empty() {
+        if needs_code && current.is_empty() {
             // Never ship a parcel that needs a code without its tags: it would look like a parcel
             // that needs none.
             return Err(DispatchError::Conflict(format!("parcel {parcel_id} needs a code but none was issued")));
         }
-        Ok(Some(IssuedParcel {
-            parcel_id: parcel_id.to_owned(),
-            barcode,
-            stop: Stop { id: stop_id, sequence: stop_seq },
-            address_hint,
-            recipient_hint,
-            codes,
-            qr_minted_after,
-            not_before,
-            not_after,
-            attempts_used,
-            attempt_epoch,
-        }))
+        parcel.qr_minted_after = current.iter().filter_map(|c| Some((c.holder.clone(), c.reissued_at?))).collect();
+        parcel.codes = current.into_iter().map(|c| (c.holder, c.code)).collect();
+        Ok(parcel)
     }
+}
+
+/// Which departed parcels [`Dispatch::entries`] reads.
+enum Departed<'a> {
+    Parcel(&'a str),
+    RouteDay(&'a str, NaiveDate),
 }
 
 /// How many parcels a phone's full manifest (at most `MAX_MANIFEST_BYTES`, 16 MiB) holds when every

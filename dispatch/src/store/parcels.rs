@@ -333,25 +333,40 @@ impl Dispatch {
 
     /// Each holder's current code, with its issue instant when it replaced an earlier one.
     pub(super) fn current_codes(&self, tx: &Tx<'_>, parcel_id: &str) -> Result<Vec<CurrentCode>> {
-        let rows: Vec<(String, Vec<u8>, i64, bool)> = tx.all(
-            "SELECT holder, code, issued_at_ms,
-                    EXISTS (SELECT 1 FROM code o WHERE o.parcel_id = c.parcel_id AND o.holder = c.holder
-                                                   AND o.id < c.id)
-               FROM code c WHERE parcel_id = ?1 AND revoked_at_ms IS NULL
-                AND id = (SELECT max(id) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
-              ORDER BY holder",
-            params![parcel_id],
+        let mut codes = self.current_codes_where(tx, "c.parcel_id = ?1", params![parcel_id])?;
+        Ok(codes.remove(parcel_id).unwrap_or_default())
+    }
+
+    /// The current codes of every parcel `filter` (SQL on `code c`) selects, by parcel: one query
+    /// for a whole route-day.
+    pub(super) fn current_codes_where(
+        &self,
+        tx: &Tx<'_>,
+        filter: &str,
+        params: &[&dyn db::ToParam],
+    ) -> Result<std::collections::HashMap<String, Vec<CurrentCode>>> {
+        let rows: Vec<(String, String, Vec<u8>, i64, bool)> = tx.all(
+            &format!(
+                "SELECT c.parcel_id, c.holder, c.code, c.issued_at_ms,
+                        EXISTS (SELECT 1 FROM code o WHERE o.parcel_id = c.parcel_id AND o.holder = c.holder
+                                                       AND o.id < c.id)
+                   FROM code c WHERE {filter} AND c.revoked_at_ms IS NULL
+                    AND c.id = (SELECT max(id) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
+                  ORDER BY c.parcel_id, c.holder"
+            ),
+            params,
         )?;
-        rows.into_iter()
-            .map(|(h, sealed, issued, replaced)| {
-                let code = open_code(&self.kek, parcel_id, &h, issued, &sealed)?;
-                let reissued_at = match replaced {
-                    true => Some(DateTime::from_timestamp_millis(issued).ok_or_else(|| bad("stored issue instant"))?),
-                    false => None,
-                };
-                Ok(CurrentCode { holder: Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?, code, reissued_at })
-            })
-            .collect()
+        let mut codes: std::collections::HashMap<String, Vec<CurrentCode>> = std::collections::HashMap::new();
+        for (parcel_id, h, sealed, issued, replaced) in rows {
+            let code = open_code(&self.kek, &parcel_id, &h, issued, &sealed)?;
+            let reissued_at = match replaced {
+                true => Some(DateTime::from_timestamp_millis(issued).ok_or_else(|| bad("stored issue instant"))?),
+                false => None,
+            };
+            let holder = Holder::from_key(&h).ok_or_else(|| bad("stored holder"))?;
+            codes.entry(parcel_id).or_default().push(CurrentCode { holder, code, reissued_at });
+        }
+        Ok(codes)
     }
 }
 

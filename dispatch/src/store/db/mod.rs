@@ -203,6 +203,14 @@ impl<'a> Tx<'a> {
         rows.iter().map(T::from_row).collect()
     }
 
+    /// Every row the query yields, to read column by column (wider rows than a tuple holds).
+    pub fn rows(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, StorageError> {
+        self.note(match self.inner {
+            Inner::Sqlite(tx) => sqlite::query(tx, sql, params),
+            Inner::Postgres(tx) => tx.query(sql, params),
+        })
+    }
+
     /// The first row the query yields, if any.
     pub fn opt<T: FromRow>(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Option<T>, StorageError> {
         let rows = self.note(match self.inner {
