@@ -21,6 +21,7 @@ use super::limits::{Limiter, limit};
 use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, blocking, body_deadline, body_of, octets};
 use crate::error::DispatchError;
 use crate::places::Places;
+use crate::store::VerifiedRequest;
 
 /// Uploads dispatch reads at once; more wait their turn (headers read, bodies not).
 const UPLOADS_AT_ONCE: usize = 16;
@@ -84,7 +85,8 @@ async fn one_device_at_a_time(State(places): State<Arc<Places<String>>>, request
     next.run(request).await
 }
 
-/// Verifies the request's `Device-Signature`, then draws on that device's own budget.
+/// Verifies the request's `Device-Signature`, then draws on that device's own budget. The store
+/// records the request in the transaction that answers it (each is answered once).
 async fn verified(
     d: &AppState,
     each: &EachDevice,
@@ -93,10 +95,11 @@ async fn verified(
     method: &'static str,
     path: String,
     body: Bytes,
-) -> Result<(), DispatchError> {
+) -> Result<VerifiedRequest, DispatchError> {
     let (d, id2, signature) = (d.clone(), id.to_owned(), device_signature(headers));
-    blocking(move || d.verify_device_request(&id2, signature.as_deref(), method, &path, &body)).await?;
-    each.requests.check(id)
+    let request = blocking(move || d.verify_device_request(&id2, signature.as_deref(), method, &path, &body)).await?;
+    each.requests.check(id)?;
+    Ok(request)
 }
 
 async fn enrol(
@@ -138,10 +141,10 @@ async fn manifest(
         .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?;
     let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
-    verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
+    let request = verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
     // Drawn where dispatch is about to build a full manifest, whatever `since` says.
     let budget = each.full_manifests;
-    Ok(match blocking(move || d.manifest_or_refuse_full(&id, date, since, &|| budget.check(&id))).await? {
+    Ok(match blocking(move || d.manifest_or_refuse_full(&request, date, since, &|| budget.check(&id))).await? {
         Some(envelope) => octets(envelope),
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -164,6 +167,6 @@ async fn upload(
     let (d2, id2, signature) = (d.clone(), id.clone(), device_signature(&headers));
     blocking(move || d2.check_device_request_header(&id2, signature.as_deref())).await?;
     let body = body_of(Bytes::from_request(request, &()).await, MAX_BATCH_BYTES)?;
-    verified(&d, &each, &id, &headers, "POST", uri.path().to_owned(), body.clone()).await?;
-    Ok(octets(blocking(move || d.upload(&id, &body)).await?))
+    let request = verified(&d, &each, &id, &headers, "POST", uri.path().to_owned(), body.clone()).await?;
+    Ok(octets(blocking(move || d.upload_verified(&request, &body)).await?))
 }

@@ -120,11 +120,12 @@ impl Dispatch {
     }
 
     /// Checks a device request's `Device-Signature` header (method, path with query, body) against
-    /// the device's enrolled key and the server's clock, and answers each signed request once (a
-    /// replay inside the clock window is refused). An unknown device, a bad or missing signature, a
-    /// clock out of the window and a replay all get the same 401, and the time to answer
-    /// does not depend on it either (uploads aside: see above). The signature is verified outside
-    /// any transaction; only its record is written in one.
+    /// the device's enrolled key and the server's clock. An unknown device, a bad or missing
+    /// signature and a clock out of the window all get the same 401, and the time to answer does
+    /// not depend on it either (uploads aside: see above). Nothing is written: the operation the
+    /// request asks for records it in its own transaction ([`Dispatch::answer_once`]), so each
+    /// signed request is answered once (a replay inside the clock window is refused, also at
+    /// another node) at the cost of one commit, not two.
     pub fn verify_device_request(
         &self,
         device_id: &str,
@@ -132,7 +133,7 @@ impl Dispatch {
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> Result<()> {
+    ) -> Result<VerifiedRequest> {
         let refused = || DispatchError::Unauthorized(DEVICE_REFUSED.into());
         let known = self.run(|tx| Self::device_key(tx, device_id))?;
         let header = header.ok_or_else(refused)?;
@@ -153,25 +154,43 @@ impl Dispatch {
         if known.is_none() || verified.is_err() {
             return Err(refused());
         }
+        Ok(VerifiedRequest { device_id: device_id.to_owned(), signature_hash: sha256(header.as_bytes()), at_ms: now })
+    }
+
+    /// Records a verified request inside the transaction that answers it; refused (401, and the
+    /// transaction rolls back) when that signature was answered before.
+    pub(super) fn answer_once(&self, tx: &Tx<'_>, request: &VerifiedRequest) -> Result<()> {
         // Older signatures fall outside the window anyway; forget them, once a minute per node
         // (concurrent requests deleting the same rows would only conflict with each other).
-        let minute = now.div_euclid(60_000);
-        let purge = self.seen_purged_minute.swap(minute, std::sync::atomic::Ordering::Relaxed) != minute;
-        let fresh = self.run(|tx| {
-            if purge {
-                tx.execute(
-                    "DELETE FROM seen_request WHERE at_ms < ?1",
-                    params![now.saturating_sub(2 * self.request_skew_ms)],
-                )?;
-            }
-            Ok(tx.execute(
-                "INSERT INTO seen_request (signature_hash, at_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![sha256(header.as_bytes()), now],
-            )?)
-        })?;
+        let minute = request.at_ms.div_euclid(60_000);
+        if self.seen_purged_minute.swap(minute, std::sync::atomic::Ordering::Relaxed) != minute {
+            tx.execute(
+                "DELETE FROM seen_request WHERE at_ms < ?1",
+                params![request.at_ms.saturating_sub(2 * self.request_skew_ms)],
+            )?;
+        }
+        let fresh = tx.execute(
+            "INSERT INTO seen_request (signature_hash, at_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![request.signature_hash, request.at_ms],
+        )?;
         if fresh == 0 {
-            return Err(refused());
+            return Err(DispatchError::Unauthorized(DEVICE_REFUSED.into()));
         }
         Ok(())
+    }
+}
+
+/// A device request whose signature verified, to be answered once (see
+/// [`Dispatch::verify_device_request`]).
+pub struct VerifiedRequest {
+    device_id: String,
+    signature_hash: [u8; 32],
+    at_ms: i64,
+}
+
+impl VerifiedRequest {
+    /// The device that signed the request.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
     }
 }

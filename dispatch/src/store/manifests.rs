@@ -11,21 +11,36 @@ impl Dispatch {
     /// this device can continue from, or the date changed): a new full manifest. With `since` equal
     /// to the latest sequence: `None`, nothing new. Otherwise the delta `since + 1`.
     pub fn manifest(&self, device_id: &str, date: NaiveDate, since: Option<u64>) -> Result<Option<Vec<u8>>> {
-        self.manifest_or_refuse_full(device_id, date, since, &|| Ok(()))
+        self.next_manifest(device_id, None, date, since, &|| Ok(()))
     }
 
     /// [`Dispatch::manifest`], asking `before_full` first whenever it is about to build a full
     /// manifest (the costly kind, from the whole route-day): the API draws the device's
     /// full-manifest budget there, whatever `since` the request named.
+    /// The request is answered once: it is recorded in the transaction that builds the answer.
     pub fn manifest_or_refuse_full(
         &self,
+        request: &VerifiedRequest,
+        date: NaiveDate,
+        since: Option<u64>,
+        before_full: &dyn Fn() -> Result<()>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.next_manifest(request.device_id(), Some(request), date, since, before_full)
+    }
+
+    fn next_manifest(
+        &self,
         device_id: &str,
+        request: Option<&VerifiedRequest>,
         date: NaiveDate,
         since: Option<u64>,
         before_full: &dyn Fn() -> Result<()>,
     ) -> Result<Option<Vec<u8>>> {
         let budget_drawn = std::cell::Cell::new(false);
         self.run(|tx| {
+            if let Some(request) = request {
+                self.answer_once(tx, request)?;
+            }
             let (device, route_id, seq) = self.device(tx, device_id)?;
             let current_date: Option<String> =
                 tx.one("SELECT manifest_date FROM device WHERE device_id = ?1", params![device_id])?;
@@ -110,7 +125,8 @@ impl Dispatch {
             tx.execute(
                 &format!(
                     "INSERT INTO parcel_sent (device_id, parcel_id) VALUES {}
-                     ON CONFLICT (device_id, parcel_id) DO UPDATE SET withdrawn_at_ms = NULL",
+                     ON CONFLICT (device_id, parcel_id) DO UPDATE SET withdrawn_at_ms = NULL
+                     WHERE parcel_sent.withdrawn_at_ms IS NOT NULL",
                     values.join(", ")
                 ),
                 &bound,

@@ -53,6 +53,7 @@ mod schema;
 
 pub use db::PostgresConfig;
 pub(crate) use db::{Db, Tx, params};
+pub use enrolment::VerifiedRequest;
 use keys::{KEK_FILE, finish_kek_rotation, load_or_create_issuer};
 pub use keys::{add_key, promote_key, rotate_kek};
 use mail::mail_aad;

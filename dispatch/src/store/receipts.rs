@@ -28,7 +28,20 @@ impl Dispatch {
     /// Verifies an uploaded batch, stores what verifies (accepted or flagged), and returns the
     /// signed acknowledgement. Sending the same batch again changes nothing (duplicates).
     pub fn upload(&self, device_id: &str, batch: &[u8]) -> Result<Vec<u8>> {
+        self.upload_once(device_id, None, batch)
+    }
+
+    /// [`Dispatch::upload`] for a verified device request, answered once: the request is recorded
+    /// in the upload's transaction.
+    pub fn upload_verified(&self, request: &VerifiedRequest, batch: &[u8]) -> Result<Vec<u8>> {
+        self.upload_once(request.device_id(), Some(request), batch)
+    }
+
+    fn upload_once(&self, device_id: &str, request: Option<&VerifiedRequest>, batch: &[u8]) -> Result<Vec<u8>> {
         self.run(|tx| {
+            if let Some(request) = request {
+                self.answer_once(tx, request)?;
+            }
             let (device, _, _) = self.device(tx, device_id)?;
             // Any storage error fails the whole upload here (the transaction rolls back, nothing is
             // accepted) and the device sends the batch again.
