@@ -76,17 +76,28 @@ impl Dispatch {
 
     /// A device with its unsealed secret, its route and the sequence of its latest manifest.
     pub(super) fn device(&self, tx: &Tx<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
-        let row: Option<(String, Vec<u8>, i64)> =
-            tx.opt("SELECT route_id, secret, manifest_seq FROM device WHERE device_id = ?1", params![device_id])?;
-        let (route_id, secret, seq) = row.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
-        let public_key =
-            Self::device_key(tx, device_id)?.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
+        let (device, route_id, seq, _) = self.device_with_date(tx, device_id)?;
+        Ok((device, route_id, seq))
+    }
+
+    /// [`Dispatch::device`] with the delivery date of its latest manifest, in one query.
+    pub(super) fn device_with_date(
+        &self,
+        tx: &Tx<'_>,
+        device_id: &str,
+    ) -> Result<(EnrolledDevice, String, i64, Option<String>)> {
+        let row: Option<(String, Vec<u8>, i64, Option<String>, Vec<u8>)> = tx.opt(
+            "SELECT route_id, secret, manifest_seq, manifest_date, public_key FROM device WHERE device_id = ?1",
+            params![device_id],
+        )?;
+        let (route_id, secret, seq, date, public) =
+            row.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
         let device = EnrolledDevice {
             device_id: device_id.to_owned(),
             secret: DeviceSecret::from_bytes(&self.kek.open(&device_secret_aad(device_id), &secret)?)?,
-            public_key,
+            public_key: device_verifying_key(device_id, public)?,
         };
-        Ok((device, route_id, seq))
+        Ok((device, route_id, seq, date))
     }
 
     /// A device's enrolled request- and receipt-signing key (`None` for an unknown device): all a
@@ -94,12 +105,7 @@ impl Dispatch {
     fn device_key(tx: &Tx<'_>, device_id: &str) -> Result<Option<VerifyingKey>> {
         let public: Option<Vec<u8>> =
             tx.opt("SELECT public_key FROM device WHERE device_id = ?1", params![device_id])?;
-        public
-            .map(|p| {
-                let public: [u8; 32] = p.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
-                Ok(VerifyingKey { key_id: format!("device:{device_id}"), public })
-            })
-            .transpose()
+        public.map(|p| device_verifying_key(device_id, p)).transpose()
     }
 
     /// What can be checked of a device request before its body is read: the device exists and
@@ -178,6 +184,12 @@ impl Dispatch {
         }
         Ok(())
     }
+}
+
+/// A device's enrolled key as stored.
+fn device_verifying_key(device_id: &str, public: Vec<u8>) -> Result<VerifyingKey> {
+    let public: [u8; 32] = public.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
+    Ok(VerifyingKey { key_id: format!("device:{device_id}"), public })
 }
 
 /// A device request whose signature verified, to be answered once (see

@@ -41,9 +41,7 @@ impl Dispatch {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
-            let (device, route_id, seq) = self.device(tx, device_id)?;
-            let current_date: Option<String> =
-                tx.one("SELECT manifest_date FROM device WHERE device_id = ?1", params![device_id])?;
+            let (device, route_id, seq, current_date) = self.device_with_date(tx, device_id)?;
             if let Some(n) = since
                 && current_date.as_deref() == Some(&date.to_string())
             {
@@ -114,8 +112,24 @@ impl Dispatch {
             params![route_id, date.to_string()],
         )?;
         // The phone may make receipts for these parcels from now on.
+        // Nothing to write when the phone holds every departed parcel of the route-day already (a
+        // full manifest again).
+        let all_held = match kind {
+            ManifestKind::Full => {
+                let (departed, held): (i64, i64) = tx.one(
+                    "SELECT (SELECT count(*) FROM parcel
+                              WHERE route_id = ?2 AND delivery_date = ?3 AND departed_at_ms IS NOT NULL),
+                            (SELECT count(*) FROM parcel_sent s JOIN parcel p ON p.parcel_id = s.parcel_id
+                              WHERE s.device_id = ?1 AND s.withdrawn_at_ms IS NULL
+                                AND p.route_id = ?2 AND p.delivery_date = ?3 AND p.departed_at_ms IS NOT NULL)",
+                    params![device.device_id, route_id, date.to_string()],
+                )?;
+                departed == held
+            }
+            _ => false,
+        };
         // In statements of 256, 128, … rows: few round trips, and few statement texts to prepare.
-        let mut rest: &[IssuedParcel] = &parcels;
+        let mut rest: &[IssuedParcel] = if all_held { &[] } else { &parcels };
         while !rest.is_empty() {
             let n = 1usize << rest.len().min(256).ilog2();
             let (chunk, after) = rest.split_at(n);
@@ -214,12 +228,13 @@ impl Dispatch {
         let rows = tx.rows(
             &format!(
                 "SELECT p.parcel_id, p.barcode, p.stop_id, p.stop_seq, p.delivery_date, p.time_zone, p.address_hint,
-                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0),
-                        (SELECT count(*) FROM wrong_attempt w
-                          WHERE w.parcel_id = p.parcel_id AND w.attempt_epoch = coalesce(e.attempt_epoch, 0)),
-                        (SELECT coalesce(max(w.attempts_used), 0) FROM wrong_attempt w
-                          WHERE w.parcel_id = p.parcel_id AND w.attempt_epoch = coalesce(e.attempt_epoch, 0))
-                   FROM parcel p LEFT JOIN parcel_epoch e ON e.parcel_id = p.parcel_id
+                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0), coalesce(w.n, 0), coalesce(w.hi, 0)
+                   FROM parcel p
+                   LEFT JOIN parcel_epoch e ON e.parcel_id = p.parcel_id
+                   LEFT JOIN (SELECT a.parcel_id, a.attempt_epoch, count(*) AS n, max(a.attempts_used) AS hi
+                                FROM wrong_attempt a JOIN parcel p ON p.parcel_id = a.parcel_id
+                               WHERE {parcel_filter} GROUP BY a.parcel_id, a.attempt_epoch) w
+                          ON w.parcel_id = p.parcel_id AND w.attempt_epoch = coalesce(e.attempt_epoch, 0)
                   WHERE p.departed_at_ms IS NOT NULL AND {parcel_filter}
                   ORDER BY p.stop_seq, p.parcel_id"
             ),

@@ -347,12 +347,13 @@ impl Dispatch {
     ) -> Result<std::collections::HashMap<String, Vec<CurrentCode>>> {
         let rows: Vec<(String, String, Vec<u8>, i64, bool)> = tx.all(
             &format!(
-                "SELECT c.parcel_id, c.holder, c.code, c.issued_at_ms,
-                        EXISTS (SELECT 1 FROM code o WHERE o.parcel_id = c.parcel_id AND o.holder = c.holder
-                                                       AND o.id < c.id)
-                   FROM code c WHERE {filter} AND c.revoked_at_ms IS NULL
-                    AND c.id = (SELECT max(id) FROM code WHERE parcel_id = c.parcel_id AND holder = c.holder)
-                  ORDER BY c.parcel_id, c.holder"
+                "SELECT parcel_id, holder, code, issued_at_ms, versions > 1 FROM
+                   (SELECT c.parcel_id, c.holder, c.code, c.issued_at_ms, c.revoked_at_ms,
+                           row_number() OVER (PARTITION BY c.parcel_id, c.holder ORDER BY c.id DESC) AS newest,
+                           count(*) OVER (PARTITION BY c.parcel_id, c.holder) AS versions
+                      FROM code c WHERE {filter}) v
+                  WHERE newest = 1 AND revoked_at_ms IS NULL
+                  ORDER BY parcel_id, holder"
             ),
             params,
         )?;
