@@ -112,24 +112,20 @@ impl Dispatch {
             params![route_id, date.to_string()],
         )?;
         // The phone may make receipts for these parcels from now on.
-        // Nothing to write when the phone holds every departed parcel of the route-day already (a
-        // full manifest again).
-        let all_held = match kind {
-            ManifestKind::Full => {
-                let (departed, held): (i64, i64) = tx.one(
-                    "SELECT (SELECT count(*) FROM parcel
-                              WHERE route_id = ?2 AND delivery_date = ?3 AND departed_at_ms IS NOT NULL),
-                            (SELECT count(*) FROM parcel_sent s JOIN parcel p ON p.parcel_id = s.parcel_id
-                              WHERE s.device_id = ?1 AND s.withdrawn_at_ms IS NULL
-                                AND p.route_id = ?2 AND p.delivery_date = ?3 AND p.departed_at_ms IS NOT NULL)",
-                    params![device.device_id, route_id, date.to_string()],
-                )?;
-                departed == held
-            }
-            _ => false,
+        // A full manifest again mostly repeats what the phone was sent: write only what is new.
+        let held: std::collections::HashSet<String> = match kind {
+            ManifestKind::Full => tx
+                .all::<String>(
+                    "SELECT parcel_id FROM parcel_sent WHERE device_id = ?1 AND withdrawn_at_ms IS NULL",
+                    params![device.device_id],
+                )?
+                .into_iter()
+                .collect(),
+            _ => Default::default(),
         };
+        let new: Vec<&IssuedParcel> = parcels.iter().filter(|p| !held.contains(&p.parcel_id)).collect();
         // In statements of 256, 128, … rows: few round trips, and few statement texts to prepare.
-        let mut rest: &[IssuedParcel] = if all_held { &[] } else { &parcels };
+        let mut rest: &[&IssuedParcel] = &new;
         while !rest.is_empty() {
             let n = 1usize << rest.len().min(256).ilog2();
             let (chunk, after) = rest.split_at(n);
