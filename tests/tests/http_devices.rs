@@ -4,7 +4,7 @@
 //! replay changes nothing.
 
 use chrono::TimeDelta;
-use doorstep_tests::http::{Scene, Server, get_with, post};
+use doorstep_tests::http::{Scene, Server, get_as, get_with, post};
 
 fn token(server: &Server, route: &str) -> String {
     let body = serde_json::to_vec(&serde_json::json!({ "route_id": route })).unwrap();
@@ -256,6 +256,41 @@ fn a_stranger_cannot_spend_a_phones_budget_and_a_phone_cannot_respell_its_id() {
     let respelled = path.replacen("/v1/devices/d", "/v1/devices/%64", 1);
     assert_ne!(respelled, path);
     assert_eq!(ask(&respelled), 429, "the same device, however its id is spelled");
+}
+
+/// The fourth review replayed a phone's captured request: each replay verified, drew on the
+/// phone's own budget and only then got 401, so a replayer kept the phone at 429. A replay is now
+/// refused before the budget is drawn.
+#[test]
+fn a_replayed_request_does_not_spend_the_phones_budget() {
+    use doorstep_dispatch::api::Limits;
+    let limits = Limits { each_device_per_minute: 3, ..Limits::unlimited() };
+    let server = Server::start_with_limits(Scene::default_day(), |d| d, limits);
+    let (phone, _dir, device_id) = server.day(); // one of the 3
+    let path = format!("/v1/devices/{device_id}/manifest?date={}", server.scene.date);
+    let captured = phone.sign_request("GET", &path, b"").unwrap();
+    assert_eq!(get_with(&server.url(&path), &[("Device-Signature", &captured)]).0, 200); // two of 3
+    for _ in 0..10 {
+        assert_eq!(get_with(&server.url(&path), &[("Device-Signature", &captured)]).0, 401, "a replay");
+    }
+    let fresh = phone.sign_request("GET", &path, b"").unwrap();
+    assert_eq!(get_with(&server.url(&path), &[("Device-Signature", &fresh)]).0, 200, "the replays spent nothing");
+}
+
+/// The fourth review got a 500 from PostgreSQL (which refuses text holding NUL, where SQLite does
+/// not) with `%00` in an id, unauthenticated. A path holding a control character is a 400 on both
+/// backends, never a storage error a phone would retry forever.
+#[test]
+fn a_path_holding_a_control_character_is_refused_not_an_error() {
+    let server = Server::start();
+    let (phone, _dir, _device_id) = server.day();
+    let path = format!("/v1/devices/dev-%00/manifest?date={}", server.scene.date);
+    let signature = phone.sign_request("GET", &path, b"").unwrap();
+    assert_eq!(get_with(&server.url(&path), &[("Device-Signature", &signature)]).0, 400);
+    assert_eq!(server.op_get("/v1/parcels/P%000/history").0, 400);
+    let (status, body) = get_as(&server.url("/v1/customer/parcels/%0a/code"), "0123456789abcdef0123456789abcdef");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("control character"));
 }
 
 /// The second review held 600 MB with uploads to an unknown device that never finished their

@@ -45,7 +45,14 @@ impl IntoResponse for DispatchError {
             DispatchError::TooManyRequests(seconds) => Some(seconds.to_string()),
             _ => None,
         };
-        let mut response = error_body(status, self.to_string());
+        // Our own failures are logged here and answered without their internals.
+        let detail = if status.is_server_error() {
+            eprintln!("dispatch: answered {status}: {self}");
+            "dispatch could not complete the request; nothing was changed, try again".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = error_body(status, detail);
         if let Some(value) = retry_after.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -73,6 +80,7 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(plain_paths))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(dispatch)
 }
@@ -129,6 +137,32 @@ fn error_body(status: StatusCode, detail: String) -> Response {
 
 /// Answers axum's own refusals (a path segment that is not UTF-8, say) with the JSON error body,
 /// like every other error: they come as plain text from the extractors.
+/// Refuses a path that decodes to a control character (`%00`, `%0A`, …): no id holds one, and
+/// PostgreSQL refuses text with NUL outright, so such a request is a 400 here on both backends
+/// instead of a storage error.
+async fn plain_paths(request: Request, next: Next) -> Response {
+    let path = request.uri().path().as_bytes();
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (path[i], path.get(i + 1).and_then(|&b| hex(b)), path.get(i + 2).and_then(|&b| hex(b))) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return DispatchError::BadRequest("the path holds a control character".into()).into_response();
+    }
+    next.run(request).await
+}
+
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let is_json =

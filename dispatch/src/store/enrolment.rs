@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// A device as stored: route, sealed secret, manifest sequence and date, public key.
+type DeviceRow = (String, Vec<u8>, i64, Option<String>, Vec<u8>);
+
 impl Dispatch {
     /// A one-time token that enrols one device for `route_id`.
     pub fn create_enrolment_token(&self, route_id: &str, by: &Operator) -> Result<String> {
@@ -86,7 +89,7 @@ impl Dispatch {
         tx: &Tx<'_>,
         device_id: &str,
     ) -> Result<(EnrolledDevice, String, i64, Option<String>)> {
-        let row: Option<(String, Vec<u8>, i64, Option<String>, Vec<u8>)> = tx.opt(
+        let row: Option<DeviceRow> = tx.opt(
             "SELECT route_id, secret, manifest_seq, manifest_date, public_key FROM device WHERE device_id = ?1",
             params![device_id],
         )?;
@@ -141,8 +144,15 @@ impl Dispatch {
         body: &[u8],
     ) -> Result<VerifiedRequest> {
         let refused = || DispatchError::Unauthorized(DEVICE_REFUSED.into());
-        let known = self.run(|tx| Self::device_key(tx, device_id))?;
-        let header = header.ok_or_else(refused)?;
+        let header = header.unwrap_or_default();
+        let signature_hash = sha256(header.as_bytes());
+        // The device's key, and whether this signature was answered before (a replay is refused
+        // here, before it draws on the device's request budget), in one read.
+        let (known, seen) = self.run(|tx| {
+            let seen: bool = tx
+                .one("SELECT EXISTS (SELECT 1 FROM seen_request WHERE signature_hash = ?1)", params![signature_hash])?;
+            Ok((Self::device_key(tx, device_id)?, seen))
+        })?;
         let now = self.now_ms()?;
         // An unknown device goes through the same verification, against a key nobody holds, so
         // the time to answer does not tell which device ids exist.
@@ -157,10 +167,11 @@ impl Dispatch {
             now,
             self.request_skew_ms,
         );
-        if known.is_none() || verified.is_err() {
+        if known.is_none() || verified.is_err() || seen {
             return Err(refused());
         }
-        Ok(VerifiedRequest { device_id: device_id.to_owned(), signature_hash: sha256(header.as_bytes()), at_ms: now })
+        // The transaction that answers records it for good (two copies racing are settled there).
+        Ok(VerifiedRequest { device_id: device_id.to_owned(), signature_hash, at_ms: now })
     }
 
     /// Records a verified request inside the transaction that answers it; refused (401, and the

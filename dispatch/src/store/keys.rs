@@ -154,11 +154,21 @@ pub(super) fn finish_kek_rotation(keys: &Path, db: &Db) -> Result<()> {
     let next = SealingKey::load_or_create(&next_path)?;
     let check: Option<Vec<u8>> =
         db.run(|tx| Ok(tx.opt("SELECT value FROM key_registry WHERE name = ?1", params![KEK_CHECK])?))?;
-    let committed = check.is_some_and(|c| next.open(KEK_CHECK, &c).is_ok());
-    if committed {
-        std::fs::rename(&next_path, keys.join(KEK_FILE))?;
-    } else {
+    let opens = |key: &SealingKey| check.as_deref().is_some_and(|c| key.open(KEK_CHECK, c).is_ok());
+    let old_path = keys.join(KEK_FILE);
+    if opens(&next) {
+        std::fs::rename(&next_path, old_path)?;
+    } else if old_path.exists() && opens(&SealingKey::load_or_create(&old_path)?) {
+        // The rotation never committed: the old key still opens this database.
         std::fs::remove_file(&next_path)?;
+    } else {
+        // Neither key opens this database (another database, or one that never saw these keys):
+        // keep both files and say so, since deleting either could lose the only key to the data.
+        return Err(bad(format!(
+            "{} is left from a key-encryption key rotation, and neither it nor keys/kek opens this database: \
+             start with the database the rotation ran on (--database), or restore the keys that belong to it",
+            next_path.display()
+        )));
     }
     Ok(())
 }

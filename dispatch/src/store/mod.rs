@@ -676,4 +676,32 @@ mod tests {
         assert!(!dir.path().join("keys").join(keys::NEXT_KEK_FILE).exists());
         assert_ne!(kek(), after);
     }
+
+    /// The fourth review: a rotation cut short before its file swap, then a start on another
+    /// database (one that never saw these keys) deleted `kek.next`, the only key to the rotated
+    /// data. Both files are kept and the start is refused; the right database finishes it.
+    #[test]
+    fn a_rotation_left_over_is_kept_when_neither_key_opens_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = {
+            let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+            d.import_parcels(&[sample_parcel()], &Operator::loopback()).unwrap();
+            d.parcel_departed("P1", &Operator::loopback()).unwrap().unwrap()
+        };
+        keys::rotate_kek_until(dir.path(), None, false).unwrap();
+        let aside = tempfile::tempdir().unwrap();
+        for file in ["dispatch.db", "dispatch.db-wal", "dispatch.db-shm"] {
+            let _ = std::fs::rename(dir.path().join(file), aside.path().join(file));
+        }
+        let refused = Dispatch::open(dir.path(), HighValuePolicy::default()).err().expect("refused");
+        assert!(refused.to_string().contains("neither it nor keys/kek opens this database"), "{refused}");
+        assert!(dir.path().join("keys").join(keys::NEXT_KEK_FILE).exists(), "the rotated key is kept");
+        for file in ["dispatch.db", "dispatch.db-wal", "dispatch.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(file));
+            let _ = std::fs::rename(aside.path().join(file), dir.path().join(file));
+        }
+        let d = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        assert_eq!(d.codes("P1").unwrap()[0].1, code, "the right database finishes the rotation");
+        assert!(!dir.path().join("keys").join(keys::NEXT_KEK_FILE).exists());
+    }
 }

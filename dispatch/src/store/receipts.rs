@@ -116,6 +116,8 @@ impl ReceiptLedger for SqlLedger<'_> {
         .transpose()
     }
 
+    /// Every write here is queued ([`Tx::execute_later`]): on PostgreSQL a batch's receipts go
+    /// out pipelined with the next read instead of one round trip each.
     fn append(&mut self, receipt: &SignedReceipt, body: &ReceiptBody, verdict: Verdict<'_>) -> CoreResult<()> {
         let Verdict { status, reason, binding } = verdict;
         let status_name = match status {
@@ -124,7 +126,7 @@ impl ReceiptLedger for SqlLedger<'_> {
             ReceiptStatus::Flagged => "flagged",
             ReceiptStatus::Rejected => "rejected",
         };
-        self.tx.execute(
+        self.tx.execute_later(
             "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -141,14 +143,14 @@ impl ReceiptLedger for SqlLedger<'_> {
         if body.event == ReceiptEvent::Reversed
             && let Some(reversed) = body.reverses
         {
-            self.tx.execute(
+            self.tx.execute_later(
                 "UPDATE handover SET reversed = 1 WHERE receipt_id = ?1 AND device_id = ?2",
                 params![reversed.to_string(), body.device_id],
             )?;
         }
         let t = body.trusted_time.timestamp_millis();
         for p in &body.parcels {
-            self.tx.execute(
+            self.tx.execute_later(
                 "INSERT INTO receipt_parcel (receipt_id, parcel_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![body.receipt_id.to_string(), p.parcel_id],
             )?;
@@ -156,7 +158,7 @@ impl ReceiptLedger for SqlLedger<'_> {
                 continue;
             }
             if body.event == ReceiptEvent::Delivered {
-                self.tx.execute(
+                self.tx.execute_later(
                     "INSERT INTO handover (parcel_id, receipt_id, device_id, flagged) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT DO NOTHING",
                     params![p.parcel_id, body.receipt_id.to_string(), body.device_id, status == ReceiptStatus::Flagged],
@@ -171,7 +173,7 @@ impl ReceiptLedger for SqlLedger<'_> {
                 && status == ReceiptStatus::Accepted;
             if counts {
                 let legacy = body.version == "1.0";
-                self.tx.execute(
+                self.tx.execute_later(
                         "INSERT INTO wrong_attempt (parcel_id, receipt_id, attempt_epoch, attempts_used)
                          SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CASE WHEN ?7 = 1 THEN e.attempt_epoch ELSE CAST(?3 AS BIGINT) END,
                                 CAST(?4 AS BIGINT)

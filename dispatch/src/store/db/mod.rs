@@ -153,11 +153,13 @@ pub(crate) enum Inner<'a> {
     Postgres(&'a postgres::PgTx<'a>),
 }
 
-/// The error a transaction's work ends with: its own, unless it reported a storage failure as
-/// something else (then the storage failure, which may be worth another run).
+/// The error a transaction's work ends with: its own, unless it failed in storage (reported as a
+/// storage error or in core's terms): then the transaction's *first* storage failure, the one
+/// that says whether another run may help (PostgreSQL fails every later statement with "current
+/// transaction is aborted").
 fn settle(error: DispatchError, failed: Option<StorageError>) -> DispatchError {
     match (error, failed) {
-        (DispatchError::Core(_), Some(storage)) => DispatchError::Storage(storage),
+        (DispatchError::Core(_) | DispatchError::Storage(_), Some(first)) => DispatchError::Storage(first),
         (error, _) => error,
     }
 }
@@ -171,7 +173,7 @@ impl<'a> Tx<'a> {
         self.failed.into_inner()
     }
 
-    fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+    pub(super) fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
         if let Err(e) = &result {
             self.failed.borrow_mut().get_or_insert_with(|| StorageError::new(e.kind, e.message.clone()));
         }
@@ -184,6 +186,19 @@ impl<'a> Tx<'a> {
             Inner::Sqlite(tx) => sqlite::execute(tx, sql, params),
             Inner::Postgres(tx) => tx.execute(sql, params),
         })
+    }
+
+    /// Runs a write whose outcome the work does not read (no row count, no rows): on PostgreSQL it
+    /// is queued and sent pipelined with the next statement or the commit, and a failure surfaces
+    /// there (failing the transaction as any failure does); on SQLite it runs at once.
+    pub fn execute_later(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), StorageError> {
+        match self.inner {
+            Inner::Sqlite(tx) => self.note(sqlite::execute(tx, sql, params)).map(|_| ()),
+            Inner::Postgres(tx) => {
+                tx.execute_later(sql, params);
+                Ok(())
+            }
+        }
     }
 
     /// Runs statements without parameters (schema changes).
@@ -223,8 +238,12 @@ impl<'a> Tx<'a> {
     /// The first row of a query that always yields one (an aggregate, `EXISTS`, a row known to be
     /// there).
     pub fn one<T: FromRow>(&self, sql: &str, params: &[&dyn ToParam]) -> Result<T, StorageError> {
-        self.opt(sql, params)?
-            .ok_or_else(|| StorageError::new(FailureKind::Other, format!("no row where one was expected: {sql}")))
+        self.opt(sql, params)?.ok_or_else(|| {
+            StorageError::new(
+                FailureKind::Other,
+                format!("no row where one was expected ({} characters of SQL)", sql.len()),
+            )
+        })
     }
 }
 

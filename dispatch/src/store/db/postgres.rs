@@ -8,6 +8,8 @@
 //! connections on a small runtime of its own and waits for each statement there, so it works the
 //! same under `serve`, in tests and in the command-line tools.
 
+use std::cell::RefCell;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -76,7 +78,28 @@ impl Postgres {
                     .into(),
             ));
         }
-        let where_ = format!("{:?} port {:?} database {:?}", pg.get_hosts(), pg.get_ports(), pg.get_dbname());
+        if pg.get_hosts().iter().any(|h| matches!(h, tokio_postgres::config::Host::Tcp(name) if name.contains('@'))) {
+            return Err(DispatchError::BadRequest(
+                "--database: the password (or user) contains '@'; write it as %40".into(),
+            ));
+        }
+        // Where, for errors: hosts, ports and database, never the password.
+        let hosts: Vec<String> = pg
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let ports: Vec<String> = pg.get_ports().iter().map(u16::to_string).collect();
+        let where_ = format!(
+            "{} port {} database {}",
+            hosts.join(","),
+            if ports.is_empty() { "5432".into() } else { ports.join(",") },
+            pg.get_dbname().unwrap_or("(the user's)")
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("doorstep-postgres")
@@ -85,6 +108,10 @@ impl Postgres {
         let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
+            // A database that is down or saturated answers 500 in 10 s rather than piling up waiters.
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| DispatchError::BadRequest(format!("PostgreSQL pool: {e}")))?;
         let db = Postgres { pool, runtime: Some(runtime) };
@@ -116,11 +143,24 @@ impl Postgres {
         let tx = rt
             .block_on(client.build_transaction().isolation_level(IsolationLevel::Serializable).start())
             .map_err(StorageError::from)?;
-        let pg = PgTx { tx, rt };
+        let pg = PgTx { tx, rt, pending: RefCell::new(Vec::new()) };
         let scope = Tx::new(super::Inner::Postgres(&pg));
-        let out = work(&scope);
+        let mut out = work(&scope);
+        if out.is_ok() {
+            // Writes still queued go out before the commit; a failure among them fails the work.
+            if let Err(e) = scope.note(pg.flush()) {
+                out = Err(DispatchError::Storage(e));
+            }
+        }
         let failed = scope.into_failure();
         let PgTx { tx, .. } = pg;
+        // PostgreSQL ends a transaction that failed with a rollback even when asked to commit: work
+        // that caught a storage failure and went on must not report success.
+        if out.is_ok()
+            && let Some(failure) = &failed
+        {
+            out = Err(DispatchError::Storage(StorageError::new(failure.kind, failure.message.clone())));
+        }
         match out {
             Ok(value) => {
                 rt.block_on(tx.commit()).map_err(StorageError::from)?;
@@ -135,10 +175,13 @@ impl Postgres {
     }
 }
 
-/// One PostgreSQL transaction.
+/// One PostgreSQL transaction. Writes whose outcome the work does not read
+/// ([`Tx::execute_later`]) wait in `pending` and go out pipelined, in order, ahead of the next
+/// statement (or the commit): one round trip for all of them instead of one each.
 pub struct PgTx<'a> {
     tx: deadpool_postgres::Transaction<'a>,
     rt: &'a tokio::runtime::Handle,
+    pending: RefCell<Vec<(String, Vec<Value>)>>,
 }
 
 impl PgTx<'_> {
@@ -150,26 +193,107 @@ impl PgTx<'_> {
         let sql = numbered(sql);
         let bound: Vec<Bound<'_>> = params.iter().map(|p| Bound(p.param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        let pending = self.pending.take();
         let changed = self.note(self.rt.block_on(async {
+            let queued = self.prepare(&pending).await?;
             let stmt = self.tx.prepare_cached(&sql).await?;
-            self.tx.execute(&stmt, &refs).await
+            self.pipelined(&queued, self.tx.execute(&stmt, &refs)).await
         }))?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn execute_later(&self, sql: &str, params: &[&dyn ToParam]) {
+        let values = params.iter().map(|p| Value::from(p.param())).collect();
+        self.pending.borrow_mut().push((numbered(sql), values));
     }
 
     pub(super) fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, StorageError> {
         let sql = numbered(sql);
         let bound: Vec<Bound<'_>> = params.iter().map(|p| Bound(p.param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        let pending = self.pending.take();
         let rows = self.note(self.rt.block_on(async {
+            let queued = self.prepare(&pending).await?;
             let stmt = self.tx.prepare_cached(&sql).await?;
-            self.tx.query(&stmt, &refs).await
+            self.pipelined(&queued, self.tx.query(&stmt, &refs)).await
         }))?;
         rows.iter().map(row).collect()
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        self.flush()?;
         self.note(self.rt.block_on(self.tx.batch_execute(sql)))
+    }
+
+    /// Sends the writes still queued.
+    fn flush(&self) -> Result<(), StorageError> {
+        let pending = self.pending.take();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.note(self.rt.block_on(async {
+            let queued = self.prepare(&pending).await?;
+            self.pipelined(&queued, std::future::ready(Ok(()))).await
+        }))
+    }
+
+    /// The queued writes' statements, prepared (cached after the first time) before any is sent,
+    /// so that they go out in the order they were queued.
+    async fn prepare<'v>(
+        &self,
+        pending: &'v [(String, Vec<Value>)],
+    ) -> Result<Vec<(tokio_postgres::Statement, &'v [Value])>, tokio_postgres::Error> {
+        let mut queued = Vec::with_capacity(pending.len());
+        for (sql, values) in pending {
+            queued.push((self.tx.prepare_cached(sql).await?, values.as_slice()));
+        }
+        Ok(queued)
+    }
+
+    /// Sends the queued writes and then `last` on the connection at once, in that order, and
+    /// waits for all of them: one round trip. Each request goes out when its future is first
+    /// polled, so each is polled once, in order, before any is awaited. The first failure in that
+    /// order is the answer (PostgreSQL fails the later statements of a failed transaction with
+    /// "current transaction is aborted").
+    async fn pipelined<T>(
+        &self,
+        queued: &[(tokio_postgres::Statement, &[Value])],
+        last: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, tokio_postgres::Error> {
+        let mut writes: Vec<_> = queued
+            .iter()
+            .map(|(stmt, values)| {
+                Box::pin(async move {
+                    let bound: Vec<Bound<'_>> = values.iter().map(|v| Bound(v.as_param())).collect();
+                    let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+                    self.tx.execute(stmt, &refs).await
+                })
+            })
+            .collect();
+        let mut early = Vec::with_capacity(writes.len());
+        for write in &mut writes {
+            early.push(poll_once(write.as_mut()).await);
+        }
+        let mut last = Box::pin(last);
+        let last_early = poll_once(last.as_mut()).await;
+        let mut first_failure = None;
+        for (write, early) in writes.into_iter().zip(early) {
+            let done = match early {
+                Some(done) => done,
+                None => write.await,
+            };
+            if let Err(e) = done {
+                first_failure.get_or_insert(e);
+            }
+        }
+        let last = match last_early {
+            Some(done) => done,
+            None => last.await,
+        };
+        match first_failure {
+            Some(e) => Err(e),
+            None => last,
+        }
     }
 }
 
@@ -263,4 +387,18 @@ impl From<tokio_postgres::Error> for StorageError {
         };
         StorageError::new(kind, message)
     }
+}
+
+/// Polls a future once: its output if it is ready already, `None` otherwise (it stays pinned and
+/// can be awaited later).
+async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    let mut future = Some(future);
+    std::future::poll_fn(|cx| {
+        let polled = future.take().map(|f| f.poll(cx));
+        std::task::Poll::Ready(match polled {
+            Some(std::task::Poll::Ready(out)) => Some(out),
+            _ => None,
+        })
+    })
+    .await
 }

@@ -110,7 +110,28 @@ impl Row {
     }
 }
 
+impl From<Param<'_>> for Value {
+    fn from(p: Param<'_>) -> Value {
+        match p {
+            Param::Null => Value::Null,
+            Param::Int(i) => Value::Int(i),
+            Param::Text(t) => Value::Text(t.to_owned()),
+            Param::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
+}
+
 impl Value {
+    /// This value as a statement parameter (a queued write binds what it kept).
+    pub fn as_param(&self) -> Param<'_> {
+        match self {
+            Value::Null => Param::Null,
+            Value::Int(i) => Param::Int(*i),
+            Value::Text(t) => Param::Text(t),
+            Value::Blob(b) => Param::Blob(b),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Value::Null => "NULL",
