@@ -19,7 +19,8 @@ find_bin() {
 
 as_owner() {
   # Run a PostgreSQL program as the data directory's owner: `postgres` when we are root.
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  # From /, which that user can enter (the caller's directory may be private).
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 case "${1:-}" in

@@ -29,7 +29,7 @@ postgres_tests() (
   eval "$exports"
   trap 'eval "$DOORSTEP_TEST_POSTGRES_STOP"' EXIT
   DOORSTEP_TEST_POSTGRES="$DOORSTEP_TEST_POSTGRES" DOORSTEP_TEST_POSTGRES_DATA="$DOORSTEP_TEST_POSTGRES_DATA" \
-    cargo test -p doorstep-tests --locked --no-fail-fast --test 'http_*'
+    cargo test --workspace --locked --no-fail-fast --test 'http_*'
 )
 step postgres_tests
 step cargo test --workspace --benches --locked --no-fail-fast
