@@ -68,7 +68,7 @@ impl Dispatch {
                 params![
                     device_id,
                     route_id,
-                    self.kek.seal(&device_secret_aad(&device_id), device.secret.expose())?,
+                    self.seal(tx, &device_secret_aad(&device_id), device.secret.expose())?,
                     device.public_key.public,
                     self.now_ms()?
                 ],

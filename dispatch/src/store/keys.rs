@@ -177,6 +177,23 @@ pub(super) fn finish_kek_rotation(keys: &Path, db: &Db) -> Result<()> {
 /// associated data): whoever opens it holds the database's KEK.
 const KEK_CHECK: &str = "kek-check";
 
+impl Dispatch {
+    /// Seals a value to store in `tx`, after checking in the same transaction that this node's
+    /// key-encryption key is still the database's: a node left running through a rotation (its
+    /// `keys/kek` replaced on disk and in the database, its memory not) refuses instead of
+    /// sealing what no node could open again. On PostgreSQL a rotation committing meanwhile
+    /// conflicts with this read, and the transaction runs again and refuses.
+    pub(super) fn seal(&self, tx: &Tx<'_>, aad: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let check: Option<Vec<u8>> = tx.opt("SELECT value FROM key_registry WHERE name = ?1", params![KEK_CHECK])?;
+        if check.is_some_and(|c| self.kek.open(KEK_CHECK, &c).is_err()) {
+            return Err(DispatchError::Core(CoreError::KeyVault(
+                "this dispatch node's key-encryption key was rotated away: restart it with the new keys/kek".into(),
+            )));
+        }
+        self.kek.seal(aad, plaintext)
+    }
+}
+
 /// Records the keys this database is used with on first use, and refuses keys that differ from
 /// those recorded: a key-encryption key that does not open the check value, or a signing key
 /// whose id is recorded with another public key. Keys added later are recorded when first seen.

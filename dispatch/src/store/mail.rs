@@ -58,7 +58,7 @@ impl Dispatch {
         )?;
         tx.execute(
             "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
-            params![id, self.kek.seal(&mail_aad(id), &message)?],
+            params![id, self.seal(tx, &mail_aad(id), &message)?],
         )?;
         Ok(id)
     }

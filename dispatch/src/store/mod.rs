@@ -704,4 +704,26 @@ mod tests {
         assert_eq!(d.codes("P1").unwrap()[0].1, code, "the right database finishes the rotation");
         assert!(!dir.path().join("keys").join(keys::NEXT_KEK_FILE).exists());
     }
+
+    /// The fourth review: a node left running through a KEK rotation kept sealing new codes under
+    /// the old key, which no node could open again (the route's manifests then failed). It now
+    /// refuses, and stores nothing.
+    #[test]
+    fn a_node_left_running_through_a_kek_rotation_seals_nothing_under_the_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        let mut second = sample_parcel();
+        (second.parcel_id, second.barcode) = ("P2".into(), "B2".into());
+        running.import_parcels(&[sample_parcel(), second], &Operator::loopback()).unwrap();
+        running.parcel_departed("P1", &Operator::loopback()).unwrap();
+        rotate_kek(dir.path(), None).unwrap();
+        let refused = running.parcel_departed("P2", &Operator::loopback()).unwrap_err();
+        assert!(refused.to_string().contains("rotated away"), "{refused}");
+        drop(running);
+        let restarted = Dispatch::open(dir.path(), HighValuePolicy::default()).unwrap();
+        assert!(restarted.codes("P2").unwrap().is_empty(), "nothing was sealed under the old key");
+        let code = restarted.parcel_departed("P2", &Operator::loopback()).unwrap().unwrap();
+        assert_eq!(restarted.codes("P2").unwrap()[0].1, code);
+        assert_eq!(restarted.codes("P1").unwrap().len(), 1);
+    }
 }

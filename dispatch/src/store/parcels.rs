@@ -162,7 +162,7 @@ impl Dispatch {
     pub(super) fn store_code(&self, tx: &Tx<'_>, parcel_id: &str, holder: &Holder) -> Result<Code> {
         let code = Code::generate()?;
         let (key, issued) = (holder.to_key(), self.now_ms()?);
-        let sealed = self.kek.seal(&code_aad(parcel_id, &key, issued), code.reveal().as_bytes())?;
+        let sealed = self.seal(tx, &code_aad(parcel_id, &key, issued), code.reveal().as_bytes())?;
         tx.execute(
             "INSERT INTO code (parcel_id, holder, code, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![parcel_id, key, sealed, issued],
