@@ -205,9 +205,9 @@ impl Dispatch {
     }
 
     /// The manifest entries of the departed parcels `which` names, in stop order, each with its
-    /// own verdict (a parcel that cannot be put into a manifest does not stop the others). Two
-    /// queries whatever the number of parcels (the parcels with their epochs and attempts; their
-    /// current codes), and each day's window worked out once.
+    /// own verdict (a parcel that cannot be put into a manifest does not stop the others). Three
+    /// queries whatever the number of parcels (the parcels with their epochs, their codes, their
+    /// wrong-code counts), and each day's window worked out once.
     fn entries(&self, tx: &Tx<'_>, which: Departed<'_>) -> Result<Vec<(String, Result<IssuedParcel>)>> {
         let (parcel_filter, code_filter, key, date) = match which {
             Departed::Parcel(id) => ("p.parcel_id = ?1", "c.parcel_id = ?1", id, None),
@@ -224,19 +224,27 @@ impl Dispatch {
         let rows = tx.rows(
             &format!(
                 "SELECT p.parcel_id, p.barcode, p.stop_id, p.stop_seq, p.delivery_date, p.time_zone, p.address_hint,
-                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0), coalesce(w.n, 0), coalesce(w.hi, 0)
-                   FROM parcel p
-                   LEFT JOIN parcel_epoch e ON e.parcel_id = p.parcel_id
-                   LEFT JOIN (SELECT a.parcel_id, a.attempt_epoch, count(*) AS n, max(a.attempts_used) AS hi
-                                FROM wrong_attempt a JOIN parcel p ON p.parcel_id = a.parcel_id
-                               WHERE {parcel_filter} GROUP BY a.parcel_id, a.attempt_epoch) w
-                          ON w.parcel_id = p.parcel_id AND w.attempt_epoch = coalesce(e.attempt_epoch, 0)
+                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0)
+                   FROM parcel p LEFT JOIN parcel_epoch e ON e.parcel_id = p.parcel_id
                   WHERE p.departed_at_ms IS NOT NULL AND {parcel_filter}
                   ORDER BY p.stop_seq, p.parcel_id"
             ),
             params,
         )?;
         let mut codes = self.current_codes_where(tx, code_filter, params)?;
+        // Wrong-code receipts by parcel and epoch: few parcels have any.
+        let attempts: std::collections::HashMap<(String, u32), (u32, u32)> = tx
+            .all::<(String, u32, u32, u32)>(
+                &format!(
+                    "SELECT w.parcel_id, w.attempt_epoch, count(*), max(w.attempts_used) FROM wrong_attempt w
+                      WHERE w.parcel_id IN (SELECT p.parcel_id FROM parcel p WHERE {parcel_filter})
+                      GROUP BY w.parcel_id, w.attempt_epoch"
+                ),
+                params,
+            )?
+            .into_iter()
+            .map(|(parcel, epoch, n, highest)| ((parcel, epoch), (n, highest)))
+            .collect();
         let mut windows = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -250,7 +258,8 @@ impl Dispatch {
             };
             let needs_code: bool = row.get(8)?;
             let current = if needs_code { codes.remove(&parcel_id).unwrap_or_default() } else { Vec::new() };
-            let (attempt_epoch, receipts, highest): (u32, u32, u32) = (row.get(9)?, row.get(10)?, row.get(11)?);
+            let attempt_epoch: u32 = row.get(9)?;
+            let (receipts, highest) = attempts.get(&(parcel_id.clone(), attempt_epoch)).copied().unwrap_or((0, 0));
             let entry = window.and_then(|(not_before, not_after)| {
                 let parcel = IssuedParcel {
                     parcel_id: parcel_id.clone(),

@@ -345,22 +345,27 @@ impl Dispatch {
         filter: &str,
         params: &[&dyn db::ToParam],
     ) -> Result<std::collections::HashMap<String, Vec<CurrentCode>>> {
-        let rows: Vec<(String, String, Vec<u8>, i64, bool)> = tx.all(
+        // Every version, oldest first; the newest of each holder is current unless revoked (plain
+        // rows and the grouping here: cheaper than asking the database to rank them).
+        let rows: Vec<(String, String, Vec<u8>, i64, Option<i64>)> = tx.all(
             &format!(
-                "SELECT parcel_id, holder, code, issued_at_ms, versions > 1 FROM
-                   (SELECT c.parcel_id, c.holder, c.code, c.issued_at_ms, c.revoked_at_ms,
-                           row_number() OVER (PARTITION BY c.parcel_id, c.holder ORDER BY c.id DESC) AS newest,
-                           count(*) OVER (PARTITION BY c.parcel_id, c.holder) AS versions
-                      FROM code c WHERE {filter}) v
-                  WHERE newest = 1 AND revoked_at_ms IS NULL
-                  ORDER BY parcel_id, holder"
+                "SELECT c.parcel_id, c.holder, c.code, c.issued_at_ms, c.revoked_at_ms FROM code c
+                  WHERE {filter} ORDER BY c.parcel_id, c.holder, c.id"
             ),
             params,
         )?;
         let mut codes: std::collections::HashMap<String, Vec<CurrentCode>> = std::collections::HashMap::new();
-        for (parcel_id, h, sealed, issued, replaced) in rows {
+        let mut rows = rows.into_iter().peekable();
+        while let Some((parcel_id, h, mut sealed, mut issued, mut revoked)) = rows.next() {
+            let mut versions = 1;
+            while let Some((_, _, newer, at, until)) = rows.next_if(|(p, holder, ..)| *p == parcel_id && *holder == h) {
+                (sealed, issued, revoked, versions) = (newer, at, until, versions + 1);
+            }
+            if revoked.is_some() {
+                continue;
+            }
             let code = open_code(&self.kek, &parcel_id, &h, issued, &sealed)?;
-            let reissued_at = match replaced {
+            let reissued_at = match versions > 1 {
                 true => Some(DateTime::from_timestamp_millis(issued).ok_or_else(|| bad("stored issue instant"))?),
                 false => None,
             };
