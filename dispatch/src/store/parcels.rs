@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// One version of a holder's code: parcel, holder, sealed code, issued and revoked (ms).
+type CodeVersion = (String, String, Vec<u8>, i64, Option<i64>);
+
 impl Dispatch {
     /// Imports order lines (all or nothing); returns how many need a code under the policy.
     pub fn import_parcels(&self, parcels: &[NewParcel], by: &Operator) -> Result<usize> {
@@ -347,7 +350,7 @@ impl Dispatch {
     ) -> Result<std::collections::HashMap<String, Vec<CurrentCode>>> {
         // Every version, oldest first; the newest of each holder is current unless revoked (plain
         // rows and the grouping here: cheaper than asking the database to rank them).
-        let rows: Vec<(String, String, Vec<u8>, i64, Option<i64>)> = tx.all(
+        let rows: Vec<CodeVersion> = tx.all(
             &format!(
                 "SELECT c.parcel_id, c.holder, c.code, c.issued_at_ms, c.revoked_at_ms FROM code c
                   WHERE {filter} ORDER BY c.parcel_id, c.holder, c.id"
