@@ -94,10 +94,25 @@ pub struct Server {
     pub state: tempfile::TempDir,
     /// The PostgreSQL database the state is kept in (`None`: `state`'s SQLite file).
     pub database: Option<PostgresConfig>,
+    /// Whether this server made its PostgreSQL schema (and drops it when it ends).
+    owns_schema: bool,
     /// The operator the tests act as, and its key (operator routes need it: one key exists).
     pub operator: Operator,
     pub operator_key: String,
     _runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Server {
+    /// A PostgreSQL test's schema goes with its server, so the shared test database stays small.
+    fn drop(&mut self) {
+        if let (true, Some(config)) = (self.owns_schema, &self.database)
+            && let Some(schema) = &config.schema
+        {
+            let _ = std::process::Command::new("psql")
+                .args([config.url.as_str(), "-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+                .output();
+        }
+    }
 }
 
 impl Server {
@@ -151,7 +166,8 @@ impl Server {
             (Operator::loopback(), String::new())
         };
         let (base, runtime) = serve(dispatch.clone(), limits, tls);
-        Server { base, dispatch, clock, scene, state, database, operator, operator_key, _runtime: runtime }
+        let owns_schema = database.is_some();
+        Server { base, dispatch, clock, scene, state, database, owns_schema, operator, operator_key, _runtime: runtime }
     }
 
     /// A second dispatch node on this server's database: a state folder of its own holding a copy
@@ -169,6 +185,7 @@ impl Server {
             scene: self.scene,
             state,
             database: self.database.clone(),
+            owns_schema: false,
             operator: self.operator.clone(),
             operator_key: self.operator_key.clone(),
             _runtime: runtime,

@@ -190,16 +190,10 @@ impl PgTx<'_> {
     }
 
     pub(super) fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, StorageError> {
-        let sql = numbered(sql);
-        let bound: Vec<Bound<'_>> = params.iter().map(|p| Bound(p.param())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        let pending = self.pending.take();
-        let changed = self.note(self.rt.block_on(async {
-            let queued = self.prepare(&pending).await?;
-            let stmt = self.tx.prepare_cached(&sql).await?;
-            self.pipelined(&queued, self.tx.execute(&stmt, &refs)).await
-        }))?;
-        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+        match self.statement(sql, params, false)? {
+            Answer::Changed(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Answer::Rows(_) => Ok(0),
+        }
     }
 
     pub(super) fn execute_later(&self, sql: &str, params: &[&dyn ToParam]) {
@@ -208,16 +202,30 @@ impl PgTx<'_> {
     }
 
     pub(super) fn query(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<Row>, StorageError> {
+        match self.statement(sql, params, true)? {
+            Answer::Rows(rows) => rows.iter().map(row).collect(),
+            Answer::Changed(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Runs one statement behind the queued writes, in one round trip: its rows (`rows`) or the
+    /// number of rows it changed.
+    fn statement(&self, sql: &str, params: &[&dyn ToParam], rows: bool) -> Result<Answer, StorageError> {
         let sql = numbered(sql);
         let bound: Vec<Bound<'_>> = params.iter().map(|p| Bound(p.param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let pending = self.pending.take();
-        let rows = self.note(self.rt.block_on(async {
+        self.note(self.rt.block_on(async {
             let queued = self.prepare(&pending).await?;
             let stmt = self.tx.prepare_cached(&sql).await?;
-            self.pipelined(&queued, self.tx.query(&stmt, &refs)).await
-        }))?;
-        rows.iter().map(row).collect()
+            let answer = async {
+                match rows {
+                    true => self.tx.query(&stmt, &refs).await.map(Answer::Rows),
+                    false => self.tx.execute(&stmt, &refs).await.map(Answer::Changed),
+                }
+            };
+            self.pipelined(&queued, answer).await
+        }))
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<(), StorageError> {
@@ -295,6 +303,12 @@ impl PgTx<'_> {
             None => last,
         }
     }
+}
+
+/// What one statement answered.
+enum Answer {
+    Rows(Vec<tokio_postgres::Row>),
+    Changed(u64),
 }
 
 /// `?N` parameters as PostgreSQL numbers them (`$N`); quoted text is left alone.
