@@ -45,7 +45,7 @@ struct Served {
     base: String,
     dispatch: Arc<Dispatch>,
     clock: Arc<SetClock>,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -98,7 +98,7 @@ fn serve(backend: Backend) -> Vec<Served> {
         let state = tempfile::tempdir().unwrap();
         if let Some(first) = served.first() {
             std::fs::create_dir_all(state.path().join("keys")).unwrap();
-            for f in std::fs::read_dir(first._state.path().join("keys")).unwrap() {
+            for f in std::fs::read_dir(first.state.path().join("keys")).unwrap() {
                 let f = f.unwrap();
                 std::fs::copy(f.path(), state.path().join("keys").join(f.file_name())).unwrap();
             }
@@ -116,7 +116,7 @@ fn serve(backend: Backend) -> Vec<Served> {
             base: format!("http://{addr}"),
             dispatch,
             clock: clock.clone(),
-            _state: state,
+            state,
             _runtime: runtime,
         });
     }

@@ -86,14 +86,8 @@ enum Command {
         /// Hours an enrolment token stays valid.
         #[arg(long, default_value_t = doorstep_dispatch::store::DEFAULT_ENROLMENT_TOKEN_HOURS)]
         enrolment_token_hours: i64,
-        /// State folder (created if absent): dispatch.db and keys/.
-        #[arg(long)]
-        state: PathBuf,
-        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
-        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
-        /// an argument is visible to other users.
-        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Store,
         /// Declared value (in cents) from which a parcel needs a code.
         #[arg(long, default_value_t = 50_000)]
         value_threshold_cents: i64,
@@ -140,43 +134,44 @@ enum Command {
     },
 }
 
+/// Where dispatch's state is: the state folder, and the database when it is not the folder's.
+#[derive(clap::Args)]
+struct Store {
+    /// State folder (created if absent): dispatch.db and keys/.
+    #[arg(long)]
+    state: PathBuf,
+    /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
+    /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
+    /// an argument is visible to other users.
+    #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
+}
+
+impl Store {
+    fn database(&self) -> Option<PostgresConfig> {
+        self.database.clone().map(PostgresConfig::new)
+    }
+}
+
 #[derive(Subcommand)]
 enum OperatorStep {
     /// Create a key for a named operator; prints it once (only its hash is stored).
     Add {
-        /// The state folder.
-        #[arg(long)]
-        state: PathBuf,
-        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
-        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
-        /// an argument is visible to other users.
-        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Store,
         #[arg(long)]
         name: String,
     },
     /// Revoke a key at once.
     Revoke {
-        /// The state folder.
-        #[arg(long)]
-        state: PathBuf,
-        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
-        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
-        /// an argument is visible to other users.
-        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Store,
         operator_id: String,
     },
     /// List keys (never their secrets).
     List {
-        /// The state folder.
-        #[arg(long)]
-        state: PathBuf,
-        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
-        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
-        /// an argument is visible to other users.
-        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Store,
     },
 }
 
@@ -198,14 +193,8 @@ enum KeyStep {
     /// Re-seal every code and device secret under a new key-encryption key (`keys/kek`); stop
     /// dispatch first.
     RotateKek {
-        /// The state folder.
-        #[arg(long)]
-        state: PathBuf,
-        /// Keep the state in this PostgreSQL database (postgres://user@host:port/db) instead of
-        /// STATE/dispatch.db; STATE keeps keys/. Prefer the environment variable: a password in
-        /// an argument is visible to other users.
-        #[arg(long, env = "DOORSTEP_DATABASE", value_name = "URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Store,
     },
 }
 
@@ -283,8 +272,8 @@ fn main() -> ExitCode {
                 }),
                 KeyStep::Promote { state, key_id } => doorstep_dispatch::promote_key(&state, &key_id)
                     .map(|()| format!("{key_id} signs from dispatch's next start")),
-                KeyStep::RotateKek { state, database } => {
-                    { doorstep_dispatch::rotate_kek(&state, database.map(PostgresConfig::new).as_ref()) }
+                KeyStep::RotateKek { store } => {
+                    { doorstep_dispatch::rotate_kek(&store.state, store.database().as_ref()) }
                         .map(|n| format!("{n} sealed values re-sealed under a new keys/kek; the old key is deleted"))
                 }
             };
@@ -304,7 +293,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             enrolment_token_hours,
-            state,
+            store,
             value_threshold_cents,
             categories,
             smtp,
@@ -319,7 +308,6 @@ fn main() -> ExitCode {
             full_manifests_per_device_per_minute,
             max_connections,
             max_connections_per_client,
-            database,
         } => {
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
@@ -348,9 +336,9 @@ fn main() -> ExitCode {
                     full_manifests_per_device_per_minute,
                     trust_forwarded_for: behind_tls_proxy,
                 },
-                database: database.map(PostgresConfig::new),
+                database: store.database(),
             };
-            runtime.block_on(serve(addr, state, options))
+            runtime.block_on(serve(addr, store.state, options))
         }
     }
 }
@@ -421,11 +409,9 @@ struct ServeOptions {
 }
 
 fn operator_command(step: OperatorStep) -> ExitCode {
-    let (OperatorStep::Add { state, database, .. }
-    | OperatorStep::Revoke { state, database, .. }
-    | OperatorStep::List { state, database }) = &step;
-    let database = database.clone().map(PostgresConfig::new);
-    let dispatch = match Dispatch::open_with(state, database.as_ref(), HighValuePolicy::default()) {
+    let (OperatorStep::Add { store, .. } | OperatorStep::Revoke { store, .. } | OperatorStep::List { store }) = &step;
+    let state = &store.state;
+    let dispatch = match Dispatch::open_with(state, store.database().as_ref(), HighValuePolicy::default()) {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot open dispatch state {}: {e}", state.display())),
     };

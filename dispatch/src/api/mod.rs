@@ -141,23 +141,8 @@ fn error_body(status: StatusCode, detail: String) -> Response {
 /// PostgreSQL refuses text with NUL outright, so such a request is a 400 here on both backends
 /// instead of a storage error.
 async fn plain_paths(request: Request, next: Next) -> Response {
-    let path = request.uri().path().as_bytes();
-    let mut decoded = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (path[i], path.get(i + 1).and_then(|&b| hex(b)), path.get(i + 2).and_then(|&b| hex(b))) {
-            (b'%', Some(hi), Some(lo)) => {
-                decoded.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
+    let decoded = percent_encoding::percent_decode(request.uri().path().as_bytes());
+    if decoded.into_iter().any(|b| b < 0x20 || b == 0x7f) {
         return DispatchError::BadRequest("the path holds a control character".into()).into_response();
     }
     next.run(request).await

@@ -219,8 +219,9 @@ impl Dispatch {
                 Some(date.to_string()),
             ),
         };
-        let date = date.unwrap_or_default();
-        let params = if date.is_empty() { params![key] } else { params![key, date] };
+        let params: Vec<&dyn db::ToParam> =
+            std::iter::once(&key as &dyn db::ToParam).chain(date.as_ref().map(|d| d as &dyn db::ToParam)).collect();
+        let params = params.as_slice();
         let rows = tx.rows(
             &format!(
                 "SELECT p.parcel_id, p.barcode, p.stop_id, p.stop_seq, p.delivery_date, p.time_zone, p.address_hint,

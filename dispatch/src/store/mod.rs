@@ -324,11 +324,6 @@ impl Dispatch {
         self.db.run(work)
     }
 
-    /// Which database this dispatch keeps its state in ("SQLite" or "PostgreSQL").
-    pub fn backend(&self) -> &'static str {
-        self.db.backend()
-    }
-
     pub fn verifying_keys(&self) -> Vec<VerifyingKey> {
         self.issuer.verifying_keys()
     }

@@ -44,10 +44,6 @@ impl StorageError {
         StorageError { kind, message: message.into() }
     }
 
-    pub fn kind(&self) -> FailureKind {
-        self.kind
-    }
-
     pub fn is_unique_violation(&self) -> bool {
         self.kind == FailureKind::Unique
     }
@@ -129,14 +125,6 @@ impl Db {
     pub(crate) fn checkpoint(&self) -> Result<()> {
         self.with_sqlite(|conn| Ok(conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?)).unwrap_or(Ok(()))
     }
-
-    /// Which backend this is, for logs and errors ("SQLite" or "PostgreSQL").
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Db::Sqlite(_) => "SQLite",
-            Db::Postgres(_) => "PostgreSQL",
-        }
-    }
 }
 
 /// One transaction on either backend. It remembers its first storage failure: PostgreSQL
@@ -211,11 +199,7 @@ impl<'a> Tx<'a> {
 
     /// Every row the query yields.
     pub fn all<T: FromRow>(&self, sql: &str, params: &[&dyn ToParam]) -> Result<Vec<T>, StorageError> {
-        let rows = self.note(match self.inner {
-            Inner::Sqlite(tx) => sqlite::query(tx, sql, params),
-            Inner::Postgres(tx) => tx.query(sql, params),
-        })?;
-        rows.iter().map(T::from_row).collect()
+        self.rows(sql, params)?.iter().map(T::from_row).collect()
     }
 
     /// Every row the query yields, to read column by column (wider rows than a tuple holds).
