@@ -89,24 +89,42 @@ impl Insider {
     /// the HTTP status and body when the upload as a whole was refused). A flagged receipt's
     /// verdict carries the reason dispatch *stored*; the ack itself only says "held for review",
     /// which is checked here.
-    pub fn upload(
+    pub fn upload(&self, server: &Server, phone: &Device, body: ReceiptBody) -> Result<ReceiptResult, (u16, String)> {
+        let receipts = self.sign_chained(server, vec![body]);
+        Ok(self.upload_receipts(server, phone, receipts)?.remove(0))
+    }
+
+    /// Signs `bodies` as the phone would, each chained onto the one before and the first onto
+    /// what dispatch already holds from the phone.
+    pub fn sign_chained(&self, server: &Server, bodies: Vec<ReceiptBody>) -> Vec<SignedReceipt> {
+        let held = server.dispatch.receipts(&self.device_id).unwrap();
+        let (mut seq, mut prev_hash) =
+            held.last().map_or((0, genesis_hash(&self.device_id)), |r| (r.body.seq, r.receipt.hash()));
+        bodies
+            .into_iter()
+            .map(|mut body| {
+                seq += 1;
+                (body.seq, body.prev_hash) = (seq, prev_hash);
+                let receipt = SignedReceipt::sign(&body, &self.signing).unwrap();
+                prev_hash = receipt.hash();
+                receipt
+            })
+            .collect()
+    }
+
+    /// Uploads `receipts` as one batch (see [`Insider::upload`]); the verdicts in upload order.
+    pub fn upload_receipts(
         &self,
         server: &Server,
         phone: &Device,
-        mut body: ReceiptBody,
-    ) -> Result<ReceiptResult, (u16, String)> {
-        let held = server.dispatch.receipts(&self.device_id).unwrap();
-        let (seq, prev_hash) =
-            held.last().map_or((0, genesis_hash(&self.device_id)), |r| (r.body.seq, r.receipt.hash()));
-        body.seq = seq + 1;
-        body.prev_hash = prev_hash;
-        let receipt = SignedReceipt::sign(&body, &self.signing).unwrap();
+        receipts: Vec<SignedReceipt>,
+    ) -> Result<Vec<ReceiptResult>, (u16, String)> {
         let batch = UploadBatch {
             format: domain::BATCH.into(),
             version: PROTOCOL_VERSION.into(),
             batch_id: Uuid::now_v7(),
             device_id: self.device_id.clone(),
-            receipts: vec![receipt],
+            receipts,
         };
         let (status, answer) = server.signed_post(
             phone,
@@ -118,14 +136,16 @@ impl Insider {
         }
         let payload = SignedEnvelope::open(&answer, domain::ACK, &server.dispatch.verifying_keys()).unwrap();
         let ack: Ack = serde_json::from_slice(&payload).unwrap();
-        let mut result = ack.results.into_iter().next().unwrap();
-        if result.status == ReceiptStatus::Flagged {
-            assert_eq!(result.reason.as_deref(), Some(FLAGGED_FOR_PHONE), "the phone never learns why");
-            let held = server.dispatch.receipts(&self.device_id).unwrap();
-            let stored =
-                held.iter().find(|r| r.body.receipt_id == result.receipt_id).expect("a flagged receipt is kept");
-            result.reason.clone_from(&stored.reason);
-        }
-        Ok(result)
+        let held = server.dispatch.receipts(&self.device_id).unwrap();
+        let results = ack.results.into_iter().map(|mut result| {
+            if result.status == ReceiptStatus::Flagged {
+                assert_eq!(result.reason.as_deref(), Some(FLAGGED_FOR_PHONE), "the phone never learns why");
+                let stored =
+                    held.iter().find(|r| r.body.receipt_id == result.receipt_id).expect("a flagged receipt is kept");
+                result.reason.clone_from(&stored.reason);
+            }
+            result
+        });
+        Ok(results.collect())
     }
 }

@@ -8,7 +8,7 @@ use chrono::TimeDelta;
 use doorstep_core::CoreError;
 use doorstep_core::device::{HandoverOutcome, ParcelState, ScannedParcel};
 use doorstep_core::error::QrRejection;
-use doorstep_core::protocol::{HandoverMethod, Holder, QrToken, ReceiptStatus};
+use doorstep_core::protocol::{HandoverMethod, Holder, QrToken, ReceiptBody, ReceiptEvent, ReceiptStatus};
 use doorstep_tests::http::Server;
 use doorstep_tests::insider::Insider;
 
@@ -160,6 +160,45 @@ fn a_qr_token_for_another_holder_outside_its_window_or_used_twice_is_flagged() {
     let late = QrToken::verify(&token, &server.dispatch.verifying_keys()).unwrap().not_after + TimeDelta::hours(1);
     server.clock.set(late);
     flagged(insider.upload(&server, &phone, by_qr("P6", Some(Holder::Customer), token, late)), "outside");
+}
+
+/// A reversal, by the insider, of the hand-over `body`.
+fn reversal_of(insider: &Insider, body: &ReceiptBody, at: chrono::DateTime<chrono::Utc>) -> ReceiptBody {
+    let mut reversal = insider.handover(&body.parcels[0].parcel_id, HandoverMethod::Code, None, None, at);
+    reversal.event = ReceiptEvent::Reversed;
+    reversal.method = None;
+    reversal.reverses = Some(body.receipt_id);
+    reversal.reason = Some(doorstep_core::protocol::FailureReason::Other);
+    reversal.note = Some("handed to the wrong person".into());
+    reversal
+}
+
+#[test]
+fn what_a_batch_says_about_itself_counts_as_if_its_receipts_came_one_by_one() {
+    let (server, phone, _dir, insider) = big_day();
+    let now = server.clock.now();
+    let by_code = |parcel: &str, at| {
+        insider.handover(parcel, HandoverMethod::Code, Some(Holder::Customer), Some(&server.code(parcel)), at)
+    };
+    // One batch: a hand-over, the same parcel handed over again, and the first receipt sent twice.
+    let mut receipts = insider.sign_chained(&server, vec![by_code("P0", now), by_code("P0", now)]);
+    receipts.push(receipts[0].clone());
+    let results = insider.upload_receipts(&server, &phone, receipts).unwrap();
+    accepted(Ok(results[0].clone()), "the first hand-over");
+    flagged(Ok(results[1].clone()), "parcel P0 was already handed over");
+    assert_eq!(results[2].status, ReceiptStatus::Duplicate, "{:?}", results[2]);
+    // Another: a hand-over, its reversal, and the parcel handed over again after it.
+    let first = by_code("P4", now);
+    let reversal = reversal_of(&insider, &first, now + TimeDelta::minutes(1));
+    let again = by_code("P4", now + TimeDelta::minutes(2));
+    let results = insider.upload_receipts(&server, &phone, insider.sign_chained(&server, vec![first, reversal, again]));
+    for (result, what) in results.unwrap().into_iter().zip(["a hand-over", "its reversal", "the hand-over after it"]) {
+        accepted(Ok(result), what);
+    }
+    // Each receipt stored once, in chain order; the duplicate not again.
+    let held = server.dispatch.receipts(&insider.device_id).unwrap();
+    assert_eq!(held.iter().map(|r| r.body.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(server.dispatch.parcel_history("P4").unwrap().len(), 3);
 }
 
 #[test]

@@ -5,11 +5,13 @@
 //! window and every code with its lifetime) and received receipts ([`ReceiptLedger`]);
 //! [`MemoryCodeBook`] and [`MemoryLedger`] serve tests and small tools.
 
+mod checked;
 mod enrol;
 mod ledger;
 mod manifest;
 mod verify;
 
+pub use checked::CheckedBatch;
 pub use enrol::EnrolledDevice;
 pub use ledger::{
     ChainHead, CodeBook, IssuedCode, MemoryCodeBook, MemoryLedger, ParcelRecord, PriorHandover, ReceiptLedger,

@@ -10,19 +10,17 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashSet;
 
+use super::checked::{CheckedBatch, CheckedReceipt};
 use super::{ChainHead, CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLedger, Verdict};
 use crate::crypto::verify_code_proof;
 use crate::protocol::{
     Ack, Checkpoint, HandoverMethod, Holder, MAX_PARCELS_PER_RECEIPT, QrToken, REQUEST_SKEW_MS, ReceiptBody,
-    ReceiptEvent, ReceiptParcel, ReceiptResult, ReceiptStatus, SignedReceipt, UploadBatch, check_version, domain,
+    ReceiptEvent, ReceiptParcel, ReceiptResult, ReceiptStatus,
 };
 use crate::{CoreError, Result};
 
 /// What the ack says of a flagged receipt; the reason is kept at dispatch.
 pub const FLAGGED_FOR_PHONE: &str = "held for review at dispatch";
-
-/// Largest batch dispatch takes in one request.
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// The outcome of one upload: the ack (to sign and send) and the bytes already signed.
 #[derive(Debug, Clone)]
@@ -38,6 +36,8 @@ impl BatchVerdict {
 }
 
 impl Issuer {
+    /// Checks and judges a batch in one go: [`CheckedBatch::check`] with the device's key, then
+    /// [`Issuer::judge_batch`].
     pub fn verify_batch(
         &self,
         device: &EnrolledDevice,
@@ -46,26 +46,34 @@ impl Issuer {
         batch: &[u8],
         now: DateTime<Utc>,
     ) -> Result<BatchVerdict> {
-        if batch.len() > MAX_BATCH_BYTES {
-            return Err(CoreError::BatchRejected(format!("over {MAX_BATCH_BYTES} bytes")));
-        }
-        let batch: UploadBatch = serde_json::from_slice(batch).map_err(|e| CoreError::BatchRejected(e.to_string()))?;
-        if batch.format != domain::BATCH || !check_version(&batch.version) {
-            return Err(CoreError::BatchRejected("unknown format or version".into()));
-        }
-        if batch.device_id != device.device_id {
-            return Err(CoreError::BatchRejected("batch is from another device".into()));
+        let checked = CheckedBatch::check(&device.device_id, &device.public_key, batch)?;
+        self.judge_batch(device, ledger, codes, &checked, now)
+    }
+
+    /// Judges a checked batch against the device's chain and what was issued, stores each
+    /// receipt that verified (accepted or flagged) and signs the ack. Refused when the batch was
+    /// checked for another device or against another key.
+    pub fn judge_batch(
+        &self,
+        device: &EnrolledDevice,
+        ledger: &mut dyn ReceiptLedger,
+        codes: &dyn CodeBook,
+        checked: &CheckedBatch,
+        now: DateTime<Utc>,
+    ) -> Result<BatchVerdict> {
+        if checked.device_id != device.device_id || checked.key != device.public_key {
+            return Err(CoreError::BatchRejected("batch was checked against another device's key".into()));
         }
         // The chain head is read once; each receipt appended moves it.
         let mut head = ledger.head(&device.device_id)?;
-        let mut results = Vec::with_capacity(batch.receipts.len());
-        for receipt in &batch.receipts {
+        let mut results = Vec::with_capacity(checked.receipts.len());
+        for receipt in &checked.receipts {
             results.push(self.judge(device, ledger, codes, receipt, &mut head, now)?);
         }
         let (seq, head_hash) = ChainHead::link(head, &device.device_id);
         let ack = Ack {
             device_id: device.device_id.clone(),
-            batch_id: batch.batch_id,
+            batch_id: checked.batch_id,
             server_time: now,
             checkpoint: Checkpoint { seq, head_hash },
             results,
@@ -79,7 +87,7 @@ impl Issuer {
         device: &EnrolledDevice,
         ledger: &mut dyn ReceiptLedger,
         codes: &dyn CodeBook,
-        receipt: &SignedReceipt,
+        checked: &CheckedReceipt,
         head: &mut Option<ChainHead>,
         now: DateTime<Utc>,
     ) -> Result<ReceiptResult> {
@@ -89,13 +97,14 @@ impl Issuer {
             status: ReceiptStatus::Rejected,
             reason: Some(why.to_owned()),
         };
-        let Ok(body) = receipt.parse_body() else {
-            return Ok(reject(uuid::Uuid::nil(), 0, "body is not a receipt"));
+        let (receipt, body) = match checked {
+            CheckedReceipt::Unreadable => return Ok(reject(uuid::Uuid::nil(), 0, "body is not a receipt")),
+            CheckedReceipt::Forged { receipt_id, seq } => {
+                return Ok(reject(*receipt_id, *seq, "device signature does not verify"));
+            }
+            CheckedReceipt::Signed { receipt, body } => (receipt, body),
         };
         let (id, seq) = (body.receipt_id, body.seq);
-        if !receipt.verify(&device.public_key, &body) {
-            return Ok(reject(id, seq, "device signature does not verify"));
-        }
         if body.device_id != device.device_id {
             return Ok(reject(id, seq, "receipt names another device"));
         }
@@ -137,12 +146,12 @@ impl Issuer {
             Some(Err(e)) => Some(Err(e)),
             None => None,
         };
-        let (problem, binding) = match shape_problem(device, codes, &body, *head, now)? {
+        let (problem, binding) = match shape_problem(device, codes, body, *head, now)? {
             Some(problem) => (Some(problem), false),
-            None => (self.content_problem(device, ledger, codes, &body, qr)?, true),
+            None => (self.content_problem(device, ledger, codes, body, qr)?, true),
         };
         let status = if problem.is_some() { ReceiptStatus::Flagged } else { ReceiptStatus::Accepted };
-        ledger.append(receipt, &body, Verdict { status, reason: problem.as_deref(), binding })?;
+        ledger.append(receipt, body, Verdict { status, reason: problem.as_deref(), binding })?;
         *head = Some(ChainHead { seq, hash: receipt.hash(), trusted_time: body.trusted_time });
         let reason = problem.map(|_| FLAGGED_FOR_PHONE.to_owned());
         Ok(ReceiptResult { receipt_id: id, seq, status, reason })

@@ -105,7 +105,7 @@ impl Dispatch {
 
     /// A device's enrolled request- and receipt-signing key (`None` for an unknown device): all a
     /// request's signature needs, without unsealing the device secret.
-    fn device_key(tx: &Tx<'_>, device_id: &str) -> Result<Option<VerifyingKey>> {
+    pub(super) fn device_key(tx: &Tx<'_>, device_id: &str) -> Result<Option<VerifyingKey>> {
         let public: Option<Vec<u8>> =
             tx.opt("SELECT public_key FROM device WHERE device_id = ?1", params![device_id])?;
         public.map(|p| device_verifying_key(device_id, p)).transpose()
@@ -167,11 +167,11 @@ impl Dispatch {
             now,
             self.request_skew_ms,
         );
-        if known.is_none() || verified.is_err() || seen {
+        let (Some(key), Ok(_), false) = (known, verified, seen) else {
             return Err(refused());
-        }
+        };
         // The transaction that answers records it for good (two copies racing are settled there).
-        Ok(VerifiedRequest { device_id: device_id.to_owned(), signature_hash, at_ms: now })
+        Ok(VerifiedRequest { device_id: device_id.to_owned(), key, signature_hash, at_ms: now })
     }
 
     /// Records a verified request inside the transaction that answers it; refused (401, and the
@@ -207,6 +207,8 @@ fn device_verifying_key(device_id: &str, public: Vec<u8>) -> Result<VerifyingKey
 /// [`Dispatch::verify_device_request`]).
 pub struct VerifiedRequest {
     device_id: String,
+    /// The device's key the signature verified against.
+    key: VerifyingKey,
     signature_hash: [u8; 32],
     at_ms: i64,
 }
@@ -215,5 +217,10 @@ impl VerifiedRequest {
     /// The device that signed the request.
     pub fn device_id(&self) -> &str {
         &self.device_id
+    }
+
+    /// The device's enrolled key, as read when the request was verified.
+    pub fn key(&self) -> &VerifyingKey {
+        &self.key
     }
 }

@@ -25,8 +25,8 @@ use chrono_tz::Tz;
 use doorstep_core::crypto::{Code, DeviceSecret, SigningKey, VerifyingKey, random_bytes, sha256};
 use doorstep_core::device::{Clock, SystemClock};
 use doorstep_core::issuer::{
-    ChainHead, CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord, PriorHandover,
-    ReceiptLedger, StoredReceipt, Verdict,
+    ChainHead, CheckedBatch, CodeBook, EnrolledDevice, IssuedCode, IssuedParcel, Issuer, ManifestSpec, ParcelRecord,
+    PriorHandover, ReceiptLedger, StoredReceipt, Verdict,
 };
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop};
@@ -45,6 +45,7 @@ mod customers;
 pub(crate) mod db;
 mod enrolment;
 mod keys;
+mod ledger;
 mod mail;
 mod manifests;
 mod parcels;
