@@ -1,5 +1,6 @@
 //! Several dispatch nodes on one PostgreSQL database, raced: the same phone's uploads reaching two
-//! nodes at once store each receipt once in chain order; one enrolment token reaching two nodes
+//! nodes at once store each receipt once in chain order; two phones handing over one parcel at
+//! two nodes at once get one hand-over accepted and the other flagged; one enrolment token reaching two nodes
 //! enrols one phone; operator changes made on two nodes at once number every phone's deltas with
 //! no gap and no repeat; a node holding other keys is refused. Each race is run many times.
 //!
@@ -11,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use doorstep_core::device::{HandoverOutcome, ScannedParcel};
-use doorstep_core::protocol::{REQUEST_HEADER, ReceiptStatus};
+use doorstep_core::protocol::{Ack, REQUEST_HEADER, ReceiptStatus, SignedEnvelope, domain};
 use doorstep_tests::http::{Server, post, test_database};
 
 fn fleet() -> Option<(Server, Server)> {
@@ -79,6 +80,13 @@ fn one_phone_uploading_the_same_batch_to_two_nodes_at_once_stores_each_receipt_o
         let answers = at_once(jobs);
         for (status, body) in &answers {
             assert_eq!(*status, 200, "round {round}: {}", String::from_utf8_lossy(body));
+            // Each node's verdicts: stored now, or stored already by the other node.
+            for status in verdicts(&a, body) {
+                assert!(
+                    matches!(status, ReceiptStatus::Accepted | ReceiptStatus::Duplicate),
+                    "round {round}: {status:?}"
+                );
+            }
         }
         // Either ack is the truth: both nodes judged the same chain.
         phone.apply_ack(&answers[round % 2].1).unwrap();
@@ -89,6 +97,52 @@ fn one_phone_uploading_the_same_batch_to_two_nodes_at_once_stores_each_receipt_o
     assert_eq!(seqs, (1..=made as u64).collect::<Vec<_>>(), "each receipt once, no gap, no fork");
     assert!(held.iter().all(|r| r.status == ReceiptStatus::Accepted), "{held:?}");
     assert_eq!(b.dispatch.receipts(&device_id).unwrap().len(), made, "both nodes read one ledger");
+}
+
+/// The verdicts of a signed ack.
+fn verdicts(server: &Server, ack: &[u8]) -> Vec<ReceiptStatus> {
+    let ack = SignedEnvelope::open(ack, domain::ACK, &server.dispatch.verifying_keys()).unwrap();
+    serde_json::from_slice::<Ack>(&ack).unwrap().results.iter().map(|r| r.status).collect()
+}
+
+#[test]
+fn two_phones_handing_over_one_parcel_at_two_nodes_at_once_get_one_handover_accepted() {
+    let Some((a, b)) = fleet() else { return };
+    let (first, dir, first_id) = a.day();
+    let (second, second_id) = a.synced_phone("R1", &dir.path().join("second.db"));
+    let phones = [(&first, &first_id, &a), (&second, &second_id, &b)];
+    let mut raced = 0;
+    for i in 0..8 {
+        let parcel = format!("P{i}");
+        if a.dispatch.codes(&parcel).unwrap().is_empty() {
+            continue;
+        }
+        // Both phones hold the parcel and its code, offline: each hands it over.
+        let code = a.code(&parcel);
+        let jobs: Vec<Job<(u16, Vec<u8>)>> = phones
+            .iter()
+            .map(|(phone, id, node)| {
+                let out = phone.verify_code(&[ScannedParcel::scanned(&format!("BC{i}"))], &code, None).unwrap();
+                assert!(matches!(out, HandoverOutcome::Accepted { .. }), "{out:?}");
+                let batch = phone.next_batch(10, 64 * 1024).unwrap().unwrap();
+                let path = format!("/v1/devices/{id}/receipts");
+                let signature = phone.sign_request("POST", &path, &batch.bytes).unwrap();
+                let url = node.url(&path);
+                Box::new(move || post(&url, &[(REQUEST_HEADER, &signature)], &batch.bytes)) as Box<_>
+            })
+            .collect();
+        let answers = at_once(jobs);
+        let mut statuses: Vec<ReceiptStatus> = Vec::new();
+        for ((phone, _, _), (status, body)) in phones.iter().zip(&answers) {
+            assert_eq!(*status, 200, "{parcel}: {}", String::from_utf8_lossy(body));
+            statuses.extend(verdicts(&a, body));
+            phone.apply_ack(body).unwrap();
+        }
+        statuses.sort_by_key(|s| *s != ReceiptStatus::Accepted);
+        assert_eq!(statuses, [ReceiptStatus::Accepted, ReceiptStatus::Flagged], "{parcel}: one hand-over counts");
+        raced += 1;
+    }
+    assert!(raced >= 4, "{raced} parcels raced");
 }
 
 #[test]

@@ -28,6 +28,22 @@ fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Locks the rows of `parcels` (sorted, so two uploads never wait on each other in a circle)
+/// for the rest of the upload's transaction (see [`db::Db::run_locking`]).
+pub(super) fn lock_parcels(tx: &Tx<'_>, parcels: &[&str]) -> std::result::Result<(), db::StorageError> {
+    for chunk in parcels.chunks(CHUNK) {
+        let params: Vec<&dyn db::ToParam> = chunk.iter().map(|p| p as &dyn db::ToParam).collect();
+        tx.lock(
+            &format!(
+                "SELECT 1 FROM parcel WHERE parcel_id IN ({}) ORDER BY parcel_id FOR UPDATE",
+                placeholders(1, chunk.len())
+            ),
+            &params,
+        )?;
+    }
+    Ok(())
+}
+
 /// The receipt ledger in dispatch's database, inside the upload's transaction.
 pub(super) struct SqlLedger<'a> {
     tx: &'a Tx<'a>,

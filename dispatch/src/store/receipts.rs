@@ -4,7 +4,7 @@
 //! when the same batch reaches two nodes at once (one of the two transactions runs again and
 //! finds the receipts already stored: duplicates).
 
-use super::ledger::{SqlCodes, SqlLedger};
+use super::ledger::{self, SqlCodes, SqlLedger};
 use super::*;
 
 /// A stored receipt: body, signature, status and reason.
@@ -46,10 +46,20 @@ impl Dispatch {
                 .ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?,
         };
         let checked = CheckedBatch::check(device_id, &key, batch)?;
-        self.run(|tx| {
+        // Many phones upload at once at the end of a shift: each upload locks what its verdicts
+        // depend on instead of having PostgreSQL abort uploads that merely touched the same pages.
+        // The device's row: its uploads are judged one after the other, each seeing the receipts
+        // the one before stored. The rows of every parcel the batch names, in one order: one
+        // hand-over per parcel across devices. Claimed QR nonces and stored receipts are unique
+        // keys (a second claim waits, then finds the first).
+        let mut parcels = checked.parcel_ids();
+        parcels.sort_unstable();
+        self.db.run_locking(|tx| {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
+            tx.lock("SELECT 1 FROM device WHERE device_id = ?1 FOR UPDATE", params![device_id])?;
+            ledger::lock_parcels(tx, &parcels)?;
             let (device, _, _) = self.device(tx, device_id)?;
             // Any storage error fails the whole upload here (the transaction rolls back, nothing is
             // accepted) and the device sends the batch again.

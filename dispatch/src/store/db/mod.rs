@@ -90,13 +90,27 @@ impl Db {
     }
 
     /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back otherwise.
-    pub(crate) fn run<T>(&self, mut work: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+    /// `SERIALIZABLE` on PostgreSQL (see `postgres.rs`).
+    pub(crate) fn run<T>(&self, work: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.run_at(Isolation::Serializable, work)
+    }
+
+    /// [`Db::run`] for work that first takes, with [`Tx::lock`], a lock on every row whose
+    /// concurrent change would alter its outcome, and reads only after that: on PostgreSQL it
+    /// runs at `READ COMMITTED`, where each statement sees what committed before it began, so
+    /// concurrent work on other rows never aborts it (as `SERIALIZABLE`'s page-grained conflict
+    /// detection does). Uploads, many at once at the end of a shift, run so.
+    pub(crate) fn run_locking<T>(&self, work: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.run_at(Isolation::LockedRows, work)
+    }
+
+    fn run_at<T>(&self, isolation: Isolation, mut work: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         match self {
             Db::Sqlite(db) => db.run(&mut work),
             Db::Postgres(db) => {
                 let mut run = 1;
                 loop {
-                    match db.run(&mut work) {
+                    match db.run(isolation, &mut work) {
                         // A unique key taken by a concurrent transaction is a conflict too; a
                         // value that is simply taken fails the same way on every run.
                         Err(DispatchError::Storage(e)) if e.kind != FailureKind::Other && run < MAX_RUNS => {
@@ -125,6 +139,14 @@ impl Db {
     pub(crate) fn checkpoint(&self) -> Result<()> {
         self.with_sqlite(|conn| Ok(conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?)).unwrap_or(Ok(()))
     }
+}
+
+/// How a PostgreSQL transaction is kept apart from concurrent ones (SQLite runs one at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    Serializable,
+    /// `READ COMMITTED`, with the rows the work depends on locked by [`Tx::lock`].
+    LockedRows,
 }
 
 /// One transaction on either backend. It remembers its first storage failure: PostgreSQL
@@ -195,6 +217,16 @@ impl<'a> Tx<'a> {
             Inner::Sqlite(tx) => tx.execute_batch(sql).map_err(StorageError::from),
             Inner::Postgres(tx) => tx.batch(sql),
         })
+    }
+
+    /// Locks the rows a `SELECT … FOR UPDATE` names until the transaction ends (for
+    /// [`Db::run_locking`]); a transaction wanting one of them waits. Nothing on SQLite, where the
+    /// one connection runs one transaction at a time.
+    pub fn lock(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), StorageError> {
+        match self.inner {
+            Inner::Sqlite(_) => Ok(()),
+            Inner::Postgres(tx) => self.note(tx.query(sql, params)).map(drop),
+        }
     }
 
     /// Every row the query yields.

@@ -1,8 +1,11 @@
 //! The PostgreSQL backend: a pool of connections (deadpool-postgres over tokio-postgres) shared
-//! by every request of this node, and any number of nodes on one database. Each transaction is
-//! `SERIALIZABLE`: PostgreSQL aborts one of two that would not give the same result run one
-//! after the other, and [`super::Db::run`] runs the aborted one again, so nodes never fork a
-//! receipt chain, reuse a manifest sequence or spend an enrolment token twice.
+//! by every request of this node, and any number of nodes on one database. Transactions are
+//! `SERIALIZABLE`: PostgreSQL aborts one of two that would not give the same result run one after
+//! the other, and [`super::Db::run`] runs the aborted one again, so nodes never reuse a manifest
+//! sequence or spend an enrolment token twice. Uploads are the exception
+//! ([`super::Db::run_locking`]): they lock the device and parcel rows their verdicts depend on and
+//! run at `READ COMMITTED`, so many at once do not abort each other for touching the same index
+//! pages; unique keys keep each receipt stored once.
 //!
 //! The store's work is synchronous and runs on tokio's blocking pool; this backend drives its
 //! connections on a small runtime of its own and waits for each statement there, so it works the
@@ -15,7 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use super::{FailureKind, Param, Row, StorageError, ToParam, Tx, Value};
+use super::{FailureKind, Isolation, Param, Row, StorageError, ToParam, Tx, Value};
 use crate::error::{DispatchError, Result};
 
 /// How to reach the database.
@@ -135,13 +138,21 @@ impl Postgres {
         self.runtime.as_ref().expect("the runtime lives until drop").handle()
     }
 
-    pub(super) fn run<T>(&self, work: &mut impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+    pub(super) fn run<T>(&self, isolation: Isolation, work: &mut impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         let rt = self.handle();
         let mut client = rt.block_on(self.pool.get()).map_err(|e| {
             DispatchError::Storage(StorageError::new(FailureKind::Other, format!("PostgreSQL pool: {e}")))
         })?;
         let tx = rt
-            .block_on(client.build_transaction().isolation_level(IsolationLevel::Serializable).start())
+            .block_on(
+                client
+                    .build_transaction()
+                    .isolation_level(match isolation {
+                        Isolation::Serializable => IsolationLevel::Serializable,
+                        Isolation::LockedRows => IsolationLevel::ReadCommitted,
+                    })
+                    .start(),
+            )
             .map_err(StorageError::from)?;
         let pg = PgTx { tx, rt, pending: RefCell::new(Vec::new()) };
         let scope = Tx::new(super::Inner::Postgres(&pg));
