@@ -122,7 +122,7 @@ fn two_phones_handing_over_one_parcel_at_two_nodes_at_once_get_one_handover_acce
         let jobs: Vec<Job<(u16, Vec<u8>)>> = phones
             .iter()
             .map(|(phone, id, node)| {
-                let out = phone.verify_code(&[ScannedParcel::scanned(&format!("BC{i}"))], &code, None).unwrap();
+                let out = phone.verify_code(&[ScannedParcel::scanned(format!("BC{i}"))], &code, None).unwrap();
                 assert!(matches!(out, HandoverOutcome::Accepted { .. }), "{out:?}");
                 let batch = phone.next_batch(10, 64 * 1024).unwrap().unwrap();
                 let path = format!("/v1/devices/{id}/receipts");
