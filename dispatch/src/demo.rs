@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::clock::SetClock;
+use crate::say;
 use crate::store::{Dispatch, NewParcel, delivery_window};
 
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -305,18 +306,20 @@ fn upload(http: &Http, phone: &Phone, lose_first_ack: bool) -> DemoResult<usize>
 
 /// The report as the table the demo prints.
 pub fn print_table(r: &DemoReport) {
-    println!("\n{} parcels on {} routes, {} need a code\n", r.parcels, r.routes, r.need_code);
-    println!("{:<34} {:>8}", "at the door", "parcels");
+    say!("\n{} parcels on {} routes, {} need a code\n", r.parcels, r.routes, r.need_code);
+    say!("{:<34} {:>8}", "at the door", "parcels");
     for (label, n) in &r.at_the_door {
-        println!("{label:<34} {n:>8}");
+        say!("{label:<34} {n:>8}");
     }
-    println!("\n{:<34} {:>8}", "dispatch's verdict", "receipts");
+    say!("\n{:<34} {:>8}", "dispatch's verdict", "receipts");
     for (label, n) in &r.verdicts {
-        println!("{label:<34} {n:>8}");
+        say!("{label:<34} {n:>8}");
     }
-    println!(
+    say!(
         "\nreceipts held by dispatch: {}; pending on the phones: {}; lost answers recovered: {}",
-        r.receipts_held_by_dispatch, r.pending_on_phones, r.lost_acks_recovered
+        r.receipts_held_by_dispatch,
+        r.pending_on_phones,
+        r.lost_acks_recovered
     );
-    println!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
+    say!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
 }

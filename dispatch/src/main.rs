@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use doorstep_dispatch::{Dispatch, HighValuePolicy, MailConfig, PostgresConfig, SetClock, api, demo, listen, terminal};
+use doorstep_dispatch::{
+    Dispatch, HighValuePolicy, MailConfig, PostgresConfig, SetClock, api, demo, listen, say, terminal,
+};
 
 #[derive(Parser)]
 #[command(name = "doorstep", version, about = "Secure delivery with a one-time code: reference dispatch and tools")]
@@ -38,16 +40,19 @@ enum Command {
         json: bool,
     },
     /// Act as a phone from the terminal against a running dispatch (database and sealing key in
-    /// --dir).
+    /// --dir). Exit codes: 0 done (handed over, recorded, synced, uploaded), 1 failed
+    /// unexpectedly (a damaged device folder), 2 bad input, 3 refused at the door (wrong code,
+    /// locked, expired, already handed over, unknown parcel), 4 dispatch unreachable, 5 dispatch
+    /// answered with an error. Receipts stay in the outbox whatever the ending.
     Device {
         /// The device's folder (database and sealing key).
-        #[arg(long, default_value = "doorstep-device")]
+        #[arg(long, global = true, default_value = "doorstep-device")]
         dir: PathBuf,
         /// The dispatch service.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
         dispatch: String,
         /// Trust this CA certificate (PEM) for an https dispatch instead of the public roots.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, global = true, value_name = "FILE")]
         dispatch_ca: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long, global = true)]
@@ -256,13 +261,18 @@ fn main() -> ExitCode {
             match terminal::run(&dir, &terminal::Remote { url: dispatch, ca: dispatch_ca }, action) {
                 Ok(value) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                        say!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
                     } else {
-                        terminal::print_plain(&value);
+                        let mut out = Vec::new();
+                        terminal::print_plain(&mut out, &value).ok();
+                        say!("{}", String::from_utf8_lossy(&out).trim_end());
                     }
-                    ExitCode::SUCCESS
+                    ExitCode::from(terminal::Ending::of(&value).code())
                 }
-                Err(e) => fail(format!("error: {e}")),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.ending.code())
+                }
             }
         }
         Command::Keys { step } => {
@@ -279,7 +289,7 @@ fn main() -> ExitCode {
             };
             match result {
                 Ok(message) => {
-                    println!("{message}");
+                    say!("{message}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("error: {e}")),
@@ -374,12 +384,12 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
     let app = api::router_with_limits(dispatch.clone(), api::Limits::unlimited());
     runtime.spawn(listen::serve(listener, app, None, std::future::pending()));
     if !json {
-        println!("dispatch listening on http://{addr} (state in {})", state.path().display());
+        say!("dispatch listening on http://{addr} (state in {})", state.path().display());
     }
     match demo::run(&format!("http://{addr}"), &dispatch, &clock, date, parcels, routes, json) {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 demo::print_table(&report);
             }
@@ -434,7 +444,7 @@ fn operator_command(step: OperatorStep) -> ExitCode {
     };
     match result {
         Ok(message) => {
-            println!("{message}");
+            say!("{message}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("error: {e}")),
@@ -490,7 +500,7 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
         Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("dispatch listening on {scheme}://{}", listener.local_addr().map_or(addr, |a| a));
+    say!("dispatch listening on {scheme}://{}", listener.local_addr().map_or(addr, |a| a));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -165,3 +165,26 @@ fn without_operator_keys_only_a_direct_local_caller_opens_the_operator_routes() 
         assert_eq!(post(&server.url("/v1/enrolment-tokens"), &[("Host", &host)], body).0, 201, "{host}");
     }
 }
+
+#[test]
+fn the_history_of_an_unknown_parcel_is_not_found_and_of_a_forged_one_shows_its_receipt() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let (status, body) = server.op_get("/v1/parcels/P404/history");
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains("P404") || error.to_string().contains("P404"),
+        "{error}"
+    );
+    // A receipt about a parcel dispatch never issued (an insider's) is kept, and its history shows it.
+    let insider = doorstep_tests::insider::Insider::of(&dir.path().join("d.db"));
+    let body =
+        insider.handover("P404", doorstep_core::protocol::HandoverMethod::NoCode, None, None, server.clock.now());
+    let verdict = insider.upload(&server, &phone, body).unwrap();
+    assert_eq!(verdict.status, doorstep_core::protocol::ReceiptStatus::Flagged);
+    let (status, body) = server.op_get("/v1/parcels/P404/history");
+    assert_eq!(status, 200);
+    let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(history["receipts"].as_array().map(Vec::len), Some(1), "{history}");
+}

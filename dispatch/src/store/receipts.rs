@@ -11,15 +11,22 @@ use super::*;
 type ReceiptRow = (Vec<u8>, Vec<u8>, String, Option<String>);
 
 impl Dispatch {
-    /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first.
+    /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first. Not
+    /// found for an id that is neither a parcel nor named by any receipt (a forged receipt may
+    /// name a parcel never issued: its history shows it).
     pub fn parcel_history(&self, parcel_id: &str) -> Result<Vec<StoredReceipt>> {
         self.run(|tx| {
-            stored_receipts(
+            let receipts = stored_receipts(
                 tx,
                 "SELECT r.body, r.signature, r.status, r.reason FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
              WHERE rp.parcel_id = ?1 ORDER BY r.device_id, r.seq",
                 parcel_id,
-            )
+            )?;
+            let known: bool = tx.one("SELECT EXISTS (SELECT 1 FROM parcel WHERE parcel_id = ?1)", params![parcel_id])?;
+            if receipts.is_empty() && !known {
+                return Err(DispatchError::NotFound(format!("parcel {parcel_id}")));
+            }
+            Ok(receipts)
         })
     }
 

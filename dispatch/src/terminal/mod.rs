@@ -8,13 +8,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use doorstep_core::CoreError;
 use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
 use doorstep_core::protocol::{FailureReason, REQUEST_HEADER};
 use serde_json::{Value, json};
 
 use crate::sealing::SealingKey;
 
-type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+mod ending;
+
+pub use ending::{Ending, TerminalError};
+
+type CliResult<T> = Result<T, TerminalError>;
+
+/// A mistake in the command's input.
+fn bad_input(message: impl Into<String>) -> TerminalError {
+    TerminalError::new(Ending::BadInput, message)
+}
 
 /// Seals with AES-256-GCM under a key kept in a 0600 file beside the database.
 struct FileVault {
@@ -82,13 +92,13 @@ impl Terminal {
         let status = resp.status().as_u16();
         let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
         if !(200..300).contains(&status) {
-            return Err(format!("dispatch answered HTTP {status}: {}", String::from_utf8_lossy(&bytes)).into());
+            return Err(TerminalError::from_dispatch(status, &bytes));
         }
         Ok((status, bytes))
     }
 
     fn device_id(&self) -> CliResult<String> {
-        Ok(self.device.status()?.device_id.ok_or("this device is not enrolled: run `doorstep device enrol` first")?)
+        self.device.status()?.device_id.ok_or_else(|| CoreError::NotEnrolled.into())
     }
 }
 
@@ -130,7 +140,8 @@ impl Remote {
     fn agent(&self) -> CliResult<ureq::Agent> {
         let mut config = ureq::Agent::config_builder().http_status_as_error(false);
         if let Some(ca) = &self.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("cannot read --dispatch-ca {}: {e}", ca.display()))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| bad_input(format!("cannot read --dispatch-ca {}: {e}", ca.display())))?;
             let roots = ureq::tls::parse_pem(&pem)
                 .filter_map(|item| match item {
                     Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
@@ -138,9 +149,9 @@ impl Remote {
                     Err(e) => Some(Err(e)),
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("--dispatch-ca {}: {e}", ca.display()))?;
+                .map_err(|e| bad_input(format!("--dispatch-ca {}: {e}", ca.display())))?;
             if roots.is_empty() {
-                return Err(format!("--dispatch-ca {} holds no PEM certificate", ca.display()).into());
+                return Err(bad_input(format!("--dispatch-ca {} holds no PEM certificate", ca.display())));
             }
             let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build();
             config = config.tls_config(tls);
@@ -210,13 +221,20 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
             let outcome = match (code, qr) {
                 (_, Some(token)) => t.device.verify_qr_token(&scan, &token, None)?,
                 (Some(code), None) => t.device.verify_code(&scan, &code, None)?,
-                (None, None) => t.device.deliver_without_code(&scan, None)?,
+                (None, None) => t.device.deliver_without_code(&scan, None).map_err(|e| match e {
+                    CoreError::InvalidState { parcel, state } if state == "needs a code" => bad_input(format!(
+                        "parcel {parcel} needs the recipient's code: `doorstep device verify BARCODE CODE` \
+                         (or --qr TOKEN); nothing was recorded"
+                    )),
+                    other => other.into(),
+                })?,
             };
             outcome_json(&outcome)
         }
         Action::Fail { barcode, reason, note } => {
-            let reason: FailureReason = serde_json::from_value(Value::String(reason.clone()))
-                .map_err(|_| format!("unknown reason {reason:?} (e.g. recipient_unavailable, refused_by_recipient)"))?;
+            let reason: FailureReason = serde_json::from_value(Value::String(reason.clone())).map_err(|_| {
+                bad_input(format!("unknown reason {reason:?} (e.g. recipient_unavailable, refused_by_recipient)"))
+            })?;
             let r = t.device.record_failure(&[ScannedParcel::scanned(barcode)], reason, note, None)?;
             json!({ "receipt_seq": r.seq })
         }
@@ -253,21 +271,43 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
     })
 }
 
-/// Prints a result for people: one `key: value` line per field, one line per list item.
-pub fn print_plain(value: &Value) {
+/// Writes a result for people: one `key: value` line per field, one line per list item.
+pub fn print_plain(out: &mut impl std::io::Write, value: &Value) -> std::io::Result<()> {
     match value {
         Value::Array(items) => {
             for item in items {
-                print_plain(item);
+                print_plain(out, item)?;
             }
+            Ok(())
         }
         Value::Object(map) => {
             let line: Vec<String> =
                 map.iter().map(|(k, v)| format!("{k}: {}", v.to_string().trim_matches('"'))).collect();
-            println!("{}", line.join("  "));
+            writeln!(out, "{}", line.join("  "))
         }
-        other => println!("{other}"),
+        other => writeln!(out, "{other}"),
     }
+}
+
+/// Writes one line to standard output. A reader that went away (`doorstep … | head`) ends the
+/// command quietly, as it ends `cat`, instead of a panic.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`say`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::terminal::say(format_args!($($arg)*))
+    };
 }
 
 /// The default device folder (`./doorstep-device`).

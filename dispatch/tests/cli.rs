@@ -1,0 +1,68 @@
+//! The `doorstep` binary as a shell sees it: options accepted before or after the subcommand,
+//! exit codes as documented in docs/dispatch.md (refusals at the door are tried in
+//! `tests/tests/cli_device.rs`), and a reader that goes away (`| head`) ending the command
+//! quietly instead of a panic.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+fn doorstep(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_doorstep")).args(args).output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn device_options_are_accepted_before_and_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("phone");
+    let folder = folder.to_str().unwrap();
+    for args in [
+        vec!["device", "--dir", folder, "status", "--json"],
+        vec!["device", "status", "--dir", folder, "--dispatch", "http://127.0.0.1:9", "--json"],
+    ] {
+        let (code, out, err) = doorstep(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(status["enrolled"], false, "{out}");
+    }
+}
+
+#[test]
+fn exit_codes_tell_bad_input_a_refusal_at_the_door_and_an_unreachable_dispatch_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("phone");
+    let folder = folder.to_str().unwrap();
+    // Usage errors (clap) and bad input: 2.
+    assert_eq!(doorstep(&["device", "sync", "--date", "tomorrow", "--dir", folder]).0, 2);
+    let (code, _, err) = doorstep(&["device", "fail", "BC1", "--reason", "asleep", "--dir", folder]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("recipient_unavailable"), "{err}");
+    // A phone not enrolled yet: bad input, and what to do.
+    let (code, out, err) = doorstep(&["device", "verify", "BC1", "123456", "--dir", folder]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("doorstep device enrol"), "{err}");
+    // No dispatch at the address: 4.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, _, err) = doorstep(&["device", "enrol", "--token", "t", "--dispatch", &url, "--dir", folder]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("cannot reach dispatch"), "{err}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doorstep"))
+        .args(["demo", "--parcels", "6", "--routes", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the day's result is written, as `| head -c 0` does.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+}

@@ -1,0 +1,70 @@
+//! `doorstep device` as a script sees it: each way a command ends has its own exit code
+//! (`terminal::Ending`), and each error says what happened and what to do. Run in-process
+//! against a real dispatch over HTTP; `dispatch/tests/cli.rs` runs the binary itself.
+
+use doorstep_dispatch::terminal::{Action, Ending, Remote, run_with_clock};
+use doorstep_tests::http::Server;
+
+/// An enrolled, synced terminal phone in `dir`.
+fn terminal_phone(server: &Server, dir: &std::path::Path) -> Remote {
+    let remote = Remote::from(server.base.as_str());
+    let body = serde_json::to_vec(&serde_json::json!({ "route_id": "R1" })).unwrap();
+    let (status, token) = server.op_post("/v1/enrolment-tokens", &body);
+    assert_eq!(status, 201);
+    let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
+    let run = |action| run_with_clock(dir, &remote, action, server.clock.clone()).unwrap();
+    run(Action::Enrol { token });
+    run(Action::Sync { date: server.scene.date });
+    remote
+}
+
+#[test]
+fn each_way_a_device_command_ends_has_its_own_exit_code_and_says_what_to_do() {
+    let server = Server::start();
+    let (_phone, _dir, _id) = server.day();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = terminal_phone(&server, dir.path());
+    let run = |action| run_with_clock(dir.path(), &remote, action, server.clock.clone());
+    let ends_with = |action, ending: Ending, says: &str| {
+        let error = run(action).expect_err(says);
+        assert_eq!(error.ending, ending, "{error}");
+        assert!(error.to_string().contains(says), "{error}");
+    };
+    let verify = |barcode: &str, code: Option<String>| Action::Verify { barcode: barcode.into(), code, qr: None };
+
+    // Refused at the door: a wrong code is an outcome, not an error, and ends with 3.
+    let right = server.code("P0");
+    let wrong: String = right.bytes().map(|b| char::from(b'0' + (b - b'0' + 1) % 10)).collect();
+    let outcome = run(verify("BC0", Some(wrong))).unwrap();
+    assert_eq!((outcome["outcome"].as_str(), Ending::of(&outcome).code()), (Some("wrong_code"), 3));
+    let outcome = run(verify("BC99", Some(right.clone()))).unwrap();
+    assert_eq!((outcome["outcome"].as_str(), Ending::of(&outcome).code()), (Some("unknown_parcel"), 3));
+    // A failure recorded for an unknown parcel ends the same way.
+    let fail =
+        |barcode: &str, reason: &str| Action::Fail { barcode: barcode.into(), reason: reason.into(), note: None };
+    ends_with(fail("BC99", "recipient_unavailable"), Ending::RefusedAtDoor, "no parcel BC99 on this device");
+    // Bad input: 2, with what to type instead; nothing is recorded.
+    ends_with(fail("BC1", "asleep"), Ending::BadInput, "e.g. recipient_unavailable");
+    ends_with(verify("BC2", None), Ending::BadInput, "needs the recipient's code");
+    ends_with(verify("BC0", Some("12".into())), Ending::BadInput, "6 digits");
+    // Handed over: 0.
+    let outcome = run(verify("BC0", Some(right))).unwrap();
+    assert_eq!((outcome["outcome"].as_str(), Ending::of(&outcome).code()), (Some("accepted"), 0));
+    assert_eq!(run(Action::Status).unwrap()["pending_receipts"], 2, "a wrong code and a hand-over, nothing else");
+
+    // Dispatch unreachable: 4, and the receipts stay in the outbox.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gone = Remote::from(format!("http://127.0.0.1:{port}").as_str());
+    let error = run_with_clock(dir.path(), &gone, Action::Upload, server.clock.clone()).unwrap_err();
+    assert_eq!(error.ending, Ending::Unreachable, "{error}");
+    assert!(error.to_string().contains("nothing was lost"), "{error}");
+    assert_eq!(run(Action::Status).unwrap()["pending_receipts"], 2);
+    // Dispatch refusing: 5, with dispatch's own words and what to do.
+    let elsewhere = Server::start();
+    let other = Remote::from(elsewhere.base.as_str());
+    let error = run_with_clock(dir.path(), &other, Action::Upload, server.clock.clone()).unwrap_err();
+    assert_eq!(error.ending, Ending::DispatchRefused, "{error}");
+    assert!(error.to_string().contains("HTTP 401") && error.to_string().contains("enrolled"), "{error}");
+    // And the right dispatch takes them.
+    assert_eq!(run(Action::Upload).unwrap()["acknowledged"], 2);
+}
