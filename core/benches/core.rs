@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench -p doorstep-core --bench core`. At the end a table gives each operation's
 //! median, its floor's median and the ratio (budgets: hand-over ≤ 1.3×, 10,000-parcel manifest
-//! ≤ 1.5×), the peak heap used while applying the manifest, and the outbox cost per receipt.
+//! ≤ 1.5×), the peak heap used while applying the manifest, the outbox cost per receipt, and the
+//! cost of opening a 10,000-parcel database with its integrity check.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -212,6 +213,22 @@ fn bench_manifest(c: &mut Criterion) {
     std::fs::write(criterion_dir().join("manifest_peak_memory.txt"), report).ok();
 }
 
+/// Opening a device database of 10,000 parcels, with the integrity check (`PRAGMA quick_check`,
+/// which reads every page) that notices damaged pages; floor: reading every byte of the same file.
+fn bench_open(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open_10k");
+    g.sample_size(20);
+    let w = world_with(MANIFEST_PARCELS);
+    let bytes = std::fs::metadata(&w.path).unwrap().len();
+    g.bench_function("floor", |b| b.iter(|| black_box(std::fs::read(&w.path).unwrap().len())));
+    g.bench_function("open", |b| {
+        b.iter(|| black_box(Device::open(&w.path, w.vault.clone(), w.clock.clone(), None).unwrap()))
+    });
+    g.finish();
+    let report = format!("open_10k: a {:.1} MB database", bytes as f64 / 1e6);
+    std::fs::write(criterion_dir().join("open_size.txt"), report).ok();
+}
+
 fn bench_outbox(c: &mut Criterion) {
     let mut g = c.benchmark_group("outbox_1000");
     g.sample_size(10).measurement_time(Duration::from_secs(15));
@@ -332,9 +349,12 @@ fn median_ns(group: &str, name: &str) -> Option<f64> {
 fn report() {
     let ms = |ns: f64| format!("{:.3} ms", ns / 1e6);
     println!("\n{:<28} {:>12} {:>12} {:>8} {:>8}", "operation", "median", "floor", "ratio", "budget");
-    for (group, op, budget) in
-        [("handover", "accepted", "1.3x"), ("manifest_10k", "apply", "1.5x"), ("outbox_1000", "batch_and_ack", "-")]
-    {
+    for (group, op, budget) in [
+        ("handover", "accepted", "1.3x"),
+        ("manifest_10k", "apply", "1.5x"),
+        ("outbox_1000", "batch_and_ack", "-"),
+        ("open_10k", "open", "-"),
+    ] {
         if let (Some(t), Some(f)) = (median_ns(group, op), median_ns(group, "floor")) {
             println!("{:<28} {:>12} {:>12} {:>7.2}x {:>8}", format!("{group}/{op}"), ms(t), ms(f), t / f, budget);
         }
@@ -354,8 +374,10 @@ fn report() {
     if let Some(t) = median_ns("outbox_1000", "issuer_verify") {
         println!("dispatch: {:.1} µs per receipt verified", t / 1e3 / OUTBOX_RECEIPTS as f64);
     }
-    if let Ok(mem) = std::fs::read_to_string(criterion_dir().join("manifest_peak_memory.txt")) {
-        println!("{mem}");
+    for note in ["manifest_peak_memory.txt", "open_size.txt"] {
+        if let Ok(text) = std::fs::read_to_string(criterion_dir().join(note)) {
+            println!("{text}");
+        }
     }
 }
 
@@ -364,6 +386,7 @@ fn main() {
     bench_handover(&mut c);
     bench_manifest(&mut c);
     bench_outbox(&mut c);
+    bench_open(&mut c);
     c.final_summary();
     report();
 }

@@ -68,3 +68,32 @@ fn each_way_a_device_command_ends_has_its_own_exit_code_and_says_what_to_do() {
     // And the right dispatch takes them.
     assert_eq!(run(Action::Upload).unwrap()["acknowledged"], 2);
 }
+
+#[test]
+fn a_device_folder_that_lost_its_key_or_its_database_is_named_and_nothing_is_created() {
+    let server = Server::start();
+    let (_phone, _dir, _id) = server.day();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = terminal_phone(&server, dir.path());
+    let run = |action| run_with_clock(dir.path(), &remote, action, server.clock.clone());
+    // The key gone: its own error, and no new key made.
+    let key = dir.path().join("vault.key");
+    let kept = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let error = run(Action::Status).unwrap_err();
+    assert_eq!(error.ending, Ending::Failed, "{error}");
+    assert!(error.to_string().contains("vault.key is missing"), "{error}");
+    assert!(!key.exists(), "no new key");
+    std::fs::write(&key, kept).unwrap();
+    assert_eq!(run(Action::Status).unwrap()["enrolled"], true);
+    // The database emptied (a failing disk): refused as damaged, never a fresh unenrolled device.
+    let db = dir.path().join("device.db");
+    for side in ["device.db-wal", "device.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(side));
+    }
+    std::fs::File::create(&db).unwrap();
+    let error = run(Action::Status).unwrap_err();
+    assert_eq!(error.ending, Ending::Failed, "{error}");
+    assert!(error.to_string().contains("empty"), "{error}");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was found");
+}

@@ -142,15 +142,60 @@ pub(crate) fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// Opens (creating if absent) a device database, refusing foreign, corrupt or too-new files without
-/// touching them.
+/// Opens (creating if absent) a device database, refusing foreign, corrupt, emptied or too-new
+/// files without touching them.
+///
+/// A new database is built beside `path` and renamed into place once its schema is committed, so
+/// no file doorstep made is ever empty at `path`: an empty file there held a database once (a
+/// failing disk, a truncating copy) and is refused, never silently re-created.
 pub(crate) fn open(path: &Path) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => {
+            return Err(CoreError::DatabaseCorrupt(
+                "the file is empty: it held this device's database before (a new one is only created \
+                 where no file exists), so receipts may have been lost"
+                    .into(),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path)?,
+        _ => {}
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags).map_err(classify)?;
     check_identity(&conn)?;
     configure(&conn)?;
     migrations().to_latest(&mut conn)?;
     Ok(conn)
+}
+
+/// Builds a new database at `<path>.creating` and renames it to `path` (what a crash part-way
+/// leaves there is started again).
+fn create(path: &Path) -> Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".creating");
+    let fresh = std::path::PathBuf::from(name);
+    let cannot = |e: std::io::Error| CoreError::CannotOpen(format!("{}: {e}", fresh.display()));
+    for side in ["", "-wal", "-shm"] {
+        let mut leftover = fresh.as_os_str().to_owned();
+        leftover.push(side);
+        match std::fs::remove_file(&leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(cannot(e)),
+            _ => {}
+        }
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(&fresh, flags).map_err(classify)?;
+    configure(&conn)?;
+    migrations().to_latest(&mut conn)?;
+    // Closing the only connection checkpoints the WAL into the file and removes it.
+    conn.close().map_err(|(_, e)| classify(e))?;
+    std::fs::File::open(&fresh).and_then(|f| f.sync_all()).map_err(cannot)?;
+    std::fs::rename(&fresh, path).map_err(cannot)?;
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // The rename is durable once the folder is (not possible on every platform: best effort).
+        let _ = std::fs::File::open(folder).and_then(|f| f.sync_all());
+    }
+    Ok(())
 }
 
 /// Checks that the file is empty or ours, before anything writes to it.
@@ -207,6 +252,17 @@ pub(crate) fn classify(e: rusqlite::Error) -> CoreError {
             CoreError::CannotOpen(e.to_string())
         }
         Some(ErrorCode::DiskFull) => CoreError::StorageFull,
+        // A stored value that cannot be what its column holds: the file was damaged in place.
+        _ if matches!(
+            e,
+            rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::Utf8Error(..)
+        ) =>
+        {
+            CoreError::DatabaseCorrupt(format!("a stored value cannot be read back ({e})"))
+        }
         _ => CoreError::Database(e),
     }
 }
@@ -308,6 +364,36 @@ mod tests {
         .unwrap();
         let left: i64 = conn.query_row("SELECT count(*) FROM code_tag", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0, "deleting a parcel deletes its tags");
+    }
+
+    #[test]
+    fn an_emptied_database_is_refused_and_left_untouched_never_re_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.db");
+        drop(open(&path).unwrap());
+        std::fs::File::create(&path).unwrap(); // truncated to 0 bytes
+        let refused = open(&path);
+        assert!(matches!(&refused, Err(CoreError::DatabaseCorrupt(why)) if why.contains("empty")), "{refused:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left untouched");
+    }
+
+    #[test]
+    fn a_creation_cut_short_is_started_again_and_never_leaves_an_empty_file_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.db");
+        // What a crash during creation leaves: a half-built file beside the path, none at it.
+        std::fs::write(dir.path().join("device.db.creating"), b"half").unwrap();
+        let conn = open(&path).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, schema_version());
+        assert!(!dir.path().join("device.db.creating").exists());
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_back_is_named_as_damage() {
+        let e = rusqlite::Error::IntegralValueOutOfRange(13, -29);
+        assert!(matches!(classify(e), CoreError::DatabaseCorrupt(why) if why.contains("cannot be read back")));
     }
 
     #[test]

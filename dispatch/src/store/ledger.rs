@@ -19,10 +19,6 @@ type HandoverRow = (String, String, String, bool, bool);
 /// A receipt row waiting for the batch's multi-row insert.
 type ReceiptInsert = (String, i64, String, Vec<u8>, Vec<u8>, Vec<u8>, &'static str, Option<String>);
 
-/// Ids per `IN (…)` list and rows per multi-row insert (well inside both backends' limits on
-/// bound parameters).
-const CHUNK: usize = 200;
-
 /// `?{first}, ?{first + 1}, …` for `n` parameters.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
@@ -31,7 +27,7 @@ fn placeholders(first: usize, n: usize) -> String {
 /// Locks the rows of `parcels` (sorted, so two uploads never wait on each other in a circle)
 /// for the rest of the upload's transaction (see [`db::Db::run_locking`]).
 pub(super) fn lock_parcels(tx: &Tx<'_>, parcels: &[&str]) -> std::result::Result<(), db::StorageError> {
-    for chunk in parcels.chunks(CHUNK) {
+    for chunk in db::shapes(parcels) {
         let params: Vec<&dyn db::ToParam> = chunk.iter().map(|p| p as &dyn db::ToParam).collect();
         tx.lock(
             &format!(
@@ -58,11 +54,11 @@ pub(super) struct SqlLedger<'a> {
 
 impl<'a> SqlLedger<'a> {
     /// Reads what judging `batch` asks the ledger: who holds each of its receipt ids, and the
-    /// hand-overs of the parcels its hand-overs name.
-    pub(super) fn for_batch(tx: &'a Tx<'a>, batch: &CheckedBatch) -> Result<SqlLedger<'a>> {
+    /// hand-overs of the `contested` parcels ([`SqlCodes::contested`]), locked before this.
+    pub(super) fn for_batch(tx: &'a Tx<'a>, batch: &CheckedBatch, contested: &[&str]) -> Result<SqlLedger<'a>> {
         let ids: Vec<String> = batch.signed().map(|b| b.receipt_id.to_string()).collect();
         let mut held: HashMap<Uuid, Option<(String, u64)>> = batch.signed().map(|b| (b.receipt_id, None)).collect();
-        for chunk in ids.chunks(CHUNK) {
+        for chunk in db::shapes(&ids) {
             let params: Vec<&dyn db::ToParam> = chunk.iter().map(|id| id as &dyn db::ToParam).collect();
             let rows: Vec<(String, String, i64)> = tx.all(
                 &format!(
@@ -76,10 +72,9 @@ impl<'a> SqlLedger<'a> {
                 held.insert(id, Some((device, u64::try_from(seq).map_err(|_| bad("stored receipt sequence"))?)));
             }
         }
-        let parcels = batch.delivered_parcel_ids();
         let mut handovers: HashMap<String, Vec<(PriorHandover, String)>> =
-            parcels.iter().map(|p| ((*p).to_owned(), Vec::new())).collect();
-        for chunk in parcels.chunks(CHUNK) {
+            contested.iter().map(|p| ((*p).to_owned(), Vec::new())).collect();
+        for chunk in db::shapes(contested) {
             let params: Vec<&dyn db::ToParam> = chunk.iter().map(|p| p as &dyn db::ToParam).collect();
             let rows: Vec<HandoverRow> = tx.all(
                 &format!(
@@ -98,7 +93,7 @@ impl<'a> SqlLedger<'a> {
 
     /// Writes the receipts appended since the last flush, in multi-row inserts.
     pub(super) fn flush(&mut self) -> std::result::Result<(), db::StorageError> {
-        for chunk in std::mem::take(&mut self.receipts).chunks(CHUNK) {
+        for chunk in db::shapes(&std::mem::take(&mut self.receipts)) {
             let mut params: Vec<&dyn db::ToParam> = Vec::with_capacity(chunk.len() * 8);
             for (device, seq, id, body, signature, hash, status, reason) in chunk {
                 params.extend([
@@ -121,7 +116,7 @@ impl<'a> SqlLedger<'a> {
                 &params,
             )?;
         }
-        for chunk in std::mem::take(&mut self.receipt_parcels).chunks(CHUNK) {
+        for chunk in db::shapes(&std::mem::take(&mut self.receipt_parcels)) {
             let params: Vec<&dyn db::ToParam> =
                 chunk.iter().flat_map(|(r, p)| [r as &dyn db::ToParam, p as &dyn db::ToParam]).collect();
             let rows = (0..chunk.len()).map(|r| format!("({})", placeholders(2 * r + 1, 2))).collect::<Vec<_>>();
@@ -282,6 +277,10 @@ impl ReceiptLedger for SqlLedger<'_> {
     }
 }
 
+/// A parcel's record as read for a batch, or why it could not be read (raised only if judging
+/// asks for it, so one damaged parcel never fails uploads that do not depend on it).
+type ReadRecord = std::result::Result<Option<ParcelRecord>, String>;
+
 /// What dispatch issued, read from its database inside the upload's transaction.
 pub(super) struct SqlCodes<'a> {
     tx: &'a Tx<'a>,
@@ -290,13 +289,14 @@ pub(super) struct SqlCodes<'a> {
     device_id: String,
     /// The batch's parcels that were sent to the device.
     sent: HashMap<String, bool>,
-    /// The records of the parcels the batch's hand-overs name (`None`: never issued).
-    records: HashMap<String, Option<ParcelRecord>>,
+    /// The records of the contested parcels (`None`: never issued).
+    records: HashMap<String, ReadRecord>,
 }
 
 impl<'a> SqlCodes<'a> {
     /// Reads what judging `batch` asks the code book: which of its parcels were sent to the
-    /// device, and the records of those its hand-overs name.
+    /// device, and the records of the [`SqlCodes::contested`] ones. Reads no row another upload
+    /// writes, so it needs no lock.
     pub(super) fn for_batch(
         tx: &'a Tx<'a>,
         kek: &'a SealingKey,
@@ -305,7 +305,7 @@ impl<'a> SqlCodes<'a> {
     ) -> Result<SqlCodes<'a>> {
         let parcels = batch.parcel_ids();
         let mut sent: HashMap<String, bool> = parcels.iter().map(|p| ((*p).to_owned(), false)).collect();
-        for chunk in parcels.chunks(CHUNK) {
+        for chunk in db::shapes(&parcels) {
             let mut params: Vec<&dyn db::ToParam> = vec![&device_id as &dyn db::ToParam];
             params.extend(chunk.iter().map(|p| p as &dyn db::ToParam));
             let rows: Vec<(String,)> = tx.all(
@@ -318,14 +318,26 @@ impl<'a> SqlCodes<'a> {
             sent.extend(rows.into_iter().map(|(p,)| (p, true)));
         }
         let mut codes = SqlCodes { tx, kek, device_id: device_id.to_owned(), sent, records: HashMap::new() };
-        for chunk in batch.delivered_parcel_ids().chunks(CHUNK) {
-            codes.records.extend(codes.read_records(chunk)?);
+        let contested = codes.contested(batch);
+        for chunk in db::shapes(&contested) {
+            let read = codes.read_records(chunk)?;
+            codes.records.extend(read);
         }
         Ok(codes)
     }
 
+    /// The parcels whose verdicts depend on what other uploads store: those the batch's
+    /// hand-overs name that were sent to this device (a hand-over of any other is flagged for
+    /// that alone, whatever else is stored), sorted, the order every upload locks them in.
+    pub(super) fn contested<'b>(&self, batch: &'b CheckedBatch) -> Vec<&'b str> {
+        let mut contested: Vec<&str> =
+            batch.delivered_parcel_ids().into_iter().filter(|p| self.sent.get(*p) == Some(&true)).collect();
+        contested.sort_unstable();
+        contested
+    }
+
     /// The records of `parcels` in two queries: the parcels, then every code version of theirs.
-    fn read_records(&self, parcels: &[&str]) -> Result<HashMap<String, Option<ParcelRecord>>> {
+    fn read_records(&self, parcels: &[&str]) -> Result<HashMap<String, ReadRecord>> {
         let params: Vec<&dyn db::ToParam> = parcels.iter().map(|p| p as &dyn db::ToParam).collect();
         let list = placeholders(1, parcels.len());
         let rows: Vec<(String, bool, String, String, bool)> = self.tx.all(
@@ -335,13 +347,14 @@ impl<'a> SqlCodes<'a> {
             ),
             &params,
         )?;
-        let mut records: HashMap<String, Option<ParcelRecord>> =
-            parcels.iter().map(|p| ((*p).to_owned(), None)).collect();
+        let mut records: HashMap<String, ReadRecord> = parcels.iter().map(|p| ((*p).to_owned(), Ok(None))).collect();
         for (parcel_id, needs_code, date, zone, departed) in rows {
-            let (not_before, not_after) =
-                stored_window(&date, &zone).map_err(|e| bad(format!("stored window of parcel {parcel_id}: {e}")))?;
-            let record = ParcelRecord { needs_code, departed, not_before, not_after, codes: Vec::new() };
-            records.insert(parcel_id, Some(record));
+            let record = stored_window(&date, &zone)
+                .map(|(not_before, not_after)| {
+                    Some(ParcelRecord { needs_code, departed, not_before, not_after, codes: Vec::new() })
+                })
+                .map_err(|e| format!("stored window of parcel {parcel_id}: {e}"));
+            records.insert(parcel_id, record);
         }
         let rows: Vec<CodeRow> = self.tx.all(
             &format!(
@@ -363,18 +376,27 @@ impl<'a> SqlCodes<'a> {
             let earliest = replaced.map_or(*issued, |r| r.min(*issued));
             later.insert((parcel_id.as_str(), holder.as_str()), earliest);
         }
-        let instant = |ms: i64| DateTime::from_timestamp_millis(ms).ok_or_else(|| bad("stored instant out of range"));
+        let instant =
+            |ms: i64| DateTime::from_timestamp_millis(ms).ok_or_else(|| "stored instant out of range".to_owned());
         for ((parcel_id, holder, sealed, issued, _), ended) in rows.iter().zip(ended) {
-            let Some(Some(record)) = records.get_mut(parcel_id) else {
+            let Some(Ok(Some(record))) = records.get_mut(parcel_id) else {
                 continue;
             };
-            record.codes.push(IssuedCode {
-                holder: Holder::from_key(holder).ok_or_else(|| bad("stored holder"))?,
-                code: open_code(self.kek, parcel_id, holder, *issued, sealed)
-                    .map_err(|e| bad(format!("code of parcel {parcel_id}: {e}")))?,
-                issued_at: instant(*issued)?,
-                ended_at: ended.map(instant).transpose()?,
-            });
+            let code = || -> std::result::Result<IssuedCode, String> {
+                Ok(IssuedCode {
+                    holder: Holder::from_key(holder).ok_or("stored holder")?,
+                    code: open_code(self.kek, parcel_id, holder, *issued, sealed)
+                        .map_err(|e| format!("code of parcel {parcel_id}: {e}"))?,
+                    issued_at: instant(*issued)?,
+                    ended_at: ended.map(instant).transpose()?,
+                })
+            };
+            match code() {
+                Ok(code) => record.codes.push(code),
+                Err(why) => {
+                    records.insert(parcel_id.clone(), Err(why));
+                }
+            }
         }
         Ok(records)
     }
@@ -394,10 +416,13 @@ impl CodeBook for SqlCodes<'_> {
     }
 
     fn parcel(&self, parcel_id: &str) -> CoreResult<Option<ParcelRecord>> {
-        if let Some(known) = self.records.get(parcel_id) {
-            return Ok(known.clone());
-        }
-        let mut read = self.read_records(&[parcel_id]).map_err(|e| CoreError::Integrity(e.to_string()))?;
-        Ok(read.remove(parcel_id).flatten())
+        let read = match self.records.get(parcel_id) {
+            Some(known) => known.clone(),
+            None => {
+                let mut read = self.read_records(&[parcel_id]).map_err(|e| CoreError::Integrity(e.to_string()))?;
+                read.remove(parcel_id).unwrap_or(Ok(None))
+            }
+        };
+        read.map_err(CoreError::Integrity)
     }
 }

@@ -125,11 +125,8 @@ impl Dispatch {
         };
         let new: Vec<&IssuedParcel> = parcels.iter().filter(|p| !held.contains(&p.parcel_id)).collect();
         // In statements of 256, 128, … rows: few round trips, and few statement texts to prepare.
-        let mut rest: &[&IssuedParcel] = &new;
-        while !rest.is_empty() {
-            let n = 1usize << rest.len().min(256).ilog2();
-            let (chunk, after) = rest.split_at(n);
-            let values: Vec<String> = (0..n).map(|i| format!("(?1, ?{})", i + 2)).collect();
+        for chunk in db::shapes(&new) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("(?1, ?{})", i + 2)).collect();
             let mut bound: Vec<&dyn db::ToParam> = vec![&device.device_id];
             bound.extend(chunk.iter().map(|p| &p.parcel_id as &dyn db::ToParam));
             tx.execute(
@@ -141,7 +138,6 @@ impl Dispatch {
                 ),
                 &bound,
             )?;
-            rest = after;
         }
         let spec = ManifestSpec {
             manifest_id: Uuid::now_v7().to_string(),

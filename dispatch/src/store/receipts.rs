@@ -55,23 +55,23 @@ impl Dispatch {
         let checked = CheckedBatch::check(device_id, &key, batch)?;
         // Many phones upload at once at the end of a shift: each upload locks what its verdicts
         // depend on instead of having PostgreSQL abort uploads that merely touched the same pages.
-        // The device's row: its uploads are judged one after the other, each seeing the receipts
-        // the one before stored. The rows of every parcel the batch names, in one order: one
-        // hand-over per parcel across devices. Claimed QR nonces and stored receipts are unique
-        // keys (a second claim waits, then finds the first).
-        let mut parcels = checked.parcel_ids();
-        parcels.sort_unstable();
+        // First the contested parcels' rows, sorted (one hand-over per parcel, across devices;
+        // only this device's own parcels, so a phone can hold up no other route), then the
+        // device's row (its uploads judged one after the other, each seeing what the one before
+        // stored), the order operator actions take them in. Claimed QR nonces and stored
+        // receipts are unique keys (a second claim waits, then finds the first).
         self.db.run_locking(|tx| {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
+            let codes = SqlCodes::for_batch(tx, &self.kek, device_id, &checked)?;
+            let contested = codes.contested(&checked);
+            ledger::lock_parcels(tx, &contested)?;
             tx.lock("SELECT 1 FROM device WHERE device_id = ?1 FOR UPDATE", params![device_id])?;
-            ledger::lock_parcels(tx, &parcels)?;
             let (device, _, _) = self.device(tx, device_id)?;
             // Any storage error fails the whole upload here (the transaction rolls back, nothing is
             // accepted) and the device sends the batch again.
-            let mut ledger = SqlLedger::for_batch(tx, &checked)?;
-            let codes = SqlCodes::for_batch(tx, &self.kek, device_id, &checked)?;
+            let mut ledger = SqlLedger::for_batch(tx, &checked, &contested)?;
             let verdict = self.issuer.judge_batch(&device, &mut ledger, &codes, &checked, self.now()?)?;
             ledger.flush()?;
             Ok(verdict.signed_ack)

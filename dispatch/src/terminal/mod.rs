@@ -32,8 +32,22 @@ struct FileVault {
 }
 
 impl FileVault {
+    /// The folder's key, created with a new device; a database without its key is refused
+    /// before anything is created (a new key could never open the sealed secrets).
     fn open(dir: &Path) -> CliResult<FileVault> {
-        Ok(FileVault { key: SealingKey::load_or_create(&dir.join("vault.key"))? })
+        let (key, db) = (dir.join("vault.key"), dir.join("device.db"));
+        if !key.exists() && db.exists() {
+            return Err(TerminalError::new(
+                Ending::Failed,
+                format!(
+                    "{} is missing beside {}: the device's secrets are sealed under it. Restore it from where \
+                     it was copied; nothing was created or changed",
+                    key.display(),
+                    db.display()
+                ),
+            ));
+        }
+        Ok(FileVault { key: SealingKey::load_or_create(&key)? })
     }
 }
 

@@ -263,6 +263,20 @@ impl<'a> Tx<'a> {
     }
 }
 
+/// `items` in slices of 256, 128, … 1 (the largest that fits, in order): a statement per slice
+/// whose size is a power of two, so few distinct statement texts are ever prepared.
+pub fn shapes<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, after) = rest.split_at(1usize << rest.len().min(256).ilog2());
+        rest = after;
+        Some(chunk)
+    })
+}
+
 /// A list of statement parameters: `params![a, b]` is `&[&a, &b]` as `&[&dyn ToParam]`.
 macro_rules! params {
     () => {
