@@ -3,7 +3,9 @@
 #   1. the Rust workspace (unit, integration, property, crash, FFI and HTTP tests), with dispatch
 #      on SQLite; then the HTTP tests again with dispatch on PostgreSQL (a private server that
 #      scripts/postgres.sh installs and starts), several nodes raced among them;
-#   2. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
+#   2. the dispatch API fuzzed against its OpenAPI document for a minute (scripts/api-fuzz.sh:
+#      schemathesis; no 5xx, every answer as documented);
+#   2b. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
 #   3. the Rust tests again under libfaketime at instants years apart (no test depends on the day
 #      or hour it runs);
 #   4. the Kotlin bindings on the host JVM (JUnit through Maven), and the Android module under
@@ -32,6 +34,7 @@ postgres_tests() (
     cargo test --workspace --locked --no-fail-fast --test 'http_*'
 )
 step postgres_tests
+step bash scripts/api-fuzz.sh 60
 step cargo test --workspace --benches --locked --no-fail-fast
 step bash scripts/test-any-day.sh
 step bash scripts/kotlin-host-tests.sh

@@ -43,7 +43,7 @@ impl Operator {
 }
 
 /// One recorded operator action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Action {
     pub at_ms: i64,
     pub operator_id: String,

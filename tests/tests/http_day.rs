@@ -82,7 +82,7 @@ fn malformed_and_oversized_requests_are_refused_and_change_nothing() {
     assert_eq!(get(&url(&format!("/v1/devices/{device_id}/manifest?date={}&since=x", server.scene.date))).0, 400);
     assert_eq!(server.op_post("/v1/parcels", b"{not json").0, 400);
     assert_eq!(server.op_post("/v1/enrolment-tokens", b"{}").0, 400);
-    assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 403);
+    assert_eq!(post(&url("/v1/enrol"), &[], b"{}").0, 401, "no credential at all");
     assert_eq!(post(&url("/v1/enrol"), &[("Enrolment-Token", "nope")], b"{}").0, 403);
     assert_eq!(server.op_post("/v1/parcels/NOPE/departed", b"").0, 404);
     assert_eq!(get(&url(&format!("/v1/devices/nobody/manifest?date={}", server.scene.date))).0, 401);
@@ -213,7 +213,7 @@ fn customers_see_their_code_name_and_revoke_delegates_and_get_qr_tokens() {
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], emailed.as_str());
     assert_eq!(get_as(&url("/v1/customer/parcels/P0/code"), &other_token).0, 404);
-    assert_eq!(get(&url("/v1/customer/parcels/P0/code")).0, 403);
+    assert_eq!(get(&url("/v1/customer/parcels/P0/code")).0, 401, "no credential at all");
 
     // A named delegate's code reaches the phone as a delta; once revoked it stops working.
     let bearer = format!("Bearer {token}");

@@ -9,15 +9,17 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, Stat
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router, middleware};
+use axum::{Extension, middleware};
 use std::convert::Infallible;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use chrono::NaiveDate;
 use doorstep_core::protocol::{MAX_BATCH_BYTES, REQUEST_HEADER};
 
 use super::limits::{Limiter, limit};
+use super::openapi::Errors;
 use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, blocking, body_deadline, body_of, octets};
 use crate::error::DispatchError;
 use crate::places::Places;
@@ -42,13 +44,14 @@ pub(super) fn routes(
     devices: Limiter,
     each_device: Limiter,
     full_manifests: Limiter,
-) -> Router<AppState> {
-    let enrolling = Router::new()
-        .route("/v1/enrol", post(enrol))
+) -> OpenApiRouter<AppState> {
+    let enrolling = OpenApiRouter::new()
+        .routes(routes!(enrol))
         .route_layer(middleware::from_fn_with_state(enrolment, limit))
         .layer(DefaultBodyLimit::max(ENROL_BODY_BYTES))
         .layer(body_deadline(SMALL_BODY_DEADLINE));
-    let uploading = post(upload)
+    let (schemas, paths, uploading) = routes!(upload);
+    let uploading = uploading
         // Its body's clock starts once the upload has its turn (inside the limits below).
         .layer::<_, Infallible>(body_deadline(UPLOAD_BODY_DEADLINE))
         // Uploads read at once, in all: their bodies are held while verified (2 MiB at most).
@@ -58,9 +61,9 @@ pub(super) fn routes(
             Places::new(None, Some(UPLOADS_PER_DEVICE)),
             one_device_at_a_time,
         ));
-    Router::new()
-        .route("/v1/devices/{id}/manifest", get(manifest))
-        .route("/v1/devices/{id}/receipts", uploading)
+    OpenApiRouter::new()
+        .routes(routes!(manifest))
+        .routes((schemas, paths, uploading))
         .route_layer(middleware::from_fn_with_state(devices, limit))
         .layer(Extension(EachDevice { requests: each_device, full_manifests }))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
@@ -102,6 +105,11 @@ async fn verified(
     Ok(request)
 }
 
+/// Enrols a phone: the body is the device's enrolment request (core's `enrolment_request`), the
+/// answer its enrolment bundle, with the device secret (so only over TLS off loopback).
+#[utoipa::path(post, path = "/v1/enrol", tag = "device", security(("enrolment" = [])),
+    request_body(content = Vec<u8>, content_type = "application/json", description = "The enrolment request, up to 8 KiB."),
+    responses((status = 200, description = "The enrolment bundle.", content_type = "application/json", body = Vec<u8>), Errors))]
 async fn enrol(
     State(d): State<AppState>,
     headers: HeaderMap,
@@ -111,7 +119,7 @@ async fn enrol(
     let token = headers
         .get("enrolment-token")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| DispatchError::Forbidden("missing Enrolment-Token header".into()))?
+        .ok_or_else(|| DispatchError::Unauthorized("missing Enrolment-Token header".into()))?
         .to_owned();
     Ok(octets(blocking(move || d.enrol(&token, &body)).await?))
 }
@@ -129,6 +137,17 @@ fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str)
 
 /// `?date=YYYY-MM-DD[&since=N]`: the next manifest for the device (204 when it is up to date).
 /// Signed by the device (`Device-Signature`).
+#[utoipa::path(get, path = "/v1/devices/{id}/manifest", tag = "device", security(("device" = [])),
+    params(
+        ("id" = String, Path, description = "The device id."),
+        ("date" = chrono::NaiveDate, Query, description = "The delivery day, YYYY-MM-DD."),
+        ("since" = Option<u64>, Query, description = "The manifest sequence the phone holds: the next delta, or a full manifest when none continues it.")
+    ),
+    responses(
+        (status = 200, description = "A signed manifest envelope (full or delta).", content_type = "application/json", body = Vec<u8>),
+        (status = 204, description = "The phone is up to date."),
+        Errors
+    ))]
 async fn manifest(
     State(d): State<AppState>,
     Extension(each): Extension<EachDevice>,
@@ -156,6 +175,10 @@ fn device_signature(headers: &HeaderMap) -> Option<String> {
 
 /// An upload: the header is checked before the body is read (a stranger's upload is refused
 /// without being held in memory), then the signature over the body.
+#[utoipa::path(post, path = "/v1/devices/{id}/receipts", tag = "device", security(("device" = [])),
+    params(("id" = String, Path, description = "The device id.")),
+    request_body(content = Vec<u8>, content_type = "application/json", description = "A batch of signed receipts (core's `next_batch`), up to 2 MiB."),
+    responses((status = 200, description = "The signed acknowledgement (core's `apply_ack`).", content_type = "application/json", body = Vec<u8>), Errors))]
 async fn upload(
     State(d): State<AppState>,
     Extension(each): Extension<EachDevice>,

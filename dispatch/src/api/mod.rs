@@ -11,6 +11,7 @@
 mod customer;
 mod device;
 mod limits;
+pub mod openapi;
 mod operator;
 
 pub use limits::Limits;
@@ -31,6 +32,7 @@ use serde_json::json;
 
 use crate::error::DispatchError;
 use crate::store::Dispatch;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Largest request body accepted on operator routes (an import of a whole day as CSV or JSON).
 /// Device and customer routes take far less (their modules say how much).
@@ -68,8 +70,22 @@ pub fn router(dispatch: Arc<Dispatch>) -> Router {
 /// The service's routes. Serve them with `into_make_service_with_connect_info::<SocketAddr>()`,
 /// so the rate limits see each client's address.
 pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
-    Router::new()
-        .merge(operator::routes(dispatch.clone()))
+    let (routes, document) = routes(dispatch.clone(), limits).split_for_parts();
+    let document = Arc::new(document);
+    routes
+        .route("/openapi.json", axum::routing::get(move || openapi::serve(document.clone())))
+        .fallback(|| async { DispatchError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(plain_paths))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(dispatch)
+}
+
+/// Every route with its description, one module per caller.
+fn routes(dispatch: Arc<Dispatch>, limits: Limits) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<openapi::Document as utoipa::OpenApi>::openapi())
+        .merge(operator::routes(dispatch))
         .merge(device::routes(
             limits::Limiter::per_minute(limits.enrol_per_minute, limits.trust_forwarded_for),
             limits::Limiter::per_minute(limits.device_per_minute, limits.trust_forwarded_for),
@@ -77,12 +93,6 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
             limits::Limiter::per_minute(limits.full_manifests_per_device_per_minute, false),
         ))
         .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
-        .fallback(|| async { DispatchError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(plain_paths))
-        .layer(axum::middleware::from_fn(json_errors))
-        .with_state(dispatch)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -10,25 +10,27 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::Errors;
 use super::{AppState, MAX_BODY_BYTES, OPERATOR_BODY_DEADLINE, bearer, blocking, body_deadline, body_of, json_body};
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
 
-pub(super) fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/v1/enrolment-tokens", post(create_token))
-        .route("/v1/parcels", post(import_parcels))
-        .route("/v1/parcels/{id}/departed", post(departed))
-        .route("/v1/parcels/{id}/reset", post(reset))
-        .route("/v1/parcels/{id}/reissue", post(reissue))
-        .route("/v1/parcels/{id}/reassign", post(reassign))
-        .route("/v1/parcels/{id}/history", get(history))
+pub(super) fn routes(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_token))
+        .routes(routes!(import_parcels))
+        .routes(routes!(departed))
+        .routes(routes!(reset))
+        .routes(routes!(reissue))
+        .routes(routes!(reassign))
+        .routes(routes!(history))
         .route_layer(middleware::from_fn_with_state(state, require_operator))
         .layer(body_deadline(OPERATOR_BODY_DEADLINE))
 }
@@ -96,11 +98,24 @@ fn names_loopback(headers: &HeaderMap) -> bool {
     matches!(name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "::1")
 }
 
-#[derive(Deserialize)]
+/// A new enrolment token's route.
+#[derive(Deserialize, ToSchema)]
 struct TokenRequest {
+    /// The route the enrolled phone will serve.
+    #[schema(example = "R1")]
     route_id: String,
 }
 
+/// A one-time enrolment token, valid for `serve --enrolment-token-hours`.
+#[derive(Serialize, ToSchema)]
+struct TokenAnswer {
+    token: String,
+}
+
+/// Creates a one-time token a phone enrols with (`Enrolment-Token` on `POST /v1/enrol`).
+#[utoipa::path(post, path = "/v1/enrolment-tokens", tag = "operator", security(("operator" = [])),
+    request_body = TokenRequest,
+    responses((status = 201, description = "The token (shown once).", body = TokenAnswer), Errors))]
 async fn create_token(
     State(d): State<AppState>,
     Extension(by): Extension<Operator>,
@@ -108,10 +123,44 @@ async fn create_token(
 ) -> Result<Response, DispatchError> {
     let req: TokenRequest = json_body(body, MAX_BODY_BYTES)?;
     let token = blocking(move || d.create_enrolment_token(&req.route_id, &by)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "token": token }))).into_response())
+    Ok((StatusCode::CREATED, Json(TokenAnswer { token })).into_response())
 }
 
-/// Order lines as JSON (a list) or CSV (`Content-Type: text/csv`, a header row naming the fields).
+/// How an import went.
+#[derive(Serialize, ToSchema)]
+struct ImportAnswer {
+    /// Order lines imported (a parcel id or barcode that exists already refuses the import: 409).
+    imported: usize,
+    /// How many of them need a code at the door.
+    need_code: usize,
+}
+
+/// The fields a CSV import's first line names (`address_hint` and `recipient_hint` may be left
+/// out).
+const CSV_FIELDS: [&str; 10] = [
+    "parcel_id",
+    "barcode",
+    "route_id",
+    "stop_id",
+    "stop_sequence",
+    "delivery_date",
+    "time_zone",
+    "declared_value_cents",
+    "category",
+    "customer_email",
+];
+
+/// Imports order lines as JSON (a list of parcels) or CSV (`Content-Type: text/csv`, the first
+/// line naming the fields). All or nothing: one bad line refuses the import, naming it.
+#[utoipa::path(post, path = "/v1/parcels", tag = "operator", security(("operator" = [])),
+    request_body(
+        description = "Up to 16 MiB of order lines.",
+        content(
+            (Vec<NewParcel> = "application/json"),
+            (String = "text/csv", example = "parcel_id,barcode,route_id,stop_id,stop_sequence,delivery_date,time_zone,declared_value_cents,category,customer_email,address_hint,recipient_hint\nP2,BC2,R1,S2,2,2026-11-28,Europe/Berlin,2500,books,ben@example.com,,\n")
+        )
+    ),
+    responses((status = 201, description = "Imported.", body = ImportAnswer), Errors))]
 async fn import_parcels(
     State(d): State<AppState>,
     Extension(by): Extension<Operator>,
@@ -122,19 +171,53 @@ async fn import_parcels(
     let is_csv =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/csv"));
     let parcels: Vec<NewParcel> = if is_csv {
-        csv::Reader::from_reader(&body[..])
+        let mut reader = csv::Reader::from_reader(&body[..]);
+        let named = reader.headers().map_err(|e| DispatchError::BadRequest(format!("CSV line 1: {e}")))?.clone();
+        let missing: Vec<&str> = CSV_FIELDS.into_iter().filter(|f| !named.iter().any(|h| h == *f)).collect();
+        if !missing.is_empty() {
+            return Err(DispatchError::BadRequest(format!(
+                "CSV line 1 must name the fields ({}; address_hint and recipient_hint optional); missing: {}",
+                CSV_FIELDS.join(","),
+                missing.join(",")
+            )));
+        }
+        reader
             .deserialize()
             .enumerate()
-            .map(|(i, row)| row.map_err(|e| DispatchError::BadRequest(format!("CSV line {}: {e}", i + 2))))
+            .map(|(i, row)| row.map_err(|e| DispatchError::BadRequest(format!("CSV line {}: {}", i + 2, in_words(&e)))))
             .collect::<Result<_, _>>()?
     } else {
-        serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(e.to_string()))?
+        serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(in_words(&e)))?
     };
     let count = parcels.len();
     let coded = blocking(move || d.import_parcels(&parcels, &by)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "imported": count, "need_code": coded }))).into_response())
+    Ok((StatusCode::CREATED, Json(ImportAnswer { imported: count, need_code: coded })).into_response())
 }
 
+/// An import's parse error in words: a date that does not parse (chrono's "input contains
+/// invalid characters") says what a date looks like.
+fn in_words(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    if text.contains("input contains invalid characters") || text.contains("premature end of input") {
+        format!("{text} (dates are YYYY-MM-DD)")
+    } else {
+        text
+    }
+}
+
+/// What a departure did.
+#[derive(Serialize, ToSchema)]
+struct DepartedAnswer {
+    departed: bool,
+    /// Whether a code was issued (and e-mailed to the customer, never returned here).
+    code_issued: bool,
+}
+
+/// Marks a parcel as having left the warehouse: its code is issued and e-mailed to the customer,
+/// and the phones of its route receive it in a delta.
+#[utoipa::path(post, path = "/v1/parcels/{id}/departed", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "The parcel id.")),
+    responses((status = 200, description = "Departed.", body = DepartedAnswer), Errors))]
 async fn departed(
     State(d): State<AppState>,
     Extension(by): Extension<Operator>,
@@ -142,18 +225,39 @@ async fn departed(
 ) -> Result<Response, DispatchError> {
     let code = blocking(move || d.parcel_departed(&id, &by)).await?;
     // The code goes to the customer by e-mail, never back to the caller.
-    Ok(Json(json!({ "departed": true, "code_issued": code.is_some() })).into_response())
+    Ok(Json(DepartedAnswer { departed: true, code_issued: code.is_some() }).into_response())
 }
 
+/// What a reset did.
+#[derive(Serialize, ToSchema)]
+struct ResetAnswer {
+    /// Phones holding the parcel that receive the reset in a delta.
+    devices_notified: usize,
+}
+
+/// Gives a locked parcel its attempts back (up to `serve --max-resets-per-parcel` times).
+#[utoipa::path(post, path = "/v1/parcels/{id}/reset", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "The parcel id.")),
+    responses((status = 200, description = "Reset.", body = ResetAnswer), Errors))]
 async fn reset(
     State(d): State<AppState>,
     Extension(by): Extension<Operator>,
     Path(id): Path<String>,
 ) -> Result<Response, DispatchError> {
-    let devices = blocking(move || d.reset_lockout(&id, &by)).await?;
-    Ok(Json(json!({ "devices_notified": devices })).into_response())
+    let devices_notified = blocking(move || d.reset_lockout(&id, &by)).await?;
+    Ok(Json(ResetAnswer { devices_notified }).into_response())
 }
 
+/// What a reissue did.
+#[derive(Serialize, ToSchema)]
+struct ReissueAnswer {
+    reissued: bool,
+}
+
+/// Replaces the customer's code with a new one, e-mailed to them (never returned here).
+#[utoipa::path(post, path = "/v1/parcels/{id}/reissue", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "The parcel id.")),
+    responses((status = 200, description = "Reissued.", body = ReissueAnswer), Errors))]
 async fn reissue(
     State(d): State<AppState>,
     Extension(by): Extension<Operator>,
@@ -161,14 +265,27 @@ async fn reissue(
 ) -> Result<Response, DispatchError> {
     blocking(move || d.reissue_code(&id, &by)).await?;
     // The new code goes to the customer by e-mail, never back to the operator.
-    Ok(Json(json!({ "reissued": true })).into_response())
+    Ok(Json(ReissueAnswer { reissued: true }).into_response())
 }
 
-#[derive(Deserialize)]
+/// The route a parcel moves to.
+#[derive(Deserialize, ToSchema)]
 struct ReassignRequest {
+    #[schema(example = "R2")]
     route_id: String,
 }
 
+/// What a reassignment did.
+#[derive(Serialize, ToSchema)]
+struct ReassignAnswer {
+    reassigned: bool,
+}
+
+/// Moves a parcel to another route: the old route's phones drop it, the new route's receive it.
+#[utoipa::path(post, path = "/v1/parcels/{id}/reassign", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "The parcel id.")),
+    request_body = ReassignRequest,
+    responses((status = 200, description = "Reassigned.", body = ReassignAnswer), Errors))]
 async fn reassign(
     State(d): State<AppState>,
     Extension(by): Extension<Operator>,
@@ -177,13 +294,37 @@ async fn reassign(
 ) -> Result<Response, DispatchError> {
     let req: ReassignRequest = json_body(body, MAX_BODY_BYTES)?;
     blocking(move || d.reassign(&id, &req.route_id, &by)).await?;
-    Ok(Json(json!({ "reassigned": true })).into_response())
+    Ok(Json(ReassignAnswer { reassigned: true }).into_response())
 }
 
-/// The receipts about a parcel with their verdicts, and the operator actions on it with who did them.
+/// A receipt about the parcel with dispatch's verdict.
+#[derive(Serialize, ToSchema)]
+struct HistoryEntry {
+    /// The receipt's body as the phone signed it (protocol `ReceiptBody`).
+    #[schema(value_type = Object)]
+    receipt: doorstep_core::protocol::ReceiptBody,
+    /// `accepted`, `flagged` (held for review) or `duplicate`.
+    #[schema(value_type = String, example = "accepted")]
+    status: doorstep_core::protocol::ReceiptStatus,
+    /// Why it was flagged (kept at dispatch, never told to the phone).
+    reason: Option<String>,
+}
+
+/// A parcel's history.
+#[derive(Serialize, ToSchema)]
+struct History {
+    receipts: Vec<HistoryEntry>,
+    actions: Vec<crate::operators::Action>,
+}
+
+/// The receipts about a parcel with their verdicts, and the operator actions on it with who did
+/// them. 404 for an id that is neither a parcel nor named by a receipt.
+#[utoipa::path(get, path = "/v1/parcels/{id}/history", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "The parcel id.")),
+    responses((status = 200, description = "The history.", body = History), Errors))]
 async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
     let (receipts, actions) = blocking(move || Ok((d.parcel_history(&id)?, d.parcel_actions(&id)?))).await?;
-    let entries: Vec<_> =
-        receipts.into_iter().map(|r| json!({ "receipt": r.body, "status": r.status, "reason": r.reason })).collect();
-    Ok(Json(json!({ "receipts": entries, "actions": actions })).into_response())
+    let receipts =
+        receipts.into_iter().map(|r| HistoryEntry { receipt: r.body, status: r.status, reason: r.reason }).collect();
+    Ok(Json(History { receipts, actions }).into_response())
 }

@@ -114,23 +114,50 @@ impl HighValuePolicy {
     }
 }
 
-/// An order line as imported.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// An order line as imported. Ids (`parcel_id`, `barcode`, `route_id`, `stop_id`, `category`)
+/// are 1 to 128 bytes without control or invisible characters; hints at most 256 bytes.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "parcel_id": "P1", "barcode": "BC1", "route_id": "R1", "stop_id": "S1", "stop_sequence": 1,
+    "delivery_date": "2026-11-28", "time_zone": "Europe/Berlin", "declared_value_cents": 120000,
+    "category": "electronics", "customer_email": "anna@example.com",
+    "address_hint": "3rd floor, left", "recipient_hint": "A. M."
+}))]
 pub struct NewParcel {
+    #[schema(min_length = 1, max_length = 128)]
     pub parcel_id: String,
+    /// What the driver's phone scans.
+    #[schema(min_length = 1, max_length = 128)]
     pub barcode: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub route_id: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub stop_id: String,
+    /// The stop's place on the route, from 1.
+    #[schema(minimum = 1)]
     pub stop_sequence: u32,
+    /// The delivery day, `YYYY-MM-DD`: the code opens the parcel from local midnight to the next
+    /// in `time_zone`.
     pub delivery_date: NaiveDate,
     /// IANA zone of the delivery address, e.g. "Europe/Berlin".
+    #[schema(example = "Europe/Berlin")]
     pub time_zone: String,
+    /// From the policy's threshold (`serve --value-threshold-cents`) the parcel needs a code.
+    #[schema(minimum = 0)]
     pub declared_value_cents: i64,
+    /// Categories in `serve --category` always need a code; may be empty.
+    #[schema(max_length = 128)]
     pub category: String,
+    /// Where the code e-mail goes (never shown to the driver).
+    #[schema(max_length = 254, example = "anna@example.com")]
     pub customer_email: String,
+    /// Shown to the driver; optional.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub address_hint: String,
+    /// Shown to the driver; optional.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub recipient_hint: String,
 }
 
