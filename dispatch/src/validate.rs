@@ -164,3 +164,54 @@ mod tests {
         );
     }
 }
+
+/// The fields a CSV import's first line names (`address_hint` and `recipient_hint` may be left
+/// out).
+pub const CSV_FIELDS: [&str; 10] = [
+    "parcel_id",
+    "barcode",
+    "route_id",
+    "stop_id",
+    "stop_sequence",
+    "delivery_date",
+    "time_zone",
+    "declared_value_cents",
+    "category",
+    "customer_email",
+];
+
+/// Order lines from a CSV import (its first line naming the fields), each line's error naming
+/// the line. The fields are checked by [`new_parcel`] when the import is stored.
+pub fn csv_import(body: &[u8]) -> Result<Vec<NewParcel>> {
+    let mut reader = csv::Reader::from_reader(body);
+    let named = reader.headers().map_err(|e| DispatchError::BadRequest(format!("CSV line 1: {e}")))?.clone();
+    let missing: Vec<&str> = CSV_FIELDS.into_iter().filter(|f| !named.iter().any(|h| h == *f)).collect();
+    if !missing.is_empty() {
+        return Err(DispatchError::BadRequest(format!(
+            "CSV line 1 must name the fields ({}; address_hint and recipient_hint optional); missing: {}",
+            CSV_FIELDS.join(","),
+            missing.join(",")
+        )));
+    }
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.map_err(|e| DispatchError::BadRequest(format!("CSV line {}: {}", i + 2, in_words(&e)))))
+        .collect()
+}
+
+/// Order lines from a JSON import (a list).
+pub fn json_import(body: &[u8]) -> Result<Vec<NewParcel>> {
+    serde_json::from_slice(body).map_err(|e| DispatchError::BadRequest(in_words(&e)))
+}
+
+/// An import's parse error in words: a date that does not parse (chrono's "input contains
+/// invalid characters") says what a date looks like.
+fn in_words(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    if text.contains("input contains invalid characters") || text.contains("premature end of input") {
+        format!("{text} (dates are YYYY-MM-DD)")
+    } else {
+        text
+    }
+}

@@ -5,6 +5,7 @@
 //! - [`insider`]: a phone's secrets unsealed from its file, to sign receipts the phone never made.
 //! - [`smtp`]: an SMTP sink, so customer e-mail leaves dispatch without touching its state folder.
 
+pub mod fuzz;
 pub mod http;
 pub mod insider;
 pub mod smtp;

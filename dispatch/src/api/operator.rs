@@ -21,6 +21,7 @@ use super::{AppState, MAX_BODY_BYTES, OPERATOR_BODY_DEADLINE, bearer, blocking, 
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
+use crate::validate;
 
 pub(super) fn routes(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -135,21 +136,6 @@ struct ImportAnswer {
     need_code: usize,
 }
 
-/// The fields a CSV import's first line names (`address_hint` and `recipient_hint` may be left
-/// out).
-const CSV_FIELDS: [&str; 10] = [
-    "parcel_id",
-    "barcode",
-    "route_id",
-    "stop_id",
-    "stop_sequence",
-    "delivery_date",
-    "time_zone",
-    "declared_value_cents",
-    "category",
-    "customer_email",
-];
-
 /// Imports order lines as JSON (a list of parcels) or CSV (`Content-Type: text/csv`, the first
 /// line naming the fields). All or nothing: one bad line refuses the import, naming it.
 #[utoipa::path(post, path = "/v1/parcels", tag = "operator", security(("operator" = [])),
@@ -170,39 +156,10 @@ async fn import_parcels(
     let body = body_of(body, MAX_BODY_BYTES)?;
     let is_csv =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/csv"));
-    let parcels: Vec<NewParcel> = if is_csv {
-        let mut reader = csv::Reader::from_reader(&body[..]);
-        let named = reader.headers().map_err(|e| DispatchError::BadRequest(format!("CSV line 1: {e}")))?.clone();
-        let missing: Vec<&str> = CSV_FIELDS.into_iter().filter(|f| !named.iter().any(|h| h == *f)).collect();
-        if !missing.is_empty() {
-            return Err(DispatchError::BadRequest(format!(
-                "CSV line 1 must name the fields ({}; address_hint and recipient_hint optional); missing: {}",
-                CSV_FIELDS.join(","),
-                missing.join(",")
-            )));
-        }
-        reader
-            .deserialize()
-            .enumerate()
-            .map(|(i, row)| row.map_err(|e| DispatchError::BadRequest(format!("CSV line {}: {}", i + 2, in_words(&e)))))
-            .collect::<Result<_, _>>()?
-    } else {
-        serde_json::from_slice(&body).map_err(|e| DispatchError::BadRequest(in_words(&e)))?
-    };
+    let parcels = if is_csv { validate::csv_import(&body)? } else { validate::json_import(&body)? };
     let count = parcels.len();
     let coded = blocking(move || d.import_parcels(&parcels, &by)).await?;
     Ok((StatusCode::CREATED, Json(ImportAnswer { imported: count, need_code: coded })).into_response())
-}
-
-/// An import's parse error in words: a date that does not parse (chrono's "input contains
-/// invalid characters") says what a date looks like.
-fn in_words(error: impl std::fmt::Display) -> String {
-    let text = error.to_string();
-    if text.contains("input contains invalid characters") || text.contains("premature end of input") {
-        format!("{text} (dates are YYYY-MM-DD)")
-    } else {
-        text
-    }
 }
 
 /// What a departure did.
