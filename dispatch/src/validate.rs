@@ -115,56 +115,6 @@ pub fn new_parcel(p: &NewParcel) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_overlong_ids_and_bad_addresses_are_refused_by_name() {
-        assert!(id("route_id", "R1").is_ok());
-        for bad_id in ["", "a\0b", "a\r\nb", &"x".repeat(129)] {
-            assert!(id("route_id", bad_id).unwrap_err().to_string().contains("route_id"));
-        }
-        assert!(hint("address_hint", "").is_ok());
-        assert!(hint("address_hint", &"x".repeat(257)).is_err());
-        assert!(label("Anna").is_ok());
-        assert!(label(" ").is_err() && label("a\nb").is_err() && label(&"x".repeat(65)).is_err());
-        assert!(email("e", "a@example.test").is_ok());
-        for bad_mail in ["nobody", "a@b\r\nBcc: x@y.z", "a b@c.d", "@c.d", "a@[::1]", "\"a b\"@example.com"] {
-            assert!(email("e", bad_mail).is_err(), "{bad_mail:?}");
-        }
-    }
-
-    /// The review put a right-to-left override, a line separator and a zero-width space into
-    /// barcodes, hints and labels, and named " Anna" beside "Anna".
-    #[test]
-    fn invisible_characters_and_padded_labels_are_refused() {
-        for sneaky in [
-            "B\u{202E}XYZ",
-            "12 Elm\u{2028}St",
-            "An\u{200B}na",
-            "\u{FEFF}x",
-            // the second review's: Hangul fillers, a variation selector, Braille blank, CGJ
-            "\u{3164}Anna",
-            "Anna\u{FE0F}",
-            "A\u{2800}nna",
-            "An\u{034F}na",
-            "\u{115F}x",
-            "x\u{E0100}",
-        ] {
-            assert!(id("barcode", sneaky).is_err(), "{sneaky:?}");
-            assert!(hint("address_hint", sneaky).is_err(), "{sneaky:?}");
-            assert!(label(sneaky).is_err(), "{sneaky:?}");
-        }
-        assert!(label(" Anna").is_err() && label("Anna ").is_err());
-        assert!(label("\u{0301}").is_err(), "a lone combining mark shows nothing");
-        assert!(id("b", "x\u{E000}").is_err() && hint("h", "\u{FFFE}").is_err());
-        assert!(
-            label("Anna Maria").is_ok() && hint("h", "Straße 5, Hinterhaus").is_ok() && id("b", "Ünïcode-1").is_ok()
-        );
-    }
-}
-
 /// The fields a CSV import's first line names (`address_hint` and `recipient_hint` may be left
 /// out).
 pub const CSV_FIELDS: [&str; 10] = [
@@ -213,5 +163,55 @@ fn in_words(error: impl std::fmt::Display) -> String {
         format!("{text} (dates are YYYY-MM-DD)")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_overlong_ids_and_bad_addresses_are_refused_by_name() {
+        assert!(id("route_id", "R1").is_ok());
+        for bad_id in ["", "a\0b", "a\r\nb", &"x".repeat(129)] {
+            assert!(id("route_id", bad_id).unwrap_err().to_string().contains("route_id"));
+        }
+        assert!(hint("address_hint", "").is_ok());
+        assert!(hint("address_hint", &"x".repeat(257)).is_err());
+        assert!(label("Anna").is_ok());
+        assert!(label(" ").is_err() && label("a\nb").is_err() && label(&"x".repeat(65)).is_err());
+        assert!(email("e", "a@example.test").is_ok());
+        for bad_mail in ["nobody", "a@b\r\nBcc: x@y.z", "a b@c.d", "@c.d", "a@[::1]", "\"a b\"@example.com"] {
+            assert!(email("e", bad_mail).is_err(), "{bad_mail:?}");
+        }
+    }
+
+    /// The review put a right-to-left override, a line separator and a zero-width space into
+    /// barcodes, hints and labels, and named " Anna" beside "Anna".
+    #[test]
+    fn invisible_characters_and_padded_labels_are_refused() {
+        for sneaky in [
+            "B\u{202E}XYZ",
+            "12 Elm\u{2028}St",
+            "An\u{200B}na",
+            "\u{FEFF}x",
+            // the second review's: Hangul fillers, a variation selector, Braille blank, CGJ
+            "\u{3164}Anna",
+            "Anna\u{FE0F}",
+            "A\u{2800}nna",
+            "An\u{034F}na",
+            "\u{115F}x",
+            "x\u{E0100}",
+        ] {
+            assert!(id("barcode", sneaky).is_err(), "{sneaky:?}");
+            assert!(hint("address_hint", sneaky).is_err(), "{sneaky:?}");
+            assert!(label(sneaky).is_err(), "{sneaky:?}");
+        }
+        assert!(label(" Anna").is_err() && label("Anna ").is_err());
+        assert!(label("\u{0301}").is_err(), "a lone combining mark shows nothing");
+        assert!(id("b", "x\u{E000}").is_err() && hint("h", "\u{FFFE}").is_err());
+        assert!(
+            label("Anna Maria").is_ok() && hint("h", "Straße 5, Hinterhaus").is_ok() && id("b", "Ünïcode-1").is_ok()
+        );
     }
 }
