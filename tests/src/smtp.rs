@@ -16,6 +16,13 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        SmtpSink::start_with(|_| {})
+    }
+
+    /// A sink that calls `after_each` with the number of messages kept so far, after keeping one
+    /// and before answering for it (a relay that takes its time, or a test acting meanwhile).
+    pub fn start_with(after_each: impl Fn(usize) + Send + Sync + 'static) -> SmtpSink {
+        let after_each = Arc::new(after_each);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -23,7 +30,7 @@ impl SmtpSink {
         let (kept, refused) = (messages.clone(), refusals.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (kept, refused) = (kept.clone(), refused.clone());
+                let (kept, refused, after_each) = (kept.clone(), refused.clone(), after_each.clone());
                 std::thread::spawn(move || {
                     let mut out = stream.try_clone().unwrap();
                     let mut lines = BufReader::new(stream);
@@ -44,7 +51,12 @@ impl SmtpSink {
                                 data.push_str(&part);
                                 part.clear();
                             }
-                            kept.lock().unwrap().push(data);
+                            let n = {
+                                let mut kept = kept.lock().unwrap();
+                                kept.push(data);
+                                kept.len()
+                            };
+                            after_each(n);
                             b"250 kept\r\n"
                         } else if verb == "QUIT" {
                             let _ = out.write_all(b"221 bye\r\n");

@@ -15,6 +15,7 @@ use doorstep_dispatch::MailConfig;
 use doorstep_tests::http::{Scene, Server, get_as, post};
 use doorstep_tests::insider::Insider;
 use doorstep_tests::smtp::SmtpSink;
+use std::sync::{Arc, OnceLock};
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -170,6 +171,45 @@ fn a_customer_link_opens_one_parcel_until_its_day_ends_and_qr_tokens_are_capped(
     // The delivery day (Berlin) ends; so does the link.
     server.clock.set(phone.parcel("P0").unwrap().not_after);
     assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 404);
+}
+
+/// A sender whose batch takes longer than a claim lasts (a slow relay: here each message takes two
+/// minutes of dispatch's clock) never has a message sent again by another sender meanwhile: each
+/// message is claimed just before it travels. Before, a sender claimed its whole
+/// batch at once, the claims ran out while it worked through it, and a second sender sent the
+/// rest again.
+#[test]
+fn a_slow_relay_never_gets_a_message_twice_from_two_senders() {
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = MailConfig::Smtp { host: "127.0.0.1".into(), port: dead_port };
+    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(down));
+    let (_phone, _dir, _) = server.day();
+    assert_eq!(server.dispatch.pending_mail().unwrap(), 5);
+    server.clock.advance(chrono::TimeDelta::minutes(1)); // past the first failure's backoff
+    let other: Arc<OnceLock<doorstep_dispatch::Dispatch>> = Arc::new(OnceLock::new());
+    let (clock, second) = (server.clock.clone(), other.clone());
+    let sink = SmtpSink::start_with(move |kept| {
+        // The first sender's first three messages take two minutes each; the second sender's,
+        // sent while the first waits on its third, none.
+        if kept <= 3 {
+            clock.advance(chrono::TimeDelta::minutes(2));
+        }
+        if kept == 3 {
+            // The first sender is on its third message, ten minutes into its batch's claim of five.
+            second.get().unwrap().send_pending_mail().unwrap();
+        }
+    });
+    let relay = || MailConfig::Smtp { host: "127.0.0.1".into(), port: sink.port };
+    let first = server.reopen().with_clock(server.clock.clone()).with_mail(relay());
+    let _ = other.set(server.reopen().with_clock(server.clock.clone()).with_mail(relay()));
+    first.send_pending_mail().unwrap();
+    assert_eq!(first.pending_mail().unwrap(), 0);
+    // A message sent twice arrives twice byte for byte (it was composed once, when queued).
+    let mut sent = sink.messages();
+    sent.sort();
+    let n = sent.len();
+    sent.dedup();
+    assert_eq!((n, sent.len()), (5, 5), "each of the five messages sent once");
 }
 
 /// A relay that is down does not stop the day: codes are issued, their e-mail waits sealed in the

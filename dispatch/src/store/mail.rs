@@ -1,14 +1,16 @@
 //! Customer e-mail, kept in the database until it is out: a code's message is queued (sealed)
 //! in the transaction that issues the code, sent after the commit, and retried in the background.
-//! Each message is claimed before it travels, so two senders never send it twice; one that fails
-//! waits its own backoff, and one the relay refused for good is kept and not tried again.
+//! Each message is claimed just before it travels, one at a time, so two senders never send it
+//! twice, however slow the relay; one that fails waits its own backoff, and one the relay refused
+//! for good is kept and not tried again.
 
 use super::*;
 
 /// Messages one call of the mail sender takes.
 const MAIL_BATCH: i64 = 20;
 
-/// How long a sender's claim on a message lasts (a sender that died leaves it to the next).
+/// How long a sender's claim on a message lasts (a sender that died leaves it to the next): far
+/// longer than one delivery may take (`mail::SMTP_TIMEOUT`).
 const MAIL_CLAIM_MS: i64 = 5 * 60_000;
 
 /// The wait before trying a message again after its `attempts`-th failure: 30 s doubling, at
@@ -73,22 +75,14 @@ impl Dispatch {
     }
 
     fn send_mail(&self, only: Option<i64>) -> Result<usize> {
-        let now = self.now_ms()?;
-        // Claimed in one transaction: of two nodes claiming at once, one runs again and finds
-        // the messages claimed.
-        let claimed: Vec<(i64, String, Vec<u8>, i64)> = self.run(|tx| {
-            let rows: Vec<(i64, String, Vec<u8>, i64)> = tx.all(
-                "SELECT id, recipient, message, attempts FROM mail_outbox
-                 WHERE retry_at_ms <= ?1 AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT ?3",
-                params![now, only, MAIL_BATCH],
-            )?;
-            for (id, ..) in &rows {
-                tx.execute("UPDATE mail_outbox SET retry_at_ms = ?2 WHERE id = ?1", params![id, now + MAIL_CLAIM_MS])?;
-            }
-            Ok(rows)
-        })?;
         let mut sent = 0;
-        for (id, recipient, sealed, attempts) in claimed {
+        // One message at a time, each claimed just before it travels: a claim covers one
+        // delivery (the relay's timeout is well inside it), never a batch a slow relay could
+        // outlast while another sender takes the rest.
+        for _ in 0..MAIL_BATCH {
+            let Some((id, recipient, sealed, attempts)) = self.claim_mail(only)? else {
+                break;
+            };
             let outcome = match self.kek.open(&mail_aad(id), &sealed) {
                 Ok(message) => crate::mail::deliver(&self.mail, &recipient, &message),
                 Err(e) => Err(crate::mail::Undelivered { permanent: false, reason: e.to_string() }),
@@ -109,8 +103,28 @@ impl Dispatch {
                     })?;
                 }
             }
+            if only.is_some() {
+                break;
+            }
         }
         Ok(sent)
+    }
+
+    /// Claims the next message due (`only`: that one, if due) for [`MAIL_CLAIM_MS`], in one
+    /// transaction: of two senders claiming at once, one runs again and finds it claimed.
+    fn claim_mail(&self, only: Option<i64>) -> Result<Option<(i64, String, Vec<u8>, i64)>> {
+        let now = self.now_ms()?;
+        self.run(|tx| {
+            let row: Option<(i64, String, Vec<u8>, i64)> = tx.opt(
+                "SELECT id, recipient, message, attempts FROM mail_outbox
+                 WHERE retry_at_ms <= ?1 AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT 1",
+                params![now, only],
+            )?;
+            if let Some((id, ..)) = &row {
+                tx.execute("UPDATE mail_outbox SET retry_at_ms = ?2 WHERE id = ?1", params![id, now + MAIL_CLAIM_MS])?;
+            }
+            Ok(row)
+        })
     }
 
     /// Customer e-mail not delivered yet.
