@@ -19,6 +19,9 @@ fn mail_backoff_ms(attempts: i64) -> i64 {
     (30_000i64 << attempts.clamp(0, 7)).min(3_600_000)
 }
 
+/// A queued message as claimed: id, recipient, the sealed message, earlier attempts.
+type QueuedMail = (i64, String, Vec<u8>, i64);
+
 pub(super) fn mail_aad(id: i64) -> String {
     format!("mail/{id}")
 }
@@ -112,10 +115,10 @@ impl Dispatch {
 
     /// Claims the next message due (`only`: that one, if due) for [`MAIL_CLAIM_MS`], in one
     /// transaction: of two senders claiming at once, one runs again and finds it claimed.
-    fn claim_mail(&self, only: Option<i64>) -> Result<Option<(i64, String, Vec<u8>, i64)>> {
+    fn claim_mail(&self, only: Option<i64>) -> Result<Option<QueuedMail>> {
         let now = self.now_ms()?;
         self.run(|tx| {
-            let row: Option<(i64, String, Vec<u8>, i64)> = tx.opt(
+            let row: Option<QueuedMail> = tx.opt(
                 "SELECT id, recipient, message, attempts FROM mail_outbox
                  WHERE retry_at_ms <= ?1 AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2) ORDER BY retry_at_ms, id LIMIT 1",
                 params![now, only],
