@@ -210,10 +210,15 @@ enum DeviceCommand {
         #[arg(long)]
         token: String,
     },
-    /// Fetch and apply the manifests due for a delivery date.
+    /// Fetch and apply the manifests due for a delivery date (YYYY-MM-DD). The device holds one
+    /// day: another day replaces it, which is refused while the held day has parcels or receipts
+    /// left, unless --replace-day.
     Sync {
         #[arg(long)]
         date: chrono::NaiveDate,
+        /// Replace the day this device holds although it has parcels or receipts left.
+        #[arg(long)]
+        replace_day: bool,
     },
     /// List the parcels (of one stop).
     Parcels {
@@ -251,7 +256,7 @@ fn main() -> ExitCode {
         Command::Device { dir, dispatch, dispatch_ca, json, action } => {
             let action = match action {
                 DeviceCommand::Enrol { token } => terminal::Action::Enrol { token },
-                DeviceCommand::Sync { date } => terminal::Action::Sync { date },
+                DeviceCommand::Sync { date, replace_day } => terminal::Action::Sync { date, replace_day },
                 DeviceCommand::Parcels { stop } => terminal::Action::Parcels { stop },
                 DeviceCommand::Verify { barcode, code, qr } => terminal::Action::Verify { barcode, code, qr },
                 DeviceCommand::Fail { barcode, reason, note } => terminal::Action::Fail { barcode, reason, note },

@@ -14,7 +14,7 @@ fn terminal_phone(server: &Server, dir: &std::path::Path) -> Remote {
     let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
     let run = |action| run_with_clock(dir, &remote, action, server.clock.clone()).unwrap();
     run(Action::Enrol { token });
-    run(Action::Sync { date: server.scene.date });
+    run(Action::Sync { date: server.scene.date, replace_day: false });
     remote
 }
 
@@ -96,4 +96,24 @@ fn a_device_folder_that_lost_its_key_or_its_database_is_named_and_nothing_is_cre
     assert_eq!(error.ending, Ending::Failed, "{error}");
     assert!(error.to_string().contains("empty"), "{error}");
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was found");
+}
+
+#[test]
+fn syncing_another_day_by_mistake_is_refused_while_the_held_day_has_work_left() {
+    let server = Server::start();
+    let (_phone, _dir, _id) = server.day();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = terminal_phone(&server, dir.path());
+    let run = |action| run_with_clock(dir.path(), &remote, action, server.clock.clone());
+    let tomorrow = server.scene.date.succ_opt().unwrap();
+    let before = run(Action::Parcels { stop: None }).unwrap();
+    let error = run(Action::Sync { date: tomorrow, replace_day: false }).unwrap_err();
+    assert_eq!(error.ending, Ending::BadInput, "{error}");
+    assert!(error.to_string().contains("--replace-day") && error.to_string().contains("8 parcels"), "{error}");
+    assert_eq!(run(Action::Parcels { stop: None }).unwrap(), before, "today's parcels are all still there");
+    assert_eq!(run(Action::Status).unwrap()["delivery_date"], server.scene.date.to_string());
+    // Syncing today again is fine; replacing the day when asked to is too.
+    run(Action::Sync { date: server.scene.date, replace_day: false }).unwrap();
+    run(Action::Sync { date: tomorrow, replace_day: true }).unwrap();
+    assert_eq!(run(Action::Status).unwrap()["delivery_date"], tomorrow.to_string());
 }

@@ -63,11 +63,27 @@ impl KeyVault for FileVault {
 
 /// What the terminal device can do.
 pub enum Action {
-    Enrol { token: String },
-    Sync { date: chrono::NaiveDate },
-    Parcels { stop: Option<String> },
-    Verify { barcode: String, code: Option<String>, qr: Option<String> },
-    Fail { barcode: String, reason: String, note: Option<String> },
+    Enrol {
+        token: String,
+    },
+    /// `replace_day`: go ahead although the device holds another day with work left on it.
+    Sync {
+        date: chrono::NaiveDate,
+        replace_day: bool,
+    },
+    Parcels {
+        stop: Option<String>,
+    },
+    Verify {
+        barcode: String,
+        code: Option<String>,
+        qr: Option<String>,
+    },
+    Fail {
+        barcode: String,
+        reason: String,
+        note: Option<String>,
+    },
     Upload,
     Status,
 }
@@ -193,8 +209,23 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
             t.device.complete_enrolment(&bundle)?;
             json!({ "enrolled": true, "device_id": t.device_id()? })
         }
-        Action::Sync { date } => {
+        Action::Sync { date, replace_day } => {
             let id = t.device_id()?;
+            // A phone holds one delivery day: another day's manifest replaces it. Never by a typo:
+            // with parcels still to hand over or receipts not uploaded, only when asked to.
+            let status = t.device.status()?;
+            let open = status.parcels.pending + status.parcels.locked;
+            if let Some(held) = status.delivery_date.filter(|held| *held != date)
+                && (open > 0 || status.pending_receipts > 0)
+                && !replace_day
+            {
+                return Err(bad_input(format!(
+                    "this device holds {held} ({open} parcels not handed over yet, {} receipts not uploaded); \
+                     syncing {date} would replace that day on this device. Check --date; to replace the day, \
+                     upload first and pass --replace-day. Nothing was changed",
+                    status.pending_receipts
+                )));
+            }
             let mut applied = Vec::new();
             loop {
                 let since = t.device.status()?.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
