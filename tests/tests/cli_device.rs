@@ -2,29 +2,48 @@
 //! (`terminal::Ending`), and each error says what happened and what to do. Run in-process
 //! against a real dispatch over HTTP; `dispatch/tests/cli.rs` runs the binary itself.
 
-use doorstep_dispatch::terminal::{Action, Ending, Remote, run_with_clock};
+use doorstep_dispatch::terminal::{Action, Ending, Remote, TerminalError, run_with_clock};
 use doorstep_tests::http::Server;
 
-/// An enrolled, synced terminal phone in `dir`.
-fn terminal_phone(server: &Server, dir: &std::path::Path) -> Remote {
-    let remote = Remote::from(server.base.as_str());
-    let body = serde_json::to_vec(&serde_json::json!({ "route_id": "R1" })).unwrap();
-    let (status, token) = server.op_post("/v1/enrolment-tokens", &body);
-    assert_eq!(status, 201);
-    let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
-    let run = |action| run_with_clock(dir, &remote, action, server.clock.clone()).unwrap();
-    run(Action::Enrol { token });
-    run(Action::Sync { date: server.scene.date, replace_day: false });
-    remote
+/// A day on a real dispatch, and an enrolled terminal phone that synced it, in a folder of its own.
+struct TerminalDay {
+    server: Server,
+    dir: tempfile::TempDir,
+    remote: Remote,
+}
+
+impl TerminalDay {
+    fn start() -> TerminalDay {
+        let server = Server::start();
+        server.day();
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Remote::from(server.base.as_str());
+        let body = serde_json::to_vec(&serde_json::json!({ "route_id": "R1" })).unwrap();
+        let (status, token) = server.op_post("/v1/enrolment-tokens", &body);
+        assert_eq!(status, 201);
+        let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
+        let day = TerminalDay { server, dir, remote };
+        day.run(Action::Enrol { token }).unwrap();
+        day.run(Action::Sync { date: day.server.scene.date, replace_day: false }).unwrap();
+        day
+    }
+
+    /// Runs `action` on the phone against this dispatch.
+    fn run(&self, action: Action) -> Result<serde_json::Value, TerminalError> {
+        self.on(&self.remote, action)
+    }
+
+    /// Runs `action` on the phone against `remote`.
+    fn on(&self, remote: &Remote, action: Action) -> Result<serde_json::Value, TerminalError> {
+        run_with_clock(self.dir.path(), remote, action, self.server.clock.clone())
+    }
 }
 
 #[test]
 fn each_way_a_device_command_ends_has_its_own_exit_code_and_says_what_to_do() {
-    let server = Server::start();
-    let (_phone, _dir, _id) = server.day();
-    let dir = tempfile::tempdir().unwrap();
-    let remote = terminal_phone(&server, dir.path());
-    let run = |action| run_with_clock(dir.path(), &remote, action, server.clock.clone());
+    let day = TerminalDay::start();
+    let server = &day.server;
+    let run = |action| day.run(action);
     let ends_with = |action, ending: Ending, says: &str| {
         let error = run(action).expect_err(says);
         assert_eq!(error.ending, ending, "{error}");
@@ -55,14 +74,14 @@ fn each_way_a_device_command_ends_has_its_own_exit_code_and_says_what_to_do() {
     // Dispatch unreachable: 4, and the receipts stay in the outbox.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gone = Remote::from(format!("http://127.0.0.1:{port}").as_str());
-    let error = run_with_clock(dir.path(), &gone, Action::Upload, server.clock.clone()).unwrap_err();
+    let error = day.on(&gone, Action::Upload).unwrap_err();
     assert_eq!(error.ending, Ending::Unreachable, "{error}");
     assert!(error.to_string().contains("nothing was lost"), "{error}");
     assert_eq!(run(Action::Status).unwrap()["pending_receipts"], 2);
     // Dispatch refusing: 5, with dispatch's own words and what to do.
     let elsewhere = Server::start();
     let other = Remote::from(elsewhere.base.as_str());
-    let error = run_with_clock(dir.path(), &other, Action::Upload, server.clock.clone()).unwrap_err();
+    let error = day.on(&other, Action::Upload).unwrap_err();
     assert_eq!(error.ending, Ending::DispatchRefused, "{error}");
     assert!(error.to_string().contains("HTTP 401") && error.to_string().contains("enrolled"), "{error}");
     // And the right dispatch takes them.
@@ -71,13 +90,11 @@ fn each_way_a_device_command_ends_has_its_own_exit_code_and_says_what_to_do() {
 
 #[test]
 fn a_device_folder_that_lost_its_key_or_its_database_is_named_and_nothing_is_created() {
-    let server = Server::start();
-    let (_phone, _dir, _id) = server.day();
-    let dir = tempfile::tempdir().unwrap();
-    let remote = terminal_phone(&server, dir.path());
-    let run = |action| run_with_clock(dir.path(), &remote, action, server.clock.clone());
+    let day = TerminalDay::start();
+    let dir = day.dir.path();
+    let run = |action| day.run(action);
     // The key gone: its own error, and no new key made.
-    let key = dir.path().join("vault.key");
+    let key = dir.join("vault.key");
     let kept = std::fs::read(&key).unwrap();
     std::fs::remove_file(&key).unwrap();
     let error = run(Action::Status).unwrap_err();
@@ -87,9 +104,9 @@ fn a_device_folder_that_lost_its_key_or_its_database_is_named_and_nothing_is_cre
     std::fs::write(&key, kept).unwrap();
     assert_eq!(run(Action::Status).unwrap()["enrolled"], true);
     // The database emptied (a failing disk): refused as damaged, never a fresh unenrolled device.
-    let db = dir.path().join("device.db");
+    let db = dir.join("device.db");
     for side in ["device.db-wal", "device.db-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(side));
+        let _ = std::fs::remove_file(dir.join(side));
     }
     std::fs::File::create(&db).unwrap();
     let error = run(Action::Status).unwrap_err();
@@ -100,11 +117,9 @@ fn a_device_folder_that_lost_its_key_or_its_database_is_named_and_nothing_is_cre
 
 #[test]
 fn syncing_another_day_by_mistake_is_refused_while_the_held_day_has_work_left() {
-    let server = Server::start();
-    let (_phone, _dir, _id) = server.day();
-    let dir = tempfile::tempdir().unwrap();
-    let remote = terminal_phone(&server, dir.path());
-    let run = |action| run_with_clock(dir.path(), &remote, action, server.clock.clone());
+    let day = TerminalDay::start();
+    let server = &day.server;
+    let run = |action| day.run(action);
     let tomorrow = server.scene.date.succ_opt().unwrap();
     let before = run(Action::Parcels { stop: None }).unwrap();
     let error = run(Action::Sync { date: tomorrow, replace_day: false }).unwrap_err();

@@ -173,6 +173,15 @@ fn a_customer_link_opens_one_parcel_until_its_day_ends_and_qr_tokens_are_capped(
     assert_eq!(get_as(&server.url("/v1/customer/parcels/P0/code"), &p0_link).0, 404);
 }
 
+/// A day played while the mail relay is down: its 5 coded parcels' e-mail waits in the outbox.
+fn day_with_the_relay_down() -> Server {
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = MailConfig::Smtp { host: "127.0.0.1".into(), port: dead_port };
+    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(down));
+    server.day();
+    server
+}
+
 /// A sender whose batch takes longer than a claim lasts (a slow relay: here each message takes two
 /// minutes of dispatch's clock) never has a message sent again by another sender meanwhile: each
 /// message is claimed just before it travels. Before, a sender claimed its whole
@@ -180,10 +189,7 @@ fn a_customer_link_opens_one_parcel_until_its_day_ends_and_qr_tokens_are_capped(
 /// rest again.
 #[test]
 fn a_slow_relay_never_gets_a_message_twice_from_two_senders() {
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let down = MailConfig::Smtp { host: "127.0.0.1".into(), port: dead_port };
-    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(down));
-    let (_phone, _dir, _) = server.day();
+    let server = day_with_the_relay_down();
     assert_eq!(server.dispatch.pending_mail().unwrap(), 5);
     server.clock.advance(chrono::TimeDelta::minutes(1)); // past the first failure's backoff
     let other: Arc<OnceLock<doorstep_dispatch::Dispatch>> = Arc::new(OnceLock::new());
@@ -217,10 +223,7 @@ fn a_slow_relay_never_gets_a_message_twice_from_two_senders() {
 /// while the relay was down.
 #[test]
 fn a_code_is_issued_while_the_relay_is_down_and_its_mail_goes_out_later() {
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let down = MailConfig::Smtp { host: "127.0.0.1".into(), port: dead_port };
-    let server = Server::start_with(Scene::default_day(), |d| d.with_mail(down));
-    let (_phone, _dir, _) = server.day();
+    let server = day_with_the_relay_down();
     assert_eq!(server.dispatch.pending_mail().unwrap(), 5, "the 5 coded parcels' e-mail waits");
     // The key-encryption key is rotated meanwhile: queued e-mail is re-sealed with the codes.
     // 5 codes, 1 device secret and 5 queued messages.
