@@ -35,7 +35,9 @@ pub struct PostgresConfig {
 
 impl PostgresConfig {
     pub fn new(url: impl Into<String>) -> PostgresConfig {
-        PostgresConfig { url: url.into(), pool_size: 16, schema: None }
+        // Above the uploads one node reads at once (16, `api::device`), which may wait on each
+        // other's row locks: manifests and operator requests always find a connection.
+        PostgresConfig { url: url.into(), pool_size: 24, schema: None }
     }
 
     /// The same database, with the tables in `schema` (lower-case letters, digits, `_`).
