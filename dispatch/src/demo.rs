@@ -92,6 +92,11 @@ pub struct DemoReport {
     pub receipts_held_by_dispatch: usize,
     pub pending_on_phones: u32,
     pub lost_acks_recovered: usize,
+    /// Customers' e-mails sent at the end of the day (codes, and notices of each hand-over and
+    /// failed attempt).
+    pub customer_emails_sent: usize,
+    /// Receipts dispatch flagged for an operator (none on an honest day).
+    pub operator_alerts: usize,
     pub reconciled: bool,
 }
 
@@ -209,7 +214,20 @@ pub fn run(
         report.receipts_held_by_dispatch += held.len();
         report.pending_on_phones += phone.device.status()?.pending_receipts;
     }
-    report.reconciled = all_accepted && report.pending_on_phones == 0 && report.receipts_held_by_dispatch > 0;
+    // The customers hear of their door (the background sender's round, run here once).
+    loop {
+        let sent = dispatch.send_pending_mail()?;
+        report.customer_emails_sent += sent;
+        if sent == 0 {
+            break;
+        }
+    }
+    report.operator_alerts = dispatch.alerts()?.len();
+    report.reconciled = all_accepted
+        && report.pending_on_phones == 0
+        && report.receipts_held_by_dispatch > 0
+        && report.operator_alerts == 0
+        && dispatch.pending_mail()? == 0;
     Ok(report)
 }
 
@@ -320,6 +338,11 @@ pub fn print_table(r: &DemoReport) {
         r.receipts_held_by_dispatch,
         r.pending_on_phones,
         r.lost_acks_recovered
+    );
+    say!(
+        "customer e-mails sent at the end of the day (notices of each door): {}; operator alerts: {}",
+        r.customer_emails_sent,
+        r.operator_alerts
     );
     say!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
 }

@@ -1,5 +1,6 @@
-//! Customer e-mail: the code for a parcel that left the warehouse (and for a reissued code). A
-//! message is composed inside the transaction that issues the code and kept, sealed, in the
+//! Customer e-mail: the code for a parcel that left the warehouse (and for a reissued code), and
+//! the notice of what happened at the door (a hand-over, to whom and when, or a failed attempt).
+//! A message is composed inside the transaction that issues the code and kept, sealed, in the
 //! database's mail outbox (`store/mail.rs`); it is delivered after the commit and retried until it goes
 //! out, so a code that exists always reaches the customer and a rolled-back one never does. By
 //! default delivery writes an `.eml` file into the state folder's `outbox/`; with an SMTP relay
@@ -36,7 +37,6 @@ pub struct CodeMail<'a> {
 
 /// The message, as the bytes that travel.
 pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
-    let from: Mailbox = "doorstep dispatch <dispatch@doorstep.invalid>".parse().map_err(mail_err)?;
     let to: Mailbox =
         mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
     let opening = if mail.reissued {
@@ -63,10 +63,68 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
         date = mail.delivery_date,
         token = mail.customer_token,
     );
+    letter(&to, &format!("Your delivery code for parcel {}", mail.parcel_id), body)
+}
+
+/// What a notice of a hand-over or a failed attempt says.
+pub struct DoorMail<'a> {
+    pub to: &'a str,
+    pub parcel_id: &'a str,
+    pub what: Door<'a>,
+    /// When, in the delivery address's local time (`2026-11-28 14:03 (Europe/Berlin)`).
+    pub at: String,
+}
+
+/// What happened at the door.
+pub enum Door<'a> {
+    /// Handed over, to the holder whose code or QR token was shown (`None`: no code was needed).
+    HandedOver(Option<&'a doorstep_core::protocol::Holder>),
+    /// Not handed over, why in words.
+    Failed(String),
+}
+
+/// A notice of what happened at the door, as the bytes that travel. No code is in it.
+pub(crate) fn compose_door(mail: &DoorMail<'_>) -> Result<Vec<u8>> {
+    let to: Mailbox =
+        mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
+    let (subject, body) = match &mail.what {
+        Door::HandedOver(holder) => {
+            let whom = match holder {
+                Some(doorstep_core::protocol::Holder::Customer) => "you (with your code)".to_owned(),
+                Some(doorstep_core::protocol::Holder::Delegate(label)) => format!("{label:?}, whom you named"),
+                None => "the person at the door (it needed no code)".to_owned(),
+            };
+            (
+                format!("Parcel {} was handed over", mail.parcel_id),
+                format!(
+                    "Parcel {parcel} was handed over to {whom}\non {at}.\n\n\
+                     If that was not you or a person you named, tell us at once\n\
+                     by replying to this e-mail: the hand-over will be looked into.\n",
+                    parcel = mail.parcel_id,
+                    at = mail.at,
+                ),
+            )
+        }
+        Door::Failed(why) => (
+            format!("Delivery attempt for parcel {}", mail.parcel_id),
+            format!(
+                "The driver could not hand over parcel {parcel}\non {at}: {why}.\n\n\
+                 Your code stays valid until the end of the delivery day.\n",
+                parcel = mail.parcel_id,
+                at = mail.at,
+            ),
+        ),
+    };
+    letter(&to, &subject, body)
+}
+
+/// A plain-text message from dispatch.
+fn letter(to: &Mailbox, subject: &str, body: String) -> Result<Vec<u8>> {
+    let from: Mailbox = "doorstep dispatch <dispatch@doorstep.invalid>".parse().map_err(mail_err)?;
     let message = Message::builder()
         .from(from)
-        .to(to)
-        .subject(format!("Your delivery code for parcel {}", mail.parcel_id))
+        .to(to.clone())
+        .subject(subject)
         .header(ContentType::TEXT_PLAIN)
         .body(body)
         .map_err(mail_err)?;

@@ -32,6 +32,7 @@ pub(super) fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(reissue))
         .routes(routes!(reassign))
         .routes(routes!(history))
+        .routes(routes!(alerts))
         .route_layer(middleware::from_fn_with_state(state, require_operator))
         .layer(body_deadline(OPERATOR_BODY_DEADLINE))
 }
@@ -284,4 +285,13 @@ async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Re
     let receipts =
         receipts.into_iter().map(|r| HistoryEntry { receipt: r.body, status: r.status, reason: r.reason }).collect();
     Ok(Json(History { receipts, actions }).into_response())
+}
+
+/// The receipts dispatch flagged for review, newest first (at most 500): each also went to the log
+/// when it was flagged.
+#[utoipa::path(get, path = "/v1/alerts", tag = "operator", security(("operator" = [])),
+    responses((status = 200, description = "The alerts.", body = Vec<crate::store::Alert>), Errors))]
+async fn alerts(State(d): State<AppState>) -> Result<Response, DispatchError> {
+    let alerts = blocking(move || d.alerts()).await?;
+    Ok(Json(alerts).into_response())
 }

@@ -57,13 +57,19 @@ impl Dispatch {
             reissued,
         })?;
         // Kept sealed with the code it carries; delivered once this transaction commits.
+        self.queue_mail(tx, parcel_id, &email, &message)
+    }
+
+    /// Queues `message` to `recipient` about `parcel_id`, sealed; it goes out once the
+    /// transaction commits. Returns its id.
+    pub(super) fn queue_mail(&self, tx: &Tx<'_>, parcel_id: &str, recipient: &str, message: &[u8]) -> Result<i64> {
         let id: i64 = tx.one(
             "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, ?3, ?4) RETURNING id",
-            params![parcel_id, email, Vec::<u8>::new(), self.now_ms()?],
+            params![parcel_id, recipient, Vec::<u8>::new(), self.now_ms()?],
         )?;
         tx.execute(
             "UPDATE mail_outbox SET message = ?2 WHERE id = ?1",
-            params![id, self.seal(tx, &mail_aad(id), &message)?],
+            params![id, self.seal(tx, &mail_aad(id), message)?],
         )?;
         Ok(id)
     }

@@ -48,6 +48,7 @@ mod keys;
 mod ledger;
 mod mail;
 mod manifests;
+mod notices;
 mod parcels;
 mod receipts;
 mod schema;
@@ -59,6 +60,7 @@ use keys::{KEK_FILE, finish_kek_rotation, load_or_create_issuer};
 pub use keys::{add_key, promote_key, rotate_kek};
 use mail::mail_aad;
 pub use manifests::route_day_capacity;
+pub use notices::{Alert, MAX_ALERTS};
 use schema::{SCHEMA, has_sealed_rows, upgrade};
 
 /// Parcels one route may carry on one day, at most; fewer when the code policy's delegates make

@@ -60,7 +60,7 @@ impl Dispatch {
         // device's row (its uploads judged one after the other, each seeing what the one before
         // stored), the order operator actions take them in. Claimed QR nonces and stored
         // receipts are unique keys (a second claim waits, then finds the first).
-        self.db.run_locking(|tx| {
+        let (ack, alerts) = self.db.run_locking(|tx| {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
@@ -74,8 +74,13 @@ impl Dispatch {
             let mut ledger = SqlLedger::for_batch(tx, &checked, &contested)?;
             let verdict = self.issuer.judge_batch(&device, &mut ledger, &codes, &checked, self.now()?)?;
             ledger.flush()?;
-            Ok(verdict.signed_ack)
-        })
+            let alerts = self.notice(tx, &checked, &verdict.ack.results)?;
+            Ok((verdict.signed_ack, alerts))
+        })?;
+        for alert in alerts {
+            eprintln!("{alert}");
+        }
+        Ok(ack)
     }
 
     /// Receipts held for a device with their verdicts, in chain order.

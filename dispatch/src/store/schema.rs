@@ -191,10 +191,19 @@ CREATE TABLE IF NOT EXISTS key_registry (
     name  TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+-- Receipts dispatch flagged, for an operator to look at (GET /v1/alerts), one row each.
+CREATE TABLE IF NOT EXISTS alert (
+    id         INTEGER PRIMARY KEY,
+    at_ms      INTEGER NOT NULL,
+    device_id  TEXT NOT NULL,
+    receipt_id TEXT NOT NULL UNIQUE,
+    parcels    TEXT NOT NULL,
+    reason     TEXT NOT NULL
+);
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -217,6 +226,12 @@ pub(super) fn migrate_postgres(tx: &Tx<'_>) -> Result<()> {
         Some(found) if found > SCHEMA_VERSION => Err(bad(format!(
             "the database was written by a newer doorstep (schema {found}, this build knows {SCHEMA_VERSION})"
         ))),
+        Some(found) if found < SCHEMA_VERSION => {
+            // Every step since 7 only adds tables: `SCHEMA` creates those missing.
+            tx.batch(&postgres_schema())?;
+            tx.execute("UPDATE doorstep_schema SET version = ?1", params![SCHEMA_VERSION])?;
+            Ok(())
+        }
         Some(_) => Ok(()),
         None => {
             tx.batch(&postgres_schema())?;
@@ -381,6 +396,10 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
             )?;
         }
         tx.commit()?;
+    }
+    if version < 8 {
+        // Step 8: the alert table, which `SCHEMA` creates; recorded so both backends count alike.
+        conn.execute_batch("PRAGMA user_version = 8;")?;
     }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so

@@ -1,0 +1,123 @@
+//! What dispatch tells people when an upload is stored, in the upload's own transaction, so that
+//! exactly what is stored is told, once (a batch sent again is all duplicates and tells nothing):
+//! - each customer whose parcel was handed over (to whom, when) or not (why), by e-mail, queued
+//!   sealed and sent by the background sender within its round (`serve`: every 30 s);
+//! - operators, of each receipt flagged for review: an alert row (`GET /v1/alerts`) and, after the
+//!   commit, a line in the log.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::mail::{Door, DoorMail};
+
+/// Alerts an operator listing returns at most.
+pub const MAX_ALERTS: i64 = 500;
+
+/// A receipt flagged for review, for an operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Alert {
+    /// When dispatch flagged it (ms since the epoch).
+    pub at_ms: i64,
+    pub device_id: String,
+    pub receipt_id: String,
+    /// The parcels the receipt names.
+    pub parcels: Vec<String>,
+    /// Why it was flagged (never told to the phone).
+    pub reason: String,
+}
+
+impl Dispatch {
+    /// Queues the notices for a stored batch: `results` are its verdicts. Returns the log lines
+    /// of its alerts, for after the commit.
+    pub(super) fn notice(
+        &self,
+        tx: &Tx<'_>,
+        checked: &CheckedBatch,
+        results: &[doorstep_core::protocol::ReceiptResult],
+    ) -> Result<Vec<String>> {
+        let verdicts: HashMap<Uuid, ReceiptStatus> = results.iter().map(|r| (r.receipt_id, r.status)).collect();
+        let mut alerts = Vec::new();
+        for body in checked.signed() {
+            match verdicts.get(&body.receipt_id) {
+                Some(ReceiptStatus::Accepted)
+                    if matches!(body.event, ReceiptEvent::Delivered | ReceiptEvent::Failed) =>
+                {
+                    for parcel in &body.parcels {
+                        self.tell_customer(tx, body, &parcel.parcel_id)?;
+                    }
+                }
+                Some(ReceiptStatus::Flagged) => {
+                    let parcels: Vec<&str> = body.parcels.iter().map(|p| p.parcel_id.as_str()).collect();
+                    let reason: String = tx.one(
+                        "SELECT coalesce(reason, '') FROM receipt WHERE receipt_id = ?1",
+                        params![body.receipt_id.to_string()],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO alert (at_ms, device_id, receipt_id, parcels, reason) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT DO NOTHING",
+                        params![
+                            self.now_ms()?,
+                            body.device_id,
+                            body.receipt_id.to_string(),
+                            serde_json::to_string(&parcels).map_err(|e| bad(e.to_string()))?,
+                            reason
+                        ],
+                    )?;
+                    alerts.push(format!(
+                        "alert: receipt {} of device {} about {} flagged: {reason}",
+                        body.receipt_id,
+                        body.device_id,
+                        parcels.join(", ")
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(alerts)
+    }
+
+    /// Queues the e-mail telling `parcel_id`'s customer what the receipt says happened at the door.
+    fn tell_customer(&self, tx: &Tx<'_>, body: &ReceiptBody, parcel_id: &str) -> Result<()> {
+        let Some((email, zone)): Option<(String, String)> =
+            tx.opt("SELECT customer_email, time_zone FROM parcel WHERE parcel_id = ?1", params![parcel_id])?
+        else {
+            return Ok(());
+        };
+        let local = match zone.parse::<Tz>() {
+            Ok(tz) => body.trusted_time.with_timezone(&tz).format("%Y-%m-%d at %H:%M").to_string(),
+            Err(_) => body.trusted_time.format("%Y-%m-%d at %H:%M UTC").to_string(),
+        };
+        let what = match body.event {
+            ReceiptEvent::Delivered => Door::HandedOver(body.holder.as_ref()),
+            _ => Door::Failed(body.reason.map_or_else(
+                || "no reason given".to_owned(),
+                |r| {
+                    serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                        .unwrap_or_default()
+                },
+            )),
+        };
+        let mail = DoorMail { to: &email, parcel_id, what, at: format!("{local} ({zone})") };
+        let message = crate::mail::compose_door(&mail)?;
+        self.queue_mail(tx, parcel_id, &email, &message)?;
+        Ok(())
+    }
+
+    /// Operator: receipts flagged for review, newest first (at most [`MAX_ALERTS`]).
+    pub fn alerts(&self) -> Result<Vec<Alert>> {
+        let rows: Vec<(i64, String, String, String, String)> = self.run(|tx| {
+            Ok(tx.all(
+                "SELECT at_ms, device_id, receipt_id, parcels, reason FROM alert ORDER BY id DESC LIMIT ?1",
+                params![MAX_ALERTS],
+            )?)
+        })?;
+        rows.into_iter()
+            .map(|(at_ms, device_id, receipt_id, parcels, reason)| {
+                let parcels = serde_json::from_str(&parcels).map_err(|_| bad("stored alert parcels"))?;
+                Ok(Alert { at_ms, device_id, receipt_id, parcels, reason })
+            })
+            .collect()
+    }
+}
