@@ -11,11 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget="${1:-60}"
-bin="${DOORSTEP_BIN:-target/debug/doorstep}"
-[ -x "$bin" ] || cargo build --locked -p doorstep-dispatch --bin doorstep
+# The binary the tests built (a no-op build when it is up to date).
+cargo build --locked -p doorstep-dispatch --bin doorstep
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+bin="$target_dir/debug/doorstep"
 version=4.32.5
 cache="${XDG_CACHE_HOME:-/var/cache}/doorstep"
-mkdir -p "$cache" 2>/dev/null || cache="$HOME/.cache/doorstep"
+if ! { mkdir -p "$cache" && [ -w "$cache" ]; } 2>/dev/null; then
+  cache="$HOME/.cache/doorstep"
+  mkdir -p "$cache"
+fi
 venv="$cache/schemathesis-$version"
 if [ ! -x "$venv/bin/schemathesis" ]; then
   echo "installing schemathesis $version into $venv (once)"
@@ -41,14 +47,18 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 pid=$!
 
 status=0
+# From the state folder: schemathesis keeps its own files (.schemathesis/) where it runs.
+report="$PWD/target/api-fuzz"
+mkdir -p "$report"
+cd "$state"
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --wait-for-schema 30 \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,missing_required_header,ignored_auth \
   --header "Authorization: Bearer $key" \
   --max-time "$budget" --workers 2 \
-  --report-dir "$state/report" || status=$?
+  --report junit --report-dir "$report" || status=$?
 if [ "$status" -ne 0 ]; then
-  echo "--- dispatch's log (5xx details are logged, never answered) ---"
+  echo "--- dispatch's log (5xx details are logged, never answered); the run's report is in $report ---"
   tail -50 "$state/serve.log"
 fi
 exit "$status"

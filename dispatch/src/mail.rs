@@ -79,8 +79,8 @@ pub struct DoorMail<'a> {
 pub enum Door<'a> {
     /// Handed over, to the holder whose code or QR token was shown (`None`: no code was needed).
     HandedOver(Option<&'a doorstep_core::protocol::Holder>),
-    /// Not handed over, why in words.
-    Failed(String),
+    /// Not handed over: why, in words, and whether the customer's code still opens the parcel.
+    Failed { why: String, code_still_valid: bool },
 }
 
 /// A notice of what happened at the door, as the bytes that travel. No code is in it.
@@ -105,13 +105,14 @@ pub(crate) fn compose_door(mail: &DoorMail<'_>) -> Result<Vec<u8>> {
                 ),
             )
         }
-        Door::Failed(why) => (
+        Door::Failed { why, code_still_valid } => (
             format!("Delivery attempt for parcel {}", mail.parcel_id),
             format!(
-                "The driver could not hand over parcel {parcel}\non {at}: {why}.\n\n\
-                 Your code stays valid until the end of the delivery day.\n",
+                "The driver could not hand over parcel {parcel}\non {at}: {why}.\n{still}",
                 parcel = mail.parcel_id,
                 at = mail.at,
+                still =
+                    if *code_still_valid { "\nYour code stays valid until the end of the delivery day.\n" } else { "" },
             ),
         ),
     };

@@ -68,3 +68,18 @@ fn a_flagged_receipt_is_an_operator_alert_and_no_customer_is_told() {
     assert!(alerts[0]["reason"].as_str().unwrap().contains("does not match"), "{alerts}");
     assert!(notices(&server, "P2").is_empty(), "the customer is not told of a hand-over held for review");
 }
+
+#[test]
+fn a_receipt_sent_twice_in_one_batch_is_told_once_not_hidden() {
+    let server = Server::start();
+    let (phone, dir, _) = server.day();
+    let insider = Insider::of(&dir.path().join("d.db"));
+    let code = server.code("P4");
+    let body = insider.handover("P4", HandoverMethod::Code, Some(Holder::Customer), Some(&code), server.clock.now());
+    let mut receipts = insider.sign_chained(&server, vec![body]);
+    receipts.push(receipts[0].clone());
+    let results = insider.upload_receipts(&server, &phone, receipts).unwrap();
+    let statuses: Vec<_> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [ReceiptStatus::Accepted, ReceiptStatus::Duplicate]);
+    assert_eq!(notices(&server, "P4").len(), 1, "the stored copy is told, once");
+}

@@ -168,33 +168,34 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Builds a new database at `<path>.creating` and renames it to `path` (what a crash part-way
-/// leaves there is started again).
+/// Builds a new database beside `path` under a name of its own and links it into place: of two
+/// processes creating at once, the second finds `path` taken and opens the first one's database
+/// (a link never replaces a file; a rename would).
 fn create(path: &Path) -> Result<()> {
     let mut name = path.as_os_str().to_owned();
-    name.push(".creating");
+    let nonce = crate::crypto::random_bytes::<8>().map(u64::from_le_bytes).unwrap_or_default();
+    name.push(format!(".creating-{}-{nonce:016x}", std::process::id()));
     let fresh = std::path::PathBuf::from(name);
     let cannot = |e: std::io::Error| CoreError::CannotOpen(format!("{}: {e}", fresh.display()));
-    for side in ["", "-wal", "-shm"] {
-        let mut leftover = fresh.as_os_str().to_owned();
-        leftover.push(side);
-        match std::fs::remove_file(&leftover) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(cannot(e)),
-            _ => {}
-        }
-    }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(&fresh, flags).map_err(classify)?;
-    configure(&conn)?;
-    migrations().to_latest(&mut conn)?;
-    // Closing the only connection checkpoints the WAL into the file and removes it.
-    conn.close().map_err(|(_, e)| classify(e))?;
-    std::fs::File::open(&fresh).and_then(|f| f.sync_all()).map_err(cannot)?;
-    std::fs::rename(&fresh, path).map_err(cannot)?;
-    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // The rename is durable once the folder is (not possible on every platform: best effort).
-        let _ = std::fs::File::open(folder).and_then(|f| f.sync_all());
-    }
+    let built = (|| {
+        let mut conn = Connection::open_with_flags(&fresh, flags).map_err(classify)?;
+        configure(&conn)?;
+        migrations().to_latest(&mut conn)?;
+        // Closing the only connection checkpoints the WAL into the file and removes it.
+        conn.close().map_err(|(_, e)| classify(e))?;
+        std::fs::File::open(&fresh).and_then(|f| f.sync_all()).map_err(cannot)
+    })();
+    let linked = built.and_then(|()| match std::fs::hard_link(&fresh, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()), // another process's: open it
+        Err(e) => Err(cannot(e)),
+    });
+    let _ = std::fs::remove_file(&fresh);
+    linked?;
+    // The link is durable once the folder is (not possible on every platform: best effort).
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let _ = std::fs::File::open(folder).and_then(|f| f.sync_all());
     Ok(())
 }
 
@@ -378,16 +379,21 @@ mod tests {
     }
 
     #[test]
-    fn a_creation_cut_short_is_started_again_and_never_leaves_an_empty_file_in_place() {
+    fn a_creation_that_lost_the_race_never_replaces_the_database_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("device.db");
-        // What a crash during creation leaves: a half-built file beside the path, none at it.
-        std::fs::write(dir.path().join("device.db.creating"), b"half").unwrap();
-        let conn = open(&path).unwrap();
-        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, schema_version());
-        assert!(!dir.path().join("device.db.creating").exists());
-        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+        let first = open(&path).unwrap();
+        first
+            .execute_batch("CREATE TABLE written_by_the_first (x); INSERT INTO written_by_the_first VALUES (1);")
+            .unwrap();
+        drop(first); // checkpointed into the file
+        // A second process that saw no file a moment ago finishes building its own.
+        create(&path).unwrap();
+        let second = open(&path).unwrap();
+        let seen = second.query_row("SELECT count(*) FROM written_by_the_first", [], |r| r.get::<_, i64>(0));
+        assert_eq!(seen.ok(), Some(1), "the first process's database is still the one in place");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.iter().all(|n| !n.to_string_lossy().contains(".creating")), "{left:?}");
     }
 
     #[test]

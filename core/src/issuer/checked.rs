@@ -75,6 +75,16 @@ impl CheckedBatch {
         })
     }
 
+    /// Each signed receipt with its verdict, from `results` (the ack's, in upload order: one per
+    /// receipt of the batch): a receipt sent twice in one batch is paired with each of its own
+    /// verdicts, never with the other copy's.
+    pub fn judged<'a, R>(&'a self, results: &'a [R]) -> impl Iterator<Item = (&'a ReceiptBody, &'a R)> {
+        self.receipts.iter().zip(results).filter_map(|(receipt, result)| match receipt {
+            CheckedReceipt::Signed { body, .. } => Some((&**body, result)),
+            _ => None,
+        })
+    }
+
     /// Every parcel the signed receipts name (each once), for a store to read in one go; judging
     /// reads no parcel other than these, and only for receipts within the per-receipt limit.
     pub fn parcel_ids(&self) -> Vec<&str> {

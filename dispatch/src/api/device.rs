@@ -108,8 +108,8 @@ async fn verified(
 /// Enrols a phone: the body is the device's enrolment request (core's `enrolment_request`), the
 /// answer its enrolment bundle, with the device secret (so only over TLS off loopback).
 #[utoipa::path(post, path = "/v1/enrol", tag = "device", security(("enrolment" = [])),
-    request_body(content = Vec<u8>, content_type = "application/json", description = "The enrolment request, up to 8 KiB."),
-    responses((status = 200, description = "The enrolment bundle.", content_type = "application/json", body = Vec<u8>), Errors))]
+    request_body(content = Object, content_type = "application/json", description = "The enrolment request, up to 8 KiB."),
+    responses((status = 200, description = "The enrolment bundle.", content_type = "application/json", body = Object), Errors))]
 async fn enrol(
     State(d): State<AppState>,
     headers: HeaderMap,
@@ -144,7 +144,7 @@ fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str)
         ("since" = Option<u64>, Query, description = "The manifest sequence the phone holds: the next delta, or a full manifest when none continues it.")
     ),
     responses(
-        (status = 200, description = "A signed manifest envelope (full or delta).", content_type = "application/json", body = Vec<u8>),
+        (status = 200, description = "A signed manifest envelope (full or delta).", content_type = "application/json", body = Object),
         (status = 204, description = "The phone is up to date."),
         Errors
     ))]
@@ -177,8 +177,8 @@ fn device_signature(headers: &HeaderMap) -> Option<String> {
 /// without being held in memory), then the signature over the body.
 #[utoipa::path(post, path = "/v1/devices/{id}/receipts", tag = "device", security(("device" = [])),
     params(("id" = String, Path, description = "The device id.")),
-    request_body(content = Vec<u8>, content_type = "application/json", description = "A batch of signed receipts (core's `next_batch`), up to 2 MiB."),
-    responses((status = 200, description = "The signed acknowledgement (core's `apply_ack`).", content_type = "application/json", body = Vec<u8>), Errors))]
+    request_body(content = Object, content_type = "application/json", description = "A batch of signed receipts (core's `next_batch`), up to 2 MiB."),
+    responses((status = 200, description = "The signed acknowledgement (core's `apply_ack`).", content_type = "application/json", body = Object), Errors))]
 async fn upload(
     State(d): State<AppState>,
     Extension(each): Extension<EachDevice>,

@@ -6,8 +6,10 @@
 
 use super::*;
 
-/// Messages one call of the mail sender takes.
-const MAIL_BATCH: i64 = 20;
+/// How long one call of the mail sender goes on taking messages (`serve` calls it every 30 s): a
+/// queue of a busy day's notices drains in rounds, in the order the messages fell due, so a code
+/// e-mail waiting for its retry is never stuck behind notices queued after it.
+const MAIL_ROUND: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// How long a sender's claim on a message lasts (a sender that died leaves it to the next): far
 /// longer than one delivery may take (`mail::SMTP_TIMEOUT`).
@@ -64,7 +66,8 @@ impl Dispatch {
     /// transaction commits. Returns its id.
     pub(super) fn queue_mail(&self, tx: &Tx<'_>, parcel_id: &str, recipient: &str, message: &[u8]) -> Result<i64> {
         let id: i64 = tx.one(
-            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            "INSERT INTO mail_outbox (parcel_id, recipient, message, created_at_ms, retry_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
             params![parcel_id, recipient, Vec::<u8>::new(), self.now_ms()?],
         )?;
         tx.execute(
@@ -74,8 +77,8 @@ impl Dispatch {
         Ok(id)
     }
 
-    /// Delivers customer e-mail that is due (up to [`MAIL_BATCH`] messages; `serve` calls this
-    /// every 30 s). Each message is claimed before it travels, so two senders never send it twice;
+    /// Delivers customer e-mail that is due (for up to [`MAIL_ROUND`]; `serve` calls this every
+    /// 30 s). Each message is claimed before it travels, so two senders never send it twice;
     /// one that fails waits its own backoff (30 s doubling, at most an hour), and one the relay
     /// refused for good (5xx) is kept, with the reason, and not tried again. Returns how many went
     /// out. The database is not locked while a message travels.
@@ -88,7 +91,8 @@ impl Dispatch {
         // One message at a time, each claimed just before it travels: a claim covers one
         // delivery (the relay's timeout is well inside it), never a batch a slow relay could
         // outlast while another sender takes the rest.
-        for _ in 0..MAIL_BATCH {
+        let started = std::time::Instant::now();
+        while started.elapsed() < MAIL_ROUND {
             let Some((id, recipient, sealed, attempts)) = self.claim_mail(only)? else {
                 break;
             };

@@ -5,9 +5,9 @@
 //! - operators, of each receipt flagged for review: an alert row (`GET /v1/alerts`) and, after the
 //!   commit, a line in the log.
 
-use std::collections::HashMap;
-
 use super::*;
+use doorstep_core::protocol::FailureReason;
+
 use crate::mail::{Door, DoorMail};
 
 /// Alerts an operator listing returns at most.
@@ -35,18 +35,17 @@ impl Dispatch {
         checked: &CheckedBatch,
         results: &[doorstep_core::protocol::ReceiptResult],
     ) -> Result<Vec<String>> {
-        let verdicts: HashMap<Uuid, ReceiptStatus> = results.iter().map(|r| (r.receipt_id, r.status)).collect();
         let mut alerts = Vec::new();
-        for body in checked.signed() {
-            match verdicts.get(&body.receipt_id) {
-                Some(ReceiptStatus::Accepted)
-                    if matches!(body.event, ReceiptEvent::Delivered | ReceiptEvent::Failed) =>
-                {
+        // Each receipt with its own verdict: a copy sent twice in one batch is a duplicate, the
+        // first copy is what was stored and told.
+        for (body, result) in checked.judged(results) {
+            match result.status {
+                ReceiptStatus::Accepted if matches!(body.event, ReceiptEvent::Delivered | ReceiptEvent::Failed) => {
                     for parcel in &body.parcels {
                         self.tell_customer(tx, body, &parcel.parcel_id)?;
                     }
                 }
-                Some(ReceiptStatus::Flagged) => {
+                ReceiptStatus::Flagged => {
                     let parcels: Vec<&str> = body.parcels.iter().map(|p| p.parcel_id.as_str()).collect();
                     let reason: String = tx.one(
                         "SELECT coalesce(reason, '') FROM receipt WHERE receipt_id = ?1",
@@ -78,8 +77,8 @@ impl Dispatch {
 
     /// Queues the e-mail telling `parcel_id`'s customer what the receipt says happened at the door.
     fn tell_customer(&self, tx: &Tx<'_>, body: &ReceiptBody, parcel_id: &str) -> Result<()> {
-        let Some((email, zone)): Option<(String, String)> =
-            tx.opt("SELECT customer_email, time_zone FROM parcel WHERE parcel_id = ?1", params![parcel_id])?
+        let Some((email, zone, needs_code)): Option<(String, String, bool)> = tx
+            .opt("SELECT customer_email, time_zone, needs_code FROM parcel WHERE parcel_id = ?1", params![parcel_id])?
         else {
             return Ok(());
         };
@@ -89,19 +88,31 @@ impl Dispatch {
         };
         let what = match body.event {
             ReceiptEvent::Delivered => Door::HandedOver(body.holder.as_ref()),
-            _ => Door::Failed(body.reason.map_or_else(
-                || "no reason given".to_owned(),
-                |r| {
-                    serde_json::to_value(r)
-                        .ok()
-                        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
-                        .unwrap_or_default()
-                },
-            )),
+            _ => Door::Failed {
+                why: body.reason.map_or_else(
+                    || "no reason given".to_owned(),
+                    |r| {
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                            .unwrap_or_default()
+                    },
+                ),
+                // A code that expired or locked the parcel does not stay valid; a parcel that
+                // needs no code has none.
+                code_still_valid: needs_code
+                    && !matches!(body.reason, Some(FailureReason::CodeLockedOut | FailureReason::CodeExpired)),
+            },
         };
         let mail = DoorMail { to: &email, parcel_id, what, at: format!("{local} ({zone})") };
-        let message = crate::mail::compose_door(&mail)?;
-        self.queue_mail(tx, parcel_id, &email, &message)?;
+        // An address that no longer composes (stored before today's checks) must not hold up the
+        // phone's upload: that notice is left out, and the log says so.
+        match crate::mail::compose_door(&mail) {
+            Ok(message) => {
+                self.queue_mail(tx, parcel_id, &email, &message)?;
+            }
+            Err(e) => eprintln!("no notice for parcel {parcel_id}: {e}"),
+        }
         Ok(())
     }
 

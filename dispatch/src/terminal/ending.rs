@@ -43,6 +43,8 @@ impl Ending {
     pub fn of(result: &Value) -> Ending {
         match result.get("outcome").and_then(Value::as_str) {
             None | Some("accepted") => Ending::Done,
+            // A code given for parcels that need none: `verify BARCODE` without one.
+            Some("no_code_needed") => Ending::BadInput,
             Some(_) => Ending::RefusedAtDoor,
         }
     }
@@ -65,7 +67,7 @@ impl TerminalError {
         let said = String::from_utf8_lossy(body);
         let said = serde_json::from_str::<Value>(&said)
             .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| v.get("detail").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| said.chars().take(300).collect());
         let todo = match status {
             401 | 403 => {
