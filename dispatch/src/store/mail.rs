@@ -87,6 +87,10 @@ impl Dispatch {
     }
 
     fn send_mail(&self, only: Option<i64>) -> Result<usize> {
+        if only.is_none() {
+            // The notices uploads recorded become e-mail first (a round's worth).
+            while self.compose_notices(100)? == 100 {}
+        }
         let mut sent = 0;
         // One message at a time, each claimed just before it travels: a claim covers one
         // delivery (the relay's timeout is well inside it), never a batch a slow relay could
@@ -140,8 +144,10 @@ impl Dispatch {
         })
     }
 
-    /// Customer e-mail not delivered yet.
+    /// Customer e-mail not delivered yet (notices not composed yet included).
     pub fn pending_mail(&self) -> Result<usize> {
-        self.run(|tx| Ok(tx.one("SELECT count(*) FROM mail_outbox", params![])?))
+        self.run(|tx| {
+            Ok(tx.one("SELECT (SELECT count(*) FROM mail_outbox) + (SELECT count(*) FROM notice)", params![])?)
+        })
     }
 }

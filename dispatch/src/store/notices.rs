@@ -1,7 +1,9 @@
-//! What dispatch tells people when an upload is stored, in the upload's own transaction, so that
-//! exactly what is stored is told, once (a batch sent again is all duplicates and tells nothing):
-//! - each customer whose parcel was handed over (to whom, when) or not (why), by e-mail, queued
-//!   sealed and sent by the background sender within its round (`serve`: every 30 s);
+//! What dispatch tells people when an upload is stored, decided in the upload's own transaction, so
+//! that exactly what is stored is told, once (a batch sent again is all duplicates and tells
+//! nothing):
+//! - each customer whose parcel was handed over (to whom, when) or not (why), by e-mail: the
+//!   upload records one `notice` row per parcel (one multi-row insert, so a shift's uploads stay
+//!   cheap), and the mail sender's round (`serve`: every 30 s) composes, seals and sends them;
 //! - operators, of each receipt flagged for review: an alert row (`GET /v1/alerts`) and, after the
 //!   commit, a line in the log.
 
@@ -38,12 +40,12 @@ impl Dispatch {
         let mut alerts = Vec::new();
         // Each receipt with its own verdict: a copy sent twice in one batch is a duplicate, the
         // first copy is what was stored and told.
+        let mut told: Vec<(String, String)> = Vec::new();
         for (body, result) in checked.judged(results) {
             match result.status {
                 ReceiptStatus::Accepted if matches!(body.event, ReceiptEvent::Delivered | ReceiptEvent::Failed) => {
-                    for parcel in &body.parcels {
-                        self.tell_customer(tx, body, &parcel.parcel_id)?;
-                    }
+                    let id = body.receipt_id.to_string();
+                    told.extend(body.parcels.iter().map(|p| (id.clone(), p.parcel_id.clone())));
                 }
                 ReceiptStatus::Flagged => {
                     let parcels: Vec<&str> = body.parcels.iter().map(|p| p.parcel_id.as_str()).collect();
@@ -72,7 +74,42 @@ impl Dispatch {
                 _ => {}
             }
         }
+        for chunk in db::shapes(&told) {
+            let params: Vec<&dyn db::ToParam> =
+                chunk.iter().flat_map(|(r, p)| [r as &dyn db::ToParam, p as &dyn db::ToParam]).collect();
+            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2)).collect();
+            tx.execute_later(
+                &format!(
+                    "INSERT INTO notice (receipt_id, parcel_id) VALUES {} ON CONFLICT DO NOTHING",
+                    rows.join(", ")
+                ),
+                &params,
+            )?;
+        }
         Ok(alerts)
+    }
+
+    /// Turns up to `most` recorded notices into queued e-mail, in one transaction; returns how
+    /// many it took (the mail sender calls this before each round).
+    pub(super) fn compose_notices(&self, most: i64) -> Result<usize> {
+        self.run(|tx| {
+            let rows: Vec<(String, String, Vec<u8>)> = tx.all(
+                "SELECT n.receipt_id, n.parcel_id, r.body FROM notice n JOIN receipt r ON r.receipt_id = n.receipt_id
+                  ORDER BY n.receipt_id, n.parcel_id LIMIT ?1",
+                params![most],
+            )?;
+            for (receipt_id, parcel_id, body) in &rows {
+                match serde_json::from_slice::<ReceiptBody>(body) {
+                    Ok(body) => self.tell_customer(tx, &body, parcel_id)?,
+                    Err(e) => eprintln!("no notice for parcel {parcel_id}: stored receipt {receipt_id}: {e}"),
+                }
+                tx.execute_later(
+                    "DELETE FROM notice WHERE receipt_id = ?1 AND parcel_id = ?2",
+                    params![receipt_id, parcel_id],
+                )?;
+            }
+            Ok(rows.len())
+        })
     }
 
     /// Queues the e-mail telling `parcel_id`'s customer what the receipt says happened at the door.

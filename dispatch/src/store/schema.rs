@@ -191,6 +191,13 @@ CREATE TABLE IF NOT EXISTS key_registry (
     name  TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+-- Customers still to be told of a stored hand-over or failed attempt (notices.rs): written with
+-- the upload, turned into e-mail by the mail sender.
+CREATE TABLE IF NOT EXISTS notice (
+    receipt_id TEXT NOT NULL,
+    parcel_id  TEXT NOT NULL,
+    PRIMARY KEY (receipt_id, parcel_id)
+);
 -- Receipts dispatch flagged, for an operator to look at (GET /v1/alerts), one row each.
 CREATE TABLE IF NOT EXISTS alert (
     id         INTEGER PRIMARY KEY,
@@ -398,7 +405,8 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         tx.commit()?;
     }
     if version < 8 {
-        // Step 8: the alert table, which `SCHEMA` creates; recorded so both backends count alike.
+        // Step 8: the notice and alert tables, which `SCHEMA` creates; recorded so both backends
+        // count alike.
         conn.execute_batch("PRAGMA user_version = 8;")?;
     }
     if version < 3 {
