@@ -268,4 +268,12 @@ fn mail_a_relay_refuses_for_good_does_not_hold_up_the_rest() {
     }
     assert_eq!(sink.refusals(), 29, "a mailbox refused for good is not tried again");
     assert_eq!(server.dispatch.pending_mail().unwrap(), 29, "kept, with the reason, for the operator");
+    // ... who sees each, with the relay's answer, and never the message (it holds the code).
+    let (status, body) = server.op_get("/v1/mail/undelivered");
+    assert_eq!(status, 200);
+    let kept: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(kept.as_array().map(Vec::len), Some(29), "{kept}");
+    assert_eq!((kept[0]["parcel_id"].as_str(), kept[0]["given_up"].as_bool()), (Some("P0"), Some(true)));
+    assert!(kept[0]["last_error"].as_str().unwrap().contains("550"), "{kept}");
+    assert!(!String::from_utf8_lossy(&body).contains(&server.code("P0")), "no code in the listing");
 }

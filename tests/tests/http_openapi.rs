@@ -49,6 +49,7 @@ fn the_document_describes_exactly_the_routes_the_server_answers() {
         ("POST", "/v1/parcels/{id}/reassign"),
         ("GET", "/v1/parcels/{id}/history"),
         ("GET", "/v1/alerts"),
+        ("GET", "/v1/mail/undelivered"),
         ("POST", "/v1/enrol"),
         ("GET", "/v1/devices/{id}/manifest"),
         ("POST", "/v1/devices/{id}/receipts"),

@@ -33,6 +33,7 @@ pub(super) fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(reassign))
         .routes(routes!(history))
         .routes(routes!(alerts))
+        .routes(routes!(undelivered_mail))
         .route_layer(middleware::from_fn_with_state(state, require_operator))
         .layer(body_deadline(OPERATOR_BODY_DEADLINE))
 }
@@ -294,4 +295,13 @@ async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Re
 async fn alerts(State(d): State<AppState>) -> Result<Response, DispatchError> {
     let alerts = blocking(move || d.alerts()).await?;
     Ok(Json(alerts).into_response())
+}
+
+/// Customer e-mail that failed at least once and is kept (oldest first, at most 500): why, and
+/// whether it will be tried again. Never the message itself, which holds the code.
+#[utoipa::path(get, path = "/v1/mail/undelivered", tag = "operator", security(("operator" = [])),
+    responses((status = 200, description = "The undelivered e-mail.", body = Vec<crate::store::Undelivered>), Errors))]
+async fn undelivered_mail(State(d): State<AppState>) -> Result<Response, DispatchError> {
+    let mail = blocking(move || d.undelivered_mail()).await?;
+    Ok(Json(mail).into_response())
 }

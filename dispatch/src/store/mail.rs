@@ -21,6 +21,21 @@ fn mail_backoff_ms(attempts: i64) -> i64 {
     (30_000i64 << attempts.clamp(0, 7)).min(3_600_000)
 }
 
+/// A customer e-mail that did not go out (yet), for an operator: never its content, which holds
+/// the code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Undelivered {
+    pub id: i64,
+    pub parcel_id: String,
+    pub recipient: String,
+    pub attempts: i64,
+    /// What the relay (or the sender) said the last time.
+    pub last_error: String,
+    /// The relay refused it for good (an unknown mailbox): it is not tried again; correct the
+    /// address and reissue the code.
+    pub given_up: bool,
+}
+
 /// A queued message as claimed: id, recipient, the sealed message, earlier attempts.
 type QueuedMail = (i64, String, Vec<u8>, i64);
 
@@ -142,6 +157,29 @@ impl Dispatch {
             }
             Ok(row)
         })
+    }
+
+    /// Operator: customer e-mail that failed at least once and is still kept, oldest first (at
+    /// most 500), with why and whether it will be tried again.
+    pub fn undelivered_mail(&self) -> Result<Vec<Undelivered>> {
+        let rows: Vec<(i64, String, String, i64, Option<String>, i64)> = self.run(|tx| {
+            Ok(tx.all(
+                "SELECT id, parcel_id, recipient, attempts, last_error, retry_at_ms FROM mail_outbox
+                  WHERE attempts > 0 ORDER BY id LIMIT 500",
+                params![],
+            )?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, parcel_id, recipient, attempts, last_error, retry_at_ms)| Undelivered {
+                id,
+                parcel_id,
+                recipient,
+                attempts,
+                last_error: last_error.unwrap_or_default(),
+                given_up: retry_at_ms == i64::MAX,
+            })
+            .collect())
     }
 
     /// Customer e-mail not delivered yet (notices not composed yet included).

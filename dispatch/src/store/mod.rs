@@ -58,6 +58,7 @@ pub(crate) use db::{Db, Tx, params};
 pub use enrolment::VerifiedRequest;
 use keys::{KEK_FILE, finish_kek_rotation, load_or_create_issuer};
 pub use keys::{add_key, promote_key, rotate_kek};
+pub use mail::Undelivered;
 use mail::mail_aad;
 pub use manifests::route_day_capacity;
 pub use notices::{Alert, MAX_ALERTS};
