@@ -19,10 +19,7 @@ type HandoverRow = (String, String, String, bool, bool);
 /// A receipt row waiting for the batch's multi-row insert.
 type ReceiptInsert = (String, i64, String, Vec<u8>, Vec<u8>, Vec<u8>, &'static str, Option<String>);
 
-/// `?{first}, ?{first + 1}, …` for `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-}
+use db::{placeholders, value_rows};
 
 /// Locks the rows of `parcels` (sorted, so two uploads never wait on each other in a circle)
 /// for the rest of the upload's transaction (see [`db::Db::run_locking`]).
@@ -107,11 +104,11 @@ impl<'a> SqlLedger<'a> {
                     reason,
                 ]);
             }
-            let rows = (0..chunk.len()).map(|r| format!("({})", placeholders(8 * r + 1, 8))).collect::<Vec<_>>();
+
             self.tx.execute_later(
                 &format!(
                     "INSERT INTO receipt (device_id, seq, receipt_id, body, signature, hash, status, reason) VALUES {}",
-                    rows.join(", ")
+                    value_rows(chunk.len(), 8)
                 ),
                 &params,
             )?;
@@ -119,11 +116,11 @@ impl<'a> SqlLedger<'a> {
         for chunk in db::shapes(&std::mem::take(&mut self.receipt_parcels)) {
             let params: Vec<&dyn db::ToParam> =
                 chunk.iter().flat_map(|(r, p)| [r as &dyn db::ToParam, p as &dyn db::ToParam]).collect();
-            let rows = (0..chunk.len()).map(|r| format!("({})", placeholders(2 * r + 1, 2))).collect::<Vec<_>>();
+
             self.tx.execute_later(
                 &format!(
                     "INSERT INTO receipt_parcel (receipt_id, parcel_id) VALUES {} ON CONFLICT DO NOTHING",
-                    rows.join(", ")
+                    value_rows(chunk.len(), 2)
                 ),
                 &params,
             )?;

@@ -77,11 +77,10 @@ impl Dispatch {
         for chunk in db::shapes(&told) {
             let params: Vec<&dyn db::ToParam> =
                 chunk.iter().flat_map(|(r, p)| [r as &dyn db::ToParam, p as &dyn db::ToParam]).collect();
-            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2)).collect();
             tx.execute_later(
                 &format!(
                     "INSERT INTO notice (receipt_id, parcel_id) VALUES {} ON CONFLICT DO NOTHING",
-                    rows.join(", ")
+                    db::value_rows(chunk.len(), 2)
                 ),
                 &params,
             )?;

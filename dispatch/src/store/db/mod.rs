@@ -277,6 +277,16 @@ pub fn shapes<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// `?{first}, ?{first + 1}, …` for `n` parameters (an `IN (…)` list).
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `(?1, …, ?{width}), (?{width + 1}, …), …` for `rows` rows of a multi-row `VALUES`.
+pub fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(r * width + 1, width))).collect::<Vec<_>>().join(", ")
+}
+
 /// A list of statement parameters: `params![a, b]` is `&[&a, &b]` as `&[&dyn ToParam]`.
 macro_rules! params {
     () => {
