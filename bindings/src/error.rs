@@ -64,7 +64,12 @@ impl From<CoreError> for DoorstepError {
             CoreError::MalformedCode => DoorstepError::CodeFormat,
             CoreError::InvalidInput { .. } => DoorstepError::InvalidInput { reason },
             CoreError::ManifestRejected(r) => DoorstepError::ManifestRejected {
-                fetch_full: matches!(r, ManifestRejection::SequenceGap { .. } | ManifestRejection::DeltaWithoutBase),
+                fetch_full: matches!(
+                    r,
+                    ManifestRejection::SequenceGap { .. }
+                        | ManifestRejection::DeltaWithoutBase
+                        | ManifestRejection::DayNotHeld(_)
+                ),
                 reason,
             },
             CoreError::QrRejected(_) => DoorstepError::QrTokenRejected { reason },

@@ -182,6 +182,15 @@ impl TestDispatch {
         })
     }
 
+    /// Starts another day's route: the next full manifest carries only the parcels added from now
+    /// on (the codes already issued stay valid).
+    pub fn start_route(&self) -> Result<()> {
+        self.with(|s| {
+            s.parcels.clear();
+            Ok(())
+        })
+    }
+
     /// A signed delta that resets a parcel's lockout.
     pub fn reset_lockout(&self, parcel_id: String, issued_at: SystemTime) -> Result<Vec<u8>> {
         self.with(|s| s.sign(ManifestKind::Delta, issued_at, vec![parcel_id]))

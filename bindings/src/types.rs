@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 pub use doorstep_core::device::{
-    AckReport, ApplyReport, ClockStatus, HandoverOutcome, LogLevel, OutboxBatch, ParcelCounts, ParcelState, ParcelView,
-    PurgeReport, ReceiptSummary, RetryAdvice, ScannedParcel, Status, Validity,
+    AckReport, ApplyReport, ClockStatus, HandoverOutcome, HeldDay, LogLevel, OutboxBatch, ParcelCounts, ParcelState,
+    ParcelView, PurgeReport, ReceiptSummary, RetryAdvice, ScannedParcel, Status, Validity,
 };
 pub use doorstep_core::protocol::{
     FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptEvent, ReceiptResult, ReceiptStatus,
@@ -141,6 +141,8 @@ pub enum Validity {
 #[uniffi::remote(Record)]
 pub struct Parcel {
     pub parcel_id: String,
+    /// The delivery day whose manifest carries the parcel (a phone may hold up to three).
+    pub delivery_date: IsoDate,
     pub barcode: String,
     pub stop_id: String,
     pub stop_sequence: u32,
@@ -281,13 +283,26 @@ pub struct ClockStatus {
     pub last_server_time: Option<Timestamp>,
 }
 
+/// One delivery day the phone holds, with its parcels by state.
+#[uniffi::remote(Record)]
+pub struct HeldDay {
+    pub delivery_date: IsoDate,
+    pub route_id: String,
+    /// The IANA zone of the day's windows (e.g. `Europe/Berlin`).
+    pub time_zone: String,
+    pub parcels: ParcelCounts,
+}
+
 #[uniffi::remote(Record)]
 pub struct Status {
     pub enrolled: bool,
     pub device_id: Option<String>,
+    /// The route of the oldest held day.
     pub route_id: Option<String>,
-    /// The delivery date of the applied manifest.
+    /// The oldest held day (usually today; `days` lists them all).
     pub delivery_date: Option<IsoDate>,
+    /// Every delivery day the phone holds, oldest first (tomorrow's route loads beside today's).
+    pub days: Vec<HeldDay>,
     pub manifest_sequence: Option<u64>,
     pub last_sync: Option<Timestamp>,
     pub parcels: ParcelCounts,

@@ -77,6 +77,13 @@ pub enum ManifestRejection {
     WrongRoute { got: String, expected: String },
     #[error("manifest is for delivery date {got}, the device holds {expected}")]
     WrongDate { got: String, expected: String },
+    #[error("delta manifest is for delivery date {0}, which the device does not hold; fetch a full manifest")]
+    DayNotHeld(String),
+    #[error(
+        "the device already holds {limit} delivery days ({held}), the most it holds at once; a day is let go \
+         once every parcel of it is handed over or expired"
+    )]
+    TooManyDays { held: String, limit: usize },
     #[error("sequence {got} is not newer than the applied sequence {current} (replayed or out of order)")]
     StaleSequence { got: u64, current: u64 },
     #[error("sequence gap: expected {expected}, got {got}; fetch a full manifest")]

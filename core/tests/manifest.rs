@@ -99,10 +99,10 @@ fn misdirected_manifests_are_rejected() {
     w.sequence = 1;
     let wrong_route = delta(&mut w, |s| s.route_id = "R9".into());
     assert!(matches!(rejection(w.device.apply_manifest(&wrong_route)), ManifestRejection::WrongRoute { .. }));
-    // A delta for another date.
+    // A delta for a day the device does not hold: fetch that day's full manifest first.
     w.sequence = 1;
     let wrong_date = delta(&mut w, |s| s.delivery_date = date().succ_opt().unwrap());
-    assert!(matches!(rejection(w.device.apply_manifest(&wrong_date)), ManifestRejection::WrongDate { .. }));
+    assert_eq!(rejection(w.device.apply_manifest(&wrong_date)), ManifestRejection::DayNotHeld("2026-11-27".into()));
     // A full manifest for an earlier day.
     let mut earlier = w.spec(ManifestKind::Full);
     earlier.delivery_date = date().pred_opt().unwrap();

@@ -210,15 +210,13 @@ enum DeviceCommand {
         #[arg(long)]
         token: String,
     },
-    /// Fetch and apply the manifests due for a delivery date (YYYY-MM-DD). The device holds one
-    /// day: another day replaces it, which is refused while the held day has parcels or receipts
-    /// left, unless --replace-day.
+    /// Fetch and apply the manifests due for a delivery date (YYYY-MM-DD; today in the route's
+    /// zone when left out). A device holds up to three days: tomorrow's route loads beside today's,
+    /// which stays deliverable. A date more than 7 days away, before every held day, or a fourth
+    /// day is refused before dispatch is asked.
     Sync {
         #[arg(long)]
-        date: chrono::NaiveDate,
-        /// Replace the day this device holds although it has parcels or receipts left.
-        #[arg(long)]
-        replace_day: bool,
+        date: Option<chrono::NaiveDate>,
     },
     /// List the parcels (of one stop).
     Parcels {
@@ -256,7 +254,7 @@ fn main() -> ExitCode {
         Command::Device { dir, dispatch, dispatch_ca, json, action } => {
             let action = match action {
                 DeviceCommand::Enrol { token } => terminal::Action::Enrol { token },
-                DeviceCommand::Sync { date, replace_day } => terminal::Action::Sync { date, replace_day },
+                DeviceCommand::Sync { date } => terminal::Action::Sync { date },
                 DeviceCommand::Parcels { stop } => terminal::Action::Parcels { stop },
                 DeviceCommand::Verify { barcode, code, qr } => terminal::Action::Verify { barcode, code, qr },
                 DeviceCommand::Fail { barcode, reason, note } => terminal::Action::Fail { barcode, reason, note },

@@ -24,7 +24,7 @@ impl TerminalDay {
         let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
         let day = TerminalDay { server, dir, remote };
         day.run(Action::Enrol { token }).unwrap();
-        day.run(Action::Sync { date: day.server.scene.date, replace_day: false }).unwrap();
+        day.run(Action::Sync { date: Some(day.server.scene.date) }).unwrap();
         day
     }
 
@@ -116,19 +116,75 @@ fn a_device_folder_that_lost_its_key_or_its_database_is_named_and_nothing_is_cre
 }
 
 #[test]
-fn syncing_another_day_by_mistake_is_refused_while_the_held_day_has_work_left() {
+fn tomorrows_route_syncs_beside_todays_and_each_day_gets_its_own_changes() {
     let day = TerminalDay::start();
     let server = &day.server;
     let run = |action| day.run(action);
-    let tomorrow = server.scene.date.succ_opt().unwrap();
-    let before = run(Action::Parcels { stop: None }).unwrap();
-    let error = run(Action::Sync { date: tomorrow, replace_day: false }).unwrap_err();
-    assert_eq!(error.ending, Ending::BadInput, "{error}");
-    assert!(error.to_string().contains("--replace-day") && error.to_string().contains("8 parcels"), "{error}");
-    assert_eq!(run(Action::Parcels { stop: None }).unwrap(), before, "today's parcels are all still there");
-    assert_eq!(run(Action::Status).unwrap()["delivery_date"], server.scene.date.to_string());
-    // Syncing today again is fine; replacing the day when asked to is too.
-    run(Action::Sync { date: server.scene.date, replace_day: false }).unwrap();
-    run(Action::Sync { date: tomorrow, replace_day: true }).unwrap();
-    assert_eq!(run(Action::Status).unwrap()["delivery_date"], tomorrow.to_string());
+    let (today, tomorrow) = (server.scene.date, server.scene.date.succ_opt().unwrap());
+    // Dispatch plans tomorrow's route R1: four parcels, three of them loaded on the van already.
+    let mut planned = server.parcels(4);
+    for p in &mut planned {
+        p.parcel_id = p.parcel_id.replace('P', "T");
+        p.barcode = p.barcode.replace("BC", "TBC");
+        p.delivery_date = tomorrow;
+    }
+    let (status, body) = server.op_post("/v1/parcels", &serde_json::to_vec(&planned).unwrap());
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let depart = |id: &str| assert_eq!(server.op_post(&format!("/v1/parcels/{id}/departed"), b"").0, 200);
+    for id in ["T0", "T1", "T2"] {
+        depart(id);
+    }
+
+    // The evening before: tomorrow loads beside today, and the command says so.
+    let synced = run(Action::Sync { date: Some(tomorrow) }).unwrap();
+    assert_eq!(synced["applied"][0]["added"], 3, "{synced}");
+    let note = synced["note"].as_str().unwrap();
+    assert!(
+        note.contains("2026-11-27 is tomorrow in Europe/Berlin") && note.contains("2026-11-26 (8 to hand over)"),
+        "{note}"
+    );
+    let status = run(Action::Status).unwrap();
+    let held: Vec<&str> = status["days"].as_array().unwrap().iter().map(|d| d["date"].as_str().unwrap()).collect();
+    assert_eq!(held, ["2026-11-26", "2026-11-27"]);
+
+    // Today's parcels are still deliverable; tomorrow's wait for their day.
+    let verify = |barcode: &str, code: String| Action::Verify { barcode: barcode.into(), code: Some(code), qr: None };
+    assert_eq!(run(verify("BC0", server.code("P0"))).unwrap()["outcome"], "accepted");
+    assert_eq!(run(verify("TBC0", server.code("T0"))).unwrap()["outcome"], "not_yet_valid");
+
+    // A change to each day reaches the phone, whichever day it syncs.
+    depart("T3");
+    let mut extra = server.parcels(9).pop().unwrap();
+    extra.parcel_id = "P8".into();
+    extra.barcode = "BC8".into();
+    assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&[extra]).unwrap()).0, 201);
+    depart("P8");
+    let synced = run(Action::Sync { date: None }).unwrap();
+    assert_eq!(synced["date"], today.to_string());
+    assert!(synced.get("note").is_none(), "today needs no word: {synced}");
+    assert_eq!(synced["applied"].as_array().unwrap().len(), 2, "{synced}");
+    let parcels = run(Action::Parcels { stop: None }).unwrap();
+    let date_of = |id: &str| {
+        parcels
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["parcel_id"] == id)
+            .map(|p| p["date"].as_str().unwrap().to_owned())
+    };
+    assert_eq!((date_of("P8").as_deref(), date_of("T3").as_deref()), (Some("2026-11-26"), Some("2026-11-27")));
+
+    // Mistakes are refused before dispatch is asked, and change nothing.
+    let before =
+        (run(Action::Status).unwrap()["manifest_sequence"].clone(), run(Action::Parcels { stop: None }).unwrap());
+    for (date, says) in
+        [(today.pred_opt().unwrap(), "before them"), (today + chrono::TimeDelta::days(30), "more than 7 days")]
+    {
+        let error = run(Action::Sync { date: Some(date) }).unwrap_err();
+        assert_eq!(error.ending, Ending::BadInput, "{error}");
+        assert!(error.to_string().contains(says) && error.to_string().contains("Nothing was changed"), "{error}");
+    }
+    let after =
+        (run(Action::Status).unwrap()["manifest_sequence"].clone(), run(Action::Parcels { stop: None }).unwrap());
+    assert_eq!(after, before);
 }

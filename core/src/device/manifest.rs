@@ -1,6 +1,12 @@
 //! Applying a manifest: verify, check it belongs here and follows the applied sequence, then apply
 //! it all-or-nothing in one transaction. A refused manifest changes nothing. A delivered parcel is
 //! never reverted, whatever the manifest says.
+//!
+//! A phone holds up to [`MAX_HELD_DAYS`] delivery days at once (tomorrow's route is loaded the
+//! evening before while today's stays deliverable). One manifest sequence covers them all; a full
+//! manifest replaces only its own day, a delta changes only its own day, and a day is let go
+//! (its parcels and spent attempts forgotten) only once a later day is held and every parcel of it
+//! is handed over or expired, past its window.
 
 use std::collections::HashSet;
 
@@ -9,10 +15,10 @@ use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 
 use super::{Device, LogLevel, Session};
-use crate::Result;
 use crate::crypto::VerifyingKey;
 use crate::error::ManifestRejection;
 use crate::protocol::{MAX_MANIFEST_BYTES, ManifestKind, ManifestPayload, domain};
+use crate::{CoreError, Result};
 
 /// What applying a manifest changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,10 +34,29 @@ pub struct ApplyReport {
     pub kept_delivered: u32,
 }
 
-struct Applied {
-    route_id: String,
-    delivery_date: NaiveDate,
-    sequence: u64,
+/// Most delivery days a phone holds at once: yesterday's (until its last parcels expire),
+/// today's and tomorrow's.
+pub const MAX_HELD_DAYS: usize = 3;
+
+/// The days the phone holds, oldest first, and the manifest sequence they share.
+struct Held {
+    sequence: Option<u64>,
+    days: Vec<(NaiveDate, String)>,
+}
+
+impl Held {
+    fn list(&self) -> String {
+        self.days.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Where a manifest that passed its checks goes.
+#[derive(PartialEq, Eq)]
+enum Target {
+    /// Its own delivery day (held, or new for a full manifest).
+    Day,
+    /// A delta for a day already let go (older than every held day): only the sequence advances.
+    LetGo,
 }
 
 /// Parses a manifest envelope, borrowing the payload text from the input so a large manifest is
@@ -61,9 +86,13 @@ impl Device {
             if manifest.device_id != keys.device_id {
                 return Err(ManifestRejection::WrongDevice.into());
             }
-            check_sequence(&current(s)?, &manifest)?;
+            let held = held(s)?;
+            let target = check_sequence(&held, &manifest)?;
             if !manifest.dispatch_keys.is_empty() && !manifest.dispatch_keys.contains(&signer) {
                 return Err(ManifestRejection::Malformed("announced keys must include the signing key".into()).into());
+            }
+            if target == Target::LetGo {
+                return skip(s, &manifest);
             }
             apply(s, &manifest)
         })?;
@@ -102,52 +131,59 @@ fn open_envelope(bytes: &[u8], keys: &[VerifyingKey]) -> Result<(Vec<u8>, Verify
     Ok((payload, key.clone()))
 }
 
-fn current(s: &Session<'_>) -> Result<Option<Applied>> {
-    Ok(s.tx
-        .query_row(
-            "SELECT route_id, delivery_date, manifest_seq FROM device_state WHERE manifest_id IS NOT NULL",
-            [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
-        )
+fn held(s: &Session<'_>) -> Result<Held> {
+    let sequence: Option<i64> = s
+        .tx
+        .query_row("SELECT manifest_seq FROM device_state WHERE id = 1 AND manifest_id IS NOT NULL", [], |r| r.get(0))
         .optional()?
-        .map(|(route_id, date, seq)| Applied {
-            route_id,
-            delivery_date: date.parse().unwrap_or_default(),
-            sequence: seq as u64,
-        }))
+        .flatten();
+    let days = s
+        .tx
+        .prepare_cached("SELECT delivery_date, route_id FROM held_day ORDER BY delivery_date")?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(date, route)| Ok((date.parse().map_err(|_| CoreError::Integrity(format!("held day {date:?}")))?, route)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Held { sequence: sequence.map(|s| s as u64), days })
 }
 
-fn check_sequence(current: &Option<Applied>, m: &ManifestPayload) -> Result<(), ManifestRejection> {
-    let Some(cur) = current else {
+fn check_sequence(held: &Held, m: &ManifestPayload) -> Result<Target, ManifestRejection> {
+    let Some(current) = held.sequence else {
         return match m.kind {
-            ManifestKind::Full => Ok(()),
+            ManifestKind::Full => Ok(Target::Day),
             ManifestKind::Delta => Err(ManifestRejection::DeltaWithoutBase),
         };
     };
-    if m.sequence <= cur.sequence {
-        return Err(ManifestRejection::StaleSequence { got: m.sequence, current: cur.sequence });
+    if m.sequence <= current {
+        return Err(ManifestRejection::StaleSequence { got: m.sequence, current });
     }
-    if m.delivery_date < cur.delivery_date {
-        return Err(ManifestRejection::WrongDate {
-            got: m.delivery_date.to_string(),
-            expected: cur.delivery_date.to_string(),
-        });
+    if m.kind == ManifestKind::Delta && m.sequence != current + 1 {
+        return Err(ManifestRejection::SequenceGap { got: m.sequence, expected: current + 1 });
     }
-    if m.kind == ManifestKind::Delta {
-        if m.sequence != cur.sequence + 1 {
-            return Err(ManifestRejection::SequenceGap { got: m.sequence, expected: cur.sequence + 1 });
+    let before_all = held.days.first().is_some_and(|(oldest, _)| m.delivery_date < *oldest);
+    match (m.kind, held.days.iter().find(|(date, _)| *date == m.delivery_date)) {
+        (ManifestKind::Delta, Some((_, route))) if *route != m.route_id => {
+            Err(ManifestRejection::WrongRoute { got: m.route_id.clone(), expected: route.clone() })
         }
-        if m.route_id != cur.route_id {
-            return Err(ManifestRejection::WrongRoute { got: m.route_id.clone(), expected: cur.route_id.clone() });
+        (ManifestKind::Delta, None) if before_all => Ok(Target::LetGo),
+        (ManifestKind::Delta, None) => Err(ManifestRejection::DayNotHeld(m.delivery_date.to_string())),
+        (ManifestKind::Full, None) if before_all => {
+            Err(ManifestRejection::WrongDate { got: m.delivery_date.to_string(), expected: held.list() })
         }
-        if m.delivery_date != cur.delivery_date {
-            return Err(ManifestRejection::WrongDate {
-                got: m.delivery_date.to_string(),
-                expected: cur.delivery_date.to_string(),
-            });
-        }
+        _ => Ok(Target::Day),
     }
-    Ok(())
+}
+
+/// A delta for a day the phone has let go: nothing of it applies, but the sequence moves on so
+/// the next delta follows.
+fn skip(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
+    s.tx.execute(
+        "UPDATE device_state SET manifest_seq = ?1, last_sync_ms = ?2 WHERE id = 1",
+        params![m.sequence as i64, s.now.trusted_ms],
+    )?;
+    s.saw_server_time(m.issued_at.timestamp_millis())?;
+    Ok(ApplyReport { manifest_id: m.manifest_id.clone(), sequence: m.sequence, full: false, ..Default::default() })
 }
 
 fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
@@ -159,28 +195,23 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     };
     let tx = &s.tx;
     let now = s.now.trusted_ms;
+    let date = m.delivery_date.to_string();
     if m.kind == ManifestKind::Full {
-        // A full manifest replaces the day: drop every parcel it does not list, except delivered
-        // parcels of the same day (they stay delivered).
+        // Parcels of held days whose windows ended expire into receipts first, so those days can
+        // be let go below.
+        super::purge::purge_due(s)?;
+        // A full manifest replaces its day: drop every parcel of that day it does not list, except
+        // delivered ones (they stay delivered). Other days are not touched.
         let listed: HashSet<&str> = m.parcels.iter().map(|p| p.parcel_id.as_str()).collect();
-        let date = m.delivery_date.to_string();
-        let same_day: bool =
-            tx.query_row("SELECT coalesce(delivery_date = ?1, 0) FROM device_state WHERE id = 1", [&date], |r| {
-                r.get(0)
-            })?;
-        if !same_day {
-            // A new day: codes are new, so attempts counted against yesterday's are forgotten.
-            tx.execute("DELETE FROM spent_attempts", [])?;
-        }
         let existing: Vec<(String, String)> = tx
-            .prepare("SELECT parcel_id, state FROM parcel")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .prepare("SELECT parcel_id, state FROM parcel WHERE delivery_date = ?1")?
+            .query_map([&date], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         for (id, state) in existing {
             if listed.contains(id.as_str()) {
                 continue;
             }
-            if state == "delivered" && same_day {
+            if state == "delivered" {
                 report.kept_delivered += 1;
                 continue;
             }
@@ -193,10 +224,10 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, salt,
                              tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state, attempts_used,
-                             manifest_id, updated_at_ms, attempt_epoch)
+                             manifest_id, updated_at_ms, attempt_epoch, delivery_date)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending',
                  max(?16, coalesce((SELECT attempts_used FROM spent_attempts
-                                    WHERE parcel_id = ?1 AND attempt_epoch >= ?17), 0)), ?14, ?15, ?17)
+                                    WHERE parcel_id = ?1 AND attempt_epoch >= ?17), 0)), ?14, ?15, ?17, ?18)
          ON CONFLICT (parcel_id) DO UPDATE SET
              barcode = excluded.barcode, stop_id = excluded.stop_id, stop_seq = excluded.stop_seq,
              address_hint = excluded.address_hint, recipient_hint = excluded.recipient_hint,
@@ -209,7 +240,8 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
              state = CASE WHEN state = 'expired' AND excluded.not_after_ms > ?15 THEN 'pending'
                           WHEN state = 'locked' AND excluded.attempt_epoch > attempt_epoch THEN 'pending'
                           ELSE state END,
-             manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms",
+             manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms,
+             delivery_date = excluded.delivery_date",
     )?;
     let mut clear_tags = tx.prepare_cached("DELETE FROM code_tag WHERE parcel_id = ?1")?;
     let mut insert_tag =
@@ -244,6 +276,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             now,
             p.attempts_used,
             p.attempt_epoch,
+            date,
         ])?;
         if state.is_some() {
             clear_tags.execute([&p.parcel_id])?;
@@ -302,17 +335,53 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             now
         ],
     )?;
+    tx.execute(
+        "INSERT INTO held_day (delivery_date, route_id, manifest_id, time_zone, issued_at_ms, applied_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (delivery_date) DO UPDATE SET route_id = excluded.route_id, manifest_id = excluded.manifest_id,
+             time_zone = excluded.time_zone, issued_at_ms = excluded.issued_at_ms,
+             applied_at_ms = excluded.applied_at_ms",
+        params![date, m.route_id, m.manifest_id, m.time_zone, m.issued_at.timestamp_millis(), now],
+    )?;
+    let_go_of_finished_days(s)?;
+    let held = held(s)?;
+    if held.days.len() > MAX_HELD_DAYS {
+        return Err(ManifestRejection::TooManyDays { held: held.list(), limit: MAX_HELD_DAYS }.into());
+    }
     s.saw_server_time(m.issued_at.timestamp_millis())?;
     Ok(report)
+}
+
+/// Lets go of every held day older than the newest one whose parcels are all handed over or
+/// expired and past their windows (and the grace the purge keeps): its parcels, their tags and
+/// the attempts spent on its parcels are forgotten. Returns how many days were let go.
+pub(super) fn let_go_of_finished_days(s: &Session<'_>) -> Result<usize> {
+    let cutoff = s.now.trusted_ms - super::purge::PURGE_GRACE_MS;
+    let finished: Vec<String> =
+        s.tx.prepare_cached(
+            "SELECT h.delivery_date FROM held_day h
+              WHERE h.delivery_date < (SELECT max(delivery_date) FROM held_day)
+                AND NOT EXISTS (SELECT 1 FROM parcel p WHERE p.delivery_date = h.delivery_date
+                                   AND (p.state NOT IN ('delivered', 'expired') OR p.not_after_ms > ?1))",
+        )?
+        .query_map([cutoff], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for date in &finished {
+        s.tx.execute("DELETE FROM parcel WHERE delivery_date = ?1", [date])?;
+        s.tx.execute("DELETE FROM spent_attempts WHERE delivery_date = ?1", [date])?;
+        s.tx.execute("DELETE FROM held_day WHERE delivery_date = ?1", [date])?;
+    }
+    Ok(finished.len())
 }
 
 /// Takes a parcel off the device, remembering the attempts spent on it (a parcel that comes back
 /// resumes its count: only a signed reset gives attempts back).
 fn remove_parcel(tx: &rusqlite::Transaction<'_>, parcel_id: &str) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO spent_attempts (parcel_id, attempts_used, attempt_epoch)
-             SELECT parcel_id, attempts_used, attempt_epoch FROM parcel WHERE parcel_id = ?1 AND attempts_used > 0
-         ON CONFLICT (parcel_id) DO UPDATE SET
+        "INSERT INTO spent_attempts (parcel_id, attempts_used, attempt_epoch, delivery_date)
+             SELECT parcel_id, attempts_used, attempt_epoch, delivery_date FROM parcel
+              WHERE parcel_id = ?1 AND attempts_used > 0
+         ON CONFLICT (parcel_id) DO UPDATE SET delivery_date = excluded.delivery_date,
              attempts_used = CASE WHEN excluded.attempt_epoch > attempt_epoch THEN excluded.attempts_used
                                   ELSE max(attempts_used, excluded.attempts_used) END,
              attempt_epoch = max(attempt_epoch, excluded.attempt_epoch)",

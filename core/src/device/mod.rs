@@ -23,12 +23,12 @@ mod time;
 
 pub use handover::{HandoverOutcome, ScannedParcel};
 pub use host::{Clock, HostError, KeyVault, LogLevel, Logger, SystemClock};
-pub use manifest::ApplyReport;
+pub use manifest::{ApplyReport, MAX_HELD_DAYS};
 pub use outbox::{AckReport, OutboxBatch, RetryAdvice};
 pub use parcels::{ParcelState, ParcelView, Validity};
 pub use purge::{PURGE_GRACE_MS, PurgeReport};
 pub use receipts::ReceiptSummary;
-pub use status::{ClockStatus, ParcelCounts, Status};
+pub use status::{ClockStatus, HeldDay, ParcelCounts, Status};
 pub use store::quarantine;
 pub use time::{SKEW_TOLERANCE_MS, TimeReading};
 

@@ -1,6 +1,6 @@
 //! Parcel queries for the driver's screens: by id, tracking barcode, stop, or the whole route.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Device, TimeReading};
@@ -54,6 +54,8 @@ pub enum Validity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParcelView {
     pub parcel_id: String,
+    /// The delivery day whose manifest carries the parcel (a phone may hold more than one).
+    pub delivery_date: NaiveDate,
     pub barcode: String,
     pub stop_id: String,
     pub stop_sequence: u32,
@@ -87,7 +89,7 @@ pub(crate) struct ParcelRow {
 
 const COLUMNS: &str = "parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, state, \
      attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt, \
-     attempt_epoch";
+     attempt_epoch, delivery_date";
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -109,8 +111,12 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
     let not_before_ms: i64 = row.get(10)?;
     let not_after_ms: i64 = row.get(11)?;
     let state: String = row.get(7)?;
+    let date: String = row.get(17)?;
     let view = ParcelView {
         parcel_id: row.get(0)?,
+        delivery_date: date
+            .parse()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e)))?,
         barcode: row.get(1)?,
         stop_id: row.get(2)?,
         stop_sequence: row.get(3)?,

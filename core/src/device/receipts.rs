@@ -59,8 +59,16 @@ fn ms_to_time(ms: i64) -> DateTime<Utc> {
 pub(crate) fn append(s: &Session<'_>, receipt_id: Uuid, draft: Draft) -> Result<ReceiptSummary> {
     let keys = s.keys()?;
     let (head_seq, prev_hash) = chain_head(&s.tx)?;
+    // The manifest of the day the receipt's parcels belong to (the latest one applied when none is
+    // held any more).
+    let first = draft.parcels.first().map(|p| p.parcel_id.as_str()).unwrap_or_default();
     let manifest_id: Option<String> =
-        s.tx.prepare_cached("SELECT manifest_id FROM device_state WHERE id = 1")?.query_row([], |r| r.get(0))?;
+        s.tx.prepare_cached(
+            "SELECT coalesce((SELECT h.manifest_id FROM parcel p JOIN held_day h ON h.delivery_date = p.delivery_date
+                               WHERE p.parcel_id = ?1), manifest_id)
+               FROM device_state WHERE id = 1",
+        )?
+        .query_row([first], |r| r.get(0))?;
     let seq = u64::try_from(head_seq).map_err(|_| CoreError::Integrity("negative chain head".into()))? + 1;
     let body = ReceiptBody {
         version: PROTOCOL_VERSION.into(),

@@ -43,12 +43,26 @@ impl ParcelCounts {
     }
 }
 
+/// One delivery day the phone holds, with its parcels by state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldDay {
+    pub delivery_date: NaiveDate,
+    pub route_id: String,
+    /// The IANA zone the day's windows are in (e.g. `Europe/Berlin`).
+    pub time_zone: String,
+    pub parcels: ParcelCounts,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub enrolled: bool,
     pub device_id: Option<String>,
+    /// The route of the oldest held day.
     pub route_id: Option<String>,
+    /// The oldest held day (usually today; `days` lists them all).
     pub delivery_date: Option<NaiveDate>,
+    /// Every delivery day the phone holds, oldest first (at most [`super::MAX_HELD_DAYS`]).
+    pub days: Vec<HeldDay>,
     pub manifest_sequence: Option<u64>,
     pub last_sync: Option<DateTime<Utc>>,
     pub parcels: ParcelCounts,
@@ -77,18 +91,31 @@ fn time(ms: i64) -> DateTime<Utc> {
 impl Device {
     pub fn status(&self) -> Result<Status> {
         self.read(|conn, now: TimeReading, keys| {
-            let manifest: Option<(String, String, i64)> = conn
-                .query_row(
-                    "SELECT route_id, delivery_date, manifest_seq FROM device_state WHERE manifest_id IS NOT NULL",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+            let sequence: Option<i64> = conn
+                .query_row("SELECT manifest_seq FROM device_state WHERE manifest_id IS NOT NULL", [], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let mut days = Vec::new();
+            let mut stmt =
+                conn.prepare("SELECT delivery_date, route_id, time_zone FROM held_day ORDER BY delivery_date")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))? {
+                let (date, route_id, time_zone) = row?;
+                let delivery_date =
+                    date.parse().map_err(|_| crate::CoreError::Integrity(format!("held day {date:?}")))?;
+                days.push(HeldDay { delivery_date, route_id, time_zone, parcels: ParcelCounts::default() });
+            }
             let mut parcels = ParcelCounts::default();
-            let mut stmt = conn.prepare("SELECT state, count(*) FROM parcel GROUP BY state")?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
-                let (state, n) = row?;
-                *parcels.slot(ParcelState::parse(&state)?) = n;
+            let mut stmt =
+                conn.prepare("SELECT delivery_date, state, count(*) FROM parcel GROUP BY delivery_date, state")?;
+            for row in
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))?
+            {
+                let (date, state, n) = row?;
+                let state = ParcelState::parse(&state)?;
+                *parcels.slot(state) += n;
+                if let Some(day) = days.iter_mut().find(|d| d.delivery_date.to_string() == date) {
+                    *day.parcels.slot(state) += n;
+                }
             }
             let parcels_needing_code =
                 conn.query_row("SELECT count(*) FROM parcel WHERE needs_code", [], |r| r.get(0))?;
@@ -110,9 +137,10 @@ impl Device {
             Ok(Status {
                 enrolled: keys.is_some(),
                 device_id: keys.map(|k| k.device_id.clone()),
-                route_id: manifest.as_ref().map(|m| m.0.clone()),
-                delivery_date: manifest.as_ref().and_then(|m| m.1.parse().ok()),
-                manifest_sequence: manifest.map(|m| m.2 as u64),
+                route_id: days.first().map(|d| d.route_id.clone()),
+                delivery_date: days.first().map(|d| d.delivery_date),
+                days,
+                manifest_sequence: sequence.map(|s| s as u64),
                 last_sync: last_sync.map(time),
                 parcels,
                 parcels_needing_code,

@@ -132,6 +132,28 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE code_tag ADD COLUMN qr_minted_after_ms INTEGER;
     "#,
+    // 6: more than one delivery day held at once (today's route stays deliverable while
+    // tomorrow's is loaded): each day's manifest, and the day each parcel and each set of spent
+    // attempts belongs to. `device_state` keeps the manifest sequence (one per device, all days).
+    r#"
+    CREATE TABLE held_day (
+        delivery_date TEXT PRIMARY KEY,
+        route_id      TEXT NOT NULL,
+        manifest_id   TEXT NOT NULL,
+        time_zone     TEXT NOT NULL,
+        issued_at_ms  INTEGER NOT NULL,
+        applied_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO held_day (delivery_date, route_id, manifest_id, time_zone, issued_at_ms, applied_at_ms)
+        SELECT delivery_date, route_id, manifest_id, coalesce(time_zone, 'UTC'), coalesce(issued_at_ms, 0),
+               coalesce(applied_at_ms, 0)
+          FROM device_state WHERE manifest_id IS NOT NULL AND delivery_date IS NOT NULL;
+    ALTER TABLE parcel ADD COLUMN delivery_date TEXT NOT NULL DEFAULT '';
+    UPDATE parcel SET delivery_date = coalesce((SELECT delivery_date FROM device_state WHERE id = 1), '');
+    CREATE INDEX parcel_by_day ON parcel (delivery_date, state);
+    ALTER TABLE spent_attempts ADD COLUMN delivery_date TEXT NOT NULL DEFAULT '';
+    UPDATE spent_attempts SET delivery_date = coalesce((SELECT delivery_date FROM device_state WHERE id = 1), '');
+    "#,
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -6,7 +6,7 @@
 use super::*;
 
 /// A device as stored: route, sealed secret, manifest sequence and date, public key.
-type DeviceRow = (String, Vec<u8>, i64, Option<String>, Vec<u8>);
+type DeviceRow = (String, Vec<u8>, i64, Vec<u8>);
 
 impl Dispatch {
     /// A one-time token that enrols one device for `route_id`.
@@ -79,28 +79,18 @@ impl Dispatch {
 
     /// A device with its unsealed secret, its route and the sequence of its latest manifest.
     pub(super) fn device(&self, tx: &Tx<'_>, device_id: &str) -> Result<(EnrolledDevice, String, i64)> {
-        let (device, route_id, seq, _) = self.device_with_date(tx, device_id)?;
-        Ok((device, route_id, seq))
-    }
-
-    /// [`Dispatch::device`] with the delivery date of its latest manifest, in one query.
-    pub(super) fn device_with_date(
-        &self,
-        tx: &Tx<'_>,
-        device_id: &str,
-    ) -> Result<(EnrolledDevice, String, i64, Option<String>)> {
         let row: Option<DeviceRow> = tx.opt(
-            "SELECT route_id, secret, manifest_seq, manifest_date, public_key FROM device WHERE device_id = ?1",
+            "SELECT route_id, secret, manifest_seq, public_key FROM device WHERE device_id = ?1",
             params![device_id],
         )?;
-        let (route_id, secret, seq, date, public) =
+        let (route_id, secret, seq, public) =
             row.ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
         let device = EnrolledDevice {
             device_id: device_id.to_owned(),
             secret: DeviceSecret::from_bytes(&self.kek.open(&device_secret_aad(device_id), &secret)?)?,
             public_key: device_verifying_key(device_id, public)?,
         };
-        Ok((device, route_id, seq, date))
+        Ok((device, route_id, seq))
     }
 
     /// A device's enrolled request- and receipt-signing key (`None` for an unknown device): all a

@@ -8,7 +8,8 @@ use parcels::CurrentCode;
 
 impl Dispatch {
     /// The manifest a device should apply next. Without `since` (or when `since` is not a sequence
-    /// this device can continue from, or the date changed): a new full manifest. With `since` equal
+    /// this device can continue from, or the device does not hold `date` yet): a new full manifest
+    /// of `date`, which the device then holds beside the days it held. With `since` equal
     /// to the latest sequence: `None`, nothing new. Otherwise the delta `since + 1`.
     pub fn manifest(&self, device_id: &str, date: NaiveDate, since: Option<u64>) -> Result<Option<Vec<u8>>> {
         self.next_manifest(device_id, None, date, since, &|| Ok(()))
@@ -41,9 +42,15 @@ impl Dispatch {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
-            let (device, route_id, seq, current_date) = self.device_with_date(tx, device_id)?;
+            let (device, route_id, seq) = self.device(tx, device_id)?;
+            let held: bool = tx.one(
+                "SELECT EXISTS (SELECT 1 FROM device_day WHERE device_id = ?1 AND delivery_date = ?2)",
+                params![device_id, date.to_string()],
+            )?;
+            // The journal is the device's, across every day it holds: delta `since + 1` may be
+            // another held day's change, which the phone applies to that day.
             if let Some(n) = since
-                && current_date.as_deref() == Some(&date.to_string())
+                && held
             {
                 if i64::try_from(n) == Ok(seq) {
                     return Ok(None);
@@ -84,6 +91,18 @@ impl Dispatch {
             tx.execute(
                 "UPDATE device SET manifest_seq = ?1, manifest_date = ?2 WHERE device_id = ?3",
                 params![seq + 1, date.to_string(), device_id],
+            )?;
+            // The device holds this day beside the others; changes to the newest few days it
+            // asked for reach it (one more than a phone holds, so a day the phone refused never
+            // cuts off one it keeps).
+            tx.execute(
+                "INSERT INTO device_day (device_id, delivery_date) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![device_id, date.to_string()],
+            )?;
+            tx.execute(
+                "DELETE FROM device_day WHERE device_id = ?1 AND delivery_date NOT IN
+                     (SELECT delivery_date FROM device_day WHERE device_id = ?1 ORDER BY delivery_date DESC LIMIT ?2)",
+                params![device_id, (doorstep_core::device::MAX_HELD_DAYS + 1) as i64],
             )?;
             Ok(Some(envelope))
         })
@@ -169,7 +188,8 @@ impl Dispatch {
         resets: Vec<String>,
     ) -> Result<usize> {
         let devices: Vec<String> = tx.all(
-            "SELECT device_id FROM device WHERE route_id = ?1 AND manifest_date = ?2 AND manifest_seq > 0",
+            "SELECT d.device_id FROM device d JOIN device_day h ON h.device_id = d.device_id
+              WHERE d.route_id = ?1 AND h.delivery_date = ?2 AND d.manifest_seq > 0 ORDER BY d.device_id",
             params![route_id, date.to_string()],
         )?;
         for device_id in &devices {

@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS device (
     manifest_date  TEXT,
     enrolled_at_ms INTEGER NOT NULL
 );
+-- The delivery days a device holds (it asked for their full manifests; the newest few are kept):
+-- every change to one of those route-days is journalled to it as a delta. `device.manifest_date`
+-- is the day of its latest full manifest, kept for earlier builds.
+CREATE TABLE IF NOT EXISTS device_day (
+    device_id     TEXT NOT NULL REFERENCES device (device_id),
+    delivery_date TEXT NOT NULL,
+    PRIMARY KEY (device_id, delivery_date)
+);
 -- Deltas issued to a device, by sequence: `?since=N` returns delta N+1.
 CREATE TABLE IF NOT EXISTS delta (
     device_id TEXT NOT NULL REFERENCES device (device_id),
@@ -210,7 +218,7 @@ CREATE TABLE IF NOT EXISTS alert (
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -236,6 +244,9 @@ pub(super) fn migrate_postgres(tx: &Tx<'_>) -> Result<()> {
         Some(found) if found < SCHEMA_VERSION => {
             // Every step since 7 only adds tables: `SCHEMA` creates those missing.
             tx.batch(&postgres_schema())?;
+            if found < 9 {
+                tx.batch(FILL_DEVICE_DAYS)?;
+            }
             tx.execute("UPDATE doorstep_schema SET version = ?1", params![SCHEMA_VERSION])?;
             Ok(())
         }
@@ -409,6 +420,13 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         // count alike.
         conn.execute_batch("PRAGMA user_version = 8;")?;
     }
+    if version < 9 {
+        // Step 9: phones hold more than one day; the day each held until now is its first.
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(FILL_DEVICE_DAYS)?;
+        tx.execute_batch("PRAGMA user_version = 9;")?;
+        tx.commit()?;
+    }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
         // no old page keeps a copy.
@@ -416,6 +434,11 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     }
     Ok(())
 }
+
+/// Step 9, in words both backends read: each device holds the day of its latest full manifest.
+const FILL_DEVICE_DAYS: &str = "INSERT INTO device_day (device_id, delivery_date)
+     SELECT device_id, manifest_date FROM device WHERE manifest_seq > 0 AND manifest_date IS NOT NULL
+     ON CONFLICT DO NOTHING;";
 
 /// An upgrade step that adds `table.column` (unless `SCHEMA` already created it, on a folder whose
 /// tables were made by this build) and records `version`, in one transaction.

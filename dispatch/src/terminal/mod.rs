@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::sealing::SealingKey;
 
+mod days;
 mod ending;
 
 pub use ending::{Ending, TerminalError};
@@ -66,10 +67,9 @@ pub enum Action {
     Enrol {
         token: String,
     },
-    /// `replace_day`: go ahead although the device holds another day with work left on it.
+    /// `date`: today in the zone of the held days when not given.
     Sync {
-        date: chrono::NaiveDate,
-        replace_day: bool,
+        date: Option<chrono::NaiveDate>,
     },
     Parcels {
         stop: Option<String>,
@@ -209,23 +209,12 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
             t.device.complete_enrolment(&bundle)?;
             json!({ "enrolled": true, "device_id": t.device_id()? })
         }
-        Action::Sync { date, replace_day } => {
+        Action::Sync { date } => {
             let id = t.device_id()?;
-            // A phone holds one delivery day: another day's manifest replaces it. Never by a typo:
-            // with parcels still to hand over or receipts not uploaded, only when asked to.
-            let status = t.device.status()?;
-            let open = status.parcels.pending + status.parcels.locked;
-            if let Some(held) = status.delivery_date.filter(|held| *held != date)
-                && (open > 0 || status.pending_receipts > 0)
-                && !replace_day
-            {
-                return Err(bad_input(format!(
-                    "this device holds {held} ({open} parcels not handed over yet, {} receipts not uploaded); \
-                     syncing {date} would replace that day on this device. Check --date; to replace the day, \
-                     upload first and pass --replace-day. Nothing was changed",
-                    status.pending_receipts
-                )));
-            }
+            // Days that are over expire and are let go first, so they do not count against the
+            // days a phone holds.
+            t.device.purge_expired()?;
+            let (date, note) = days::plan(&t.device.status()?, date)?;
             let mut applied = Vec::new();
             loop {
                 let since = t.device.status()?.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
@@ -241,7 +230,11 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                     "removed": r.removed, "reset": r.reset
                 }));
             }
-            json!({ "applied": applied })
+            let mut answer = json!({ "date": date, "applied": applied });
+            if let Some(note) = note {
+                answer["note"] = json!(note);
+            }
+            answer
         }
         Action::Parcels { stop } => {
             let parcels = match stop {
@@ -253,7 +246,7 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                     .iter()
                     .map(|p| {
                         json!({
-                            "parcel_id": p.parcel_id, "barcode": p.barcode, "stop": p.stop_id,
+                            "parcel_id": p.parcel_id, "date": p.delivery_date, "barcode": p.barcode, "stop": p.stop_id,
                             "needs_code": p.needs_code, "state": p.state.as_str(),
                             "attempts_left": p.attempts_left, "not_after": p.not_after
                         })
@@ -305,6 +298,11 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
             json!({
                 "enrolled": s.enrolled, "device_id": s.device_id, "route": s.route_id,
                 "delivery_date": s.delivery_date, "manifest_sequence": s.manifest_sequence,
+                "days": s.days.iter().map(|d| json!({
+                    "date": d.delivery_date, "route": d.route_id, "zone": d.time_zone,
+                    "pending": d.parcels.pending, "delivered": d.parcels.delivered, "failed": d.parcels.failed,
+                    "locked": d.parcels.locked, "expired": d.parcels.expired
+                })).collect::<Vec<_>>(),
                 "parcels": {
                     "pending": s.parcels.pending, "delivered": s.parcels.delivered, "failed": s.parcels.failed,
                     "locked": s.parcels.locked, "expired": s.parcels.expired

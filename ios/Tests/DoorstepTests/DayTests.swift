@@ -63,4 +63,30 @@ final class DayTests: XCTestCase {
             XCTAssertFalse(logs.contains(code), "a code is in the logs")
         }
     }
+
+    func testTomorrowsRouteLoadsBesideTodaysAndTodaysParcelsStayDeliverable() async throws {
+        let day = try Day(count: 3)
+        let d = try await day.enrolledDevice()
+        try day.dispatch.startRoute()
+        let tomorrow = dayStart.addingTimeInterval(24 * 3600)
+        let codes = try day.dispatch.addParcel(
+            parcelId: "T0", barcode: "TBC0", stopId: "S9", stopSequence: 1, needsCode: true, delegates: [],
+            notBefore: tomorrow, notAfter: tomorrow.addingTimeInterval(23 * 3600)
+        )
+        let report = try await d.applyManifest(
+            try day.dispatch.fullManifest(routeId: "R1", deliveryDate: "2026-11-27", issuedAt: day.clock.now))
+        XCTAssertEqual(report.removed, 0)
+
+        let status = try await d.status()
+        XCTAssertEqual(status.days.map { $0.deliveryDate }, ["2026-11-26", "2026-11-27"])
+        XCTAssertEqual(status.deliveryDate, "2026-11-26")
+        let t0 = try await d.parcel(id: "T0")
+        XCTAssertEqual(t0.deliveryDate, "2026-11-27")
+        guard case .accepted = try await d.verifyCode(day.codes["P0"]!, for: scan("BC0")) else {
+            return XCTFail("today's parcel refused after tomorrow's route loaded")
+        }
+        guard case .notYetValid = try await d.verifyCode(codes.customer!, for: scan("TBC0")) else {
+            return XCTFail("tomorrow's parcel not refused as not yet valid")
+        }
+    }
 }

@@ -6,6 +6,7 @@ import app.doorstep.ffi.HandoverOutcome
 import app.doorstep.ffi.Holder
 import app.doorstep.ffi.ParcelState
 import app.doorstep.ffi.ReceiptEvent
+import java.time.ZoneOffset
 import kotlinx.coroutines.runBlocking
 import kotlin.test.Test
 import kotlin.test.assertEquals
@@ -87,6 +88,30 @@ class DayTest {
             // No code ever reached the logs.
             val logs = day.logger.lines.joinToString("\n")
             (day.codes.values + day.delegateCodes.values).forEach { assertTrue(it !in logs, "a code is in the logs") }
+        }
+    }
+
+    @Test
+    fun `tomorrow's route loads beside today's and today's parcels stay deliverable`(): Unit = runBlocking {
+        val day = Day(count = 3)
+        day.enrolledDevice().use { d ->
+            day.dispatch.startRoute()
+            val tomorrow = DAY.plusDays(1)
+            val codes = day.dispatch.addParcel(
+                "T0", "TBC0", "S9", 1u, needsCode = true, delegates = emptyList(),
+                notBefore = tomorrow.atStartOfDay().toInstant(ZoneOffset.UTC),
+                notAfter = tomorrow.atTime(23, 0).toInstant(ZoneOffset.UTC),
+            )
+            val report = d.applyManifest(day.dispatch.fullManifest("R1", tomorrow.toString(), day.clock.now()))
+            assertEquals(0u, report.removed)
+
+            val status = d.status()
+            assertEquals(listOf(DAY.toString(), tomorrow.toString()), status.days.map { it.deliveryDate })
+            assertEquals(DAY.toString(), status.deliveryDate)
+            assertEquals(tomorrow.toString(), d.parcel("T0").deliveryDate)
+            assertIs<HandoverOutcome.Accepted>(d.verifyCode(scan("BC0"), day.codes.getValue("P0")))
+            assertIs<HandoverOutcome.NotYetValid>(d.verifyCode(scan("TBC0"), codes.customer!!))
+            assertEquals(1u, d.status().days[0].parcels.delivered)
         }
     }
 }
