@@ -170,3 +170,13 @@ pub fn quarantine_database(path: String) -> Result<String> {
     let moved = doorstep_core::device::quarantine(std::path::Path::new(&path), now)?;
     Ok(moved.to_string_lossy().into_owned())
 }
+
+/// Checks a parcel's evidence file (from dispatch: `GET /v1/parcels/{id}/evidence`) offline against
+/// dispatch's published keys document (`GET /v1/dispatch-keys`); returns what it shows, or
+/// `EvidenceRejected` when any byte was changed or the signer is not trusted.
+#[uniffi::export]
+pub fn verify_evidence(evidence: Vec<u8>, dispatch_keys: Vec<u8>) -> Result<doorstep_core::evidence::EvidenceReport> {
+    let keys: Vec<doorstep_core::crypto::VerifyingKey> = serde_json::from_slice(&dispatch_keys)
+        .map_err(|e| DoorstepError::InvalidInput { reason: format!("dispatch_keys is not a keys document: {e}") })?;
+    Ok(doorstep_core::evidence::verify(&evidence, &keys).map_err(doorstep_core::CoreError::from)?)
+}

@@ -24,6 +24,10 @@ pub enum DoorstepError {
     /// Dispatch's answer to an upload was refused; no receipt was deleted. Retry the upload later.
     #[error("acknowledgement rejected: {reason}")]
     AckRejected { reason: String },
+    /// An evidence file did not verify: it was changed, or is not signed by a trusted dispatch
+    /// key. Do not rely on it.
+    #[error("evidence rejected: {reason}")]
+    EvidenceRejected { reason: String },
     /// The enrolment answer was refused. Start enrolment again.
     #[error("enrolment rejected: {reason}")]
     EnrolmentRejected { reason: String },
@@ -74,6 +78,7 @@ impl From<CoreError> for DoorstepError {
             },
             CoreError::QrRejected(_) => DoorstepError::QrTokenRejected { reason },
             CoreError::AckRejected(_) => DoorstepError::AckRejected { reason },
+            CoreError::EvidenceRejected(_) => DoorstepError::EvidenceRejected { reason },
             CoreError::EnrolmentRejected(_) | CoreError::BatchRejected(_) => {
                 DoorstepError::EnrolmentRejected { reason }
             }

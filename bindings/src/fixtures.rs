@@ -231,6 +231,27 @@ impl TestDispatch {
         })
     }
 
+    /// The evidence file about `parcel_id` from the receipts uploaded so far (as dispatch's
+    /// `GET /v1/parcels/{id}/evidence` answers).
+    pub fn evidence(&self, parcel_id: String, now: SystemTime) -> Result<Vec<u8>> {
+        self.with(|s| {
+            let device = s.device()?.clone();
+            let chain = s.ledger.chains.get(&device.device_id).cloned().unwrap_or_default();
+            let (chains, receipts) =
+                match doorstep_core::evidence::extract(&device.device_id, &device.public_key, &chain, &parcel_id)? {
+                    Some((extract, receipts)) => (vec![extract], receipts),
+                    None => (Vec::new(), Vec::new()),
+                };
+            let statement = doorstep_core::evidence::Statement { parcel_id, issued_at: now.into(), chains };
+            Ok(s.issuer.evidence(&statement, receipts)?)
+        })
+    }
+
+    /// Dispatch's keys document (as `GET /v1/dispatch-keys` answers).
+    pub fn public_keys(&self) -> Result<Vec<u8>> {
+        self.with(|s| serde_json::to_vec(&[s.issuer.current_key().verifying_key()]).map_err(|e| invalid(e.to_string())))
+    }
+
     /// How many receipts dispatch holds, after checking that they form one unbroken chain from the
     /// device's first receipt, all accepted. Fails if the chain is broken.
     pub fn verified_chain_length(&self) -> Result<u64> {

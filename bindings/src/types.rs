@@ -10,6 +10,7 @@ pub use doorstep_core::device::{
     AckReport, ApplyReport, ClockStatus, HandoverOutcome, HeldDay, LogLevel, OutboxBatch, ParcelCounts, ParcelState,
     ParcelView, PurgeReport, ReceiptSummary, RetryAdvice, ScannedParcel, Status, Validity,
 };
+pub use doorstep_core::evidence::{EvidenceEvent, EvidenceReport};
 pub use doorstep_core::protocol::{
     FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptEvent, ReceiptResult, ReceiptStatus,
 };
@@ -319,4 +320,31 @@ pub struct Status {
 #[uniffi::export]
 pub fn failure_reason_x12_code(reason: FailureReason) -> Result<Option<String>, crate::DoorstepError> {
     Ok(reason.x12_code().map(str::to_owned))
+}
+
+/// One receipt about the parcel in a verified evidence file.
+#[uniffi::remote(Record)]
+pub struct EvidenceEvent {
+    pub device_id: String,
+    pub seq: u64,
+    pub receipt_id: Uuid,
+    pub event: ReceiptEvent,
+    pub holder: Option<Holder>,
+    pub method: Option<HandoverMethod>,
+    pub reason: Option<FailureReason>,
+    /// The phone's trusted time when it made the receipt.
+    pub trusted_time: Timestamp,
+    /// Dispatch's verdict, and why when it is not plain acceptance.
+    pub status: ReceiptStatus,
+    pub status_reason: Option<String>,
+}
+
+/// What a verified evidence file shows: the parcel's receipts, oldest first.
+#[uniffi::remote(Record)]
+pub struct EvidenceReport {
+    pub parcel_id: String,
+    /// The dispatch key that signed the statement.
+    pub signed_by: String,
+    pub issued_at: Timestamp,
+    pub events: Vec<EvidenceEvent>,
 }

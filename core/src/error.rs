@@ -22,6 +22,8 @@ pub enum CoreError {
     QrRejected(#[from] QrRejection),
     #[error("acknowledgement rejected: {0}")]
     AckRejected(#[from] AckRejection),
+    #[error("evidence rejected: {0}")]
+    EvidenceRejected(#[from] crate::evidence::EvidenceRejection),
     #[error("enrolment bundle rejected: {0}")]
     EnrolmentRejected(String),
     #[error("upload batch rejected: {0}")]

@@ -10,6 +10,8 @@
 //!   upload batches, acknowledgements, QR tokens, enrolment).
 //! - [`issuer`]: dispatch's side as a library: enrol devices, build and sign manifests, sign QR
 //!   tokens, verify uploaded receipts and sign acknowledgements.
+//! - [`evidence`]: one parcel's receipts with dispatch's signed statement, checked offline with
+//!   only public keys.
 //! - [`device`]: the phone's side: a [`device::Device`] opened on a SQLite file through host traits
 //!   ([`device::KeyVault`], [`device::Clock`], [`device::Logger`]).
 //!
@@ -19,6 +21,7 @@ pub mod crypto;
 pub mod device;
 mod encoding;
 pub mod error;
+pub mod evidence;
 pub mod issuer;
 pub mod policy;
 pub mod protocol;

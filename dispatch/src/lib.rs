@@ -8,6 +8,7 @@
 //! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
 //! - [`listen`]: where `serve` may listen, and TLS served with rustls or left to a proxy.
 //! - [`places`]: counted places in all and per key (connections, uploads), given back on drop.
+//! - [`proof`]: `doorstep evidence` and `verify-evidence`: a parcel's evidence file, checked offline.
 //! - [`operators`]: operator keys and the audit trail of operator actions.
 //! - [`clock`]: [`SetClock`], the settable clock of simulated days (demo, tests, benchmarks);
 //!   `serve` uses the system clock.
@@ -20,6 +21,7 @@ pub mod listen;
 pub mod mail;
 pub mod operators;
 pub mod places;
+pub mod proof;
 pub mod sealing;
 pub mod store;
 pub mod terminal;

@@ -66,6 +66,29 @@ enum Command {
         #[command(subcommand)]
         step: OperatorStep,
     },
+    /// Write a parcel's evidence file: its receipts with dispatch's signed statement, for anyone
+    /// to check offline (`doorstep verify-evidence`).
+    Evidence {
+        #[command(flatten)]
+        store: Store,
+        /// The parcel.
+        parcel_id: String,
+        /// Where to write it (default: evidence-<PARCEL>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write dispatch's public keys here (what GET /v1/dispatch-keys answers).
+        #[arg(long)]
+        keys_out: Option<PathBuf>,
+    },
+    /// Check an evidence file offline against dispatch's published public keys. Exit codes: 0
+    /// valid, 2 unreadable input, 3 not valid (changed, or not signed by a trusted key).
+    VerifyEvidence {
+        /// The evidence file.
+        file: PathBuf,
+        /// The keys document (a JSON array of {"key_id", "public"}: GET /v1/dispatch-keys).
+        #[arg(long)]
+        keys: PathBuf,
+    },
     /// Rotate dispatch's signing key in two steps (restart dispatch after each).
     Keys {
         #[command(subcommand)]
@@ -299,6 +322,41 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
+        Command::Evidence { store, parcel_id, out, keys_out } => {
+            let dispatch =
+                match Dispatch::open_with(&store.state, store.database().as_ref(), HighValuePolicy::default()) {
+                    Ok(d) => d,
+                    Err(e) => return fail(format!("cannot open dispatch state {}: {e}", store.state.display())),
+                };
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("evidence-{parcel_id}.json")));
+            match doorstep_dispatch::proof::write(&dispatch, &parcel_id, &out, keys_out.as_deref()) {
+                Ok(line) => {
+                    say!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("error: {e}")),
+            }
+        }
+        Command::VerifyEvidence { file, keys } => {
+            let checked = doorstep_dispatch::proof::read_keys(&keys)
+                .and_then(|keys| doorstep_dispatch::proof::check(&file, &keys));
+            match checked {
+                Ok(Ok(report)) => {
+                    for line in doorstep_dispatch::proof::describe(&report) {
+                        say!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(why)) => {
+                    eprintln!("NOT valid: {why}");
+                    ExitCode::from(3)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Operator { step } => operator_command(step),
         Command::Serve {
             addr,

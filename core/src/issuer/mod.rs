@@ -21,7 +21,7 @@ pub use manifest::{IssuedParcel, ManifestSpec};
 pub use verify::{BatchVerdict, FLAGGED_FOR_PHONE};
 
 use crate::crypto::{SigningKey, VerifyingKey};
-use crate::protocol::{Ack, QrToken, SignedEnvelope, domain};
+use crate::protocol::{Ack, QrToken, SignedEnvelope, SignedReceipt, domain};
 use crate::{CoreError, Result};
 
 /// Dispatch's signing keys: one current key signs; older ones stay listed so devices can still
@@ -56,6 +56,12 @@ impl Issuer {
 
     pub fn sign_qr(&self, token: &QrToken) -> Result<String> {
         token.sign(self.current_key()).map_err(|_| CoreError::Integrity("QR token did not serialise".into()))
+    }
+
+    /// An evidence file about one parcel: `statement` signed with the current key, with the
+    /// parcel's receipts (see [`crate::evidence`]).
+    pub fn evidence(&self, statement: &crate::evidence::Statement, receipts: Vec<SignedReceipt>) -> Result<Vec<u8>> {
+        crate::evidence::seal(statement, receipts, self.current_key())
     }
 
     pub fn sign_ack(&self, ack: &Ack) -> Result<Vec<u8>> {

@@ -6,6 +6,7 @@
 //!   enrolment tokens), behind an operator key once one exists (`crate::operators`).
 //! - [`device`]: phones (enrol with a one-time token; manifests and uploads signed by the device).
 //! - [`customer`]: the customer's own parcels, with the link from their code e-mail.
+//! - [`public`]: anyone: the public keys dispatch signs with.
 //! - [`limits`]: rate limits per client address on the customer, enrolment and device routes.
 
 mod customer;
@@ -13,6 +14,7 @@ mod device;
 mod limits;
 pub mod openapi;
 mod operator;
+mod public;
 
 pub use limits::Limits;
 
@@ -93,6 +95,7 @@ fn routes(dispatch: Arc<Dispatch>, limits: Limits) -> OpenApiRouter<AppState> {
             limits::Limiter::per_minute(limits.full_manifests_per_device_per_minute, false),
         ))
         .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
+        .merge(public::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
 }
 
 async fn blocking<T: Send + 'static>(

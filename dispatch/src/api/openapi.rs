@@ -68,7 +68,8 @@ impl utoipa::IntoResponses for Errors {
     tags(
         (name = "operator", description = "The carrier's staff: behind an operator key once one exists."),
         (name = "device", description = "Phones: enrolment with a one-time token, then signed requests."),
-        (name = "customer", description = "A customer's own parcel, with the link from the code e-mail.")
+        (name = "customer", description = "A customer's own parcel, with the link from the code e-mail."),
+        (name = "public", description = "Anyone: the public keys dispatch signs with.")
     )
 )]
 pub struct Document;

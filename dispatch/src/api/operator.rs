@@ -32,6 +32,7 @@ pub(super) fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(reissue))
         .routes(routes!(reassign))
         .routes(routes!(history))
+        .routes(routes!(evidence))
         .routes(routes!(alerts))
         .routes(routes!(undelivered_mail))
         .route_layer(middleware::from_fn_with_state(state, require_operator))
@@ -286,6 +287,19 @@ async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Re
     let receipts =
         receipts.into_iter().map(|r| HistoryEntry { receipt: r.body, status: r.status, reason: r.reason }).collect();
     Ok(Json(History { receipts, actions }).into_response())
+}
+
+/// A self-contained evidence file about a parcel, for anyone to check offline with dispatch's
+/// public keys (`GET /v1/dispatch-keys`, `doorstep verify-evidence`): every receipt that names the
+/// parcel, signed by its phone, and dispatch's signed statement of each phone's key, the chain
+/// links to its checkpoint and the verdicts. Other parcels' receipts appear only as hashes.
+#[utoipa::path(get, path = "/v1/parcels/{id}/evidence", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "The parcel id.")),
+    responses((status = 200, description = "The evidence file (JSON, byte for byte as signed: store it unchanged).",
+               content_type = "application/json", body = Object), Errors))]
+async fn evidence(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
+    let file = blocking(move || d.evidence(&id)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], file).into_response())
 }
 
 /// The receipts dispatch flagged for review, newest first (at most 500): each also went to the log

@@ -44,6 +44,7 @@ use crate::validate;
 mod customers;
 pub(crate) mod db;
 mod enrolment;
+mod evidence;
 mod keys;
 mod ledger;
 mod mail;

@@ -95,9 +95,21 @@ impl Dispatch {
     }
 }
 
+/// A device's stored receipts from sequence `from` on, in chain order.
+pub(super) fn stored_receipts_of(tx: &Tx<'_>, device_id: &str, from: i64) -> Result<Vec<StoredReceipt>> {
+    let rows: Vec<ReceiptRow> = tx.all(
+        "SELECT body, signature, status, reason FROM receipt WHERE device_id = ?1 AND seq >= ?2 ORDER BY seq",
+        params![device_id, from],
+    )?;
+    parse_rows(rows)
+}
+
 /// Runs a query selecting `body, signature, status, reason` of stored receipts.
 fn stored_receipts(tx: &Tx<'_>, sql: &str, key: &str) -> Result<Vec<StoredReceipt>> {
-    let rows: Vec<ReceiptRow> = tx.all(sql, params![key])?;
+    parse_rows(tx.all(sql, params![key])?)
+}
+
+fn parse_rows(rows: Vec<ReceiptRow>) -> Result<Vec<StoredReceipt>> {
     rows.into_iter()
         .map(|(body, signature, status, reason)| {
             let receipt = SignedReceipt {

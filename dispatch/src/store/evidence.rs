@@ -1,0 +1,51 @@
+//! A parcel's evidence file (`doorstep evidence`, `GET /v1/parcels/{id}/evidence`): every stored
+//! receipt that names the parcel, and dispatch's signed statement of each phone's enrolled key,
+//! the chain hashes from the receipt before the parcel's first to the phone's checkpoint, and its
+//! verdicts. Built by core ([`doorstep_core::evidence`]) from what the ledger stores, in one
+//! transaction, so it states one moment of the ledger; anyone checks it offline with
+//! [`doorstep_core::evidence::verify`] and the keys of `GET /v1/dispatch-keys`.
+
+use doorstep_core::evidence::{self, Statement};
+
+use super::receipts::stored_receipts_of;
+use super::*;
+
+impl Dispatch {
+    /// Operator: the evidence file about `parcel_id` (404 for an id that is neither a parcel nor
+    /// named by any receipt; a parcel with no receipt yet gets a statement saying so).
+    pub fn evidence(&self, parcel_id: &str) -> Result<Vec<u8>> {
+        self.run(|tx| {
+            let devices: Vec<(String, i64)> = tx.all(
+                "SELECT r.device_id, min(r.seq) FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
+                  WHERE rp.parcel_id = ?1 GROUP BY r.device_id ORDER BY r.device_id",
+                params![parcel_id],
+            )?;
+            let known: bool =
+                tx.one("SELECT EXISTS (SELECT 1 FROM parcel WHERE parcel_id = ?1)", params![parcel_id])?;
+            if devices.is_empty() && !known {
+                return Err(DispatchError::NotFound(format!("parcel {parcel_id}")));
+            }
+            let mut chains = Vec::with_capacity(devices.len());
+            let mut receipts = Vec::new();
+            for (device_id, first) in devices {
+                let key = Self::device_key(tx, &device_id)?
+                    .ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
+                // From the receipt before the parcel's first to the device's newest (its checkpoint:
+                // dispatch stores a device's receipts only as an unbroken chain).
+                let chain: Vec<StoredReceipt> = stored_receipts_of(tx, &device_id, first - 1)?;
+                if let Some((extract, theirs)) = evidence::extract(&device_id, &key, &chain, parcel_id)? {
+                    chains.push(extract);
+                    receipts.extend(theirs);
+                }
+            }
+            let statement = Statement { parcel_id: parcel_id.to_owned(), issued_at: self.now()?, chains };
+            Ok(self.issuer.evidence(&statement, receipts)?)
+        })
+    }
+
+    /// The public keys dispatch signs with (manifests, acks, QR tokens, evidence): what a reader
+    /// of an evidence file trusts.
+    pub fn public_keys(&self) -> Vec<VerifyingKey> {
+        self.announced_keys.clone()
+    }
+}
