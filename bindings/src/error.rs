@@ -14,8 +14,9 @@ pub enum DoorstepError {
     /// An argument is not acceptable (empty scan, bad location, missing note...). Fix the call.
     #[error("invalid input: {reason}")]
     InvalidInput { reason: String },
-    /// The manifest was refused. If `fetch_full` is true, ask dispatch for a full manifest;
-    /// otherwise report it: the manifest is forged, misdirected or malformed.
+    /// The manifest was refused. If `fetch_full` is true, ask dispatch again with `since` = the
+    /// device's `status().manifestSequence` (it answers with what continues it, or a full
+    /// manifest); otherwise report it: the manifest is forged, misdirected or malformed.
     #[error("manifest rejected: {reason}")]
     ManifestRejected { reason: String, fetch_full: bool },
     /// The QR token was refused (forged, expired, used, other parcel). Ask for the code instead.
@@ -72,7 +73,7 @@ impl From<CoreError> for DoorstepError {
                     r,
                     ManifestRejection::SequenceGap { .. }
                         | ManifestRejection::DeltaWithoutBase
-                        | ManifestRejection::DayNotHeld(_)
+                        | ManifestRejection::MissedChanges { .. }
                 ),
                 reason,
             },

@@ -79,8 +79,11 @@ pub enum ManifestRejection {
     WrongRoute { got: String, expected: String },
     #[error("manifest is for delivery date {got}, the device holds {expected}")]
     WrongDate { got: String, expected: String },
-    #[error("delta manifest is for delivery date {0}, which the device does not hold; fetch a full manifest")]
-    DayNotHeld(String),
+    #[error(
+        "manifest {got} skips changes after {current} that may concern another day this device holds; ask \
+         again from sequence {current}"
+    )]
+    MissedChanges { current: u64, got: u64 },
     #[error(
         "the device already holds {limit} delivery days ({held}), the most it holds at once; a day is let go \
          once every parcel of it is handed over or expired"

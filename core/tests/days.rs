@@ -49,6 +49,14 @@ fn two_days() -> (World, Vec<IssuedParcel>, Vec<IssuedParcel>) {
     (w, today, tomorrow)
 }
 
+/// Just after the test's date has ended in every zone (at UTC-12: noon UTC the next day) and the
+/// purge grace has passed.
+fn after_today_everywhere() -> chrono::DateTime<chrono::Utc> {
+    (date() + TimeDelta::days(1)).and_hms_opt(12, 0, 0).unwrap().and_utc()
+        + TimeDelta::milliseconds(PURGE_GRACE_MS)
+        + TimeDelta::minutes(1)
+}
+
 fn held_dates(w: &World) -> Vec<String> {
     w.device.status().unwrap().days.iter().map(|d| d.delivery_date.to_string()).collect()
 }
@@ -132,7 +140,7 @@ fn a_day_is_let_go_once_over_and_its_parcels_not_handed_over_expire_into_receipt
     assert_eq!(held_dates(&w), ["2026-11-26", "2026-11-27"]);
     let receipts_before = w.device.status().unwrap().pending_receipts;
 
-    w.clock.set_wall(end_of_day() + TimeDelta::milliseconds(PURGE_GRACE_MS) + TimeDelta::minutes(1));
+    w.clock.set_wall(after_today_everywhere());
     let report = w.device.purge_expired().unwrap();
     assert_eq!(report.expired, 2);
     assert_eq!(held_dates(&w), ["2026-11-27"]);
@@ -170,7 +178,7 @@ fn a_day_beyond_the_most_held_is_refused_and_changes_nothing() {
 #[test]
 fn a_delta_for_a_day_let_go_only_moves_the_sequence_on() {
     let (mut w, today, tomorrow) = two_days();
-    w.clock.set_wall(end_of_day() + TimeDelta::hours(1));
+    w.clock.set_wall(after_today_everywhere());
     w.device.purge_expired().unwrap();
     assert_eq!(held_dates(&w), ["2026-11-27"]);
     // Dispatch still journals a change of today's route to this phone.
@@ -201,4 +209,56 @@ fn a_delta_moves_a_parcel_between_held_days_with_its_attempts() {
     assert!(matches!(outcome, HandoverOutcome::NotYetValid { .. }), "{outcome:?}");
     let status = w.device.status().unwrap();
     assert_eq!((status.days[0].parcels.pending, status.days[1].parcels.pending), (2, 4));
+}
+
+#[test]
+fn a_delta_for_a_day_not_held_only_moves_the_sequence_on() {
+    // Dispatch journals the changes of a day it believes the phone holds (the phone refused that
+    // day's full manifest, or let it go): the phone skips them instead of refusing every delta
+    // after them.
+    let (mut w, _, _) = two_days();
+    let later = parcels_for(&mut w, 6..7, 2);
+    let m = manifest(&mut w, ManifestKind::Delta, &later, 2);
+    let report = w.device.apply_manifest(&m).unwrap();
+    assert_eq!((report.added, report.sequence), (0, w.sequence));
+    assert!(w.device.parcel("P00006").is_err());
+    assert_eq!(held_dates(&w), ["2026-11-26", "2026-11-27"]);
+}
+
+#[test]
+fn a_full_manifest_that_skips_changes_to_another_held_day_is_refused() {
+    let (mut w, _, tomorrow) = two_days();
+    let before = (w.device.parcels().unwrap(), w.device.status().unwrap().manifest_sequence);
+    // A delta for tomorrow the phone never got (sequence 3), then a full manifest of today (4).
+    w.sequence += 1;
+    let m = full(&mut w, &tomorrow[..0], 0);
+    let r = rejection(w.device.apply_manifest(&m));
+    assert_eq!(r, ManifestRejection::MissedChanges { current: 2, got: 4 });
+    assert_eq!((w.device.parcels().unwrap(), w.device.status().unwrap().manifest_sequence), before);
+}
+
+#[test]
+fn a_day_without_parcels_is_not_let_go_before_it_has_ended() {
+    // Nothing has left the warehouse for today yet when tomorrow's route is loaded.
+    let mut w = World::new();
+    let m = full(&mut w, &[], 0);
+    w.device.apply_manifest(&m).unwrap();
+    let tomorrow = parcels_for(&mut w, 0..2, 1);
+    let m = full(&mut w, &tomorrow, 1);
+    w.device.apply_manifest(&m).unwrap();
+    w.device.purge_expired().unwrap();
+    assert_eq!(held_dates(&w), ["2026-11-26", "2026-11-27"]);
+    // Today's parcels then arrive in a delta, and are deliverable.
+    let today = parcels_for(&mut w, 2..3, 0);
+    let m = manifest(&mut w, ManifestKind::Delta, &today, 0);
+    assert_eq!(w.device.apply_manifest(&m).unwrap().added, 1);
+    let outcome = w.device.verify_code(&w.scan(2), &w.code(2), None).unwrap();
+    assert!(matches!(outcome, HandoverOutcome::Accepted { .. }), "{outcome:?}");
+    // Once today has ended everywhere (and the purge grace passed), it is let go.
+    w.clock.set_wall(after_today_everywhere() - TimeDelta::minutes(2));
+    w.device.purge_expired().unwrap();
+    assert_eq!(held_dates(&w), ["2026-11-26", "2026-11-27"], "today has not ended at UTC-12 yet");
+    w.clock.set_wall(after_today_everywhere());
+    w.device.purge_expired().unwrap();
+    assert_eq!(held_dates(&w), ["2026-11-27"]);
 }

@@ -55,8 +55,9 @@ impl Held {
 enum Target {
     /// Its own delivery day (held, or new for a full manifest).
     Day,
-    /// A delta for a day already let go (older than every held day): only the sequence advances.
-    LetGo,
+    /// A delta for a day the phone does not hold (let go, or whose full manifest it refused):
+    /// only the sequence advances, so the deltas after it still apply.
+    Skip,
 }
 
 /// Parses a manifest envelope, borrowing the payload text from the input so a large manifest is
@@ -91,7 +92,7 @@ impl Device {
             if !manifest.dispatch_keys.is_empty() && !manifest.dispatch_keys.contains(&signer) {
                 return Err(ManifestRejection::Malformed("announced keys must include the signing key".into()).into());
             }
-            if target == Target::LetGo {
+            if target == Target::Skip {
                 return skip(s, &manifest);
             }
             apply(s, &manifest)
@@ -161,13 +162,21 @@ fn check_sequence(held: &Held, m: &ManifestPayload) -> Result<Target, ManifestRe
     if m.kind == ManifestKind::Delta && m.sequence != current + 1 {
         return Err(ManifestRejection::SequenceGap { got: m.sequence, expected: current + 1 });
     }
+    // A full manifest replaces only its own day: one that jumps the sequence may have skipped
+    // changes to the other days held (dispatch journals every manifest, so asking again from
+    // `current` gets them in order).
+    if m.kind == ManifestKind::Full
+        && m.sequence != current + 1
+        && held.days.iter().any(|(date, _)| *date != m.delivery_date)
+    {
+        return Err(ManifestRejection::MissedChanges { current, got: m.sequence });
+    }
     let before_all = held.days.first().is_some_and(|(oldest, _)| m.delivery_date < *oldest);
     match (m.kind, held.days.iter().find(|(date, _)| *date == m.delivery_date)) {
         (ManifestKind::Delta, Some((_, route))) if *route != m.route_id => {
             Err(ManifestRejection::WrongRoute { got: m.route_id.clone(), expected: route.clone() })
         }
-        (ManifestKind::Delta, None) if before_all => Ok(Target::LetGo),
-        (ManifestKind::Delta, None) => Err(ManifestRejection::DayNotHeld(m.delivery_date.to_string())),
+        (ManifestKind::Delta, None) => Ok(Target::Skip),
         (ManifestKind::Full, None) if before_all => {
             Err(ManifestRejection::WrongDate { got: m.delivery_date.to_string(), expected: held.list() })
         }
@@ -175,13 +184,14 @@ fn check_sequence(held: &Held, m: &ManifestPayload) -> Result<Target, ManifestRe
     }
 }
 
-/// A delta for a day the phone has let go: nothing of it applies, but the sequence moves on so
-/// the next delta follows.
+/// A delta for a day the phone does not hold: none of its parcels apply, but the sequence moves
+/// on so the next delta follows, and a key announcement it carries still counts.
 fn skip(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     s.tx.execute(
         "UPDATE device_state SET manifest_seq = ?1, last_sync_ms = ?2 WHERE id = 1",
         params![m.sequence as i64, s.now.trusted_ms],
     )?;
+    announce_keys(&s.tx, m)?;
     s.saw_server_time(m.issued_at.timestamp_millis())?;
     Ok(ApplyReport { manifest_id: m.manifest_id.clone(), sequence: m.sequence, full: false, ..Default::default() })
 }
@@ -308,15 +318,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             params![id, now],
         )? as u32;
     }
-    if !m.dispatch_keys.is_empty() {
-        tx.execute("DELETE FROM dispatch_key", [])?;
-        for k in &m.dispatch_keys {
-            tx.execute(
-                "INSERT INTO dispatch_key (key_id, public_key) VALUES (?1, ?2)",
-                params![k.key_id, k.public.to_vec()],
-            )?;
-        }
-    }
+    announce_keys(tx, m)?;
     tx.execute(
         "UPDATE device_state SET manifest_id = ?1, route_id = ?2, delivery_date = ?3, time_zone = ?4,
              manifest_seq = ?5, max_attempts = ?6, tag_bits = ?7, key_epoch = ?8, issued_at_ms = ?9,
@@ -352,12 +354,33 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     Ok(report)
 }
 
-/// Lets go of every held day older than the newest one whose parcels are all handed over or
-/// expired and past their windows (and the grace the purge keeps): its parcels, their tags and
-/// the attempts spent on its parcels are forgotten. Returns how many days were let go.
+/// The dispatch keys a manifest announces (during a rotation) replace the phone's.
+fn announce_keys(tx: &rusqlite::Transaction<'_>, m: &ManifestPayload) -> Result<()> {
+    if !m.dispatch_keys.is_empty() {
+        tx.execute("DELETE FROM dispatch_key", [])?;
+        for k in &m.dispatch_keys {
+            tx.execute(
+                "INSERT INTO dispatch_key (key_id, public_key) VALUES (?1, ?2)",
+                params![k.key_id, k.public.to_vec()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// When a delivery date has ended in every time zone (at UTC-12: noon UTC the next day), in ms.
+/// The phone does not judge zones itself; a day is over for it only once it is over everywhere.
+fn ended_everywhere_ms(date: NaiveDate) -> i64 {
+    date.succ_opt().and_then(|next| next.and_hms_opt(12, 0, 0)).map_or(i64::MAX, |t| t.and_utc().timestamp_millis())
+}
+
+/// Lets go of every held day older than the newest one that has ended everywhere and whose
+/// parcels are all handed over or expired, past their windows (and the grace the purge keeps
+/// after both): its parcels, their tags and the attempts spent on its parcels are forgotten. A
+/// day with no parcel yet is kept until it has ended. Returns how many days were let go.
 pub(super) fn let_go_of_finished_days(s: &Session<'_>) -> Result<usize> {
     let cutoff = s.now.trusted_ms - super::purge::PURGE_GRACE_MS;
-    let finished: Vec<String> =
+    let candidates: Vec<String> =
         s.tx.prepare_cached(
             "SELECT h.delivery_date FROM held_day h
               WHERE h.delivery_date < (SELECT max(delivery_date) FROM held_day)
@@ -366,6 +389,10 @@ pub(super) fn let_go_of_finished_days(s: &Session<'_>) -> Result<usize> {
         )?
         .query_map([cutoff], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    let finished: Vec<String> = candidates
+        .into_iter()
+        .filter(|date| date.parse::<NaiveDate>().is_ok_and(|d| ended_everywhere_ms(d) <= cutoff))
+        .collect();
     for date in &finished {
         s.tx.execute("DELETE FROM parcel WHERE delivery_date = ?1", [date])?;
         s.tx.execute("DELETE FROM spent_attempts WHERE delivery_date = ?1", [date])?;

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, middleware};
+use doorstep_core::device::MAX_HELD_DAYS;
 use std::convert::Infallible;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
@@ -135,13 +136,14 @@ fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str)
         .transpose()
 }
 
-/// `?date=YYYY-MM-DD[&since=N]`: the next manifest for the device (204 when it is up to date).
-/// Signed by the device (`Device-Signature`).
+/// `?date=YYYY-MM-DD[&since=N][&held=D1,D2]`: the next manifest for the device (204 when it is up
+/// to date). Signed by the device (`Device-Signature`).
 #[utoipa::path(get, path = "/v1/devices/{id}/manifest", tag = "device", security(("device" = [])),
     params(
         ("id" = String, Path, description = "The device id."),
         ("date" = chrono::NaiveDate, Query, description = "The delivery day, YYYY-MM-DD."),
-        ("since" = Option<u64>, Query, description = "The manifest sequence the phone holds: the next delta, or a full manifest when none continues it.")
+        ("since" = Option<u64>, Query, description = "The manifest sequence the phone holds: what the journal holds after it (a delta, or a full manifest it did not apply), or a new full manifest when nothing continues it."),
+        ("held" = Option<String>, Query, description = "The delivery days the phone holds, comma-separated YYYY-MM-DD (at most 3): their changes reach it as deltas. Without it (earlier builds) only the day asked for.")
     ),
     responses(
         (status = 200, description = "A signed manifest envelope (full or delta).", content_type = "application/json", body = Object),
@@ -159,14 +161,37 @@ async fn manifest(
     let date: NaiveDate = query_param(query.as_deref(), "date", "YYYY-MM-DD")?
         .ok_or_else(|| DispatchError::BadRequest("missing ?date=YYYY-MM-DD".into()))?;
     let since: Option<u64> = query_param(query.as_deref(), "since", "a sequence number")?;
+    let held = held_days(query.as_deref())?;
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     let request = verified(&d, &each, &id, &headers, "GET", path, Bytes::new()).await?;
     // Drawn where dispatch is about to build a full manifest, whatever `since` says.
     let budget = each.full_manifests;
-    Ok(match blocking(move || d.manifest_or_refuse_full(&request, date, since, &|| budget.check(&id))).await? {
+    let answer =
+        blocking(move || d.manifest_or_refuse_full(&request, date, since, held.as_deref(), &|| budget.check(&id)));
+    Ok(match answer.await? {
         Some(envelope) => octets(envelope),
         None => StatusCode::NO_CONTENT.into_response(),
     })
+}
+
+/// `held=D1,D2,…`: the days a phone holds (at most [`MAX_HELD_DAYS`]).
+fn held_days(query: Option<&str>) -> Result<Option<Vec<NaiveDate>>, DispatchError> {
+    let Some(list) = query_param::<String>(query, "held", "a list of dates")? else {
+        return Ok(None);
+    };
+    let days: Vec<NaiveDate> = list
+        .split(',')
+        .map(|d| {
+            d.parse().map_err(|_| DispatchError::BadRequest("held must be dates YYYY-MM-DD, comma-separated".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    if days.len() > MAX_HELD_DAYS {
+        return Err(DispatchError::BadRequest(format!(
+            "held names {} days; a phone holds at most {MAX_HELD_DAYS}",
+            days.len()
+        )));
+    }
+    Ok(Some(days))
 }
 
 fn device_signature(headers: &HeaderMap) -> Option<String> {

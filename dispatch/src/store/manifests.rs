@@ -2,21 +2,28 @@
 //! their current codes' tags, windows and attempts), and the signed deltas every change appends to
 //! the journal of each device holding that route-day, numbered by the device's manifest sequence
 //! (advanced in the transaction that signs, so two nodes never issue one number twice).
+//!
+//! A phone may hold several days (`device_day`: the days it said it held when it last fetched a
+//! full manifest, and that manifest's day; a phone that says nothing, an earlier build that holds
+//! one day, just that day). Full manifests go into the journal too, and a phone asking from
+//! sequence `n` gets `n + 1` from the journal before anything new, whatever day it asks for: so
+//! loading tomorrow never skips a change to today, and a full manifest lost on the way comes again.
 
 use super::*;
 use parcels::CurrentCode;
 
 impl Dispatch {
-    /// The manifest a device should apply next. Without `since` (or when `since` is not a sequence
-    /// this device can continue from, or the device does not hold `date` yet): a new full manifest
-    /// of `date`, which the device then holds beside the days it held. With `since` equal
-    /// to the latest sequence: `None`, nothing new. Otherwise the delta `since + 1`.
+    /// The manifest a device should apply next: from its journal, `since + 1` when there is one;
+    /// `None` when `since` is the latest and the device holds `date`; otherwise (no `since`, one
+    /// the journal cannot continue, or a day the device does not hold yet) a new full manifest of
+    /// `date`.
     pub fn manifest(&self, device_id: &str, date: NaiveDate, since: Option<u64>) -> Result<Option<Vec<u8>>> {
-        self.next_manifest(device_id, None, date, since, &|| Ok(()))
+        self.next_manifest(device_id, None, date, since, None, &|| Ok(()))
     }
 
-    /// [`Dispatch::manifest`], asking `before_full` first whenever it is about to build a full
-    /// manifest (the costly kind, from the whole route-day): the API draws the device's
+    /// [`Dispatch::manifest`] for a verified request naming the days the phone holds (`held`,
+    /// `None` from an earlier build), asking `before_full` first whenever it is about to build a
+    /// full manifest (the costly kind, from the whole route-day): the API draws the device's
     /// full-manifest budget there, whatever `since` the request named.
     /// The request is answered once: it is recorded in the transaction that builds the answer.
     pub fn manifest_or_refuse_full(
@@ -24,9 +31,10 @@ impl Dispatch {
         request: &VerifiedRequest,
         date: NaiveDate,
         since: Option<u64>,
+        held: Option<&[NaiveDate]>,
         before_full: &dyn Fn() -> Result<()>,
     ) -> Result<Option<Vec<u8>>> {
-        self.next_manifest(request.device_id(), Some(request), date, since, before_full)
+        self.next_manifest(request.device_id(), Some(request), date, since, held, before_full)
     }
 
     fn next_manifest(
@@ -35,6 +43,7 @@ impl Dispatch {
         request: Option<&VerifiedRequest>,
         date: NaiveDate,
         since: Option<u64>,
+        held: Option<&[NaiveDate]>,
         before_full: &dyn Fn() -> Result<()>,
     ) -> Result<Option<Vec<u8>>> {
         let budget_drawn = std::cell::Cell::new(false);
@@ -43,24 +52,26 @@ impl Dispatch {
                 self.answer_once(tx, request)?;
             }
             let (device, route_id, seq) = self.device(tx, device_id)?;
-            let held: bool = tx.one(
-                "SELECT EXISTS (SELECT 1 FROM device_day WHERE device_id = ?1 AND delivery_date = ?2)",
-                params![device_id, date.to_string()],
-            )?;
-            // The journal is the device's, across every day it holds: delta `since + 1` may be
-            // another held day's change, which the phone applies to that day.
-            if let Some(n) = since
-                && held
-            {
-                if i64::try_from(n) == Ok(seq) {
-                    return Ok(None);
-                }
-                // A `since` beyond any stored delta (even past i64) finds none: a full manifest follows.
+            if let Some(n) = since {
+                // The journal first: whatever day the phone asks for, what it has not applied yet
+                // comes in order (a change to another day it holds, a full manifest it lost).
+                // A `since` beyond the journal (even past i64) finds none: a full manifest follows.
                 let next = i64::try_from(n).ok().and_then(|n| n.checked_add(1)).unwrap_or(i64::MAX);
-                let delta: Option<Vec<u8>> =
-                    tx.opt("SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2", params![device_id, next])?;
-                if delta.is_some() {
-                    return Ok(delta);
+                if next <= seq {
+                    let journalled: Option<Vec<u8>> = tx.opt(
+                        "SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2",
+                        params![device_id, next],
+                    )?;
+                    if journalled.is_some() {
+                        return Ok(journalled);
+                    }
+                }
+                let holds: bool = tx.one(
+                    "SELECT EXISTS (SELECT 1 FROM device_day WHERE device_id = ?1 AND delivery_date = ?2)",
+                    params![device_id, date.to_string()],
+                )?;
+                if next == seq + 1 && holds {
+                    return Ok(None);
                 }
             }
             // The budget is drawn once per call, also when PostgreSQL runs the transaction again.
@@ -89,21 +100,23 @@ impl Dispatch {
             let envelope =
                 self.sign_for(tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
             tx.execute(
+                "INSERT INTO delta (device_id, seq, envelope) VALUES (?1, ?2, ?3)",
+                params![device_id, seq + 1, envelope],
+            )?;
+            tx.execute(
                 "UPDATE device SET manifest_seq = ?1, manifest_date = ?2 WHERE device_id = ?3",
                 params![seq + 1, date.to_string(), device_id],
             )?;
-            // The device holds this day beside the others; changes to the newest few days it
-            // asked for reach it (one more than a phone holds, so a day the phone refused never
-            // cuts off one it keeps).
-            tx.execute(
-                "INSERT INTO device_day (device_id, delivery_date) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![device_id, date.to_string()],
-            )?;
-            tx.execute(
-                "DELETE FROM device_day WHERE device_id = ?1 AND delivery_date NOT IN
-                     (SELECT delivery_date FROM device_day WHERE device_id = ?1 ORDER BY delivery_date DESC LIMIT ?2)",
-                params![device_id, (doorstep_core::device::MAX_HELD_DAYS + 1) as i64],
-            )?;
+            // From now on the device is journalled the changes of this day and of the days it says
+            // it holds (a phone skips a delta for a day it does not hold).
+            tx.execute("DELETE FROM device_day WHERE device_id = ?1", params![device_id])?;
+            let days = held.unwrap_or_default().iter().chain(std::iter::once(&date));
+            for day in days {
+                tx.execute(
+                    "INSERT INTO device_day (device_id, delivery_date) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![device_id, day.to_string()],
+                )?;
+            }
             Ok(Some(envelope))
         })
     }

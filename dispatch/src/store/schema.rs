@@ -33,15 +33,16 @@ CREATE TABLE IF NOT EXISTS device (
     manifest_date  TEXT,
     enrolled_at_ms INTEGER NOT NULL
 );
--- The delivery days a device holds (it asked for their full manifests; the newest few are kept):
--- every change to one of those route-days is journalled to it as a delta. `device.manifest_date`
+-- The delivery days a device holds (what it said when it last fetched a full manifest, and that
+-- manifest's day): every change to one of those route-days is journalled to it as a delta. `device.manifest_date`
 -- is the day of its latest full manifest, kept for earlier builds.
 CREATE TABLE IF NOT EXISTS device_day (
     device_id     TEXT NOT NULL REFERENCES device (device_id),
     delivery_date TEXT NOT NULL,
     PRIMARY KEY (device_id, delivery_date)
 );
--- Deltas issued to a device, by sequence: `?since=N` returns delta N+1.
+-- The journal: every manifest issued to a device (deltas, and full manifests since step 9), by
+-- sequence: `?since=N` returns N+1.
 CREATE TABLE IF NOT EXISTS delta (
     device_id TEXT NOT NULL REFERENCES device (device_id),
     seq       INTEGER NOT NULL,

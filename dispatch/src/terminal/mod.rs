@@ -217,8 +217,11 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
             let (date, note) = days::plan(&t.device.status()?, date)?;
             let mut applied = Vec::new();
             loop {
-                let since = t.device.status()?.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
-                let path = format!("/v1/devices/{id}/manifest?date={date}{since}");
+                let status = t.device.status()?;
+                let since = status.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
+                let held: Vec<String> = status.days.iter().map(|d| d.delivery_date.to_string()).collect();
+                let held = if held.is_empty() { String::new() } else { format!("&held={}", held.join(",")) };
+                let path = format!("/v1/devices/{id}/manifest?date={date}{since}{held}");
                 let signature = t.device.sign_request("GET", &path, b"")?;
                 let (status, body) = t.call("GET", &path, &[(REQUEST_HEADER, &signature)], None)?;
                 if status == 204 {
