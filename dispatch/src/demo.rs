@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
-use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptStatus};
+use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptEvent, ReceiptStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -97,6 +97,9 @@ pub struct DemoReport {
     pub customer_emails_sent: usize,
     /// Receipts dispatch flagged for an operator (none on an honest day).
     pub operator_alerts: usize,
+    /// The evidence file of one parcel handed over after a wrong code (or any handed-over parcel),
+    /// checked offline with only dispatch's public keys: the parcel and its receipts' events.
+    pub evidence_checked: Option<(String, Vec<String>)>,
     pub reconciled: bool,
 }
 
@@ -203,9 +206,22 @@ pub fn run(
 
     // Dispatch's verdict on every receipt, and the check that everything reconciles.
     let mut all_accepted = true;
+    let mut shown: Option<(bool, String)> = None;
     for phone in &phones {
         let held = dispatch.receipts(&phone.device_id)?;
         for (n, r) in held.iter().enumerate() {
+            // A parcel to show the evidence of: one handed over after a wrong code, if any.
+            if r.body.event == ReceiptEvent::Delivered
+                && let Some(p) = r.body.parcels.first()
+            {
+                let after_wrong = held[..n].iter().any(|earlier| {
+                    earlier.body.event == ReceiptEvent::WrongCode
+                        && earlier.body.parcels.iter().any(|q| q.parcel_id == p.parcel_id)
+                });
+                if shown.as_ref().is_none_or(|(wrong, _)| after_wrong && !wrong) {
+                    shown = Some((after_wrong, p.parcel_id.clone()));
+                }
+            }
             let (body, status) = (&r.body, &r.status);
             all_accepted &= *status == ReceiptStatus::Accepted && body.seq == n as u64 + 1;
             let key = format!("{} {}", json_name(&body.event)?, json_name(status)?);
@@ -223,7 +239,16 @@ pub fn run(
         }
     }
     report.operator_alerts = dispatch.alerts()?.len();
-    report.reconciled = all_accepted
+    // Evidence anyone can check: written by dispatch, verified with its public keys alone.
+    if let Some((_, parcel)) = shown {
+        let file = dispatch.evidence(&parcel)?;
+        let checked = doorstep_core::evidence::verify(&file, &dispatch.public_keys())
+            .map_err(|e| format!("the evidence of {parcel} did not verify: {e}"))?;
+        let events = checked.events.iter().map(|e| json_name(&e.event)).collect::<DemoResult<Vec<_>>>()?;
+        report.evidence_checked = Some((parcel, events));
+    }
+    report.reconciled = report.evidence_checked.is_some()
+        && all_accepted
         && report.pending_on_phones == 0
         && report.receipts_held_by_dispatch > 0
         && report.operator_alerts == 0
@@ -344,5 +369,11 @@ pub fn print_table(r: &DemoReport) {
         r.customer_emails_sent,
         r.operator_alerts
     );
+    if let Some((parcel, events)) = &r.evidence_checked {
+        say!(
+            "evidence of parcel {parcel} ({}) written by dispatch and verified offline with its public keys alone",
+            events.join(", ")
+        );
+    }
     say!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
 }

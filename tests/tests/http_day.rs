@@ -143,6 +143,10 @@ fn the_demo_day_reconciles() {
     assert_eq!(report.pending_on_phones, 0);
     assert_eq!(report.lost_acks_recovered, 1);
     assert!(report.verdicts.keys().all(|k| k.ends_with(" accepted")), "{:?}", report.verdicts);
+    // The evidence of a parcel handed over after a wrong code was checked with public keys alone.
+    let (_, events) = report.evidence_checked.as_ref().unwrap();
+    assert_eq!(events.last().map(String::as_str), Some("delivered"), "{events:?}");
+    assert!(events.iter().any(|e| e == "wrong_code"), "{events:?}");
 }
 
 #[test]
