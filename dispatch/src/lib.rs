@@ -5,6 +5,7 @@
 //!
 //! - [`store`]: [`Dispatch`], the service's state and operations (blocking; one writer connection):
 //!   its schema and upgrades, the customer's side and the e-mail outbox in their own modules.
+//! - [`pages`]: the HTML pages for people: the customer's parcel page and the operator's console.
 //! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
 //! - [`listen`]: where `serve` may listen, and TLS served with rustls or left to a proxy.
 //! - [`places`]: counted places in all and per key (connections, uploads), given back on drop.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod listen;
 pub mod mail;
 pub mod operators;
+pub mod pages;
 pub mod places;
 pub mod proof;
 pub mod sealing;

@@ -32,6 +32,9 @@ pub struct CodeMail<'a> {
     pub delivery_date: NaiveDate,
     /// The customer's access token for the customer app (own code, delegates, QR token).
     pub customer_token: &'a str,
+    /// The parcel's page (status, code, QR code, people you trust), when dispatch knows its
+    /// public address.
+    pub page: Option<&'a str>,
     pub reissued: bool,
 }
 
@@ -57,11 +60,14 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
          trust, or name them in the app so they get a code of their own.\n\n\
          Never tell this code to anyone by phone: the carrier will never\n\
          call you to ask for it.\n\n\
-         Customer app access: {token}\n",
+         Customer app access: {token}\n{page}",
         parcel = mail.parcel_id,
         code = mail.code,
         date = mail.delivery_date,
         token = mail.customer_token,
+        page = mail
+            .page
+            .map_or(String::new(), |url| format!("\nYour parcel's page (code, QR code, people you trust):\n{url}\n")),
     );
     letter(&to, &format!("Your delivery code for parcel {}", mail.parcel_id), body)
 }
@@ -122,13 +128,20 @@ pub(crate) fn compose_door(mail: &DoorMail<'_>) -> Result<Vec<u8>> {
 /// A plain-text message from dispatch.
 fn letter(to: &Mailbox, subject: &str, body: String) -> Result<Vec<u8>> {
     let from: Mailbox = "doorstep dispatch <dispatch@doorstep.invalid>".parse().map_err(mail_err)?;
-    let message = Message::builder()
-        .from(from)
-        .to(to.clone())
-        .subject(subject)
-        .header(ContentType::TEXT_PLAIN)
-        .body(body)
-        .map_err(mail_err)?;
+    let message = Message::builder().from(from).to(to.clone()).subject(subject).header(ContentType::TEXT_PLAIN);
+    // A line over 76 characters (a long page link) would be quoted-printable, whose soft breaks
+    // cut the link for a reader of the raw text: such a body goes as 8bit, lines kept whole (an
+    // ASCII body, each line under SMTP's 998 since the public URL is at most 200).
+    let message = if body.lines().all(|l| l.len() <= 76) {
+        message.body(body)
+    } else {
+        let crlf = body.replace('\n', "\r\n").into_bytes();
+        message.body(lettre::message::Body::dangerous_pre_encoded(
+            crlf,
+            lettre::message::header::ContentTransferEncoding::EightBit,
+        ))
+    }
+    .map_err(mail_err)?;
     Ok(message.formatted())
 }
 

@@ -125,6 +125,10 @@ enum Command {
         /// Send customer e-mail to this SMTP relay (host:port) instead of STATE/outbox/*.eml.
         #[arg(long)]
         smtp: Option<String>,
+        /// Where customers reach this service (https://dispatch.example, at most 200 bytes): code
+        /// e-mails link each parcel's page under it. Default: the address served.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
         /// Wrong codes allowed per parcel before it locks (3..=10).
         #[arg(long, default_value_t = 5)]
         max_attempts: u8,
@@ -379,7 +383,13 @@ fn main() -> ExitCode {
             full_manifests_per_device_per_minute,
             max_connections,
             max_connections_per_client,
+            public_url,
         } => {
+            let scheme = if tls_cert.is_some() { "https" } else { "http" };
+            let public_url = public_url.unwrap_or_else(|| format!("{scheme}://{addr}"));
+            if public_url.len() > 200 || !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
+                return fail(format!("--public-url {public_url:?} must be an http(s) URL of at most 200 bytes"));
+            }
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
                 Err(e) => return fail(e),
@@ -408,6 +418,7 @@ fn main() -> ExitCode {
                     trust_forwarded_for: behind_tls_proxy,
                 },
                 database: store.database(),
+                public_url,
             };
             runtime.block_on(serve(addr, store.state, options))
         }
@@ -477,6 +488,7 @@ struct ServeOptions {
     max_resets_per_parcel: u32,
     limits: api::Limits,
     database: Option<PostgresConfig>,
+    public_url: String,
 }
 
 fn operator_command(step: OperatorStep) -> ExitCode {
@@ -519,11 +531,13 @@ async fn serve(addr: SocketAddr, state: PathBuf, options: ServeOptions) -> ExitC
         let (state, database, policy, code_policy) =
             (state.clone(), options.database.clone(), options.policy.clone(), options.code_policy);
         let (ttl, resets, mail) = (options.enrolment_token_ttl, options.max_resets_per_parcel, options.mail.clone());
+        let public_url = options.public_url.clone();
         move || -> Result<(Dispatch, bool), doorstep_dispatch::DispatchError> {
             let d = Dispatch::open_with(&state, database.as_ref(), policy)?
                 .with_code_policy(code_policy)?
                 .with_enrolment_token_ttl(ttl)?
-                .with_max_resets_per_parcel(resets);
+                .with_max_resets_per_parcel(resets)
+                .with_public_url(&public_url);
             let d = match mail {
                 Some(mail) => d.with_mail(mail),
                 None => d,

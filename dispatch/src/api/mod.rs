@@ -40,7 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 /// Device and customer routes take far less (their modules say how much).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-type AppState = Arc<Dispatch>;
+pub(crate) type AppState = Arc<Dispatch>;
 
 impl IntoResponse for DispatchError {
     fn into_response(self) -> Response {
@@ -75,6 +75,7 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
     let (routes, document) = routes(dispatch.clone(), limits).split_for_parts();
     let document = Arc::new(document);
     routes
+        .merge(crate::pages::router())
         .route("/openapi.json", axum::routing::get(move || openapi::serve(document.clone())))
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
@@ -98,7 +99,7 @@ fn routes(dispatch: Arc<Dispatch>, limits: Limits) -> OpenApiRouter<AppState> {
         .merge(public::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DispatchError> + Send + 'static,
 ) -> Result<T, DispatchError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| DispatchError::Io(std::io::Error::other(e.to_string())))?
@@ -163,8 +164,11 @@ async fn plain_paths(request: Request, next: Next) -> Response {
 
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    let is_json =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // JSON errors stay as they are, and so do the pages' own (HTML) error pages.
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html"));
     if !(response.status().is_client_error() || response.status().is_server_error()) || is_json {
         return response;
     }

@@ -2,7 +2,48 @@
 //! of its delivery day; each action checks the link in the same transaction as the change, so a
 //! reissue cannot fall between them.
 
+use doorstep_core::protocol::{FailureReason, HandoverMethod};
+
 use super::*;
+
+/// Where a parcel stands, as its customer sees it (held-for-review hand-overs are not told).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParcelStatus {
+    /// Not left the warehouse yet: no code exists.
+    Preparing,
+    OnItsWay,
+    /// Handed over to `holder` (`None`: no code was needed) at `at`.
+    HandedOver {
+        holder: Option<Holder>,
+        method: Option<HandoverMethod>,
+        at: DateTime<Utc>,
+    },
+    AttemptFailed {
+        reason: Option<FailureReason>,
+        at: DateTime<Utc>,
+    },
+    /// Too many wrong codes: the carrier must reset it (the QR token still opens it).
+    Locked,
+    /// Its day ended before it was handed over.
+    Expired,
+}
+
+/// Everything the customer's page shows.
+#[derive(Clone, Debug)]
+pub struct CustomerPage {
+    pub parcel_id: String,
+    pub delivery_date: NaiveDate,
+    pub time_zone: String,
+    pub status: ParcelStatus,
+    /// The customer's code (`None` before departure).
+    pub code: Option<String>,
+    /// Named delegates and their codes.
+    pub delegates: Vec<(String, String)>,
+    /// A QR token for the customer (one per code, kept sealed and shown again on every visit, so
+    /// reloading the page does not use up the parcel's tokens); `None` before departure or once
+    /// the parcel is handed over or its day is over.
+    pub qr_token: Option<String>,
+}
 
 impl Dispatch {
     /// The parcel, if `token` is a live link for it (404 otherwise, expired links included: a link
@@ -51,6 +92,126 @@ impl Dispatch {
             }
             Ok(())
         })
+    }
+
+    /// Customer: everything their parcel's page shows (404 unless `token` is a live link for it).
+    pub fn customer_page(&self, token: &str, parcel_id: &str) -> Result<CustomerPage> {
+        self.run(|tx| {
+            self.customers_parcel(tx, token, parcel_id)?;
+            let (date, zone, departed): (String, String, bool) = tx.one(
+                "SELECT delivery_date, time_zone, departed_at_ms IS NOT NULL FROM parcel WHERE parcel_id = ?1",
+                params![parcel_id],
+            )?;
+            let codes = self.current_codes(tx, parcel_id)?;
+            let status = self.customer_status(tx, parcel_id, &date, &zone, departed)?;
+            let open =
+                matches!(status, ParcelStatus::OnItsWay | ParcelStatus::Locked | ParcelStatus::AttemptFailed { .. });
+            let qr_token = if open { Some(self.page_qr(tx, parcel_id, &codes)?) } else { None };
+            let mut page = CustomerPage {
+                parcel_id: parcel_id.to_owned(),
+                delivery_date: date.parse().map_err(|_| bad("stored date"))?,
+                time_zone: zone,
+                status,
+                code: None,
+                delegates: Vec::new(),
+                qr_token,
+            };
+            for c in codes {
+                match c.holder {
+                    Holder::Customer => page.code = Some(c.code.reveal().to_owned()),
+                    Holder::Delegate(label) => page.delegates.push((label, c.code.reveal().to_owned())),
+                }
+            }
+            Ok(page)
+        })
+    }
+
+    /// The parcel's standing from its stored receipts (flagged ones are held for review and not
+    /// told), its latest reset and its window.
+    pub(super) fn customer_status(
+        &self,
+        tx: &Tx<'_>,
+        parcel_id: &str,
+        date: &str,
+        zone: &str,
+        departed: bool,
+    ) -> Result<ParcelStatus> {
+        let bodies: Vec<Vec<u8>> = tx.all(
+            "SELECT r.body FROM receipt_parcel rp JOIN receipt r ON r.receipt_id = rp.receipt_id
+              WHERE rp.parcel_id = ?1 AND r.status = 'accepted'",
+            params![parcel_id],
+        )?;
+        let mut receipts: Vec<ReceiptBody> = bodies.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect();
+        receipts.sort_by_key(|r| r.trusted_time);
+        let reset_at: Option<i64> =
+            tx.opt("SELECT reset_at_ms FROM parcel_epoch WHERE parcel_id = ?1", params![parcel_id])?;
+        let mut status = if departed { ParcelStatus::OnItsWay } else { ParcelStatus::Preparing };
+        let mut handed: Option<(Uuid, ParcelStatus)> = None;
+        for r in &receipts {
+            match r.event {
+                ReceiptEvent::Delivered => {
+                    let at = r.trusted_time;
+                    handed = Some((
+                        r.receipt_id,
+                        ParcelStatus::HandedOver { holder: r.holder.clone(), method: r.method, at },
+                    ));
+                }
+                ReceiptEvent::Reversed if handed.as_ref().is_some_and(|(id, _)| Some(*id) == r.reverses) => {
+                    handed = None;
+                }
+                ReceiptEvent::Failed => status = ParcelStatus::AttemptFailed { reason: r.reason, at: r.trusted_time },
+                ReceiptEvent::LockedOut if reset_at.is_none_or(|ms| ms < r.trusted_time.timestamp_millis()) => {
+                    status = ParcelStatus::Locked;
+                }
+                ReceiptEvent::Expired => status = ParcelStatus::Expired,
+                _ => {}
+            }
+        }
+        if let Some((_, handed)) = handed {
+            return Ok(handed);
+        }
+        let (_, ends) = stored_window(date, zone)?;
+        if self.now()? >= ends {
+            return Ok(ParcelStatus::Expired);
+        }
+        Ok(status)
+    }
+
+    /// The customer's QR token for the page: the one kept for the current code, or a new one
+    /// (counted against the parcel's tokens, like the app's), kept sealed.
+    fn page_qr(&self, tx: &Tx<'_>, parcel_id: &str, codes: &[parcels::CurrentCode]) -> Result<String> {
+        // A token minted before the customer's code was reissued is refused at the door.
+        let code_since = codes
+            .iter()
+            .find(|c| c.holder == Holder::Customer)
+            .and_then(|c| c.reissued_at)
+            .map_or(0, |t| t.timestamp_millis());
+        let aad = format!("page-qr/{parcel_id}");
+        let kept: Option<(Vec<u8>, i64)> =
+            tx.opt("SELECT token, minted_at_ms FROM page_qr WHERE parcel_id = ?1", params![parcel_id])?;
+        if let Some((sealed, minted)) = kept
+            && minted >= code_since
+        {
+            let token = self.kek.open(&aad, &sealed)?;
+            return String::from_utf8(token).map_err(|_| bad("stored QR token"));
+        }
+        let issued = tx.execute(
+            "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
+             ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = qr_issued.issued + 1 WHERE qr_issued.issued < ?2",
+            params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
+        )?;
+        if issued == 0 {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
+            )));
+        }
+        let token = self.qr_token_in(tx, parcel_id, Holder::Customer)?;
+        tx.execute(
+            "INSERT INTO page_qr (parcel_id, token, minted_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (parcel_id) DO UPDATE SET token = excluded.token, minted_at_ms = excluded.minted_at_ms",
+            params![parcel_id, self.kek.seal(&aad, token.as_bytes())?, self.now_ms()?],
+        )?;
+        Ok(token)
     }
 
     /// Customer: a QR token for the customer app to show at the door.

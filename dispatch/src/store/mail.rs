@@ -71,6 +71,7 @@ impl Dispatch {
             code,
             delivery_date: date.parse().map_err(|_| bad("stored date"))?,
             customer_token: &token,
+            page: self.customer_link(parcel_id, &token).as_deref(),
             reissued,
         })?;
         // Kept sealed with the code it carries; delivered once this transaction commits.

@@ -41,6 +41,7 @@ use crate::operators::{Operator, audit};
 use crate::sealing::{SealingKey, private_file, private_folder, write_private};
 use crate::validate;
 
+mod console;
 mod customers;
 pub(crate) mod db;
 mod enrolment;
@@ -54,6 +55,8 @@ mod parcels;
 mod receipts;
 mod schema;
 
+pub use console::{ConsoleParcel, ConsolePhone};
+pub use customers::{CustomerPage, ParcelStatus};
 pub use db::PostgresConfig;
 pub(crate) use db::{Db, Tx, params};
 pub use enrolment::VerifiedRequest;
@@ -187,6 +190,9 @@ pub struct Dispatch {
     clock: Arc<dyn Clock>,
     /// The minute this node last forgot request signatures older than the clock window.
     seen_purged_minute: std::sync::atomic::AtomicI64,
+    /// Where customers reach this service (`https://dispatch.example`): code e-mails link the
+    /// parcel's page under it. `None`: the e-mail carries only the app token.
+    public_url: Option<String>,
 }
 
 fn bad(why: impl Into<String>) -> DispatchError {
@@ -270,6 +276,7 @@ impl Dispatch {
             clock: Arc::new(SystemClock),
             kek,
             seen_purged_minute: std::sync::atomic::AtomicI64::new(i64::MIN),
+            public_url: None,
         })
     }
 
@@ -343,6 +350,18 @@ impl Dispatch {
         policy.validate().map_err(|e| bad(e.to_string()))?;
         self.code_policy = policy;
         Ok(self)
+    }
+
+    /// Links each code e-mail to the parcel's page at `url` (`serve --public-url`; without it,
+    /// `serve` uses the address it listens on).
+    pub fn with_public_url(mut self, url: &str) -> Dispatch {
+        self.public_url = Some(url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The customer's page of `parcel_id` opened with `token` (what the code e-mail links).
+    pub fn customer_link(&self, parcel_id: &str, token: &str) -> Option<String> {
+        self.public_url.as_ref().map(|base| format!("{base}/parcel/{parcel_id}/{token}"))
     }
 
     /// Sends customer e-mail through `mail` instead of the state folder's `outbox/`.

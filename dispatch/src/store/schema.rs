@@ -111,6 +111,13 @@ CREATE TABLE IF NOT EXISTS qr_issued (
     issued    INTEGER NOT NULL,
     PRIMARY KEY (parcel_id, holder)
 ) WITHOUT ROWID;
+-- The QR token the customer's page shows (sealed), kept so a reload shows it again instead of
+-- using up the parcel's tokens; replaced once the customer's code is reissued.
+CREATE TABLE IF NOT EXISTS page_qr (
+    parcel_id    TEXT PRIMARY KEY,
+    token        BLOB NOT NULL,
+    minted_at_ms INTEGER NOT NULL
+);
 -- Which parcels each stored receipt speaks of (the hand-over history query).
 CREATE TABLE IF NOT EXISTS receipt_parcel (
     receipt_id TEXT NOT NULL,
@@ -219,7 +226,7 @@ CREATE TABLE IF NOT EXISTS alert (
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -427,6 +434,10 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         tx.execute_batch(FILL_DEVICE_DAYS)?;
         tx.execute_batch("PRAGMA user_version = 9;")?;
         tx.commit()?;
+    }
+    if version < 10 {
+        // Step 10: the customer page's QR token table, which `SCHEMA` creates.
+        conn.execute_batch("PRAGMA user_version = 10;")?;
     }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so

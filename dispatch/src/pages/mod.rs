@@ -1,0 +1,93 @@
+//! The pages `doorstep serve` renders for people, server-side and without script: the customer's
+//! page of one parcel (opened from the link in the code e-mail) and the operator's console. Every
+//! answer carries `Cache-Control: no-store`, a Content-Security-Policy that allows no script, no
+//! frame and no outside resource, and `Referrer-Policy: no-referrer`; forms post back to the same
+//! origin. Nothing secret goes into a URL but the customer link itself.
+//!
+//! - [`customer`]: status, code (announced digit by digit), QR code (SVG), the rules, delegates.
+//! - [`console`]: routes and phones, parcels by state, flagged receipts first, a parcel's history,
+//!   reset / reissue / reassign after a confirmation.
+//! - [`text`]: the words, in English and German.
+
+mod console;
+mod customer;
+mod text;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::api::AppState;
+
+/// The pages' routes (merged into the service's router by `api`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/parcel/{id}/{token}", get(customer::page))
+        .route("/parcel/{id}/{token}/delegates", axum::routing::post(customer::name_delegate))
+        .route("/parcel/{id}/{token}/delegates/revoke", axum::routing::post(customer::revoke_delegate))
+        .merge(console::router())
+        .route("/assets/doorstep.css", get(stylesheet))
+        .layer(middleware::from_fn(page_headers))
+}
+
+/// What every page answer carries.
+async fn page_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+             base-uri 'none'",
+        ),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+const STYLESHEET: &str = include_str!("doorstep.css");
+
+async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET).into_response()
+}
+
+/// `text` with the five characters that mean something in HTML escaped.
+pub(crate) fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole page: `body` is HTML already escaped where it holds data.
+fn page(status: StatusCode, lang: &str, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><link rel=\"stylesheet\" href=\"/assets/doorstep.css\"></head>\
+         <body><main>{body}</main></body></html>\n",
+        title = esc(title),
+    );
+    (status, Html(html)).into_response()
+}
+
+/// After a form: back to `to` (the page shows the result).
+fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
+}
