@@ -583,3 +583,45 @@ fn a_phone_that_synced_a_reissue_refuses_a_qr_token_minted_before_it() {
         held.last().and_then(|r| r.reason.clone())
     );
 }
+
+#[test]
+fn a_reversal_undoes_only_the_parcels_it_names_of_the_hand_over_it_names() {
+    let (server, phone, _dir, insider) = big_day();
+    let now = server.clock.now();
+    let code = |parcel: &str| server.code(parcel);
+    // One hand-over of P0 and P4 (a code each).
+    let mut both = insider.handover("P0", HandoverMethod::Code, Some(Holder::Customer), Some(&code("P0")), now);
+    let mut p4 = insider.handover("P4", HandoverMethod::Code, Some(Holder::Customer), Some(&code("P4")), now);
+    p4.parcels[0].code_proof = Some(doorstep_core::protocol::Base64Bytes(
+        doorstep_core::crypto::code_proof(
+            &insider.secret.proof_key(),
+            both.receipt_id.as_bytes(),
+            "P4",
+            &doorstep_core::crypto::Code::parse(&code("P4")).unwrap(),
+        )
+        .to_vec(),
+    ));
+    both.parcels.push(p4.parcels.remove(0));
+    accepted(insider.upload(&server, &phone, both.clone()), "the hand-over of two parcels");
+    // A reversal naming no parcel, or one the hand-over did not deliver: flagged, undoes nothing.
+    let mut none = reversal_of(&insider, &both, now + TimeDelta::minutes(1));
+    none.parcels.clear();
+    flagged(insider.upload(&server, &phone, none), "a reversal names no parcel");
+    let mut other = reversal_of(&insider, &both, now + TimeDelta::minutes(1));
+    other.parcels[0].parcel_id = "P2".into();
+    other.parcels[0].barcode = "BC2".into();
+    flagged(insider.upload(&server, &phone, other), "names parcel P2, which it did not hand over");
+    // Reversing P0 undoes P0's hand-over only: P0 may be handed over again, P4 may not.
+    accepted(insider.upload(&server, &phone, reversal_of(&insider, &both, now + TimeDelta::minutes(2))), "P0 reversed");
+    let again = |parcel: &str| {
+        insider.handover(
+            parcel,
+            HandoverMethod::Code,
+            Some(Holder::Customer),
+            Some(&code(parcel)),
+            now + TimeDelta::minutes(3),
+        )
+    };
+    accepted(insider.upload(&server, &phone, again("P0")), "P0 handed over again");
+    flagged(insider.upload(&server, &phone, again("P4")), "parcel P4 was already handed over");
+}

@@ -236,7 +236,10 @@ impl ReceiptLedger for MemoryLedger {
             let binding = |r: &&StoredReceipt| !self.evidence_only.contains(&r.body.receipt_id);
             for r in chain.iter().filter(|r| r.body.event == ReceiptEvent::Delivered).filter(binding) {
                 if r.body.parcels.iter().any(|p| p.parcel_id == parcel_id) {
-                    let reversed = chain.iter().any(|c| c.body.reverses == Some(r.body.receipt_id));
+                    let reversed = chain.iter().filter(binding).any(|c| {
+                        c.body.reverses == Some(r.body.receipt_id)
+                            && c.body.parcels.iter().any(|p| p.parcel_id == parcel_id)
+                    });
                     let flagged = r.status == ReceiptStatus::Flagged;
                     found.push(PriorHandover { receipt_id: r.body.receipt_id, flagged, reversed });
                 }

@@ -171,6 +171,9 @@ impl Issuer {
         body: &ReceiptBody,
         qr: Option<std::result::Result<(QrToken, bool), crate::error::QrRejection>>,
     ) -> Result<Option<String>> {
+        if body.event == ReceiptEvent::Reversed {
+            return reversal_problem(ledger, body);
+        }
         if body.event != ReceiptEvent::Delivered {
             return Ok(None);
         }
@@ -350,4 +353,24 @@ fn qr_problem(
         }
     }
     None
+}
+
+/// A reversal must name the hand-over it undoes and only parcels that hand-over delivered (it
+/// undoes theirs alone); one that names none, or another parcel, is flagged and undoes nothing.
+fn reversal_problem(ledger: &mut dyn ReceiptLedger, body: &ReceiptBody) -> Result<Option<String>> {
+    let Some(reversed) = body.reverses else {
+        return Ok(Some("a reversal names no receipt".into()));
+    };
+    if body.parcels.is_empty() {
+        return Ok(Some("a reversal names no parcel".into()));
+    }
+    for p in &body.parcels {
+        if !ledger.handovers(&p.parcel_id)?.iter().any(|h| h.receipt_id == reversed) {
+            return Ok(Some(format!(
+                "the reversal of receipt {reversed} names parcel {}, which it did not hand over",
+                p.parcel_id
+            )));
+        }
+    }
+    Ok(None)
 }

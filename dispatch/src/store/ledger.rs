@@ -182,16 +182,21 @@ impl ReceiptLedger for SqlLedger<'_> {
             reason.map(str::to_owned),
         ));
         self.held.insert(body.receipt_id, Some((body.device_id.clone(), body.seq)));
+        // A reversal undoes the hand-over of the parcels it names, by the phone that made it (a
+        // flagged one undoes nothing).
         if body.event == ReceiptEvent::Reversed
+            && binding
             && let Some(reversed) = body.reverses
         {
-            self.tx.execute_later(
-                "UPDATE handover SET reversed = 1 WHERE receipt_id = ?1 AND device_id = ?2",
-                params![reversed.to_string(), body.device_id],
-            )?;
-            for (h, device) in self.handovers.values_mut().flatten() {
-                if h.receipt_id == reversed && *device == body.device_id {
-                    h.reversed = true;
+            for p in &body.parcels {
+                self.tx.execute_later(
+                    "UPDATE handover SET reversed = 1 WHERE receipt_id = ?1 AND device_id = ?2 AND parcel_id = ?3",
+                    params![reversed.to_string(), body.device_id, p.parcel_id],
+                )?;
+                for (h, device) in self.handovers.get_mut(&p.parcel_id).into_iter().flatten() {
+                    if h.receipt_id == reversed && *device == body.device_id {
+                        h.reversed = true;
+                    }
                 }
             }
         }
