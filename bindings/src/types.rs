@@ -205,6 +205,9 @@ pub struct ApplyReport {
     pub removed: u32,
     pub reset: u32,
     pub kept_delivered: u32,
+    /// Why none of it applied although it was taken (a full manifest of a day the phone cannot
+    /// hold: before every held day, or a fourth day); `null` when it applied.
+    pub not_applied: Option<String>,
 }
 
 #[uniffi::remote(Record)]

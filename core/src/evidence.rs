@@ -3,9 +3,11 @@
 //!
 //! The file holds every receipt that names the parcel (each signed by the phone that made it) and
 //! dispatch's signed statement. The statement names, per phone, its enrolled public key, the chain
-//! hashes from the link before the parcel's first receipt up to the checkpoint dispatch held when
-//! it wrote the evidence, and dispatch's verdict on each of the parcel's receipts. Other parcels'
-//! receipts in between appear only as hashes, so the file tells nothing about other customers.
+//! hashes from the link before the parcel's first receipt to its last (so none in between can be
+//! left out), and dispatch's verdict on each of the parcel's receipts (a flag only as "held for
+//! review": why dispatch flagged it stays at dispatch). Other parcels' receipts in between appear
+//! only as hashes; a receipt that also names another customer's parcel is the writer's to refuse
+//! (dispatch does), since its signed body cannot be shown without theirs.
 //!
 //! [`verify`] accepts a file only if dispatch's signature holds under a trusted key, every receipt
 //! is signed by the key dispatch enrolled for its phone, sits at its place in that phone's chain
@@ -39,7 +41,7 @@ pub struct ChainExtract {
     pub device: VerifyingKey,
     /// The sequence of `hashes[0]`: the receipt before the parcel's first (0: the chain's genesis).
     pub from_seq: u64,
-    /// The chain hash of every receipt from `from_seq` to dispatch's checkpoint, in order.
+    /// The chain hash of every receipt from `from_seq` to the parcel's last receipt, in order.
     pub hashes: Vec<Base64Bytes>,
     /// Dispatch's verdict on each of this phone's receipts that name the parcel.
     pub verdicts: Vec<ReceiptResult>,
@@ -115,9 +117,9 @@ pub enum EvidenceRejection {
 }
 
 /// One phone's part of the evidence about `parcel_id`, from `chain`: a run of that phone's stored
-/// receipts in sequence order, ending at dispatch's checkpoint and starting no later than the
-/// receipt before the parcel's first one (or at the chain's start). `None` when no receipt in it
-/// names the parcel. Returns the extract and the parcel's receipts.
+/// receipts in sequence order, reaching at least the parcel's last receipt and starting no later
+/// than the receipt before the parcel's first one (or at the chain's start). `None` when no
+/// receipt in it names the parcel. Returns the extract and the parcel's receipts.
 pub fn extract(
     device_id: &str,
     device: &VerifyingKey,
@@ -125,10 +127,11 @@ pub fn extract(
     parcel_id: &str,
 ) -> crate::Result<Option<(ChainExtract, Vec<SignedReceipt>)>> {
     let names = |r: &StoredReceipt| r.body.parcels.iter().any(|p| p.parcel_id == parcel_id);
-    let Some(first) = chain.iter().position(names) else {
+    let (Some(first), Some(last)) = (chain.iter().position(names), chain.iter().rposition(names)) else {
         return Ok(None);
     };
     let start = first.saturating_sub(1);
+    let chain = &chain[..=last];
     for pair in chain[start..].windows(2) {
         if pair[1].body.seq != pair[0].body.seq + 1 || pair[1].body.prev_hash != pair[0].receipt.hash() {
             return Err(crate::CoreError::Integrity(format!(
@@ -137,7 +140,10 @@ pub fn extract(
             )));
         }
     }
-    let from_seq = chain[first].body.seq - 1;
+    let from_seq =
+        chain[first].body.seq.checked_sub(1).ok_or_else(|| {
+            crate::CoreError::Integrity(format!("device {device_id} stored a receipt with sequence 0"))
+        })?;
     let mut hashes = Vec::with_capacity(chain.len() - start + 1);
     if first == 0 {
         if chain[0].body.prev_hash != genesis_hash(device_id) || from_seq != 0 {
@@ -156,7 +162,10 @@ pub fn extract(
             receipt_id: r.body.receipt_id,
             seq: r.body.seq,
             status: r.status,
-            reason: r.reason.clone(),
+            // Why dispatch flagged a receipt stays at dispatch (it would tell an insider which of
+            // its guesses came close): the evidence says what the phone is told.
+            reason: (r.status == crate::protocol::ReceiptStatus::Flagged)
+                .then(|| crate::issuer::FLAGGED_FOR_PHONE.to_owned()),
         });
     }
     Ok(Some((

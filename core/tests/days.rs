@@ -160,19 +160,23 @@ fn the_newest_day_is_never_let_go_even_when_over() {
 }
 
 #[test]
-fn a_day_beyond_the_most_held_is_refused_and_changes_nothing() {
-    let (mut w, _, _) = two_days();
+fn a_day_beyond_the_most_held_is_taken_without_applying_and_later_changes_still_arrive() {
+    let (mut w, today, _) = two_days();
     assert_eq!(MAX_HELD_DAYS, 3);
     let third = parcels_for(&mut w, 6..7, 2);
     let m = full(&mut w, &third, 2);
     w.device.apply_manifest(&m).unwrap();
-    let before = (w.device.parcels().unwrap(), w.device.status().unwrap());
+    let before = w.device.parcels().unwrap();
     let fourth = parcels_for(&mut w, 7..8, 3);
     let m = full(&mut w, &fourth, 3);
-    let r = rejection(w.device.apply_manifest(&m));
-    assert!(matches!(&r, ManifestRejection::TooManyDays { limit: 3, .. }), "{r:?}");
-    assert!(r.to_string().contains("2026-11-26, 2026-11-27, 2026-11-28"), "{r}");
-    assert_eq!((w.device.parcels().unwrap(), w.device.status().unwrap()), before);
+    let report = w.device.apply_manifest(&m).unwrap();
+    let why = report.not_applied.unwrap();
+    assert!(why.contains("2026-11-26, 2026-11-27, 2026-11-28") && why.contains("the most it holds"), "{why}");
+    assert_eq!(w.device.parcels().unwrap(), before, "nothing of the fourth day applied");
+    assert_eq!(held_dates(&w).len(), 3);
+    // Taken: the next change, to a day it holds, applies (refusing it would have jammed the journal).
+    let m = manifest(&mut w, ManifestKind::Delta, &today[..1], 0);
+    assert_eq!(w.device.apply_manifest(&m).unwrap().updated, 1);
 }
 
 #[test]

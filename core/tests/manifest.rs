@@ -113,7 +113,11 @@ fn misdirected_manifests_are_rejected() {
         p.not_after -= TimeDelta::days(1);
     }
     let earlier = w.issuer.build_manifest(&w.record, &earlier).unwrap();
-    assert!(matches!(rejection(w.device.apply_manifest(&earlier)), ManifestRejection::WrongDate { .. }));
+    // Signed and next in sequence: taken, so the journal moves on, but none of it applies.
+    let parcels = w.device.parcels().unwrap();
+    let report = w.device.apply_manifest(&earlier).unwrap();
+    assert!(report.not_applied.unwrap().contains("delivery date 2026-11-25, the device holds 2026-11-26"));
+    assert_eq!(w.device.parcels().unwrap(), parcels);
 }
 
 #[test]

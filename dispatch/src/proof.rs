@@ -30,9 +30,22 @@ pub fn write(dispatch: &Dispatch, parcel_id: &str, out: &Path, keys_out: Option<
     ))
 }
 
+/// At most `limit` bytes of the file at `path` (one byte more tells it is larger).
+fn read_at_most(path: &Path, limit: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|e| DispatchError::BadRequest(format!("{}: {e}", path.display())))?;
+    if bytes.len() > limit {
+        return Err(DispatchError::BadRequest(format!("{} is larger than {limit} bytes", path.display())));
+    }
+    Ok(bytes)
+}
+
 /// The trusted keys from a keys document (a JSON array of `{"key_id", "public"}`).
 pub fn read_keys(path: &Path) -> Result<Vec<VerifyingKey>> {
-    let bytes = std::fs::read(path).map_err(|e| DispatchError::BadRequest(format!("{}: {e}", path.display())))?;
+    let bytes = read_at_most(path, 1 << 20)?;
     let keys: Vec<VerifyingKey> = serde_json::from_slice(&bytes).map_err(|e| {
         DispatchError::BadRequest(format!(
             "{} is not a keys document (a JSON array of {{\"key_id\", \"public\"}}, as GET /v1/dispatch-keys answers): {e}",
@@ -47,7 +60,7 @@ pub fn read_keys(path: &Path) -> Result<Vec<VerifyingKey>> {
 
 /// Checks the evidence file at `path` against `keys`.
 pub fn check(path: &Path, keys: &[VerifyingKey]) -> Result<std::result::Result<EvidenceReport, String>> {
-    let bytes = std::fs::read(path).map_err(|e| DispatchError::BadRequest(format!("{}: {e}", path.display())))?;
+    let bytes = read_at_most(path, evidence::MAX_EVIDENCE_BYTES)?;
     Ok(evidence::verify(&bytes, keys).map_err(|e| e.to_string()))
 }
 

@@ -81,3 +81,37 @@ fn the_evidence_command_writes_a_file_that_verify_evidence_accepts_and_a_changed
     std::fs::write(&keys, b"{\"key\": 1}").unwrap();
     assert!(doorstep_dispatch::proof::read_keys(&keys).is_err());
 }
+
+#[test]
+fn evidence_tells_nothing_of_other_customers_nor_why_dispatch_flagged_a_receipt() {
+    let server = Server::start();
+    let (phone, dir, device_id) = server.day();
+    // One failure recorded for two parcels of two customers: no file for either.
+    let both = vec![ScannedParcel::scanned("BC2"), ScannedParcel::scanned("BC3")];
+    phone.record_failure(&both, FailureReason::NoAccess, Some("gate code 4711".into()), None).unwrap();
+    // P0 handed over, then handed over again by a forger: the second is flagged.
+    phone.verify_code(&scan("BC0"), &server.code("P0"), None).unwrap();
+    server.upload(&phone, &device_id);
+    let insider = doorstep_tests::insider::Insider::of(&dir.path().join("d.db"));
+    let again = insider.handover(
+        "P0",
+        doorstep_core::protocol::HandoverMethod::Code,
+        Some(doorstep_core::protocol::Holder::Customer),
+        Some(&server.code("P0")),
+        server.clock.now(),
+    );
+    let verdict = insider.upload(&server, &phone, again).unwrap();
+    assert_eq!(verdict.status, ReceiptStatus::Flagged);
+
+    let (status, body) = server.op_get("/v1/parcels/P2/evidence");
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("another customer"));
+
+    let (status, file) = server.op_get("/v1/parcels/P0/evidence");
+    assert_eq!(status, 200);
+    let keys: Vec<VerifyingKey> = serde_json::from_slice(&get(&server.url("/v1/dispatch-keys")).1).unwrap();
+    let report = evidence::verify(&file, &keys).unwrap();
+    let flagged = report.events.iter().find(|e| e.status == ReceiptStatus::Flagged).unwrap();
+    assert_eq!(flagged.status_reason.as_deref(), Some(doorstep_core::issuer::FLAGGED_FOR_PHONE));
+    assert!(!String::from_utf8_lossy(&file).contains("already handed over"), "dispatch's own reason stays at dispatch");
+}

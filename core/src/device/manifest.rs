@@ -32,6 +32,10 @@ pub struct ApplyReport {
     pub reset: u32,
     /// Parcels the manifest would have changed or removed, kept because they are delivered.
     pub kept_delivered: u32,
+    /// Why none of the manifest applied although it was taken (its sequence, so the changes after
+    /// it still arrive): a full manifest of a day the phone cannot hold (before every held day, or
+    /// one day too many). `None` when it applied.
+    pub not_applied: Option<String>,
 }
 
 /// Most delivery days a phone holds at once: yesterday's (until its last parcels expire),
@@ -93,7 +97,15 @@ impl Device {
                 return Err(ManifestRejection::Malformed("announced keys must include the signing key".into()).into());
             }
             if target == Target::Skip {
-                return skip(s, &manifest);
+                return skip(s, &manifest, None);
+            }
+            if manifest.kind == ManifestKind::Full && !held.days.iter().any(|(d, _)| *d == manifest.delivery_date) {
+                // A new day: days that are over are let go first, then it must fit.
+                super::purge::purge_due(s)?;
+                let_go_of_finished_days(s)?;
+                if let Some(refusal) = cannot_hold(&self::held(s)?, &manifest) {
+                    return skip(s, &manifest, Some(refusal.to_string()));
+                }
             }
             apply(s, &manifest)
         })?;
@@ -171,29 +183,44 @@ fn check_sequence(held: &Held, m: &ManifestPayload) -> Result<Target, ManifestRe
     {
         return Err(ManifestRejection::MissedChanges { current, got: m.sequence });
     }
-    let before_all = held.days.first().is_some_and(|(oldest, _)| m.delivery_date < *oldest);
     match (m.kind, held.days.iter().find(|(date, _)| *date == m.delivery_date)) {
         (ManifestKind::Delta, Some((_, route))) if *route != m.route_id => {
             Err(ManifestRejection::WrongRoute { got: m.route_id.clone(), expected: route.clone() })
         }
         (ManifestKind::Delta, None) => Ok(Target::Skip),
-        (ManifestKind::Full, None) if before_all => {
-            Err(ManifestRejection::WrongDate { got: m.delivery_date.to_string(), expected: held.list() })
-        }
         _ => Ok(Target::Day),
     }
 }
 
-/// A delta for a day the phone does not hold: none of its parcels apply, but the sequence moves
-/// on so the next delta follows, and a key announcement it carries still counts.
-fn skip(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
+/// Why the phone cannot hold a new day's full manifest: a day before every day it holds (they only
+/// move forward), or one day more than [`MAX_HELD_DAYS`]. Such a manifest is signed and next in
+/// sequence, so it is taken without applying anything: refusing it would leave it first in
+/// dispatch's journal, and no later change would ever arrive.
+fn cannot_hold(held: &Held, m: &ManifestPayload) -> Option<ManifestRejection> {
+    if held.days.first().is_some_and(|(oldest, _)| m.delivery_date < *oldest) {
+        return Some(ManifestRejection::WrongDate { got: m.delivery_date.to_string(), expected: held.list() });
+    }
+    (held.days.len() >= MAX_HELD_DAYS)
+        .then(|| ManifestRejection::TooManyDays { held: held.list(), limit: MAX_HELD_DAYS })
+}
+
+/// A manifest none of whose parcels apply (a delta for a day the phone does not hold, or a full
+/// manifest of a day it cannot hold, `why`): the sequence moves on so the next one follows, and a
+/// key announcement it carries still counts.
+fn skip(s: &Session<'_>, m: &ManifestPayload, why: Option<String>) -> Result<ApplyReport> {
     s.tx.execute(
         "UPDATE device_state SET manifest_seq = ?1, last_sync_ms = ?2 WHERE id = 1",
         params![m.sequence as i64, s.now.trusted_ms],
     )?;
     announce_keys(&s.tx, m)?;
     s.saw_server_time(m.issued_at.timestamp_millis())?;
-    Ok(ApplyReport { manifest_id: m.manifest_id.clone(), sequence: m.sequence, full: false, ..Default::default() })
+    Ok(ApplyReport {
+        manifest_id: m.manifest_id.clone(),
+        sequence: m.sequence,
+        full: m.kind == ManifestKind::Full,
+        not_applied: why,
+        ..Default::default()
+    })
 }
 
 fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
@@ -346,10 +373,6 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
         params![date, m.route_id, m.manifest_id, m.time_zone, m.issued_at.timestamp_millis(), now],
     )?;
     let_go_of_finished_days(s)?;
-    let held = held(s)?;
-    if held.days.len() > MAX_HELD_DAYS {
-        return Err(ManifestRejection::TooManyDays { held: held.list(), limit: MAX_HELD_DAYS }.into());
-    }
     s.saw_server_time(m.issued_at.timestamp_millis())?;
     Ok(report)
 }

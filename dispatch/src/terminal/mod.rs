@@ -230,7 +230,7 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                 let r = t.device.apply_manifest(&body)?;
                 applied.push(json!({
                     "sequence": r.sequence, "full": r.full, "added": r.added, "updated": r.updated,
-                    "removed": r.removed, "reset": r.reset
+                    "removed": r.removed, "reset": r.reset, "not_applied": r.not_applied
                 }));
             }
             let mut answer = json!({ "date": date, "applied": applied });
