@@ -5,6 +5,8 @@
 #      scripts/postgres.sh installs and starts), several nodes raced among them;
 #   2. the dispatch API fuzzed against its OpenAPI document for a minute (scripts/api-fuzz.sh:
 #      schemathesis; no 5xx, every answer as documented);
+#   2a. the customer's page and the operator's console in a real browser (scripts/browser-tests.sh:
+#      Debian's Chromium driven by playwright-core, QR codes decoded by zbarimg);
 #   2b. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
 #   3. the Rust tests again under libfaketime at instants years apart (no test depends on the day
 #      or hour it runs);
@@ -35,6 +37,7 @@ postgres_tests() (
 )
 step postgres_tests
 step bash scripts/api-fuzz.sh 60
+step bash scripts/browser-tests.sh
 step cargo test --workspace --benches --locked --no-fail-fast
 step bash scripts/test-any-day.sh
 step bash scripts/kotlin-host-tests.sh

@@ -377,3 +377,45 @@ pub fn print_table(r: &DemoReport) {
     }
     say!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
 }
+
+/// After the day, for a person to look (`doorstep demo --serve`): one more parcel of the demo's
+/// day leaves the warehouse (its code e-mailed), and the links to two customers' pages come back,
+/// that parcel's (code, QR code, people you trust) and `handed`'s (handed over), read from the
+/// e-mails in `outbox`.
+pub fn serve_links(
+    dispatch: &Dispatch,
+    outbox: &std::path::Path,
+    date: NaiveDate,
+    handed: &str,
+) -> DemoResult<Vec<String>> {
+    let fresh = NewParcel {
+        parcel_id: "PCL-SERVE".into(),
+        barcode: "1Z-SERVE".into(),
+        route_id: "route-1".into(),
+        stop_id: "stop-serve".into(),
+        stop_sequence: 999,
+        delivery_date: date,
+        time_zone: ZONE.into(),
+        declared_value_cents: 95_000,
+        category: "jewellery".into(),
+        customer_email: "you@example.test".into(),
+        address_hint: "1 Demo Square".into(),
+        recipient_hint: "Y. O.".into(),
+    };
+    let by = crate::operators::Operator::dispatch();
+    dispatch.import_parcels(&[fresh], &by)?;
+    dispatch.parcel_departed("PCL-SERVE", &by)?;
+    while dispatch.send_pending_mail()? > 0 {}
+    let mut links = Vec::new();
+    for parcel in ["PCL-SERVE", handed] {
+        for entry in std::fs::read_dir(outbox)? {
+            let text = std::fs::read_to_string(entry?.path())?;
+            if text.contains(&format!("Parcel: {parcel}\r\n"))
+                && let Some(link) = text.lines().find(|l| l.contains("/parcel/"))
+            {
+                links.push(link.trim().to_owned());
+            }
+        }
+    }
+    Ok(links)
+}

@@ -38,6 +38,10 @@ enum Command {
         /// Print the result as JSON (no progress bar).
         #[arg(long)]
         json: bool,
+        /// Keep dispatch running after the day, and print a customer's page link and the operator
+        /// console's address with a key, for a person to open in a browser.
+        #[arg(long)]
+        serve: bool,
     },
     /// Act as a phone from the terminal against a running dispatch (database and sealing key in
     /// --dir). Exit codes: 0 done (handed over, recorded, synced, uploaded), 1 failed
@@ -325,7 +329,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("error: {e}")),
             }
         }
-        Command::Demo { parcels, routes, json } => run_demo(&runtime, parcels, routes, json),
+        Command::Demo { parcels, routes, json, serve } => run_demo(&runtime, parcels, routes, json, serve),
         Command::Evidence { store, parcel_id, out, keys_out } => {
             let dispatch =
                 match Dispatch::open_with(&store.state, store.database().as_ref(), HighValuePolicy::default()) {
@@ -430,7 +434,7 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, json: bool) -> ExitCode {
+fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, json: bool, serve: bool) -> ExitCode {
     if parcels == 0 {
         return fail("--parcels must be at least 1".into());
     }
@@ -444,15 +448,15 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
         Err(e) => return fail(format!("cannot pick the demo's date: {e}")),
     };
     let clock = Arc::new(SetClock::at(chrono::Utc::now()));
-    let dispatch = match Dispatch::open(state.path(), HighValuePolicy::default()) {
-        Ok(d) => Arc::new(d.with_clock(clock.clone())),
-        Err(e) => return fail(format!("cannot open dispatch: {e}")),
-    };
     let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on loopback: {e}")),
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let dispatch = match Dispatch::open(state.path(), HighValuePolicy::default()) {
+        Ok(d) => Arc::new(d.with_clock(clock.clone()).with_public_url(&format!("http://{addr}"))),
+        Err(e) => return fail(format!("cannot open dispatch: {e}")),
+    };
     let app = api::router_with_limits(dispatch.clone(), api::Limits::unlimited());
     runtime.spawn(listen::serve(listener, app, None, std::future::pending()));
     if !json {
@@ -465,9 +469,48 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
             } else {
                 demo::print_table(&report);
             }
-            if report.reconciled { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if !report.reconciled {
+                return ExitCode::FAILURE;
+            }
+            if serve {
+                return keep_serving(runtime, &dispatch, &clock, &addr, state.path(), date, &report);
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => fail(format!("demo failed: {e}")),
+    }
+}
+
+/// `demo --serve`: dispatch on the real time again, one more parcel on its way, and what to open.
+fn keep_serving(
+    runtime: &tokio::runtime::Runtime,
+    dispatch: &Dispatch,
+    clock: &SetClock,
+    addr: &str,
+    state: &std::path::Path,
+    date: chrono::NaiveDate,
+    report: &demo::DemoReport,
+) -> ExitCode {
+    clock.set(chrono::Utc::now());
+    let handed = report.evidence_checked.as_ref().map_or("PCL-00000", |(p, _)| p.as_str());
+    let links = match demo::serve_links(dispatch, &state.join("outbox"), date, handed) {
+        Ok(links) => links,
+        Err(e) => return fail(format!("cannot prepare the pages: {e}")),
+    };
+    let key = match dispatch.add_operator("demo") {
+        Ok((_, key)) => key,
+        Err(e) => return fail(format!("cannot create an operator key: {e}")),
+    };
+    say!("\ndispatch keeps running at http://{addr} (Ctrl-C ends it; the state folder goes with it)");
+    for (link, what) in
+        links.iter().zip(["a parcel on its way (code, QR code, people you trust)", "a parcel handed over"])
+    {
+        say!("customer's page, {what}:\n  {link}");
+    }
+    say!("operator console: http://{addr}/console?date={date}\n  operator key: {key}");
+    match runtime.block_on(tokio::signal::ctrl_c()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot wait for Ctrl-C: {e}")),
     }
 }
 

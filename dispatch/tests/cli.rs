@@ -66,3 +66,35 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(status.code(), Some(0), "{err}");
 }
+
+#[test]
+fn demo_serve_keeps_dispatch_running_and_prints_a_customer_page_and_the_console_with_a_key() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doorstep"))
+        .args(["demo", "--parcels", "20", "--routes", "1", "--serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        let done = line.contains("operator key:");
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = said.join("\n");
+    let link = said.iter().find(|l| l.contains("/parcel/PCL-SERVE/")).map(|l| l.trim().to_owned()).expect(&text);
+    let console = said.iter().find_map(|l| l.split_whitespace().find(|w| w.contains("/console?date="))).expect(&text);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+    let mut page = agent.get(&link).call().unwrap();
+    let body = page.body_mut().read_to_string().unwrap();
+    assert_eq!(page.status().as_u16(), 200, "{body}");
+    assert!(body.contains("Your delivery code") && body.contains("<svg"), "{body}");
+    assert_eq!(agent.get(console).call().unwrap().status().as_u16(), 303, "the console asks for the key");
+    assert!(text.contains("operator key: dso_"), "{text}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -62,7 +62,7 @@ fn console_page(title: &str, body: &str) -> Response {
         "<nav><a href=\"/console\">Console</a> · <form class=\"inline\" method=\"post\" action=\"/console/logout\">\
          <button>Log out</button></form></nav>{body}"
     );
-    page(StatusCode::OK, "en", title, &body.replace("<main>", "<main class=\"wide\">"))
+    super::page_in(StatusCode::OK, "en", title, &body, "wide")
 }
 
 fn error_page(e: &DispatchError) -> Response {

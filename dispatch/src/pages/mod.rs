@@ -1,8 +1,8 @@
 //! The pages `doorstep serve` renders for people, server-side and without script: the customer's
 //! page of one parcel (opened from the link in the code e-mail) and the operator's console. Every
 //! answer carries `Cache-Control: no-store`, a Content-Security-Policy that allows no script, no
-//! frame and no outside resource, and `Referrer-Policy: no-referrer`; forms post back to the same
-//! origin. Nothing secret goes into a URL but the customer link itself.
+//! frame and no outside resource, and a Referrer-Policy (`no-referrer` on the customer's page,
+//! `same-origin` on the console); forms post back to the same origin. Nothing secret goes into a URL but the customer link itself.
 //!
 //! - [`customer`]: status, code (announced digit by digit), QR code (SVG), the rules, delegates.
 //! - [`console`]: routes and phones, parcels by state, flagged receipts first, a parcel's history,
@@ -35,7 +35,12 @@ pub fn router() -> Router<AppState> {
 
 /// What every page answer carries.
 async fn page_headers(request: Request, next: Next) -> Response {
+    // The customer link holds its token: no referrer ever leaves its page. The console's forms
+    // need their origin (a browser says `Origin: null` under no-referrer, which the console must
+    // refuse, since a sandboxed page elsewhere says the same).
+    let referrer = if request.uri().path().starts_with("/console") { "same-origin" } else { "no-referrer" };
     let mut response = next.run(request).await;
+    response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static(referrer));
     let headers = response.headers_mut();
     for (name, value) in [
         (header::CACHE_CONTROL, "no-store"),
@@ -44,7 +49,6 @@ async fn page_headers(request: Request, next: Next) -> Response {
             "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
              base-uri 'none'",
         ),
-        (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ] {
@@ -77,11 +81,16 @@ pub(crate) fn esc(text: &str) -> String {
 
 /// A whole page: `body` is HTML already escaped where it holds data.
 fn page(status: StatusCode, lang: &str, title: &str, body: &str) -> Response {
+    page_in(status, lang, title, body, "")
+}
+
+/// [`page`] with a class on `<main>` (`wide` for the console's tables).
+fn page_in(status: StatusCode, lang: &str, title: &str, body: &str, class: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title}</title><link rel=\"stylesheet\" href=\"/assets/doorstep.css\"></head>\
-         <body><main>{body}</main></body></html>\n",
+         <body><main class=\"{class}\">{body}</main></body></html>\n",
         title = esc(title),
     );
     (status, Html(html)).into_response()
