@@ -171,6 +171,7 @@ pub fn quarantine_database(path: String) -> Result<String> {
     Ok(moved.to_string_lossy().into_owned())
 }
 
+#[cfg(feature = "evidence")]
 /// Checks a parcel's evidence file (from dispatch: `GET /v1/parcels/{id}/evidence`) offline against
 /// dispatch's published keys document (`GET /v1/dispatch-keys`); returns what it shows, or
 /// `EvidenceRejected` when any byte was changed or the signer is not trusted.

@@ -17,7 +17,9 @@ mod host;
 mod types;
 mod uniffi_support;
 
-pub use device::{DoorstepDevice, quarantine_database, verify_evidence};
+#[cfg(feature = "evidence")]
+pub use device::verify_evidence;
+pub use device::{DoorstepDevice, quarantine_database};
 pub use error::{DoorstepError, HostError};
 #[cfg(feature = "fixtures")]
 pub use fixtures::{BatchVerdict, DelegateCode, IssuedCodes, TestDispatch};

@@ -10,6 +10,7 @@ pub use doorstep_core::device::{
     AckReport, ApplyReport, ClockStatus, HandoverOutcome, HeldDay, LogLevel, OutboxBatch, ParcelCounts, ParcelState,
     ParcelView, PurgeReport, ReceiptSummary, RetryAdvice, ScannedParcel, Status, Validity,
 };
+#[cfg(feature = "evidence")]
 pub use doorstep_core::evidence::{EvidenceEvent, EvidenceReport};
 pub use doorstep_core::protocol::{
     FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptEvent, ReceiptResult, ReceiptStatus,
@@ -326,6 +327,7 @@ pub fn failure_reason_x12_code(reason: FailureReason) -> Result<Option<String>, 
 }
 
 /// One receipt about the parcel in a verified evidence file.
+#[cfg(feature = "evidence")]
 #[uniffi::remote(Record)]
 pub struct EvidenceEvent {
     pub device_id: String,
@@ -343,6 +345,7 @@ pub struct EvidenceEvent {
 }
 
 /// What a verified evidence file shows: the parcel's receipts, oldest first.
+#[cfg(feature = "evidence")]
 #[uniffi::remote(Record)]
 pub struct EvidenceReport {
     pub parcel_id: String,

@@ -389,11 +389,10 @@ fn main() -> ExitCode {
             max_connections_per_client,
             public_url,
         } => {
-            let scheme = if tls_cert.is_some() { "https" } else { "http" };
-            let public_url = public_url.unwrap_or_else(|| format!("{scheme}://{addr}"));
-            if public_url.len() > 200 || !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
-                return fail(format!("--public-url {public_url:?} must be an http(s) URL of at most 200 bytes"));
-            }
+            let public_url = match public_url_for(public_url, addr, tls_cert.is_some()) {
+                Ok(url) => url,
+                Err(e) => return fail(e),
+            };
             let mail = match smtp.as_deref().map(parse_smtp).transpose() {
                 Ok(mail) => mail,
                 Err(e) => return fail(e),
@@ -426,6 +425,29 @@ fn main() -> ExitCode {
             };
             runtime.block_on(serve(addr, store.state, options))
         }
+    }
+}
+
+/// The address customers reach dispatch at, for the links in code e-mails: `--public-url`, which
+/// must be https (a link carries the customer's token) unless it names this machine, and is
+/// required when serving anywhere but loopback; on loopback the served address by default.
+fn public_url_for(given: Option<String>, addr: SocketAddr, tls: bool) -> Result<String, String> {
+    let url = match given {
+        Some(url) => url,
+        None if addr.ip().is_loopback() => format!("{}://{addr}", if tls { "https" } else { "http" }),
+        None => return Err("--public-url is required off loopback (the address customers reach, https://…)".into()),
+    };
+    let host = url.split("://").nth(1).unwrap_or_default();
+    let local = ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| host.starts_with(h));
+    let ok = url.len() <= 200
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && (url.starts_with("https://") || (url.starts_with("http://") && local));
+    if ok {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!(
+            "--public-url {url:?} must be an https URL of at most 200 bytes with no spaces (http only for this machine)"
+        ))
     }
 }
 
@@ -661,4 +683,21 @@ fn on_hangup(tls: Option<(axum_server::tls_rustls::RustlsConfig, listen::TlsFile
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_url_for;
+
+    #[test]
+    fn the_public_url_is_https_off_this_machine_and_required_off_loopback() {
+        let loopback = "127.0.0.1:8080".parse().unwrap();
+        let anywhere = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(public_url_for(None, loopback, false).unwrap(), "http://127.0.0.1:8080");
+        assert!(public_url_for(None, anywhere, false).unwrap_err().contains("required off loopback"));
+        assert_eq!(public_url_for(Some("https://d.example/".into()), anywhere, false).unwrap(), "https://d.example");
+        for bad in ["http://d.example", "ftp://d.example", "https://d.example/\r\nBcc: x", "https://d .example"] {
+            assert!(public_url_for(Some(bad.into()), anywhere, false).is_err(), "{bad}");
+        }
+    }
 }

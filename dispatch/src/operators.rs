@@ -8,6 +8,10 @@
 //!
 //! Operator authentication is on as soon as one key exists. With none, the operator routes are
 //! open, which `serve` allows on a loopback address only (the embedded default for developers).
+//!
+//! The console (`/console`) logs in with a key once and then holds a session: a random token in
+//! its cookie, kept here only as its SHA-256, ending after [`CONSOLE_SESSION_HOURS`], on logout,
+//! or when the key is revoked. The key itself never sits in a browser.
 
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -17,6 +21,9 @@ use crate::store::{Dispatch, Tx, params};
 use doorstep_core::crypto::{random_bytes, sha256};
 
 const KEY_PREFIX: &str = "dso_";
+
+/// How long a console login lasts.
+pub const CONSOLE_SESSION_HOURS: i64 = 12;
 
 /// Who performs an operator action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -121,6 +128,54 @@ impl Dispatch {
                 revoked_at_ms,
             })
             .collect())
+    }
+
+    /// Console: a new session for the operator whose key this is (`Unauthorized` as for the API);
+    /// returns the session token for the cookie.
+    pub fn open_console_session(&self, key: &str) -> Result<String> {
+        let operator = self.authenticate_operator(Some(key), false)?;
+        let token = hex(&random_bytes::<32>()?);
+        self.run(|tx| {
+            let now = self.now_ms()?;
+            tx.execute("DELETE FROM console_session WHERE expires_at_ms <= ?1", params![now])?;
+            tx.execute(
+                "INSERT INTO console_session (token_hash, operator_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+                params![
+                    sha256(token.as_bytes()).to_vec(),
+                    operator.operator_id,
+                    now + CONSOLE_SESSION_HOURS * 3_600_000
+                ],
+            )?;
+            audit(tx, now, &operator, "console_login", None, None)?;
+            Ok(token.clone())
+        })
+    }
+
+    /// Console: the operator a live session belongs to (`Unauthorized` for none, an ended one, or
+    /// one whose key was revoked since).
+    pub fn console_operator(&self, session: Option<&str>) -> Result<Operator> {
+        let denied = || DispatchError::Unauthorized("log in to the console with an operator key".into());
+        let session = session.ok_or_else(denied)?;
+        let row: Option<(String, String)> = self.run(|tx| {
+            Ok(tx.opt(
+                "SELECT o.operator_id, o.name FROM console_session s JOIN operator o ON o.operator_id = s.operator_id
+                  WHERE s.token_hash = ?1 AND s.expires_at_ms > ?2 AND o.revoked_at_ms IS NULL",
+                params![sha256(session.as_bytes()).to_vec(), self.now_ms()?],
+            )?)
+        })?;
+        let (operator_id, name) = row.ok_or_else(denied)?;
+        Ok(Operator { operator_id, name })
+    }
+
+    /// Console: ends a session (logging out); nothing for an unknown one.
+    pub fn close_console_session(&self, session: &str) -> Result<()> {
+        self.run(|tx| {
+            tx.execute(
+                "DELETE FROM console_session WHERE token_hash = ?1",
+                params![sha256(session.as_bytes()).to_vec()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Whether operator routes need a key: as soon as one was ever created (revoking every key

@@ -161,3 +161,54 @@ fn the_console_needs_a_key_and_resets_a_locked_parcel_only_after_a_confirmation_
     let (_, _, history) = fetch("GET", &server.url("/console/parcels/P2"), &with, None);
     assert!(history.contains("reset"), "the action is audited: {history}");
 }
+
+#[test]
+fn the_pages_share_the_customer_routes_rate_limit_per_address() {
+    let limits =
+        doorstep_dispatch::api::Limits { customer_per_minute: 3, ..doorstep_dispatch::api::Limits::unlimited() };
+    let server = Server::start_with_limits(doorstep_tests::http::Scene::default_day(), |d| d, limits);
+    server.day();
+    let (_, token) = server.read_email("P0");
+    let url = server.url(&format!("/parcel/P0/{token}"));
+    let statuses: Vec<u16> = (0..4).map(|_| fetch("GET", &url, &[], None).0).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // The JSON customer route draws on the same budget.
+    let (status, _) = doorstep_tests::http::get_as(&server.url("/v1/customer/parcels/P0/code"), &token);
+    assert_eq!(status, 429);
+}
+
+#[test]
+fn the_page_still_shows_the_code_when_the_parcels_qr_tokens_are_used_up() {
+    let server = Server::start();
+    server.day();
+    let (code, token) = server.read_email("P0");
+    for _ in 0..doorstep_dispatch::store::MAX_QR_TOKENS_PER_HOLDER {
+        assert_eq!(doorstep_tests::http::get_as(&server.url("/v1/customer/parcels/P0/qr"), &token).0, 200);
+    }
+    let (status, _, body) = fetch("GET", &server.url(&format!("/parcel/P0/{token}")), &[], None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("{} {}", &code[..3], &code[3..])) && !body.contains("<svg"), "{body}");
+}
+
+#[test]
+fn a_console_session_is_not_the_key_and_ends_on_logout_or_when_the_key_is_revoked() {
+    let server = Server::start();
+    server.day();
+    let login = || {
+        let (status, head, _) =
+            fetch("POST", &server.url("/console/login"), &[], Some(&format!("key={}", server.operator_key)));
+        assert_eq!(status, 303);
+        let set = head.lines().find(|l| l.starts_with("set-cookie: ")).unwrap().to_owned();
+        set.trim_start_matches("set-cookie: ").split(';').next().unwrap().to_owned()
+    };
+    let cookie = login();
+    assert!(!cookie.contains(&server.operator_key) && !cookie.contains("dso_"), "the key never goes to the browser");
+    let get = |cookie: &str| fetch("GET", &server.url("/console"), &[("Cookie", cookie)], None).0;
+    assert_eq!(get(&cookie), 200);
+    let (status, _, _) = fetch("POST", &server.url("/console/logout"), &[("Cookie", cookie.as_str())], Some(""));
+    assert_eq!(status, 303);
+    assert_eq!(get(&cookie), 303, "logged out: back to the login page");
+    let cookie = login();
+    server.dispatch.revoke_operator(&server.operator.operator_id).unwrap();
+    assert_eq!(get(&cookie), 303, "the key was revoked");
+}

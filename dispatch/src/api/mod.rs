@@ -72,10 +72,13 @@ pub fn router(dispatch: Arc<Dispatch>) -> Router {
 /// The service's routes. Serve them with `into_make_service_with_connect_info::<SocketAddr>()`,
 /// so the rate limits see each client's address.
 pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
-    let (routes, document) = routes(dispatch.clone(), limits).split_for_parts();
+    // The customer's JSON routes and the pages draw on one budget per client address.
+    let customers = limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for);
+    let (routes, document) = routes(dispatch.clone(), limits, customers.clone()).split_for_parts();
     let document = Arc::new(document);
     routes
-        .merge(crate::pages::router())
+        .merge(pages(customers))
+        .merge(crate::pages::assets())
         .route("/openapi.json", axum::routing::get(move || openapi::serve(document.clone())))
         .fallback(|| async { DispatchError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { DispatchError::MethodNotAllowed })
@@ -85,8 +88,18 @@ pub fn router_with_limits(dispatch: Arc<Dispatch>, limits: Limits) -> Router {
         .with_state(dispatch)
 }
 
+/// The pages for people, with the customer routes' rate limit, body size and deadlines (their
+/// forms are one short field).
+fn pages(limiter: limits::Limiter) -> Router<AppState> {
+    crate::pages::router()
+        .route_layer(axum::middleware::from_fn_with_state(limiter, limits::limit))
+        .layer(DefaultBodyLimit::max(crate::pages::MAX_FORM_BYTES))
+        .layer(body_deadline(SMALL_BODY_DEADLINE))
+        .layer(answer_deadline())
+}
+
 /// Every route with its description, one module per caller.
-fn routes(dispatch: Arc<Dispatch>, limits: Limits) -> OpenApiRouter<AppState> {
+fn routes(dispatch: Arc<Dispatch>, limits: Limits, customers: limits::Limiter) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::Document as utoipa::OpenApi>::openapi())
         .merge(operator::routes(dispatch))
         .merge(device::routes(
@@ -95,7 +108,7 @@ fn routes(dispatch: Arc<Dispatch>, limits: Limits) -> OpenApiRouter<AppState> {
             limits::Limiter::per_minute(limits.each_device_per_minute, false),
             limits::Limiter::per_minute(limits.full_manifests_per_device_per_minute, false),
         ))
-        .merge(customer::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
+        .merge(customer::routes(customers))
         .merge(public::routes(limits::Limiter::per_minute(limits.customer_per_minute, limits.trust_forwarded_for)))
 }
 

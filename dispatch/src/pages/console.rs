@@ -1,6 +1,7 @@
 //! The operator's console (`/console`), behind an operator key: the key is entered once on
-//! `/console/login` and kept in an `HttpOnly`, `SameSite=Strict` cookie scoped to `/console`
-//! (never in a URL). It shows the flagged receipts with their reasons first, then each route's
+//! `/console/login`, which opens a session (`operators.rs`: 12 hours, ended by logging out or by
+//! revoking the key) whose random token is kept in an `HttpOnly`, `SameSite=Strict` cookie scoped
+//! to `/console` (never in a URL; the key never sits in the browser). It shows the flagged receipts with their reasons first, then each route's
 //! phones and parcels by state for a day, and a parcel's history. Reset, reissue and reassign each
 //! ask for a confirmation on a page of their own and are audited by the store like the API's.
 //! A form posted from another origin is refused.
@@ -13,7 +14,7 @@ use axum::{Form, Router};
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use super::{esc, page, see_other};
+use super::{esc, page, see_other, segment};
 use crate::api::{AppState, blocking};
 use crate::error::DispatchError;
 use crate::operators::Operator;
@@ -30,12 +31,12 @@ pub(super) fn router() -> Router<AppState> {
         .route("/console/parcels/{id}/{action}", get(confirm).post(act))
 }
 
-/// The operator the console's cookie names, or the login page.
+/// The operator whose session the console's cookie holds, or the login page.
 async fn operator(d: &AppState, headers: &HeaderMap) -> Result<Operator, Response> {
-    let key = cookie(headers);
+    let session = cookie(headers);
     let d = d.clone();
     // A browser is never "this machine" to the API's loopback rule: the console always needs a key.
-    blocking(move || d.authenticate_operator(key.as_deref(), false)).await.map_err(|_| see_other("/console/login"))
+    blocking(move || d.console_operator(session.as_deref())).await.map_err(|_| see_other("/console/login"))
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -65,13 +66,21 @@ fn console_page(title: &str, body: &str) -> Response {
     super::page_in(StatusCode::OK, "en", title, &body, "wide")
 }
 
+/// An error as a page: what was wrong with the request, or (for a failure of dispatch's own, which
+/// goes to the log) only that something failed.
 fn error_page(e: &DispatchError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let said = if status.is_server_error() {
+        eprintln!("console: {e}");
+        "Something went wrong on dispatch's side; the log says what.".to_owned()
+    } else {
+        e.to_string()
+    };
     page(
         status,
         "en",
         "Console",
-        &format!("<section><p>{}</p><p><a href=\"/console\">Back</a></p></section>", esc(&e.to_string())),
+        &format!("<section><p>{}</p><p><a href=\"/console\">Back</a></p></section>", esc(&said)),
     )
 }
 
@@ -100,15 +109,14 @@ async fn login(State(d): State<AppState>, headers: HeaderMap, request: Request) 
         return error_page(&DispatchError::BadRequest("the form is incomplete".into()));
     };
     let key = form.key.trim().to_owned();
-    let checked = key.clone();
-    if blocking(move || d.authenticate_operator(Some(&checked), false)).await.is_err() {
+    let Ok(session) = blocking(move || d.open_console_session(&key)).await else {
         return page(
             StatusCode::UNAUTHORIZED,
             "en",
             "Operator console",
             "<section><p>That key is not valid.</p><p><a href=\"/console/login\">Try again</a></p></section>",
         );
-    }
+    };
     // Secure unless served over plain HTTP on this machine (a browser keeps Secure cookies only
     // from https, and from http://localhost).
     let plain_local = headers
@@ -120,13 +128,19 @@ async fn login(State(d): State<AppState>, headers: HeaderMap, request: Request) 
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/console".to_owned()),
-            (header::SET_COOKIE, format!("{COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/console{secure}")),
+            (header::SET_COOKIE, format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/console{secure}")),
         ],
     )
         .into_response()
 }
 
-async fn logout() -> Response {
+async fn logout(State(d): State<AppState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return error_page(&DispatchError::Forbidden("a form from another site".into()));
+    }
+    if let Some(session) = cookie(&headers) {
+        let _ = blocking(move || d.close_console_session(&session)).await;
+    }
     (
         StatusCode::SEE_OTHER,
         [
@@ -188,8 +202,11 @@ async fn overview(State(d): State<AppState>, headers: HeaderMap, uri: axum::http
         html.push_str("<table><tr><th>when (UTC)</th><th>phone</th><th>parcels</th><th>why</th></tr>");
         for a in &alerts {
             let at = chrono::DateTime::from_timestamp_millis(a.at_ms).map(|t| t.format("%Y-%m-%d %H:%M").to_string());
-            let links: Vec<String> =
-                a.parcels.iter().map(|p| format!("<a href=\"/console/parcels/{0}\">{0}</a>", esc(p))).collect();
+            let links: Vec<String> = a
+                .parcels
+                .iter()
+                .map(|p| format!("<a href=\"/console/parcels/{}\">{}</a>", esc(&segment(p)), esc(p)))
+                .collect();
             html.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 at.unwrap_or_default(),
@@ -226,11 +243,12 @@ async fn overview(State(d): State<AppState>, headers: HeaderMap, uri: axum::http
         html.push_str("<table><tr><th>parcel</th><th>stop</th><th>code</th><th>state</th></tr>");
         for p in on_route {
             html.push_str(&format!(
-                "<tr><td><a href=\"/console/parcels/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td></tr>",
+                "<tr><td><a href=\"/console/parcels/{4}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td></tr>",
                 esc(&p.parcel_id),
                 p.stop_seq,
                 if p.needs_code { "yes" } else { "no" },
-                esc(&state(&p.status))
+                esc(&state(&p.status)),
+                esc(&segment(&p.parcel_id)),
             ));
         }
         html.push_str("</table></section>");
@@ -249,10 +267,11 @@ async fn parcel(State(d): State<AppState>, headers: HeaderMap, Path(id): Path<St
         Err(e) => return error_page(&e),
     };
     let id_html = esc(&id);
+    let id_url = esc(&segment(&id));
     let mut html = format!("<h1>Parcel {id_html}</h1><section><p class=\"status\">{}</p>", esc(&state(&status)));
     for (action, label) in [("reset", "Reset attempts…"), ("reissue", "Reissue the code…"), ("reassign", "Reassign…")]
     {
-        html.push_str(&format!("<a href=\"/console/parcels/{id_html}/{action}\"><button>{label}</button></a> "));
+        html.push_str(&format!("<a href=\"/console/parcels/{id_url}/{action}\"><button>{label}</button></a> "));
     }
     html.push_str("</section><section><h2>Receipts</h2><table><tr><th>trusted time</th><th>phone</th><th>event</th><th>verdict</th></tr>");
     for r in &receipts {
@@ -313,6 +332,7 @@ async fn confirm(
         return error_page(&DispatchError::NotFound(format!("action {action}")));
     };
     let id_html = esc(&id);
+    let id_url = esc(&segment(&id));
     let route = if action == "reassign" {
         "<p><label>New route <input type=\"text\" name=\"route_id\" required maxlength=\"128\"></label></p>"
     } else {
@@ -320,10 +340,10 @@ async fn confirm(
     };
     let html = format!(
         "<h1>Parcel {id_html}: {action}?</h1><section><p>{what}</p>\
-         <form method=\"post\" action=\"/console/parcels/{id_html}/{action}\">{route}\
+         <form method=\"post\" action=\"/console/parcels/{id_url}/{action}\">{route}\
          <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
          <p><button class=\"danger\" id=\"confirm\">Yes, {action} parcel {id_html}</button> \
-         <a href=\"/console/parcels/{id_html}\">Cancel</a></p></form></section>",
+         <a href=\"/console/parcels/{id_url}\">Cancel</a></p></form></section>",
         action = esc(&action)
     );
     console_page(&format!("Confirm {action}"), &html)
@@ -359,7 +379,7 @@ async fn act(
     })
     .await;
     match done {
-        Ok(()) => see_other(&format!("/console/parcels/{id}")),
+        Ok(()) => see_other(&format!("/console/parcels/{}", segment(&id))),
         Err(e) => error_page(&e),
     }
 }

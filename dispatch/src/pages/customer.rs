@@ -21,7 +21,7 @@ use crate::store::{CustomerPage, ParcelStatus};
 
 pub(super) async fn page_of(d: AppState, headers: &HeaderMap, id: String, token: String) -> Response {
     let t = text::choose(headers);
-    let link = format!("/parcel/{}/{}", esc(&id), esc(&token));
+    let link = esc(&format!("/parcel/{}/{}", super::segment(&id), super::segment(&token)));
     match blocking(move || d.customer_page(&token, &id)).await {
         Ok(p) => super::page(StatusCode::OK, t.lang, &format!("{} {}", t.parcel, p.parcel_id), &render(t, &p, &link)),
         Err(e) => failure(t, &e),
@@ -47,7 +47,7 @@ pub(super) async fn name_delegate(
     Path((id, token)): Path<(String, String)>,
     Form(form): Form<DelegateForm>,
 ) -> Response {
-    let back = format!("/parcel/{id}/{token}");
+    let back = format!("/parcel/{}/{}", super::segment(&id), super::segment(&token));
     match blocking(move || d.customer_name_delegate(&token, &id, form.label.trim())).await {
         Ok(_) => see_other(&back),
         Err(e) => failure(text::choose(&headers), &e),
@@ -60,7 +60,7 @@ pub(super) async fn revoke_delegate(
     Path((id, token)): Path<(String, String)>,
     Form(form): Form<DelegateForm>,
 ) -> Response {
-    let back = format!("/parcel/{id}/{token}");
+    let back = format!("/parcel/{}/{}", super::segment(&id), super::segment(&token));
     match blocking(move || d.customer_revoke_delegate(&token, &id, &form.label)).await {
         Ok(()) => see_other(&back),
         Err(e) => failure(text::choose(&headers), &e),
@@ -74,7 +74,10 @@ fn failure(t: &Text, e: &DispatchError) -> Response {
     let said = match e {
         DispatchError::NotFound(_) | DispatchError::Unauthorized(_) => t.not_found.to_owned(),
         DispatchError::BadRequest(why) | DispatchError::Conflict(why) => why.clone(),
-        _ => "Something went wrong on our side; please try again later.".to_owned(),
+        _ => {
+            eprintln!("customer page: {e}");
+            "Something went wrong on our side; please try again later.".to_owned()
+        }
     };
     super::page(status, t.lang, t.parcel, &format!("<section><p>{}</p></section>", esc(&said)))
 }
@@ -138,7 +141,7 @@ fn render(t: &Text, p: &CustomerPage, link: &str) -> String {
         esc(&p.parcel_id),
         esc(&status_line(t, p))
     );
-    let open = p.qr_token.is_some();
+    let open = p.open;
     if let (Some(code), true) = (&p.code, open) {
         let rules: String = t.rules.iter().map(|r| format!("<li>{}</li>", esc(r))).collect();
         html.push_str(&format!(

@@ -22,15 +22,23 @@ use axum::routing::get;
 
 use crate::api::AppState;
 
-/// The pages' routes (merged into the service's router by `api`).
+/// The largest form a page accepts (a delegate's name, an operator key, a route id).
+pub const MAX_FORM_BYTES: usize = 4 * 1024;
+
+/// The pages' routes (merged into the service's router by `api`, behind the customer routes' rate
+/// limit, body size and deadlines).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/parcel/{id}/{token}", get(customer::page))
         .route("/parcel/{id}/{token}/delegates", axum::routing::post(customer::name_delegate))
         .route("/parcel/{id}/{token}/delegates/revoke", axum::routing::post(customer::revoke_delegate))
         .merge(console::router())
-        .route("/assets/doorstep.css", get(stylesheet))
         .layer(middleware::from_fn(page_headers))
+}
+
+/// The pages' static files (no rate limit: a page load fetches them too).
+pub fn assets() -> Router<AppState> {
+    Router::new().route("/assets/doorstep.css", get(stylesheet)).layer(middleware::from_fn(page_headers))
 }
 
 /// What every page answer carries.
@@ -61,6 +69,13 @@ const STYLESHEET: &str = include_str!("doorstep.css");
 
 async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET).into_response()
+}
+
+/// `text` as one URL path segment (`/`, `#`, `?`, `%` and the like percent-encoded).
+pub(crate) fn segment(text: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// `text` with the five characters that mean something in HTML escaped.

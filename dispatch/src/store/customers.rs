@@ -39,9 +39,12 @@ pub struct CustomerPage {
     pub code: Option<String>,
     /// Named delegates and their codes.
     pub delegates: Vec<(String, String)>,
+    /// Whether the parcel can still be handed over (the page then shows the code, the QR code
+    /// and the delegates).
+    pub open: bool,
     /// A QR token for the customer (one per code, kept sealed and shown again on every visit, so
-    /// reloading the page does not use up the parcel's tokens); `None` before departure or once
-    /// the parcel is handed over or its day is over.
+    /// reloading the page does not use up the parcel's tokens); `None` when not `open`, or when
+    /// the parcel's tokens are used up (the code still works).
     pub qr_token: Option<String>,
 }
 
@@ -106,12 +109,20 @@ impl Dispatch {
             let status = self.customer_status(tx, parcel_id, &date, &zone, departed)?;
             let open =
                 matches!(status, ParcelStatus::OnItsWay | ParcelStatus::Locked | ParcelStatus::AttemptFailed { .. });
-            let qr_token = if open { Some(self.page_qr(tx, parcel_id, &codes)?) } else { None };
+            let qr_token = match open {
+                true => match self.page_qr(tx, parcel_id, &codes) {
+                    Ok(token) => Some(token),
+                    Err(DispatchError::Conflict(_)) => None,
+                    Err(e) => return Err(e),
+                },
+                false => None,
+            };
             let mut page = CustomerPage {
                 parcel_id: parcel_id.to_owned(),
                 delivery_date: date.parse().map_err(|_| bad("stored date"))?,
                 time_zone: zone,
                 status,
+                open,
                 code: None,
                 delegates: Vec::new(),
                 qr_token,

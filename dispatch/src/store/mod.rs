@@ -361,7 +361,9 @@ impl Dispatch {
 
     /// The customer's page of `parcel_id` opened with `token` (what the code e-mail links).
     pub fn customer_link(&self, parcel_id: &str, token: &str) -> Option<String> {
-        self.public_url.as_ref().map(|base| format!("{base}/parcel/{parcel_id}/{token}"))
+        self.public_url
+            .as_ref()
+            .map(|base| format!("{base}/parcel/{}/{}", crate::pages::segment(parcel_id), crate::pages::segment(token)))
     }
 
     /// Sends customer e-mail through `mail` instead of the state folder's `outbox/`.

@@ -269,6 +269,8 @@ impl Dispatch {
         // the reissue cap bounds how often.
         tx.execute("DELETE FROM delegate_changes WHERE parcel_id = ?1", params![parcel_id])?;
         tx.execute("DELETE FROM qr_issued WHERE parcel_id = ?1", params![parcel_id])?;
+        // The customer page's kept token was minted for the old code: the next visit mints anew.
+        tx.execute("DELETE FROM page_qr WHERE parcel_id = ?1", params![parcel_id])?;
         audit(tx, self.now_ms()?, by, "reissue", Some(parcel_id), None)?;
         let code = self.issue_code(tx, parcel_id, &Holder::Customer)?;
         let mail = self.mail_code(tx, parcel_id, code.reveal(), true)?;

@@ -111,6 +111,12 @@ CREATE TABLE IF NOT EXISTS qr_issued (
     issued    INTEGER NOT NULL,
     PRIMARY KEY (parcel_id, holder)
 ) WITHOUT ROWID;
+-- Console logins: a session token's SHA-256, its operator and its end (operators.rs).
+CREATE TABLE IF NOT EXISTS console_session (
+    token_hash    BLOB PRIMARY KEY,
+    operator_id   TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
 -- The QR token the customer's page shows (sealed), kept so a reload shows it again instead of
 -- using up the parcel's tokens; replaced once the customer's code is reissued.
 CREATE TABLE IF NOT EXISTS page_qr (
@@ -226,7 +232,7 @@ CREATE TABLE IF NOT EXISTS alert (
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 10;
+pub(super) const SCHEMA_VERSION: i64 = 11;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -438,6 +444,10 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     if version < 10 {
         // Step 10: the customer page's QR token table, which `SCHEMA` creates.
         conn.execute_batch("PRAGMA user_version = 10;")?;
+    }
+    if version < 11 {
+        // Step 11: the console's session table, which `SCHEMA` creates.
+        conn.execute_batch("PRAGMA user_version = 11;")?;
     }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
