@@ -17,11 +17,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 bin="$target_dir/debug/doorstep"
 version=4.32.5
-cache="${XDG_CACHE_HOME:-/var/cache}/doorstep"
-if ! { mkdir -p "$cache" && [ -w "$cache" ]; } 2>/dev/null; then
-  cache="$HOME/.cache/doorstep"
-  mkdir -p "$cache"
-fi
+cache=$(bash scripts/cache-dir.sh)
 venv="$cache/schemathesis-$version"
 if [ ! -x "$venv/bin/schemathesis" ]; then
   echo "installing schemathesis $version into $venv (once)"

@@ -18,11 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
 fi
 version=1.65.1
-cache="${XDG_CACHE_HOME:-/var/cache}/doorstep"
-if ! { mkdir -p "$cache" && [ -w "$cache" ]; } 2>/dev/null; then
-  cache="$HOME/.cache/doorstep"
-  mkdir -p "$cache"
-fi
+cache=$(bash scripts/cache-dir.sh)
 playwright="$cache/playwright-core-$version"
 if [ ! -d "$playwright/node_modules/playwright-core" ]; then
   echo "installing playwright-core $version into $playwright (once; it uses Debian's Chromium, downloads no browser)"

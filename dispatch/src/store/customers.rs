@@ -206,17 +206,7 @@ impl Dispatch {
             let token = self.kek.open(&aad, &sealed)?;
             return String::from_utf8(token).map_err(|_| bad("stored QR token"));
         }
-        let issued = tx.execute(
-            "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
-             ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = qr_issued.issued + 1 WHERE qr_issued.issued < ?2",
-            params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
-        )?;
-        if issued == 0 {
-            return Err(DispatchError::Conflict(format!(
-                "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
-            )));
-        }
-        let token = self.qr_token_in(tx, parcel_id, Holder::Customer)?;
+        let token = self.mint_customer_qr(tx, parcel_id)?;
         tx.execute(
             "INSERT INTO page_qr (parcel_id, token, minted_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (parcel_id) DO UPDATE SET token = excluded.token, minted_at_ms = excluded.minted_at_ms",
@@ -231,19 +221,23 @@ impl Dispatch {
         // has just ended.
         self.run(|tx| {
             self.customers_parcel(tx, token, parcel_id)?;
-            // Each token opens the parcel, locked or not: a parcel yields a bounded number.
-            let issued = tx.execute(
-                "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
-             ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = qr_issued.issued + 1 WHERE qr_issued.issued < ?2",
-                params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
-            )?;
-            if issued == 0 {
-                return Err(DispatchError::Conflict(format!(
-                    "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
-                )));
-            }
-            let qr = self.qr_token_in(tx, parcel_id, Holder::Customer)?;
-            Ok(qr)
+            self.mint_customer_qr(tx, parcel_id)
         })
+    }
+
+    /// A new QR token for the customer, counted: each token opens the parcel, locked or not, so a
+    /// parcel yields at most [`MAX_QR_TOKENS_PER_HOLDER`] (`Conflict` after; the code still works).
+    fn mint_customer_qr(&self, tx: &Tx<'_>, parcel_id: &str) -> Result<String> {
+        let issued = tx.execute(
+            "INSERT INTO qr_issued (parcel_id, holder, issued) VALUES (?1, 'customer', 1)
+             ON CONFLICT (parcel_id, holder) DO UPDATE SET issued = qr_issued.issued + 1 WHERE qr_issued.issued < ?2",
+            params![parcel_id, MAX_QR_TOKENS_PER_HOLDER],
+        )?;
+        if issued == 0 {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} already has {MAX_QR_TOKENS_PER_HOLDER} QR tokens; use the code"
+            )));
+        }
+        self.qr_token_in(tx, parcel_id, Holder::Customer)
     }
 }
