@@ -45,6 +45,10 @@ pub enum DoorstepError {
     /// It was left untouched: update the app, or call `quarantineDatabase` and enrol again.
     #[error("database unusable: {reason}")]
     DatabaseUnusable { reason: String },
+    /// One parcel's stored code data is damaged (on disk): nothing was counted. Sync a full
+    /// manifest of its day (it restores the parcel); the rest of the device works.
+    #[error("parcel {parcel} is damaged on this device: {reason}")]
+    ParcelDamaged { parcel: String, reason: String },
     /// The database file cannot be opened or written: its folder is missing or read-only.
     #[error("storage unavailable: {reason}")]
     StorageUnavailable { reason: String },
@@ -85,6 +89,7 @@ impl From<CoreError> for DoorstepError {
             }
             CoreError::NotEnrolled => DoorstepError::NotEnrolled,
             CoreError::UnknownParcel(parcel) => DoorstepError::UnknownParcel { parcel },
+            CoreError::ParcelDamaged(parcel) => DoorstepError::ParcelDamaged { parcel, reason },
             CoreError::AlreadyEnrolled | CoreError::InvalidState { .. } => DoorstepError::NotAllowed { reason },
             CoreError::DatabaseCorrupt(_) | CoreError::ForeignDatabase | CoreError::DatabaseTooNew { .. } => {
                 DoorstepError::DatabaseUnusable { reason }

@@ -38,6 +38,12 @@ pub enum CoreError {
     InvalidState { parcel: String, state: String },
     #[error("the database file is corrupt or unreadable ({0}); it was left in place untouched")]
     DatabaseCorrupt(String),
+    /// One parcel's row no longer matches its seal (damaged on disk): refused at the door with no
+    /// attempt counted; a full manifest of its day restores it.
+    #[error(
+        "parcel {0}'s stored code data is damaged; sync a full manifest of its day to restore it (no attempt was counted)"
+    )]
+    ParcelDamaged(String),
     #[error("the file is not a doorstep database; it was left in place untouched")]
     ForeignDatabase,
     #[error("the database was written by a newer doorstep (schema {found}, this build knows {supported})")]

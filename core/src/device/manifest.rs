@@ -325,6 +325,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             let minted_after = t.qr_minted_after.map(|at| at.timestamp_millis());
             insert_tag.execute(params![p.parcel_id, t.holder.to_key(), t.tag.0, minted_after])?;
         }
+        super::parcels::reseal(tx, &p.parcel_id)?;
     }
     for id in &m.removals {
         match state_of.query_row([id], |r| r.get::<_, String>(0)).optional()?.as_deref() {

@@ -1,4 +1,10 @@
 //! Parcel queries for the driver's screens: by id, tracking barcode, stop, or the whole route.
+//!
+//! Each row carries a seal: SHA-256 over what a code check relies on and only a manifest or the
+//! purge changes (ids, barcode, salt, tag parameters, window, day and every holder's tag), written
+//! in their transaction and checked whenever a row is looked up by barcode (at the door), from
+//! the row already read (no extra query), so a row damaged on disk is named instead of answering
+//! "wrong code" and spending the customer's attempts.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -85,11 +91,15 @@ pub(crate) struct ParcelRow {
     pub delivery_receipt: Option<String>,
     /// (holder, tag) pairs; the view's `holders` lists the same holders.
     pub tags: Vec<(Holder, Vec<u8>)>,
+    /// The row's stored seal (`None`: sealed by no manifest yet).
+    pub seal: Option<Vec<u8>>,
+    /// The row no longer matches its seal (damaged on disk).
+    pub damaged: bool,
 }
 
 const COLUMNS: &str = "parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, state, \
      attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt, \
-     attempt_epoch, delivery_date";
+     attempt_epoch, delivery_date, seal";
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -141,16 +151,108 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
             delivery_receipt: row.get(15)?,
             attempt_epoch: row.get(16)?,
             tags: Vec::new(),
+            seal: row.get(18)?,
+            damaged: false,
         },
         state,
     ))
 }
 
+/// What a parcel row's seal covers: everything a code check relies on that only a manifest or
+/// the purge changes.
+struct SealedFields<'a> {
+    parcel_id: &'a str,
+    barcode: &'a str,
+    needs_code: bool,
+    salt: Option<&'a [u8]>,
+    numbers: [i64; 5],
+    delivery_date: &'a str,
+}
+
+/// SHA-256 over `f` and the parcel's tags (holder key, tag, QR mint-after), each length-prefixed.
+fn seal_of(f: &SealedFields<'_>, tags: &[(String, Vec<u8>, i64)]) -> [u8; 32] {
+    let mut text = Vec::with_capacity(256);
+    let mut field = |bytes: &[u8]| {
+        text.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        text.extend_from_slice(bytes);
+    };
+    field(b"doorstep/parcel-seal/v1");
+    field(f.parcel_id.as_bytes());
+    field(f.barcode.as_bytes());
+    field(&[u8::from(f.needs_code)]);
+    field(f.salt.unwrap_or_default());
+    for n in f.numbers {
+        field(&n.to_be_bytes());
+    }
+    field(f.delivery_date.as_bytes());
+    for (holder, tag, minted_after) in tags {
+        field(holder.as_bytes());
+        field(tag);
+        field(&minted_after.to_be_bytes());
+    }
+    crate::crypto::sha256(&text)
+}
+
+/// A parcel's tags as the seal covers them, in holder order.
+fn sealed_tags(conn: &Connection, parcel_id: &str) -> Result<Vec<(String, Vec<u8>, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT holder, tag, coalesce(qr_minted_after_ms, -1) FROM code_tag WHERE parcel_id = ?1 ORDER BY holder",
+    )?;
+    let tags =
+        stmt.query_map([parcel_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+    Ok(tags)
+}
+
+/// Writes the seal of `parcel_id`'s row, in the transaction of the manifest or purge that changed it.
+pub(crate) fn reseal(conn: &Connection, parcel_id: &str) -> Result<()> {
+    type Row = (String, bool, Option<Vec<u8>>, [i64; 5], String);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT barcode, needs_code, salt, tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms,
+                    delivery_date FROM parcel WHERE parcel_id = ?1",
+        )?
+        .query_row([parcel_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?], r.get(8)?))
+        })
+        .optional()?;
+    if let Some((barcode, needs_code, salt, numbers, delivery_date)) = row {
+        let fields = SealedFields {
+            parcel_id,
+            barcode: &barcode,
+            needs_code,
+            salt: salt.as_deref(),
+            numbers,
+            delivery_date: &delivery_date,
+        };
+        let seal = seal_of(&fields, &sealed_tags(conn, parcel_id)?);
+        conn.prepare_cached("UPDATE parcel SET seal = ?2 WHERE parcel_id = ?1")?
+            .execute(params![parcel_id, seal.to_vec()])?;
+    }
+    Ok(())
+}
+
 fn finish(conn: &Connection, (mut row, state): (ParcelRow, String)) -> Result<ParcelRow> {
     row.view.state = ParcelState::parse(&state)?;
-    let mut stmt = conn.prepare_cached("SELECT holder, tag FROM code_tag WHERE parcel_id = ?1 ORDER BY holder")?;
-    for tag in stmt.query_map([&row.view.parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
-        let (holder, tag) = tag?;
+    let tags = sealed_tags(conn, &row.view.parcel_id)?;
+    if let Some(stored) = &row.seal {
+        let date = row.view.delivery_date.to_string();
+        let fields = SealedFields {
+            parcel_id: &row.view.parcel_id,
+            barcode: &row.view.barcode,
+            needs_code: row.view.needs_code,
+            salt: row.salt.as_deref(),
+            numbers: [
+                i64::from(row.tag_bits),
+                i64::from(row.key_epoch),
+                i64::from(row.view.max_attempts),
+                row.view.not_before.timestamp_millis(),
+                row.view.not_after.timestamp_millis(),
+            ],
+            delivery_date: &date,
+        };
+        row.damaged = stored[..] != seal_of(&fields, &tags)[..];
+    }
+    for (holder, tag, _) in tags {
         let holder = Holder::from_key(&holder).ok_or_else(|| CoreError::Integrity("unknown holder".into()))?;
         row.view.holders.push(holder.clone());
         row.tags.push((holder, tag));
@@ -161,7 +263,11 @@ fn finish(conn: &Connection, (mut row, state): (ParcelRow, String)) -> Result<Pa
 pub(crate) fn by_barcode(conn: &Connection, now: &TimeReading, barcode: &str) -> Result<Option<ParcelRow>> {
     let sql = format!("SELECT {COLUMNS} FROM parcel WHERE barcode = ?1");
     let raw = conn.prepare_cached(&sql)?.query_row([barcode], |r| from_row(r, now)).optional()?;
-    raw.map(|r| finish(conn, r)).transpose()
+    let row = raw.map(|r| finish(conn, r)).transpose()?;
+    match row {
+        Some(row) if row.damaged => Err(CoreError::ParcelDamaged(row.view.parcel_id)),
+        row => Ok(row),
+    }
 }
 
 pub(crate) fn by_id(conn: &Connection, now: &TimeReading, parcel_id: &str) -> Result<Option<ParcelRow>> {

@@ -55,6 +55,7 @@ pub(super) fn purge_due(s: &Session<'_>) -> Result<PurgeReport> {
     for (parcel_id, barcode, state, attempts_used, attempt_epoch) in due {
         report.tags_purged += s.tx.execute("DELETE FROM code_tag WHERE parcel_id = ?1", [&parcel_id])?.min(1) as u32;
         s.tx.execute("UPDATE parcel SET salt = NULL WHERE parcel_id = ?1", [&parcel_id])?;
+        super::parcels::reseal(&s.tx, &parcel_id)?;
         if matches!(state.as_str(), "pending" | "failed" | "locked") {
             s.tx.execute(
                 "UPDATE parcel SET state = ?1, updated_at_ms = ?2 WHERE parcel_id = ?3",

@@ -133,6 +133,49 @@ pub(crate) fn chain_head(conn: &Connection) -> Result<(i64, [u8; 32])> {
     Ok((seq, hash))
 }
 
+/// What a stored receipt says of its place in the chain.
+#[derive(serde::Deserialize)]
+struct Link {
+    seq: u64,
+    #[serde(with = "crate::encoding::b64_32")]
+    prev_hash: [u8; 32],
+}
+
+/// Checks, on open, that every receipt still held is as it was written: its body hashes to its
+/// stored hash, names its sequence, and links to the one before it (the first to the acknowledged
+/// checkpoint). A damaged receipt is named here instead of being refused by dispatch later, where
+/// it would stay stuck in the outbox. Reads only the outbox (receipts dispatch has not
+/// acknowledged: a few hundred at most).
+pub(crate) fn check_stored_chain(conn: &Connection) -> Result<()> {
+    let (acked_seq, acked_hash): (i64, Option<Vec<u8>>) =
+        conn.query_row("SELECT acked_seq, acked_hash FROM device_state WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let Some(mut prev) = acked_hash else {
+        return Ok(()); // not enrolled: no receipt yet
+    };
+    let mut expected = acked_seq + 1;
+    let mut stmt = conn.prepare("SELECT seq, body, hash FROM receipt ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (seq, body, hash): (i64, Vec<u8>, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let damaged = |why: &str| CoreError::DatabaseCorrupt(format!("receipt {seq} in the outbox is damaged: {why}"));
+        if seq != expected {
+            return Err(damaged(&format!("the outbox should hold receipt {expected} here")));
+        }
+        if crate::crypto::sha256(&body)[..] != hash[..] {
+            return Err(damaged("its body does not match its hash"));
+        }
+        let link: Link = serde_json::from_slice(&body).map_err(|_| damaged("its body is not a receipt"))?;
+        if i64::try_from(link.seq) != Ok(seq) || link.prev_hash[..] != prev[..] {
+            return Err(damaged("it does not link to the receipt before it"));
+        }
+        prev = hash;
+        expected += 1;
+    }
+    Ok(())
+}
+
 /// The persisted trusted-time high-water mark: the larger of the stored mark and the newest
 /// receipt's creation time (see the `device_state` schema comment).
 pub(crate) fn persisted_high_water(conn: &Connection) -> Result<i64> {

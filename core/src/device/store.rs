@@ -154,6 +154,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE spent_attempts ADD COLUMN delivery_date TEXT NOT NULL DEFAULT '';
     UPDATE spent_attempts SET delivery_date = coalesce((SELECT delivery_date FROM device_state WHERE id = 1), '');
     "#,
+    // 7: each parcel row's seal (parcels.rs): SHA-256 over what a code check relies on, written by
+    // every manifest and purge that changes it and checked before a hand-over uses the row. Rows
+    // from before carry none until the next manifest seals them.
+    r#"
+    ALTER TABLE parcel ADD COLUMN seal BLOB;
+    "#,
 ];
 
 fn migrations() -> Migrations<'static> {
