@@ -45,8 +45,9 @@ pub enum DoorstepError {
     /// It was left untouched: update the app, or call `quarantineDatabase` and enrol again.
     #[error("database unusable: {reason}")]
     DatabaseUnusable { reason: String },
-    /// One parcel's stored code data is damaged (on disk): nothing was counted. Sync a full
-    /// manifest of its day (it restores the parcel); the rest of the device works.
+    /// One parcel's stored code data is damaged (on disk): nothing was counted. Sync, then ask
+    /// for the day's manifest once more without `since` (a new full manifest restores the
+    /// parcel); the rest of the device works.
     #[error("parcel {parcel} is damaged on this device: {reason}")]
     ParcelDamaged { parcel: String, reason: String },
     /// The database file cannot be opened or written: its folder is missing or read-only.

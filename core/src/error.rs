@@ -41,7 +41,8 @@ pub enum CoreError {
     /// One parcel's row no longer matches its seal (damaged on disk): refused at the door with no
     /// attempt counted; a full manifest of its day restores it.
     #[error(
-        "parcel {0}'s stored code data is damaged; sync a full manifest of its day to restore it (no attempt was counted)"
+        "parcel {0}'s stored code data is damaged on this phone; sync a full manifest of its day to restore it \
+         (`doorstep device sync --full`); no attempt was counted"
     )]
     ParcelDamaged(String),
     #[error("the file is not a doorstep database; it was left in place untouched")]

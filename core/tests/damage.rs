@@ -1,8 +1,8 @@
 //! Damage on disk is named, not mistaken for a person's doing: a parcel row whose code data changed
-//! (a tag, its salt, its window) is refused at the door as damaged, spending no attempt, and a
-//! full manifest restores it; a receipt in the outbox whose bytes changed, or that went missing,
-//! stops the device from opening with the receipt named (dispatch would otherwise refuse it later
-//! and it would stay stuck).
+//! (a tag, its salt, its window) is refused at the door as damaged, spending no attempt (a failure
+//! can still be recorded for it, and the purge leaves it alone), and a full manifest restores it;
+//! a receipt in the outbox whose bytes changed, or that went missing, is named when an upload
+//! batch is built, while the phone goes on handing over.
 
 mod common;
 
@@ -17,10 +17,10 @@ fn damage(w: &World, sql: &str) {
     assert!(raw.execute(sql, []).unwrap() > 0, "{sql}");
 }
 
-fn corrupt(result: Result<impl std::fmt::Debug, CoreError>) -> String {
+fn integrity(result: Result<(), CoreError>) -> String {
     match result {
-        Err(CoreError::DatabaseCorrupt(why)) => why,
-        other => panic!("expected DatabaseCorrupt, got {other:?}"),
+        Err(CoreError::Integrity(why)) => why,
+        other => panic!("expected an integrity error, got {other:?}"),
     }
 }
 
@@ -38,7 +38,9 @@ fn a_parcel_whose_code_data_changed_on_disk_is_refused_as_damaged_and_spends_no_
         assert!(refused.to_string().contains("no attempt was counted"), "{refused}");
         assert_eq!(w.device.parcel(parcel).unwrap().attempts_used, 0);
     }
-    // A parcel left alone still hands over; a full manifest of the day restores the others.
+    // A failure needs no code data: it is still recorded for a damaged parcel.
+    w.device.record_failure(&w.scan(0), FailureReason::RecipientUnavailable, None, None).unwrap();
+    // A full manifest of the day restores them.
     w.reopen();
     w.push_full();
     for i in 0..2 {
@@ -48,30 +50,33 @@ fn a_parcel_whose_code_data_changed_on_disk_is_refused_as_damaged_and_spends_no_
 }
 
 #[test]
-fn a_receipt_changed_on_disk_is_named_when_the_device_opens() {
+fn a_receipt_changed_on_disk_is_named_by_the_upload_and_the_phone_goes_on() {
     let w = World::with_parcels(3);
     for i in [0, 1, 2] {
         w.device.record_failure(&w.scan(i), FailureReason::RecipientUnavailable, None, None).unwrap();
     }
-    let open = || Device::open(&w.path, w.vault.clone(), w.clock.clone(), None);
-    drop(open().unwrap());
     // One byte of a body changed.
     damage(
         &w,
         "UPDATE receipt SET body = CAST(replace(CAST(body AS TEXT), 'recipient_unavailable', 'recipient_unavailablf') \
          AS BLOB) WHERE seq = 2",
     );
-    let why = corrupt(open().map(|_| ()));
+    // The phone opens and hands over; the upload names the receipt.
+    let device = Device::open(&w.path, w.vault.clone(), w.clock.clone(), None).unwrap();
+    let outcome = device.verify_code(&w.scan(1), &w.code(1), None).unwrap();
+    assert!(matches!(outcome, HandoverOutcome::Accepted { .. }), "{outcome:?}");
+    let why = integrity(device.next_batch(100, 64 * 1024).map(|_| ()));
     assert!(why.contains("receipt 2") && why.contains("does not match its hash"), "{why}");
 }
 
 #[test]
-fn a_receipt_missing_from_the_middle_of_the_outbox_is_named_when_the_device_opens() {
+fn a_receipt_missing_from_the_middle_of_the_outbox_is_named_by_the_upload() {
     let w = World::with_parcels(3);
     for i in [0, 1, 2] {
         w.device.record_failure(&w.scan(i), FailureReason::RecipientUnavailable, None, None).unwrap();
     }
     damage(&w, "DELETE FROM receipt WHERE seq = 2");
-    let why = corrupt(Device::open(&w.path, w.vault.clone(), w.clock.clone(), None).map(|_| ()));
+    let device = Device::open(&w.path, w.vault.clone(), w.clock.clone(), None).unwrap();
+    let why = integrity(device.next_batch(100, 64 * 1024).map(|_| ()));
     assert!(why.contains("should hold receipt 2"), "{why}");
 }

@@ -248,6 +248,10 @@ enum DeviceCommand {
     Sync {
         #[arg(long)]
         date: Option<chrono::NaiveDate>,
+        /// After the changes, fetch a new full manifest of the day too (restores a parcel the
+        /// device reports as damaged on disk).
+        #[arg(long)]
+        full: bool,
     },
     /// List the parcels (of one stop).
     Parcels {
@@ -285,7 +289,7 @@ fn main() -> ExitCode {
         Command::Device { dir, dispatch, dispatch_ca, json, action } => {
             let action = match action {
                 DeviceCommand::Enrol { token } => terminal::Action::Enrol { token },
-                DeviceCommand::Sync { date } => terminal::Action::Sync { date },
+                DeviceCommand::Sync { date, full } => terminal::Action::Sync { date, full },
                 DeviceCommand::Parcels { stop } => terminal::Action::Parcels { stop },
                 DeviceCommand::Verify { barcode, code, qr } => terminal::Action::Verify { barcode, code, qr },
                 DeviceCommand::Fail { barcode, reason, note } => terminal::Action::Fail { barcode, reason, note },

@@ -24,7 +24,7 @@ impl TerminalDay {
         let token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["token"].as_str().unwrap().to_owned();
         let day = TerminalDay { server, dir, remote };
         day.run(Action::Enrol { token }).unwrap();
-        day.run(Action::Sync { date: Some(day.server.scene.date) }).unwrap();
+        day.run(Action::Sync { date: Some(day.server.scene.date), full: false }).unwrap();
         day
     }
 
@@ -136,7 +136,7 @@ fn tomorrows_route_syncs_beside_todays_and_each_day_gets_its_own_changes() {
     }
 
     // The evening before: tomorrow loads beside today, and the command says so.
-    let synced = run(Action::Sync { date: Some(tomorrow) }).unwrap();
+    let synced = run(Action::Sync { date: Some(tomorrow), full: false }).unwrap();
     assert_eq!(synced["applied"][0]["added"], 3, "{synced}");
     let note = synced["note"].as_str().unwrap();
     assert!(
@@ -159,7 +159,7 @@ fn tomorrows_route_syncs_beside_todays_and_each_day_gets_its_own_changes() {
     extra.barcode = "BC8".into();
     assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&[extra]).unwrap()).0, 201);
     depart("P8");
-    let synced = run(Action::Sync { date: None }).unwrap();
+    let synced = run(Action::Sync { date: None, full: false }).unwrap();
     assert_eq!(synced["date"], today.to_string());
     assert!(synced.get("note").is_none(), "today needs no word: {synced}");
     assert_eq!(synced["applied"].as_array().unwrap().len(), 2, "{synced}");
@@ -180,11 +180,26 @@ fn tomorrows_route_syncs_beside_todays_and_each_day_gets_its_own_changes() {
     for (date, says) in
         [(today.pred_opt().unwrap(), "before them"), (today + chrono::TimeDelta::days(30), "more than 7 days")]
     {
-        let error = run(Action::Sync { date: Some(date) }).unwrap_err();
+        let error = run(Action::Sync { date: Some(date), full: false }).unwrap_err();
         assert_eq!(error.ending, Ending::BadInput, "{error}");
         assert!(error.to_string().contains(says) && error.to_string().contains("Nothing was changed"), "{error}");
     }
     let after =
         (run(Action::Status).unwrap()["manifest_sequence"].clone(), run(Action::Parcels { stop: None }).unwrap());
     assert_eq!(after, before);
+}
+
+#[test]
+fn a_parcel_damaged_on_the_phone_is_named_at_the_door_and_sync_full_restores_it() {
+    let day = TerminalDay::start();
+    let db = day.dir.path().join("device.db");
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(raw.execute("UPDATE code_tag SET tag = X'000000' WHERE parcel_id = 'P0'", []).unwrap(), 1);
+    drop(raw);
+    let verify = || Action::Verify { barcode: "BC0".into(), code: Some(day.server.code("P0")), qr: None };
+    let error = day.run(verify()).unwrap_err();
+    assert!(error.to_string().contains("P0") && error.to_string().contains("damaged"), "{error}");
+    let synced = day.run(Action::Sync { date: None, full: true }).unwrap();
+    assert_eq!(synced["applied"].as_array().unwrap().last().unwrap()["full"], true, "{synced}");
+    assert_eq!(day.run(verify()).unwrap()["outcome"], "accepted");
 }

@@ -306,7 +306,7 @@ fn the_terminal_device_works_a_day_against_dispatch() {
     let dir = tempfile::tempdir().unwrap();
     let run = |action| run_with_clock(dir.path(), &server.base.as_str().into(), action, server.clock.clone()).unwrap();
     assert_eq!(run(Action::Enrol { token })["enrolled"], true);
-    let synced = run(Action::Sync { date: Some(server.scene.date) });
+    let synced = run(Action::Sync { date: Some(server.scene.date), full: false });
     assert_eq!(synced["applied"][0]["added"], 4);
     assert_eq!(run(Action::Parcels { stop: None }).as_array().unwrap().len(), 4);
     let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(server.code("P0")), qr: None });

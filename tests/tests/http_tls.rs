@@ -55,7 +55,7 @@ fn a_phone_enrols_syncs_hands_over_and_uploads_over_tls_served_by_dispatch() {
     let remote = Remote { url: server.base.clone(), ca: Some(files.cert.clone()) };
     let run = |action| run_with_clock(phone_dir.path(), &remote, action, server.clock.clone()).unwrap();
     assert_eq!(run(Action::Enrol { token })["enrolled"], true);
-    assert_eq!(run(Action::Sync { date: Some(server.scene.date) })["applied"][0]["added"], 4);
+    assert_eq!(run(Action::Sync { date: Some(server.scene.date), full: false })["applied"][0]["added"], 4);
     let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(server.code("P0")), qr: None });
     assert_eq!(outcome["outcome"], "accepted", "{outcome}");
     let up = run(Action::Upload);
@@ -66,7 +66,7 @@ fn a_phone_enrols_syncs_hands_over_and_uploads_over_tls_served_by_dispatch() {
     let refused = run_with_clock(
         phone_dir.path(),
         &untrusting,
-        Action::Sync { date: Some(server.scene.date) },
+        Action::Sync { date: Some(server.scene.date), full: false },
         server.clock.clone(),
     );
     assert!(refused.unwrap_err().to_string().to_lowercase().contains("certificate"));

@@ -441,7 +441,8 @@ impl Device {
             let mut parcels = Vec::with_capacity(scanned.len());
             for sp in scanned {
                 let barcode = sp.barcode.trim();
-                let row = parcels::by_barcode(&s.tx, &s.now, barcode)?
+                // A failure uses no code data: a parcel damaged on disk can still be recorded.
+                let row = parcels::by_barcode_unchecked(&s.tx, &s.now, barcode)?
                     .ok_or_else(|| CoreError::UnknownParcel(barcode.to_owned()))?;
                 match row.view.state {
                     ParcelState::Delivered => {

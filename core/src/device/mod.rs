@@ -115,7 +115,6 @@ impl Device {
         logger: Option<Arc<dyn Logger>>,
     ) -> Result<Device> {
         let conn = store::open(path.as_ref())?;
-        receipts::check_stored_chain(&conn)?;
         let keys = load_keys(&conn, &*vault)?;
         let high_water = receipts::persisted_high_water(&conn)?;
         let device = Device {

@@ -76,6 +76,8 @@ impl Device {
         let max_bytes = max_bytes.min((MAX_BATCH_BYTES / 2) as u32);
         self.write(|s| {
             let device_id = s.keys()?.device_id.clone();
+            // A receipt damaged on disk is named here (the phone goes on working; the upload waits).
+            super::receipts::check_stored_chain(&s.tx)?;
             let acked: i64 = s.tx.query_row("SELECT acked_seq FROM device_state WHERE id = 1", [], |r| r.get(0))?;
             let in_flight: Option<(String, i64, i64)> =
                 s.tx.query_row("SELECT batch_id, first_seq, last_seq FROM outbox_batch WHERE id = 1", [], |r| {

@@ -203,6 +203,24 @@ fn sealed_tags(conn: &Connection, parcel_id: &str) -> Result<Vec<(String, Vec<u8
     Ok(tags)
 }
 
+/// The parcel with `barcode`, damaged or not (`ParcelRow::damaged` says), for what uses no code
+/// data (recording a failure).
+pub(crate) fn by_barcode_unchecked(conn: &Connection, now: &TimeReading, barcode: &str) -> Result<Option<ParcelRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM parcel WHERE barcode = ?1");
+    let raw = conn.prepare_cached(&sql)?.query_row([barcode], |r| from_row(r, now)).optional()?;
+    raw.map(|r| finish(conn, r)).transpose()
+}
+
+/// Seals every row (the schema step that added seals, for the rows already there).
+pub(crate) fn seal_all(conn: &Connection) -> Result<()> {
+    let all: Vec<String> =
+        conn.prepare("SELECT parcel_id FROM parcel")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    for parcel_id in &all {
+        reseal(conn, parcel_id)?;
+    }
+    Ok(())
+}
+
 /// Writes the seal of `parcel_id`'s row, in the transaction of the manifest or purge that changed it.
 pub(crate) fn reseal(conn: &Connection, parcel_id: &str) -> Result<()> {
     type Row = (String, bool, Option<Vec<u8>>, [i64; 5], String);
@@ -260,11 +278,10 @@ fn finish(conn: &Connection, (mut row, state): (ParcelRow, String)) -> Result<Pa
     Ok(row)
 }
 
+/// The parcel with `barcode`, as a hand-over uses it: `ParcelDamaged` when its row no longer
+/// matches its seal.
 pub(crate) fn by_barcode(conn: &Connection, now: &TimeReading, barcode: &str) -> Result<Option<ParcelRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM parcel WHERE barcode = ?1");
-    let raw = conn.prepare_cached(&sql)?.query_row([barcode], |r| from_row(r, now)).optional()?;
-    let row = raw.map(|r| finish(conn, r)).transpose()?;
-    match row {
+    match by_barcode_unchecked(conn, now, barcode)? {
         Some(row) if row.damaged => Err(CoreError::ParcelDamaged(row.view.parcel_id)),
         row => Ok(row),
     }

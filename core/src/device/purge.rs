@@ -53,6 +53,11 @@ pub(super) fn purge_due(s: &Session<'_>) -> Result<PurgeReport> {
         .collect::<rusqlite::Result<_>>()?;
     let mut report = PurgeReport::default();
     for (parcel_id, barcode, state, attempts_used, attempt_epoch) in due {
+        // A row damaged on disk (its window among what might be wrong) is neither expired nor
+        // resealed: a full manifest of its day restores it first.
+        if super::parcels::by_id(&s.tx, &s.now, &parcel_id)?.is_some_and(|row| row.damaged) {
+            continue;
+        }
         report.tags_purged += s.tx.execute("DELETE FROM code_tag WHERE parcel_id = ?1", [&parcel_id])?.min(1) as u32;
         s.tx.execute("UPDATE parcel SET salt = NULL WHERE parcel_id = ?1", [&parcel_id])?;
         super::parcels::reseal(&s.tx, &parcel_id)?;

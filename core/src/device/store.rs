@@ -155,15 +155,28 @@ const MIGRATIONS: &[&str] = &[
     UPDATE spent_attempts SET delivery_date = coalesce((SELECT delivery_date FROM device_state WHERE id = 1), '');
     "#,
     // 7: each parcel row's seal (parcels.rs): SHA-256 over what a code check relies on, written by
-    // every manifest and purge that changes it and checked before a hand-over uses the row. Rows
-    // from before carry none until the next manifest seals them.
+    // every manifest and purge that changes it and checked before a hand-over uses the row. The
+    // step's hook seals the rows already there.
     r#"
     ALTER TABLE parcel ADD COLUMN seal BLOB;
     "#,
 ];
 
+/// The steps, in order. Step 7's hook seals the rows that exist when it runs (parcels.rs), in the
+/// step's own transaction.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+    Migrations::new(
+        MIGRATIONS
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| match i + 1 {
+                7 => M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
+                    super::parcels::seal_all(tx).map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
+                }),
+                _ => M::up(sql),
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn schema_version() -> i64 {
@@ -331,6 +344,28 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn the_step_that_adds_seals_seals_the_parcels_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        {
+            let mut old = Connection::open(&path).unwrap();
+            configure(&old).unwrap();
+            migrate_to(&mut old, 6).unwrap();
+            old.execute_batch(
+                "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code,
+                                     salt, tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state,
+                                     manifest_id, updated_at_ms, delivery_date)
+                 VALUES ('P1', 'BC1', 'S1', 1, '', '', 1, X'00', 20, 0, 5, 0, 1, 'pending', 'M1', 0, '2026-11-26');
+                 INSERT INTO code_tag (parcel_id, holder, tag) VALUES ('P1', 'customer', X'0102');",
+            )
+            .unwrap();
+        }
+        let upgraded = open(&path).unwrap();
+        let seal: Option<Vec<u8>> = upgraded.query_row("SELECT seal FROM parcel", [], |r| r.get(0)).unwrap();
+        assert_eq!(seal.map(|s| s.len()), Some(32));
     }
 
     #[test]

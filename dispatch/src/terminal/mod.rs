@@ -67,9 +67,11 @@ pub enum Action {
     Enrol {
         token: String,
     },
-    /// `date`: today in the zone of the held days when not given.
+    /// `date`: today in the zone of the held days when not given. `full`: after the changes,
+    /// fetch a new full manifest of the day too (it restores a parcel damaged on disk).
     Sync {
         date: Option<chrono::NaiveDate>,
+        full: bool,
     },
     Parcels {
         stop: Option<String>,
@@ -209,22 +211,31 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
             t.device.complete_enrolment(&bundle)?;
             json!({ "enrolled": true, "device_id": t.device_id()? })
         }
-        Action::Sync { date } => {
+        Action::Sync { date, full } => {
             let id = t.device_id()?;
             // Days that are over expire and are let go first, so they do not count against the
             // days a phone holds.
             t.device.purge_expired()?;
             let (date, note) = days::plan(&t.device.status()?, date)?;
             let mut applied = Vec::new();
+            // With --full, one more round once up to date, naming no sequence: a new full manifest.
+            let mut fresh = false;
             loop {
                 let status = t.device.status()?;
-                let since = status.manifest_sequence.map_or(String::new(), |s| format!("&since={s}"));
+                let since = match (fresh, status.manifest_sequence) {
+                    (false, Some(s)) => format!("&since={s}"),
+                    _ => String::new(),
+                };
                 let held: Vec<String> = status.days.iter().map(|d| d.delivery_date.to_string()).collect();
                 let held = if held.is_empty() { String::new() } else { format!("&held={}", held.join(",")) };
                 let path = format!("/v1/devices/{id}/manifest?date={date}{since}{held}");
                 let signature = t.device.sign_request("GET", &path, b"")?;
                 let (status, body) = t.call("GET", &path, &[(REQUEST_HEADER, &signature)], None)?;
                 if status == 204 {
+                    if full && !fresh {
+                        fresh = true;
+                        continue;
+                    }
                     break;
                 }
                 let r = t.device.apply_manifest(&body)?;
@@ -232,6 +243,9 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                     "sequence": r.sequence, "full": r.full, "added": r.added, "updated": r.updated,
                     "removed": r.removed, "reset": r.reset, "not_applied": r.not_applied
                 }));
+                if fresh {
+                    break;
+                }
             }
             let mut answer = json!({ "date": date, "applied": applied });
             if let Some(note) = note {
