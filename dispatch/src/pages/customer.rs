@@ -47,11 +47,10 @@ pub(super) async fn name_delegate(
     Path((id, token)): Path<(String, String)>,
     Form(form): Form<DelegateForm>,
 ) -> Response {
-    let back = format!("/parcel/{}/{}", super::segment(&id), super::segment(&token));
-    match blocking(move || d.customer_name_delegate(&token, &id, form.label.trim())).await {
-        Ok(_) => see_other(&back),
-        Err(e) => failure(text::choose(&headers), &e),
-    }
+    delegate_form(d, &headers, id, token, move |d, token, id| {
+        d.customer_name_delegate(token, id, form.label.trim()).map(|_| ())
+    })
+    .await
 }
 
 pub(super) async fn revoke_delegate(
@@ -60,10 +59,21 @@ pub(super) async fn revoke_delegate(
     Path((id, token)): Path<(String, String)>,
     Form(form): Form<DelegateForm>,
 ) -> Response {
+    delegate_form(d, &headers, id, token, move |d, token, id| d.customer_revoke_delegate(token, id, &form.label)).await
+}
+
+/// A delegate form posted to the page: `act` with the link, then back to the page (or the error).
+async fn delegate_form(
+    d: AppState,
+    headers: &HeaderMap,
+    id: String,
+    token: String,
+    act: impl FnOnce(&crate::store::Dispatch, &str, &str) -> Result<(), DispatchError> + Send + 'static,
+) -> Response {
     let back = format!("/parcel/{}/{}", super::segment(&id), super::segment(&token));
-    match blocking(move || d.customer_revoke_delegate(&token, &id, &form.label)).await {
+    match blocking(move || act(&d, &token, &id)).await {
         Ok(()) => see_other(&back),
-        Err(e) => failure(text::choose(&headers), &e),
+        Err(e) => failure(text::choose(headers), &e),
     }
 }
 
