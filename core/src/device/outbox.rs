@@ -76,8 +76,6 @@ impl Device {
         let max_bytes = max_bytes.min((MAX_BATCH_BYTES / 2) as u32);
         self.write(|s| {
             let device_id = s.keys()?.device_id.clone();
-            // A receipt damaged on disk is named here (the phone goes on working; the upload waits).
-            super::receipts::check_stored_chain(&s.tx)?;
             let acked: i64 = s.tx.query_row("SELECT acked_seq FROM device_state WHERE id = 1", [], |r| r.get(0))?;
             let in_flight: Option<(String, i64, i64)> =
                 s.tx.query_row("SELECT batch_id, first_seq, last_seq FROM outbox_batch WHERE id = 1", [], |r| {
@@ -256,18 +254,22 @@ fn load(
     max_bytes: u32,
 ) -> Result<Vec<(i64, SignedReceipt)>> {
     let mut stmt =
-        conn.prepare_cached("SELECT seq, body, signature FROM receipt WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")?;
+        conn.prepare_cached("SELECT seq, body, signature, hash FROM receipt WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")?;
     let mut rows = stmt.query(params![from, to])?;
     let mut out = Vec::new();
     let mut bytes = 0usize;
+    // Each receipt sent is checked against damage on disk, linked to the one before it.
+    let mut prev = super::receipts::hash_before(conn, from)?;
     while let Some(row) = rows.next()? {
-        let body: Vec<u8> = row.get(1)?;
+        let (seq, body, hash): (i64, Vec<u8>, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(3)?);
         let size = body.len() * 4 / 3 + 128;
         if !out.is_empty() && (out.len() as u32 >= max_count || bytes + size > max_bytes as usize) {
             break;
         }
+        super::receipts::check_stored(seq, from + out.len() as i64, &body, &hash, prev.as_deref())?;
         bytes += size;
-        out.push((row.get(0)?, SignedReceipt { body: Base64Bytes(body), signature: Base64Bytes(row.get(2)?) }));
+        prev = Some(hash);
+        out.push((seq, SignedReceipt { body: Base64Bytes(body), signature: Base64Bytes(row.get(2)?) }));
     }
     Ok(out)
 }

@@ -208,7 +208,7 @@ fn sealed_tags(conn: &Connection, parcel_id: &str) -> Result<Vec<(String, Vec<u8
 pub(crate) fn by_barcode_unchecked(conn: &Connection, now: &TimeReading, barcode: &str) -> Result<Option<ParcelRow>> {
     let sql = format!("SELECT {COLUMNS} FROM parcel WHERE barcode = ?1");
     let raw = conn.prepare_cached(&sql)?.query_row([barcode], |r| from_row(r, now)).optional()?;
-    raw.map(|r| finish(conn, r)).transpose()
+    raw.map(|r| finish(conn, r, true)).transpose()
 }
 
 /// Seals every row (the schema step that added seals, for the rows already there).
@@ -249,10 +249,12 @@ pub(crate) fn reseal(conn: &Connection, parcel_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn finish(conn: &Connection, (mut row, state): (ParcelRow, String)) -> Result<ParcelRow> {
+/// Completes a row with its tags; with `check`, judges it against its seal (`damaged`), which
+/// the list views skip.
+fn finish(conn: &Connection, (mut row, state): (ParcelRow, String), check: bool) -> Result<ParcelRow> {
     row.view.state = ParcelState::parse(&state)?;
     let tags = sealed_tags(conn, &row.view.parcel_id)?;
-    if let Some(stored) = &row.seal {
+    if let (true, Some(stored)) = (check, &row.seal) {
         let date = row.view.delivery_date.to_string();
         let fields = SealedFields {
             parcel_id: &row.view.parcel_id,
@@ -290,7 +292,7 @@ pub(crate) fn by_barcode(conn: &Connection, now: &TimeReading, barcode: &str) ->
 pub(crate) fn by_id(conn: &Connection, now: &TimeReading, parcel_id: &str) -> Result<Option<ParcelRow>> {
     let sql = format!("SELECT {COLUMNS} FROM parcel WHERE parcel_id = ?1");
     let raw = conn.prepare_cached(&sql)?.query_row([parcel_id], |r| from_row(r, now)).optional()?;
-    raw.map(|r| finish(conn, r)).transpose()
+    raw.map(|r| finish(conn, r, true)).transpose()
 }
 
 fn many(conn: &Connection, now: &TimeReading, filter: &str, arg: Option<&str>) -> Result<Vec<ParcelView>> {
@@ -300,7 +302,7 @@ fn many(conn: &Connection, now: &TimeReading, filter: &str, arg: Option<&str>) -
         Some(a) => stmt.query_map(params![a], |r| from_row(r, now))?.collect::<rusqlite::Result<Vec<_>>>()?,
         None => stmt.query_map([], |r| from_row(r, now))?.collect::<rusqlite::Result<Vec<_>>>()?,
     };
-    rows.into_iter().map(|r| finish(conn, r).map(|p| p.view)).collect()
+    rows.into_iter().map(|r| finish(conn, r, false).map(|p| p.view)).collect()
 }
 
 impl Device {

@@ -3,7 +3,7 @@
 //! that changes the parcels it speaks of; callers link a delivered parcel to its receipt).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::Session;
@@ -141,39 +141,39 @@ struct Link {
     prev_hash: [u8; 32],
 }
 
-/// Checks, before a batch is built, that every receipt still held links up as written: its body
-/// hashes to its stored hash, names its sequence, and links to the one before it (the first to
-/// the acknowledged checkpoint). A damaged receipt is named here (`Integrity`: report it; the
-/// phone goes on handing over) instead of being refused by dispatch later with no word of why.
-/// Signatures are dispatch's to check. Reads only the outbox (microseconds per receipt).
-pub(crate) fn check_stored_chain(conn: &Connection) -> Result<()> {
+/// The chain hash the receipt at `seq` links to: the acknowledged checkpoint's when `seq` follows
+/// it, otherwise the stored receipt's before it (`None` when neither is held).
+pub(crate) fn hash_before(conn: &Connection, seq: i64) -> Result<Option<Vec<u8>>> {
     let (acked_seq, acked_hash): (i64, Option<Vec<u8>>) =
         conn.query_row("SELECT acked_seq, acked_hash FROM device_state WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
-    let Some(mut prev) = acked_hash else {
-        return Ok(()); // not enrolled: no receipt yet
-    };
-    let mut expected = acked_seq.saturating_add(1);
-    let mut stmt = conn.prepare("SELECT seq, body, hash FROM receipt ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let (seq, body, hash): (i64, Vec<u8>, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let damaged = |why: &str| {
-            CoreError::Integrity(format!("receipt {seq} in the outbox is damaged on disk: {why}; report it"))
-        };
-        if seq != expected {
-            return Err(damaged(&format!("the outbox should hold receipt {expected} here")));
-        }
-        if crate::crypto::sha256(&body)[..] != hash[..] {
-            return Err(damaged("its body does not match its hash"));
-        }
-        let link: Link = serde_json::from_slice(&body).map_err(|_| damaged("its body is not a receipt"))?;
-        if i64::try_from(link.seq) != Ok(seq) || link.prev_hash[..] != prev[..] {
-            return Err(damaged("it does not link to the receipt before it"));
-        }
-        prev = hash;
-        expected = expected.saturating_add(1);
+    if seq.checked_sub(1) == Some(acked_seq) {
+        return Ok(acked_hash);
+    }
+    Ok(conn
+        .prepare_cached("SELECT hash FROM receipt WHERE seq = ?1")?
+        .query_row([seq.saturating_sub(1)], |r| r.get(0))
+        .optional()?)
+}
+
+/// Checks that a stored receipt is as it was written, before it is sent: it stands where the
+/// outbox should hold receipt `expected`, its body hashes to its stored `hash`, names its sequence
+/// and links to `prev` (the hash before it). A receipt damaged on disk is named here (`Integrity`:
+/// report it; the phone goes on handing over) instead of being refused by dispatch later with no
+/// word of why. Signatures are dispatch's to check.
+pub(crate) fn check_stored(seq: i64, expected: i64, body: &[u8], hash: &[u8], prev: Option<&[u8]>) -> Result<()> {
+    let damaged =
+        |why: &str| CoreError::Integrity(format!("receipt {seq} in the outbox is damaged on disk: {why}; report it"));
+    if seq != expected {
+        return Err(damaged(&format!("the outbox should hold receipt {expected} here")));
+    }
+    if crate::crypto::sha256(body)[..] != hash[..] {
+        return Err(damaged("its body does not match its hash"));
+    }
+    let link: Link = serde_json::from_slice(body).map_err(|_| damaged("its body is not a receipt"))?;
+    if i64::try_from(link.seq) != Ok(seq) || prev.is_some_and(|prev| link.prev_hash[..] != prev[..]) {
+        return Err(damaged("it does not link to the receipt before it"));
     }
     Ok(())
 }
