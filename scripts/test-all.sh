@@ -7,7 +7,9 @@
 #      schemathesis; no 5xx, every answer as documented);
 #   2a. the customer's page and the operator's console in a real browser (scripts/browser-tests.sh:
 #      Debian's Chromium driven by playwright-core, QR codes decoded by zbarimg);
-#   2b. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
+#   2b. the EPCIS export's event hashes against GS1's reference implementation
+#      (scripts/epcis-tests.sh: epcis-event-hash-generator from PyPI);
+#   2c. every benchmark once, in criterion's test mode (a benchmark that no longer runs fails here);
 #   3. the Rust tests again under libfaketime at instants years apart (no test depends on the day
 #      or hour it runs);
 #   4. the Kotlin bindings on the host JVM (JUnit through Maven), and the Android module under
@@ -38,6 +40,7 @@ postgres_tests() (
 step postgres_tests
 step bash scripts/api-fuzz.sh 60
 step bash scripts/browser-tests.sh
+step bash scripts/epcis-tests.sh
 step cargo test --workspace --benches --locked --no-fail-fast
 step bash scripts/test-any-day.sh
 step bash scripts/kotlin-host-tests.sh

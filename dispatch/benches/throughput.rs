@@ -142,6 +142,7 @@ fn parcels(route: &str, n: usize, offset: usize) -> Vec<NewParcel> {
             customer_email: format!("c{i}@example.test"),
             address_hint: format!("{i} Elm St"),
             recipient_hint: "A. B.".into(),
+            sscc: None,
         })
         .collect()
 }

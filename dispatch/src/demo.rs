@@ -100,6 +100,12 @@ pub struct DemoReport {
     /// The evidence file of one parcel handed over after a wrong code (or any handed-over parcel),
     /// checked offline with only dispatch's public keys: the parcel and its receipts' events.
     pub evidence_checked: Option<(String, Vec<String>)>,
+    /// The day as EPCIS 2.0 events (`GET /v1/epcis/events`), by bizStep; `error declarations`
+    /// counts the reversals that re-state a hand-over as wrong.
+    pub epcis_events: BTreeMap<String, usize>,
+    /// The EPCIS document itself (`demo --epcis-out`).
+    #[serde(skip)]
+    pub epcis_document: Vec<u8>,
     pub reconciled: bool,
 }
 
@@ -147,6 +153,12 @@ pub fn run(
             customer_email: format!("customer{i}@example.test"),
             address_hint: format!("{} Market St", 10 + i),
             recipient_hint: "K. M.".into(),
+            // Some parcels carry an SSCC (as printed, or as its URN): EPCIS events name them by it.
+            sscc: match i % 3 {
+                0 => Some(sscc_digits(i)),
+                1 => Some(format!("urn:epc:id:sscc:4012345.3{i:09}")),
+                _ => None,
+            },
         })
         .collect();
     let imported: serde_json::Value =
@@ -247,6 +259,16 @@ pub fn run(
         let events = checked.events.iter().map(|e| json_name(&e.event)).collect::<DemoResult<Vec<_>>>()?;
         report.evidence_checked = Some((parcel, events));
     }
+    // The day for supply-chain partners: EPCIS 2.0 events, each eventID its CBV 2.0 event hash.
+    report.epcis_document = http.get(&format!("/v1/epcis/events?date={date}"), &operator)?;
+    let document: serde_json::Value = serde_json::from_slice(&report.epcis_document)?;
+    for event in document["epcisBody"]["eventList"].as_array().ok_or("no EPCIS events")? {
+        let kind = match event.get("errorDeclaration") {
+            Some(_) => "error declarations".to_owned(),
+            None => event["bizStep"].as_str().unwrap_or("?").to_owned(),
+        };
+        *report.epcis_events.entry(kind).or_default() += 1;
+    }
     report.reconciled = report.evidence_checked.is_some()
         && all_accepted
         && report.pending_on_phones == 0
@@ -279,6 +301,12 @@ fn at_the_door(dispatch: &Dispatch, device: &Device, p: &NewParcel) -> DemoResul
         (None, 7) => {
             device.record_failure(&scan, FailureReason::RecipientUnavailable, None, None)?;
             "recipient absent"
+        }
+        (None, 12) => {
+            // Handed to the wrong door, noticed at once: a reversal corrects it (nothing is deleted).
+            accepted(device.deliver_without_code(&scan, None)?)?;
+            device.reverse_delivery(&p.parcel_id, FailureReason::AddressIncorrect, None, None)?;
+            "handed over by mistake, reversed"
         }
         (None, _) => {
             accepted(device.deliver_without_code(&scan, None)?)?;
@@ -322,6 +350,14 @@ fn at_the_door(dispatch: &Dispatch, device: &Device, p: &NewParcel) -> DemoResul
             "delivered, code"
         }
     })
+}
+
+/// An 18-digit SSCC for demo parcel `i`: extension digit 3, company prefix 4012345, serial, and
+/// its check digit.
+fn sscc_digits(i: usize) -> String {
+    let raw = format!("34012345{i:09}");
+    let check = crate::epcis::hash::check_digit(&raw).unwrap_or(0);
+    format!("{raw}{check}")
 }
 
 /// A 6-digit code that differs from `right` in every digit.
@@ -375,6 +411,10 @@ pub fn print_table(r: &DemoReport) {
             events.join(", ")
         );
     }
+    if !r.epcis_events.is_empty() {
+        let kinds: Vec<String> = r.epcis_events.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        say!("EPCIS 2.0 events of the day (GET /v1/epcis/events): {}", kinds.join(", "));
+    }
     say!("{}", if r.reconciled { "RECONCILED" } else { "NOT RECONCILED" });
 }
 
@@ -401,6 +441,7 @@ pub fn serve_links(
         customer_email: "you@example.test".into(),
         address_hint: "1 Demo Square".into(),
         recipient_hint: "Y. O.".into(),
+        sscc: None,
     };
     let by = crate::operators::Operator::dispatch();
     dispatch.import_parcels(&[fresh], &by)?;

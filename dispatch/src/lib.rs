@@ -9,6 +9,8 @@
 //! - [`api`]: the axum router that exposes them, one module per caller (operator, device, customer).
 //! - [`listen`]: where `serve` may listen, and TLS served with rustls or left to a proxy.
 //! - [`places`]: counted places in all and per key (connections, uploads), given back on drop.
+//! - [`epcis`]: the ledger as EPCIS 2.0 events (`doorstep export --epcis`), each `eventID` its
+//!   CBV 2.0 event hash.
 //! - [`proof`]: `doorstep evidence` and `verify-evidence`: a parcel's evidence file, checked offline.
 //! - [`operators`]: operator keys and the audit trail of operator actions.
 //! - [`clock`]: [`SetClock`], the settable clock of simulated days (demo, tests, benchmarks);
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod clock;
 pub mod demo;
+pub mod epcis;
 pub mod error;
 pub mod listen;
 pub mod mail;

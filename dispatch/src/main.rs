@@ -42,6 +42,9 @@ enum Command {
         /// console's address with a key, for a person to open in a browser.
         #[arg(long)]
         serve: bool,
+        /// Also write the day's EPCIS 2.0 events (what GET /v1/epcis/events answered) here.
+        #[arg(long, value_name = "FILE")]
+        epcis_out: Option<PathBuf>,
     },
     /// Act as a phone from the terminal against a running dispatch (database and sealing key in
     /// --dir). Exit codes: 0 done (handed over, recorded, synced, uploaded), 1 failed
@@ -83,6 +86,22 @@ enum Command {
         /// Also write dispatch's public keys here (what GET /v1/dispatch-keys answers).
         #[arg(long)]
         keys_out: Option<PathBuf>,
+    },
+    /// Write the stored hand-overs and failed attempts as an EPCIS 2.0 JSON-LD document (GS1):
+    /// one ObjectEvent per receipt dispatch did not reject, reversals as errorDeclarations, each
+    /// eventID the CBV 2.0 event hash (also GET /v1/epcis/events).
+    Export {
+        #[command(flatten)]
+        store: Store,
+        /// EPCIS 2.0 JSON-LD (the only format so far; say it, so a later default cannot surprise).
+        #[arg(long, required = true)]
+        epcis: bool,
+        /// Only the receipts about this delivery day's parcels (YYYY-MM-DD); every day's if left out.
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        /// Where to write it (default: epcis-<DATE or all>.jsonld).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Check an evidence file offline against dispatch's published public keys. Exit codes: 0
     /// valid, 2 unreadable input, 3 not valid (changed, or not signed by a trusted key).
@@ -333,7 +352,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("error: {e}")),
             }
         }
-        Command::Demo { parcels, routes, json, serve } => run_demo(&runtime, parcels, routes, json, serve),
+        Command::Demo { parcels, routes, json, serve, epcis_out } => {
+            run_demo(&runtime, parcels, routes, json, serve, epcis_out.as_deref())
+        }
         Command::Evidence { store, parcel_id, out, keys_out } => {
             let dispatch =
                 match Dispatch::open_with(&store.state, store.database().as_ref(), HighValuePolicy::default()) {
@@ -344,6 +365,27 @@ fn main() -> ExitCode {
             match doorstep_dispatch::proof::write(&dispatch, &parcel_id, &out, keys_out.as_deref()) {
                 Ok(line) => {
                     say!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("error: {e}")),
+            }
+        }
+        Command::Export { store, epcis: _, date, out } => {
+            let dispatch =
+                match Dispatch::open_with(&store.state, store.database().as_ref(), HighValuePolicy::default()) {
+                    Ok(d) => d,
+                    Err(e) => return fail(format!("cannot open dispatch state {}: {e}", store.state.display())),
+                };
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(format!("epcis-{}.jsonld", date.map_or_else(|| "all".to_owned(), |d| d.to_string())))
+            });
+            let written = dispatch.epcis_events(date).and_then(|(document, n)| {
+                std::fs::write(&out, &document)?;
+                Ok((n, document.len()))
+            });
+            match written {
+                Ok((n, bytes)) => {
+                    say!("wrote {n} EPCIS 2.0 events to {} ({bytes} bytes)", out.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("error: {e}")),
@@ -460,7 +502,14 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, json: bool, serve: bool) -> ExitCode {
+fn run_demo(
+    runtime: &tokio::runtime::Runtime,
+    parcels: usize,
+    routes: usize,
+    json: bool,
+    serve: bool,
+    epcis_out: Option<&std::path::Path>,
+) -> ExitCode {
     if parcels == 0 {
         return fail("--parcels must be at least 1".into());
     }
@@ -494,6 +543,11 @@ fn run_demo(runtime: &tokio::runtime::Runtime, parcels: usize, routes: usize, js
                 say!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 demo::print_table(&report);
+            }
+            if let Some(path) = epcis_out
+                && let Err(e) = std::fs::write(path, &report.epcis_document)
+            {
+                return fail(format!("cannot write {}: {e}", path.display()));
             }
             if !report.reconciled {
                 return ExitCode::FAILURE;

@@ -112,7 +112,32 @@ pub fn new_parcel(p: &NewParcel) -> Result<()> {
     if p.stop_sequence == 0 {
         return Err(bad(&at("stop_sequence"), "must be 1 or more".into()));
     }
+    if let Some(sscc) = &p.sscc {
+        self::sscc(&at("sscc"), sscc)?;
+    }
     Ok(())
+}
+
+/// An SSCC: 18 digits whose last is their GS1 check digit, or an `urn:epc:id:sscc:` URN (company
+/// prefix of 6 to 12 digits, then the serial reference, 17 digits in all).
+fn sscc(field: &str, value: &str) -> Result<()> {
+    use crate::epcis::hash::{check_digit, sscc_of_urn};
+    let valid = match value.strip_prefix("urn:epc:id:sscc:") {
+        Some(rest) => sscc_of_urn(rest).is_some(),
+        None => {
+            value.len() == 18
+                && value.bytes().all(|b| b.is_ascii_digit())
+                && check_digit(&value[..17]) == value[17..].parse().ok()
+        }
+    };
+    match valid {
+        true => Ok(()),
+        false => Err(bad(
+            field,
+            "must be an SSCC: 18 digits ending in their GS1 check digit, or urn:epc:id:sscc:<company prefix>.<serial reference>"
+                .into(),
+        )),
+    }
 }
 
 /// The fields a CSV import's first line names (`address_hint` and `recipient_hint` may be left

@@ -291,6 +291,7 @@ impl Server {
                 customer_email: format!("customer{i}@example.test"),
                 address_hint: format!("{i} Elm St"),
                 recipient_hint: "A. B.".into(),
+                sscc: None,
             })
             .collect()
     }

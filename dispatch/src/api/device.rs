@@ -21,7 +21,7 @@ use doorstep_core::protocol::{MAX_BATCH_BYTES, REQUEST_HEADER};
 
 use super::limits::{Limiter, limit};
 use super::openapi::Errors;
-use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, blocking, body_deadline, body_of, octets};
+use super::{AppState, SMALL_BODY_DEADLINE, answer_deadline, blocking, body_deadline, body_of, octets, query_param};
 use crate::error::DispatchError;
 use crate::places::Places;
 use crate::store::VerifiedRequest;
@@ -123,17 +123,6 @@ async fn enrol(
         .ok_or_else(|| DispatchError::Unauthorized("missing Enrolment-Token header".into()))?
         .to_owned();
     Ok(octets(blocking(move || d.enrol(&token, &body)).await?))
-}
-
-/// One `key=value` of the query string (parsed here so a bad value gets the JSON error body too).
-fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str) -> Result<Option<T>, DispatchError> {
-    let prefix = format!("{key}=");
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
-        .map(|v| v.parse().map_err(|_| DispatchError::BadRequest(format!("{key} must be {what}"))))
-        .transpose()
 }
 
 /// `?date=YYYY-MM-DD[&since=N][&held=D1,D2]`: the next manifest for the device (204 when it is up

@@ -231,3 +231,14 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 fn octets(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
+
+/// One `key=value` of the query string (parsed here so a bad value gets the JSON error body too).
+pub(super) fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str) -> Result<Option<T>, DispatchError> {
+    let prefix = format!("{key}=");
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+        .map(|v| v.parse().map_err(|_| DispatchError::BadRequest(format!("{key} must be {what}"))))
+        .transpose()
+}

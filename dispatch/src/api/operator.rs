@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::Errors;
-use super::{AppState, MAX_BODY_BYTES, OPERATOR_BODY_DEADLINE, bearer, blocking, body_deadline, body_of, json_body};
+use super::{
+    AppState, MAX_BODY_BYTES, OPERATOR_BODY_DEADLINE, bearer, blocking, body_deadline, body_of, json_body, query_param,
+};
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
@@ -33,6 +35,7 @@ pub(super) fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(reassign))
         .routes(routes!(history))
         .routes(routes!(evidence))
+        .routes(routes!(epcis_events))
         .routes(routes!(alerts))
         .routes(routes!(undelivered_mail))
         .route_layer(middleware::from_fn_with_state(state, require_operator))
@@ -300,6 +303,20 @@ async fn history(State(d): State<AppState>, Path(id): Path<String>) -> Result<Re
 async fn evidence(State(d): State<AppState>, Path(id): Path<String>) -> Result<Response, DispatchError> {
     let file = blocking(move || d.evidence(&id)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], file).into_response())
+}
+
+/// The stored hand-overs and failed attempts as an EPCIS 2.0 JSON-LD document (GS1): one
+/// `ObjectEvent` per receipt dispatch did not reject (bizStep `accepting` for a hand-over,
+/// `arriving` with disposition `in_transit` for a failed attempt), a reversal as an
+/// `errorDeclaration`, parcels named by their SSCC where the import gave one, doorstep's fields in
+/// the `ds:` extension, and each `eventID` the CBV 2.0 event hash.
+#[utoipa::path(get, path = "/v1/epcis/events", tag = "operator", security(("operator" = [])),
+    params(("date" = Option<String>, Query, description = "Only the receipts about this delivery day's parcels (YYYY-MM-DD); every day's when left out.")),
+    responses((status = 200, description = "The EPCIS document.", content_type = "application/ld+json", body = Object), Errors))]
+async fn epcis_events(State(d): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, DispatchError> {
+    let date: Option<chrono::NaiveDate> = query_param(query.as_deref(), "date", "YYYY-MM-DD")?;
+    let (document, _) = blocking(move || d.epcis_events(date)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/ld+json")], document).into_response())
 }
 
 /// The receipts dispatch flagged for review, newest first (at most 500): each also went to the log

@@ -45,6 +45,7 @@ mod console;
 mod customers;
 pub(crate) mod db;
 mod enrolment;
+mod epcis;
 mod evidence;
 mod keys;
 mod ledger;
@@ -166,6 +167,11 @@ pub struct NewParcel {
     #[serde(default)]
     #[schema(max_length = 256)]
     pub recipient_hint: String,
+    /// The parcel's SSCC, where it has one: 18 digits (check digit included) or an
+    /// `urn:epc:id:sscc:` URN. EPCIS events name the parcel by it (`doorstep export --epcis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "340123450000000017")]
+    pub sscc: Option<String>,
 }
 
 /// The service's state.
@@ -475,6 +481,7 @@ mod tests {
                 customer_email: "a@example.test".into(),
                 address_hint: String::new(),
                 recipient_hint: String::new(),
+                sscc: None,
             }],
             &Operator::loopback(),
         )
@@ -697,6 +704,7 @@ mod tests {
             customer_email: "a@example.test".into(),
             address_hint: "1 Elm St".into(),
             recipient_hint: "A. B.".into(),
+            sscc: None,
         }
     }
 

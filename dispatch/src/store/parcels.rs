@@ -48,6 +48,12 @@ impl Dispatch {
                     true => DispatchError::Conflict(format!("parcel {} or its barcode already exists", p.parcel_id)),
                     false => e.into(),
                 })?;
+                if let Some(sscc) = &p.sscc {
+                    tx.execute(
+                        "INSERT INTO parcel_gs1 (parcel_id, sscc) VALUES (?1, ?2)",
+                        params![p.parcel_id, sscc],
+                    )?;
+                }
                 audit(tx, now, by, "import", Some(&p.parcel_id), Some(&format!("route {}", p.route_id)))?;
             }
             Ok(coded)

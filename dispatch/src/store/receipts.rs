@@ -8,7 +8,7 @@ use super::ledger::{self, SqlCodes, SqlLedger};
 use super::*;
 
 /// A stored receipt: body, signature, status and reason.
-type ReceiptRow = (Vec<u8>, Vec<u8>, String, Option<String>);
+pub(super) type ReceiptRow = (Vec<u8>, Vec<u8>, String, Option<String>);
 
 impl Dispatch {
     /// Operator: every stored receipt about a parcel, with dispatch's verdict, oldest first. Not
@@ -109,7 +109,7 @@ fn stored_receipts(tx: &Tx<'_>, sql: &str, key: &str) -> Result<Vec<StoredReceip
     parse_rows(tx.all(sql, params![key])?)
 }
 
-fn parse_rows(rows: Vec<ReceiptRow>) -> Result<Vec<StoredReceipt>> {
+pub(super) fn parse_rows(rows: Vec<ReceiptRow>) -> Result<Vec<StoredReceipt>> {
     rows.into_iter()
         .map(|(body, signature, status, reason)| {
             let receipt = SignedReceipt {

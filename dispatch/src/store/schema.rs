@@ -144,6 +144,12 @@ CREATE TABLE IF NOT EXISTS parcel_sent (
     withdrawn_at_ms INTEGER,
     PRIMARY KEY (device_id, parcel_id)
 ) WITHOUT ROWID;
+-- A parcel's GS1 identifier where the import gave one (EPCIS events name the parcel by it): its
+-- SSCC as 18 digits, or as an `urn:epc:id:sscc:` URN.
+CREATE TABLE IF NOT EXISTS parcel_gs1 (
+    parcel_id TEXT PRIMARY KEY REFERENCES parcel (parcel_id),
+    sscc      TEXT NOT NULL
+);
 -- How many times an operator reset a parcel's attempts (manifests and receipts name it), and when
 -- last (receipts of protocol 1.0 carry no epoch and are judged by their time).
 CREATE TABLE IF NOT EXISTS parcel_epoch (
@@ -232,7 +238,7 @@ CREATE TABLE IF NOT EXISTS alert (
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 11;
+pub(super) const SCHEMA_VERSION: i64 = 12;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -448,6 +454,10 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
     if version < 11 {
         // Step 11: the console's session table, which `SCHEMA` creates.
         conn.execute_batch("PRAGMA user_version = 11;")?;
+    }
+    if version < 12 {
+        // Step 12: the parcels' SSCCs, in a table `SCHEMA` creates.
+        conn.execute_batch("PRAGMA user_version = 12;")?;
     }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so

@@ -1,0 +1,217 @@
+//! The ledger as EPCIS 2.0 events (GS1's standard for supply-chain visibility), for
+//! `doorstep export --epcis` and `GET /v1/epcis/events`: every stored hand-over is an
+//! `ObjectEvent` with bizStep `accepting`; every failed attempt (failed, wrong code, locked out)
+//! one with bizStep `arriving` and disposition `in_transit` (the parcel stays with the carrier);
+//! a reversal re-states the hand-over it corrects with an `errorDeclaration` (`did_not_occur`,
+//! or `incorrect_data` with a corrective event when it undid only some of its parcels). A parcel
+//! is named by its SSCC where the import gave one (`https://id.gs1.org/00/…`, or the
+//! `urn:epc:id:sscc:` it was given as), otherwise by `urn:doorstep:parcel:<id>`. doorstep's own
+//! fields (receipt, device, sequence, chain hash, method, attempts, verdict) are in the
+//! [`NAMESPACE`] extension, and each `eventID` is the CBV 2.0 event hash ([`hash`]). Receipts
+//! dispatch rejected, and expiries (no one was at the door), are not events. No code, customer,
+//! note, delegate name or location is written.
+
+pub mod hash;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Offset, TimeZone, Utc};
+use doorstep_core::issuer::StoredReceipt;
+use doorstep_core::protocol::{Holder, ReceiptEvent, ReceiptStatus};
+use serde_json::{Map, Value, json};
+
+/// The JSON-LD namespace of doorstep's extension fields (a name, never fetched).
+pub const NAMESPACE: &str = "https://doorstep.example/epcis/";
+/// The EPCIS 2.0 JSON-LD context (the reference tools carry a copy; nothing is fetched).
+pub const CONTEXT: &str = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld";
+
+/// One ObjectEvent as this module writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub time: DateTime<Utc>,
+    /// The offset of the parcel's zone at `time`, `+01:00`.
+    pub offset: String,
+    pub epcs: Vec<String>,
+    /// A CBV 2.0 bizStep name (`accepting`, `arriving`).
+    pub biz_step: &'static str,
+    /// A CBV 2.0 disposition name.
+    pub disposition: Option<&'static str>,
+    /// `ds:<name>` fields.
+    pub extension: Vec<(&'static str, ExtValue)>,
+    pub error: Option<ErrorDeclaration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExtValue {
+    Int(u64),
+    Text(String),
+}
+
+/// A reversal's statement that an event was wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorDeclaration {
+    pub declared_at: DateTime<Utc>,
+    pub reversal_receipt: String,
+    /// The event that replaces it, when the reversal undid only some of its parcels.
+    pub corrective: Option<String>,
+}
+
+/// What the export needs to know about a parcel besides its receipts.
+#[derive(Clone, Debug, Default)]
+pub struct ParcelFacts {
+    pub time_zone: String,
+    /// As imported: 18 digits, or an `urn:epc:id:sscc:` URN.
+    pub sscc: Option<String>,
+}
+
+/// The events of `receipts` (any order), ordered by when they were recorded (a declaration by
+/// its declaration time).
+pub fn events(receipts: &[StoredReceipt], parcels: &HashMap<String, ParcelFacts>) -> Vec<Event> {
+    let mut out: Vec<(DateTime<Utc>, Event)> = Vec::new();
+    let mut by_receipt: HashMap<String, Event> = HashMap::new();
+    for stored in receipts.iter().filter(|r| r.status != ReceiptStatus::Rejected) {
+        if let Some(event) = event_of(stored, parcels) {
+            by_receipt.insert(stored.body.receipt_id.to_string(), event.clone());
+            out.push((stored.body.trusted_time, event));
+        }
+    }
+    for stored in receipts.iter().filter(|r| r.status != ReceiptStatus::Rejected) {
+        let body = &stored.body;
+        let (ReceiptEvent::Reversed, Some(reversed)) = (body.event, body.reverses) else { continue };
+        let Some(original) = by_receipt.get(&reversed.to_string()) else { continue };
+        let undone: Vec<String> = body.parcels.iter().map(|p| epc(&p.parcel_id, parcels)).collect();
+        let kept: Vec<String> = original.epcs.iter().filter(|e| !undone.contains(e)).cloned().collect();
+        let corrective = (!kept.is_empty()).then(|| Event { epcs: kept, error: None, ..original.clone() });
+        let mut declared = original.clone();
+        declared.error = Some(ErrorDeclaration {
+            declared_at: body.trusted_time,
+            reversal_receipt: body.receipt_id.to_string(),
+            corrective: corrective.as_ref().map(hash::event_hash),
+        });
+        out.push((body.trusted_time, declared));
+        if let Some(corrective) = corrective {
+            out.push((body.trusted_time, corrective));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.into_iter().map(|(_, e)| e).collect()
+}
+
+/// The event of one stored receipt (`None` for kinds that are not events).
+fn event_of(stored: &StoredReceipt, parcels: &HashMap<String, ParcelFacts>) -> Option<Event> {
+    let body = &stored.body;
+    let (biz_step, disposition) = match body.event {
+        ReceiptEvent::Delivered => ("accepting", None),
+        ReceiptEvent::Failed | ReceiptEvent::WrongCode | ReceiptEvent::LockedOut => ("arriving", Some("in_transit")),
+        ReceiptEvent::Expired | ReceiptEvent::Reversed => return None,
+    };
+    let zone = body.parcels.first().and_then(|p| parcels.get(&p.parcel_id)).map(|f| f.time_zone.as_str());
+    let hash: String = stored.receipt.hash().iter().map(|b| format!("{b:02x}")).collect();
+    let mut extension = vec![
+        ("receiptId", ExtValue::Text(body.receipt_id.to_string())),
+        ("device", ExtValue::Text(body.device_id.clone())),
+        ("sequence", ExtValue::Int(body.seq)),
+        ("receiptHash", ExtValue::Text(format!("sha256:{hash}"))),
+        ("event", ExtValue::Text(name_of(&body.event))),
+        ("attempts", ExtValue::Int(u64::from(body.parcels.iter().map(|p| p.attempts_used).max().unwrap_or(0)))),
+        ("verdict", ExtValue::Text(name_of(&stored.status))),
+    ];
+    if let Some(method) = &body.method {
+        extension.push(("method", ExtValue::Text(name_of(method))));
+    }
+    if let Some(holder) = &body.holder {
+        // The kind of holder only: a delegate's name is the customer's business.
+        let kind = match holder {
+            Holder::Customer => "customer",
+            Holder::Delegate(_) => "delegate",
+        };
+        extension.push(("holder", ExtValue::Text(kind.into())));
+    }
+    if let Some(reason) = &body.reason {
+        extension.push(("reason", ExtValue::Text(name_of(reason))));
+    }
+    Some(Event {
+        time: body.trusted_time,
+        offset: offset_at(zone, body.trusted_time),
+        epcs: body.parcels.iter().map(|p| epc(&p.parcel_id, parcels)).collect(),
+        biz_step,
+        disposition,
+        extension,
+        error: None,
+    })
+}
+
+/// A serde enum's snake_case name (`wrong_code`).
+fn name_of(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => "unknown".into(),
+    }
+}
+
+/// The identifier an event names a parcel by.
+fn epc(parcel_id: &str, parcels: &HashMap<String, ParcelFacts>) -> String {
+    match parcels.get(parcel_id).and_then(|f| f.sscc.as_deref()) {
+        Some(urn) if urn.starts_with("urn:epc:id:sscc:") => urn.to_owned(),
+        Some(digits) => format!("https://id.gs1.org/00/{digits}"),
+        None => format!(
+            "urn:doorstep:parcel:{}",
+            percent_encoding::utf8_percent_encode(parcel_id, percent_encoding::NON_ALPHANUMERIC)
+        ),
+    }
+}
+
+/// `+01:00`: the zone's offset at `at` (UTC for a zone this build does not know).
+fn offset_at(zone: Option<&str>, at: DateTime<Utc>) -> String {
+    let tz: chrono_tz::Tz = zone.and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
+    tz.offset_from_utc_datetime(&at.naive_utc()).fix().to_string()
+}
+
+/// The EPCIS 2.0 JSON-LD document holding `events`, created at `now`.
+pub fn document(events: &[Event], now: DateTime<Utc>) -> Value {
+    json!({
+        "@context": [CONTEXT, {"ds": NAMESPACE}],
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": stamp(now),
+        "epcisBody": {"eventList": events.iter().map(to_json).collect::<Vec<_>>()},
+    })
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// One event as JSON-LD, with its hash as `eventID`.
+pub fn to_json(event: &Event) -> Value {
+    let mut e = Map::new();
+    e.insert("type".into(), json!("ObjectEvent"));
+    e.insert("eventID".into(), json!(hash::event_hash(event)));
+    e.insert("eventTime".into(), json!(stamp(event.time)));
+    e.insert("eventTimeZoneOffset".into(), json!(event.offset));
+    e.insert("epcList".into(), json!(event.epcs));
+    e.insert("action".into(), json!("OBSERVE"));
+    e.insert("bizStep".into(), json!(event.biz_step));
+    if let Some(disposition) = event.disposition {
+        e.insert("disposition".into(), json!(disposition));
+    }
+    if let Some(error) = &event.error {
+        let mut d = Map::new();
+        d.insert("declarationTime".into(), json!(stamp(error.declared_at)));
+        let reason = if error.corrective.is_some() { "incorrect_data" } else { "did_not_occur" };
+        d.insert("reason".into(), json!(reason));
+        if let Some(corrective) = &error.corrective {
+            d.insert("correctiveEventIDs".into(), json!([corrective]));
+        }
+        d.insert("ds:reversalReceiptId".into(), json!(error.reversal_receipt));
+        e.insert("errorDeclaration".into(), Value::Object(d));
+    }
+    for (name, value) in &event.extension {
+        let value = match value {
+            ExtValue::Int(n) => json!(n),
+            ExtValue::Text(t) => json!(t),
+        };
+        e.insert(format!("ds:{name}"), value);
+    }
+    Value::Object(e)
+}
