@@ -98,3 +98,24 @@ fn demo_serve_keeps_dispatch_running_and_prints_a_customer_page_and_the_console_
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn export_names_its_format_and_writes_an_epcis_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let out = dir.path().join("day.jsonld");
+    // No format named: bad input, nothing written.
+    let (code, _, err) = doorstep(&["export", "--state", state, "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--epcis"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(doorstep(&["export", "--epcis", "--state", state, "--date", "soon"]).0, 2);
+    let (code, said, err) =
+        doorstep(&["export", "--epcis", "--state", state, "--date", "2026-11-26", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("wrote 0 EPCIS 2.0 events"), "{said}");
+    let document: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(document["type"], "EPCISDocument");
+    assert_eq!(document["@context"][0], "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld");
+}

@@ -233,7 +233,11 @@ fn octets(bytes: Vec<u8>) -> Response {
 }
 
 /// One `key=value` of the query string (parsed here so a bad value gets the JSON error body too).
-pub(super) fn query_param<T: std::str::FromStr>(query: Option<&str>, key: &str, what: &str) -> Result<Option<T>, DispatchError> {
+pub(super) fn query_param<T: std::str::FromStr>(
+    query: Option<&str>,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>, DispatchError> {
     let prefix = format!("{key}=");
     query
         .into_iter()

@@ -93,7 +93,7 @@ pub fn events(receipts: &[StoredReceipt], parcels: &HashMap<String, ParcelFacts>
             out.push((body.trusted_time, corrective));
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|(at, _)| *at);
     out.into_iter().map(|(_, e)| e).collect()
 }
 
@@ -214,4 +214,118 @@ pub fn to_json(event: &Event) -> Value {
         e.insert(format!("ds:{name}"), value);
     }
     Value::Object(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use doorstep_core::crypto::SigningKey;
+    use doorstep_core::protocol::{
+        FailureReason, HandoverMethod, Identification, ReceiptBody, ReceiptParcel, SignedReceipt,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn stored(seq: u64, event: ReceiptEvent, parcels: &[&str], status: ReceiptStatus) -> StoredReceipt {
+        let at = DateTime::from_timestamp(1_800_000_000 + seq as i64 * 60, 0).unwrap();
+        let body = ReceiptBody {
+            version: "1.1".into(),
+            receipt_id: Uuid::now_v7(),
+            device_id: "dev-1".into(),
+            seq,
+            prev_hash: [0; 32],
+            manifest_id: None,
+            event,
+            method: (event == ReceiptEvent::Delivered).then_some(HandoverMethod::DelegateCode),
+            holder: (event == ReceiptEvent::Delivered).then(|| Holder::Delegate("Anna Neighbour".into())),
+            reason: (event != ReceiptEvent::Delivered).then_some(FailureReason::Other),
+            note: Some("left with the porter at 3rd floor".into()),
+            reverses: None,
+            parcels: parcels
+                .iter()
+                .map(|p| ReceiptParcel {
+                    parcel_id: (*p).into(),
+                    barcode: format!("BC-{p}"),
+                    identified: Identification::Scanned,
+                    attempts_used: 1,
+                    attempt_epoch: 0,
+                    code_proof: None,
+                })
+                .collect(),
+            qr_token: None,
+            device_time: at,
+            trusted_time: at,
+            skew_ms: 0,
+            location: None,
+        };
+        let receipt = SignedReceipt::sign(&body, &SigningKey::generate("device:dev-1").unwrap()).unwrap();
+        StoredReceipt { receipt, body, status, reason: None }
+    }
+
+    fn facts() -> HashMap<String, ParcelFacts> {
+        let zone = |sscc: Option<&str>| ParcelFacts { time_zone: "Europe/Berlin".into(), sscc: sscc.map(Into::into) };
+        HashMap::from([
+            ("P1".to_owned(), zone(Some("340123450000000017"))),
+            ("P2".to_owned(), zone(Some("urn:epc:id:sscc:4012345.0000000001"))),
+            ("P 3".to_owned(), zone(None)),
+        ])
+    }
+
+    #[test]
+    fn a_reversal_of_some_parcels_declares_the_hand_over_wrong_and_names_the_corrective_event() {
+        let handed = stored(1, ReceiptEvent::Delivered, &["P1", "P2"], ReceiptStatus::Accepted);
+        let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
+        reversal.body.reverses = Some(handed.body.receipt_id);
+        let events = events(&[handed, reversal], &facts());
+        assert_eq!(events.len(), 3);
+        let (original, declared, corrective) = (&events[0], &events[1], &events[2]);
+        assert!(original.error.is_none());
+        // The declaration re-states the event: same eventID, as EPCIS wants.
+        assert_eq!(hash::event_hash(declared), hash::event_hash(original));
+        let error = declared.error.as_ref().unwrap();
+        assert_eq!(error.corrective.as_deref(), Some(hash::event_hash(corrective).as_str()));
+        assert_eq!(corrective.epcs, vec!["urn:epc:id:sscc:4012345.0000000001".to_owned()]);
+        let json = to_json(declared);
+        assert_eq!(json["errorDeclaration"]["reason"], "incorrect_data");
+        assert_eq!(json["errorDeclaration"]["correctiveEventIDs"][0], hash::event_hash(corrective));
+    }
+
+    #[test]
+    fn a_reversal_of_every_parcel_says_the_hand_over_did_not_occur() {
+        let handed = stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted);
+        let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
+        reversal.body.reverses = Some(handed.body.receipt_id);
+        let events = events(&[handed, reversal], &facts());
+        assert_eq!(events.len(), 2);
+        assert_eq!(to_json(&events[1])["errorDeclaration"]["reason"], "did_not_occur");
+        assert!(to_json(&events[1])["errorDeclaration"].get("correctiveEventIDs").is_none());
+    }
+
+    #[test]
+    fn rejected_receipts_and_expiries_are_no_events_and_failures_arrive_in_transit() {
+        let receipts = [
+            stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Rejected),
+            stored(2, ReceiptEvent::Expired, &["P2"], ReceiptStatus::Accepted),
+            stored(3, ReceiptEvent::WrongCode, &["P 3"], ReceiptStatus::Flagged),
+        ];
+        let events = events(&receipts, &facts());
+        assert_eq!(events.len(), 1);
+        let json = to_json(&events[0]);
+        assert_eq!((json["bizStep"].as_str(), json["disposition"].as_str()), (Some("arriving"), Some("in_transit")));
+        assert_eq!(json["epcList"][0], "urn:doorstep:parcel:P%203");
+        assert_eq!(json["ds:verdict"], "flagged");
+        assert_eq!(json["ds:event"], "wrong_code");
+        // The zone's offset at the event's instant (January: CET).
+        assert_eq!(json["eventTimeZoneOffset"], "+01:00");
+    }
+
+    #[test]
+    fn no_note_delegate_name_or_barcode_is_written() {
+        let events = events(&[stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted)], &facts());
+        let text = document(&events, Utc::now()).to_string();
+        for private in ["porter", "Anna", "BC-P1"] {
+            assert!(!text.contains(private), "{private} in {text}");
+        }
+        assert!(text.contains("\"ds:holder\":\"delegate\""));
+    }
 }

@@ -9,12 +9,15 @@ use crate::epcis::{self, ParcelFacts};
 use super::receipts::{ReceiptRow, parse_rows};
 use super::*;
 
+/// A parcel's id, zone and SSCC.
+type ParcelRow = (String, String, Option<String>);
+
 impl Dispatch {
     /// Operator: the EPCIS 2.0 JSON-LD document of the receipts about `date`'s parcels (every
     /// day's when `None`), and how many events it holds.
     pub fn epcis_events(&self, date: Option<NaiveDate>) -> Result<(Vec<u8>, usize)> {
         let (receipts, parcels) = self.run(|tx| {
-            let (receipts, parcels): (Vec<ReceiptRow>, Vec<(String, String, Option<String>)>) = match date {
+            let (receipts, parcels): (Vec<ReceiptRow>, Vec<ParcelRow>) = match date {
                 Some(date) => {
                     let day = date.to_string();
                     (

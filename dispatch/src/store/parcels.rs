@@ -49,10 +49,7 @@ impl Dispatch {
                     false => e.into(),
                 })?;
                 if let Some(sscc) = &p.sscc {
-                    tx.execute(
-                        "INSERT INTO parcel_gs1 (parcel_id, sscc) VALUES (?1, ?2)",
-                        params![p.parcel_id, sscc],
-                    )?;
+                    tx.execute("INSERT INTO parcel_gs1 (parcel_id, sscc) VALUES (?1, ?2)", params![p.parcel_id, sscc])?;
                 }
                 audit(tx, now, by, "import", Some(&p.parcel_id), Some(&format!("route {}", p.route_id)))?;
             }
