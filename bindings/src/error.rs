@@ -50,6 +50,10 @@ pub enum DoorstepError {
     /// parcel); the rest of the device works.
     #[error("parcel {parcel} is damaged on this device: {reason}")]
     ParcelDamaged { parcel: String, reason: String },
+    /// The parcel's rules ask for a confirmation the call did not give (`idChecked` for an
+    /// addressee-only parcel, `inspection` for an open-box one). Nothing was counted.
+    #[error("{reason}")]
+    DoorCheckMissing { parcel: String, reason: String },
     /// The database file cannot be opened or written: its folder is missing or read-only.
     #[error("storage unavailable: {reason}")]
     StorageUnavailable { reason: String },
@@ -91,6 +95,7 @@ impl From<CoreError> for DoorstepError {
             CoreError::NotEnrolled => DoorstepError::NotEnrolled,
             CoreError::UnknownParcel(parcel) => DoorstepError::UnknownParcel { parcel },
             CoreError::ParcelDamaged(parcel) => DoorstepError::ParcelDamaged { parcel, reason },
+            CoreError::DoorCheckMissing { parcel, .. } => DoorstepError::DoorCheckMissing { parcel, reason },
             CoreError::AlreadyEnrolled | CoreError::InvalidState { .. } => DoorstepError::NotAllowed { reason },
             CoreError::DatabaseCorrupt(_) | CoreError::ForeignDatabase | CoreError::DatabaseTooNew { .. } => {
                 DoorstepError::DatabaseUnusable { reason }

@@ -166,10 +166,28 @@ impl TestDispatch {
                 attempts_used: 0,
                 attempt_epoch: 0,
                 qr_minted_after: Vec::new(),
+                rules: wire::DoorRules::default(),
             };
             s.codes.issue(&parcel, parcel.not_before);
             s.parcels.push(parcel);
             Ok(issued)
+        })
+    }
+
+    /// Sets a parcel's rules at the door (addressee only, open box) for the next manifest and for
+    /// judging its receipts.
+    pub fn set_door_rules(&self, parcel_id: String, rules: wire::DoorRules) -> Result<()> {
+        self.with(|s| {
+            let parcel = s
+                .parcels
+                .iter_mut()
+                .find(|p| p.parcel_id == parcel_id)
+                .ok_or_else(|| invalid("no such parcel on the route"))?;
+            parcel.rules = rules;
+            if let Some(record) = s.codes.parcels.get_mut(&parcel_id) {
+                record.rules = rules;
+            }
+            Ok(())
         })
     }
 

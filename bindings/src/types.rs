@@ -13,7 +13,8 @@ pub use doorstep_core::device::{
 #[cfg(feature = "evidence")]
 pub use doorstep_core::evidence::{EvidenceEvent, EvidenceReport};
 pub use doorstep_core::protocol::{
-    FailureReason, HandoverMethod, Holder, Identification, Location, ReceiptEvent, ReceiptResult, ReceiptStatus,
+    DoorRules, FailureReason, HandoverMethod, Holder, IdDocument, Identification, Inspection, Location, ReceiptEvent,
+    ReceiptResult, ReceiptStatus,
 };
 
 use crate::uniffi_support::{IsoDate, Timestamp, Uuid};
@@ -27,12 +28,46 @@ pub type UploadBatch = OutboxBatch;
 /// Dispatch's verdict on one receipt.
 pub type ReceiptVerdict = ReceiptResult;
 
-/// A parcel presented for a hand-over.
+/// A parcel presented for a hand-over, with what the driver confirms when the parcel's `rules`
+/// ask: the kind of ID checked (addressee only), what the customer found on opening it (open box).
 #[uniffi::remote(Record)]
 pub struct ScannedParcel {
     /// The tracking barcode as scanned or typed.
     pub barcode: String,
     pub identified: Identification,
+    /// An addressee-only parcel: the kind of ID checked (never its number).
+    #[uniffi(default)]
+    pub id_checked: Option<IdDocument>,
+    /// An open-box parcel: what the customer found, when they take it.
+    #[uniffi(default)]
+    pub inspection: Option<Inspection>,
+}
+
+/// What a parcel asks at the door beyond its code.
+#[uniffi::remote(Record)]
+pub struct DoorRules {
+    /// Only the addressee, after an ID check: no delegate, no one else's QR token.
+    pub addressee_only: bool,
+    /// The customer opens and inspects it before taking it.
+    pub open_box: bool,
+}
+
+/// The kind of ID the driver checked.
+#[uniffi::remote(Enum)]
+pub enum IdDocument {
+    NationalIdCard,
+    Passport,
+    DrivingLicence,
+    ResidencePermit,
+    OtherPhotoId,
+}
+
+/// What the customer found on opening an open-box parcel they take (refusing it is a failure
+/// with reason `RefusedOnInspection`).
+#[uniffi::remote(Enum)]
+pub enum Inspection {
+    Accepted,
+    AcceptedWithReservation { note: String },
 }
 
 /// How a parcel was identified at the door.
@@ -159,6 +194,8 @@ pub struct Parcel {
     pub not_before: Timestamp,
     pub not_after: Timestamp,
     pub validity: Validity,
+    /// What the driver must confirm beyond the code (an ID check, the customer's inspection).
+    pub rules: DoorRules,
 }
 
 /// Why a hand-over did not happen (ANSI X12 shipment-status code where one exists: see
@@ -183,6 +220,10 @@ pub enum FailureReason {
     ParcelNotOnVehicle,
     StopRevokedOrReassigned,
     DeviceClockUntrusted,
+    /// Addressee only: no ID shown, or not the addressee's.
+    NoIdShown,
+    /// Open box: the customer refused it on opening it.
+    RefusedOnInspection,
     /// Needs a note.
     Other,
 }

@@ -45,6 +45,10 @@ pub enum CoreError {
          (`doorstep device sync --full`); no attempt was counted"
     )]
     ParcelDamaged(String),
+    /// A parcel asks the driver to confirm something at the door (an ID check, the customer's
+    /// inspection) and the hand-over did not say it. Nothing was counted or recorded.
+    #[error("parcel {parcel} {needs}; nothing was counted or recorded")]
+    DoorCheckMissing { parcel: String, needs: &'static str },
     #[error("the file is not a doorstep database; it was left in place untouched")]
     ForeignDatabase,
     #[error("the database was written by a newer doorstep (schema {found}, this build knows {supported})")]

@@ -143,6 +143,8 @@ fn parcels(route: &str, n: usize, offset: usize) -> Vec<NewParcel> {
             address_hint: format!("{i} Elm St"),
             recipient_hint: "A. B.".into(),
             sscc: None,
+            addressee_only: false,
+            open_box: false,
         })
         .collect()
 }
@@ -186,6 +188,7 @@ fn bench_manifests(c: &mut Criterion) {
             attempts_used: 0,
             attempt_epoch: 0,
             qr_minted_after: Vec::new(),
+            rules: Default::default(),
         })
         .collect();
     let mut seq = 0;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use chrono::{Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
-use doorstep_core::protocol::{FailureReason, Holder, REQUEST_HEADER, ReceiptEvent, ReceiptStatus};
+use doorstep_core::protocol::{
+    FailureReason, Holder, IdDocument, Inspection, REQUEST_HEADER, ReceiptEvent, ReceiptStatus,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -159,6 +161,10 @@ pub fn run(
                 1 => Some(format!("urn:epc:id:sscc:4012345.3{i:09}")),
                 _ => None,
             },
+            // Some go to the addressee only (an ID check at the door), some are opened and
+            // inspected by the customer before they take them.
+            addressee_only: i % 20 == 16,
+            open_box: i % 20 == 2 && i % 17 != 3,
         })
         .collect();
     let imported: serde_json::Value =
@@ -302,6 +308,20 @@ fn at_the_door(dispatch: &Dispatch, device: &Device, p: &NewParcel) -> DemoResul
             device.record_failure(&scan, FailureReason::RecipientUnavailable, None, None)?;
             "recipient absent"
         }
+        (None, 2) => {
+            // Open-box: the customer opens it in front of the driver first.
+            let inspected = match p.parcel_id.trim_start_matches("PCL-").parse::<usize>().unwrap_or(0) % 60 {
+                2 => Inspection::Accepted,
+                22 => Inspection::AcceptedWithReservation { note: "corner of the box dented".into() },
+                _ => {
+                    device.record_failure(&scan, FailureReason::RefusedOnInspection, None, None)?;
+                    return Ok("open box, refused on inspection");
+                }
+            };
+            let with = [scan[0].clone().with_inspection(inspected)];
+            accepted(device.deliver_without_code(&with, None)?)?;
+            "open box, inspected and taken"
+        }
         (None, 12) => {
             // Handed to the wrong door, noticed at once: a reversal corrects it (nothing is deleted).
             accepted(device.deliver_without_code(&scan, None)?)?;
@@ -345,6 +365,16 @@ fn at_the_door(dispatch: &Dispatch, device: &Device, p: &NewParcel) -> DemoResul
             "recipient absent"
         }
         (Some(_), 15) => "not reached today",
+        (Some(right), 16) => {
+            // Addressee only: the driver checks an ID (its kind goes on the receipt, never a number).
+            if p.parcel_id.trim_start_matches("PCL-").parse::<usize>().unwrap_or(0) % 40 == 36 {
+                device.record_failure(&scan, FailureReason::NoIdShown, None, None)?;
+                return Ok("addressee only, no ID shown");
+            }
+            let with = [scan[0].clone().with_id(IdDocument::Passport)];
+            accepted(device.verify_code(&with, &right, None)?)?;
+            "addressee only, ID checked"
+        }
         (Some(right), _) => {
             accepted(device.verify_code(&scan, &right, None)?)?;
             "delivered, code"
@@ -442,6 +472,8 @@ pub fn serve_links(
         address_hint: "1 Demo Square".into(),
         recipient_hint: "Y. O.".into(),
         sscc: None,
+        addressee_only: false,
+        open_box: false,
     };
     let by = crate::operators::Operator::dispatch();
     dispatch.import_parcels(&[fresh], &by)?;

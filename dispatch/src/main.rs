@@ -145,6 +145,14 @@ enum Command {
         /// Categories that always need a code (repeatable).
         #[arg(long = "category", default_values_t = ["electronics".to_string(), "jewellery".to_string()])]
         categories: Vec<String>,
+        /// Categories handed over to the addressee only, after an ID check (repeatable; an import
+        /// may also set `addressee_only` per parcel).
+        #[arg(long = "addressee-only-category", value_name = "CATEGORY")]
+        addressee_only_categories: Vec<String>,
+        /// Categories the customer opens and inspects before taking them (repeatable; an import may
+        /// also set `open_box` per parcel).
+        #[arg(long = "open-box-category", value_name = "CATEGORY")]
+        open_box_categories: Vec<String>,
         /// Send customer e-mail to this SMTP relay (host:port) instead of STATE/outbox/*.eml.
         #[arg(long)]
         smtp: Option<String>,
@@ -421,6 +429,8 @@ fn main() -> ExitCode {
             store,
             value_threshold_cents,
             categories,
+            addressee_only_categories,
+            open_box_categories,
             smtp,
             max_attempts,
             tag_bits,
@@ -446,7 +456,12 @@ fn main() -> ExitCode {
             let code_policy =
                 doorstep_core::policy::Policy { max_attempts, tag_bits, max_delegates, ..Default::default() };
             let options = ServeOptions {
-                policy: HighValuePolicy { value_threshold_cents, categories },
+                policy: HighValuePolicy {
+                    value_threshold_cents,
+                    categories,
+                    addressee_only_categories,
+                    open_box_categories,
+                },
                 code_policy,
                 mail,
                 behind_tls_proxy,

@@ -292,6 +292,8 @@ impl Server {
                 address_hint: format!("{i} Elm St"),
                 recipient_hint: "A. B.".into(),
                 sscc: None,
+                addressee_only: false,
+                open_box: false,
             })
             .collect()
     }

@@ -75,6 +75,8 @@ impl Insider {
                 attempts_used: 1,
                 attempt_epoch: 0,
                 code_proof: proof,
+                id_checked: None,
+                inspection: None,
             }],
             qr_token: None,
             device_time: at,

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use doorstep_ffi::{
-    Clock, DoorstepDevice, DoorstepError, FailureReason, HandoverOutcome, Holder, HostError, Identification, KeyVault,
-    ScannedParcel, TestDispatch, Timestamp, quarantine_database,
+    Clock, DoorstepDevice, DoorstepError, FailureReason, HandoverOutcome, Holder, HostError, KeyVault, ScannedParcel,
+    TestDispatch, Timestamp, quarantine_database,
 };
 
 struct Vault;
@@ -51,7 +51,7 @@ fn at(hours: u64) -> SystemTime {
 }
 
 fn scan(barcode: &str) -> Vec<ScannedParcel> {
-    vec![ScannedParcel { barcode: barcode.into(), identified: Identification::Scanned }]
+    vec![ScannedParcel::scanned(barcode)]
 }
 
 fn setup() -> (tempfile::TempDir, Arc<DoorstepDevice>, Arc<TestDispatch>, Vec<Option<String>>) {

@@ -49,6 +49,7 @@ fn the_document_describes_exactly_the_routes_the_server_answers() {
         ("POST", "/v1/parcels/{id}/reassign"),
         ("GET", "/v1/parcels/{id}/history"),
         ("GET", "/v1/parcels/{id}/evidence"),
+        ("GET", "/v1/epcis/events"),
         ("GET", "/v1/dispatch-keys"),
         ("GET", "/v1/alerts"),
         ("GET", "/v1/mail/undelivered"),

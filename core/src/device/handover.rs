@@ -16,7 +16,8 @@ use super::{Device, LogLevel, Session};
 use crate::crypto::{Code, Tag, code_proof};
 use crate::error::QrRejection;
 use crate::protocol::{
-    Base64Bytes, FailureReason, HandoverMethod, Holder, Identification, Location, QrToken, ReceiptEvent, ReceiptParcel,
+    Base64Bytes, FailureReason, HandoverMethod, Holder, IdDocument, Identification, Inspection, Location, QrToken,
+    ReceiptEvent, ReceiptParcel,
 };
 use crate::{CoreError, Result};
 
@@ -24,16 +25,36 @@ use crate::{CoreError, Result};
 pub const MAX_PARCELS_PER_HANDOVER: usize = crate::protocol::MAX_PARCELS_PER_RECEIPT;
 const MAX_NOTE_CHARS: usize = 500;
 
-/// A parcel the driver presented for this hand-over.
+/// A parcel the driver presented for this hand-over, with what the driver confirms for it when
+/// its rules ask (`ParcelView::rules`): the kind of ID checked, the customer's inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScannedParcel {
     pub barcode: String,
     pub identified: Identification,
+    /// An addressee-only parcel: the kind of ID the driver checked (never its number).
+    pub id_checked: Option<IdDocument>,
+    /// An open-box parcel: what the customer found on opening it, when they take it.
+    pub inspection: Option<Inspection>,
 }
 
 impl ScannedParcel {
     pub fn scanned(barcode: impl Into<String>) -> ScannedParcel {
-        ScannedParcel { barcode: barcode.into(), identified: Identification::Scanned }
+        ScannedParcel {
+            barcode: barcode.into(),
+            identified: Identification::Scanned,
+            id_checked: None,
+            inspection: None,
+        }
+    }
+
+    /// The same parcel, with the kind of ID the driver checked.
+    pub fn with_id(self, id: IdDocument) -> ScannedParcel {
+        ScannedParcel { id_checked: Some(id), ..self }
+    }
+
+    /// The same parcel, with what the customer found on opening it.
+    pub fn with_inspection(self, inspection: Inspection) -> ScannedParcel {
+        ScannedParcel { inspection: Some(inspection), ..self }
     }
 }
 
@@ -92,6 +113,27 @@ fn check_scan(scanned: &[ScannedParcel]) -> Result<()> {
         if !seen.insert(b) {
             return bad("the same parcel was scanned twice");
         }
+        if let Some(Inspection::AcceptedWithReservation { note }) = &s.inspection {
+            check_note(FailureReason::Other, &Some(note.clone())).map_err(|_| CoreError::InvalidInput {
+                what: "inspection",
+                why: "a reservation needs its words: 1 to 500 characters, no control characters".into(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Every confirmation the parcels' rules ask for is there (checked before any attempt is
+/// counted): an ID check for an addressee-only parcel, the inspection of an open-box one.
+fn check_door_rules(rows: &[(ParcelRow, ScannedParcel)]) -> Result<()> {
+    for (row, scanned) in rows {
+        let missing = |needs| Err(CoreError::DoorCheckMissing { parcel: row.view.parcel_id.clone(), needs });
+        if row.view.rules.addressee_only && scanned.id_checked.is_none() {
+            return missing("is for the addressee only: check their ID and name its kind");
+        }
+        if row.view.rules.open_box && scanned.inspection.is_none() {
+            return missing("is an open-box parcel: open it with the customer and name what they found");
+        }
     }
     Ok(())
 }
@@ -127,7 +169,7 @@ fn check_note(reason: FailureReason, note: &Option<String>) -> Result<()> {
 
 /// The scanned parcels resolved, or the first reason the hand-over cannot go ahead.
 enum Resolved {
-    Ready(Vec<(ParcelRow, Identification)>),
+    Ready(Vec<(ParcelRow, ScannedParcel)>),
     Stop(HandoverOutcome),
 }
 
@@ -150,7 +192,7 @@ fn resolve(s: &Session<'_>, scanned: &[ScannedParcel], allow_locked: bool) -> Re
         if let Some(outcome) = stop {
             return Ok(Resolved::Stop(outcome));
         }
-        rows.push((row, sp.identified));
+        rows.push((row, sp.clone()));
     }
     Ok(Resolved::Ready(rows))
 }
@@ -162,6 +204,10 @@ fn matching_holder(s: &Session<'_>, row: &ParcelRow, code: &Code) -> Result<Opti
     let key = s.keys()?.secret.tag_key(row.key_epoch);
     let mut found = None;
     for (holder, tag) in &row.tags {
+        // An addressee-only parcel opens with the customer's own code alone.
+        if row.view.rules.addressee_only && *holder != Holder::Customer {
+            continue;
+        }
         let hit = Tag::matches(&key, &row.view.parcel_id, salt, code, row.tag_bits, tag);
         if hit && found.is_none() {
             found = Some(holder.clone());
@@ -189,6 +235,17 @@ fn receipt_parcel(row: &ParcelRow, identified: Identification, proof: Option<Vec
         attempts_used: row.view.attempts_used,
         attempt_epoch: row.attempt_epoch,
         code_proof: proof.map(Base64Bytes),
+        id_checked: None,
+        inspection: None,
+    }
+}
+
+/// A handed-over parcel as its receipt names it, with what the driver confirmed.
+fn handed_over(row: &ParcelRow, scanned: &ScannedParcel, proof: Option<Vec<u8>>) -> ReceiptParcel {
+    ReceiptParcel {
+        id_checked: scanned.id_checked,
+        inspection: scanned.inspection.clone(),
+        ..receipt_parcel(row, scanned.identified, proof)
     }
 }
 
@@ -213,6 +270,7 @@ impl Device {
             if !rows.iter().any(|(r, _)| r.view.needs_code) {
                 return Ok(HandoverOutcome::NoCodeNeeded);
             }
+            check_door_rules(&rows)?;
             // 1. Count the attempt on every parcel that needs a code.
             let mut count = s.tx.prepare_cached(
                 "UPDATE parcel SET attempts_used = attempts_used + 1, updated_at_ms = ?1 WHERE parcel_id = ?2",
@@ -243,7 +301,7 @@ impl Device {
     fn accept(
         &self,
         s: &Session<'_>,
-        rows: &[(ParcelRow, Identification)],
+        rows: &[(ParcelRow, ScannedParcel)],
         holder: Holder,
         code: &Code,
         location: Option<Location>,
@@ -251,12 +309,12 @@ impl Device {
         let receipt_id = Uuid::now_v7();
         let proof_key = &s.keys()?.proof;
         let mut parcels = Vec::with_capacity(rows.len());
-        for (row, identified) in rows {
+        for (row, scanned) in rows {
             let proof = row
                 .view
                 .needs_code
                 .then(|| code_proof(proof_key, receipt_id.as_bytes(), &row.view.parcel_id, code).to_vec());
-            parcels.push(receipt_parcel(row, *identified, proof));
+            parcels.push(handed_over(row, scanned, proof));
             set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
         }
         let method = match holder {
@@ -274,7 +332,7 @@ impl Device {
     fn refuse(
         &self,
         s: &Session<'_>,
-        rows: &[(ParcelRow, Identification)],
+        rows: &[(ParcelRow, ScannedParcel)],
         location: Option<Location>,
     ) -> Result<HandoverOutcome> {
         let code_rows = rows.iter().filter(|(r, _)| r.view.needs_code);
@@ -288,7 +346,7 @@ impl Device {
                 .map(|(r, _)| r.view.max_attempts.saturating_sub(r.view.attempts_used))
                 .min()
                 .unwrap_or(0);
-            let parcels = code_rows.map(|(row, identified)| receipt_parcel(row, *identified, None)).collect();
+            let parcels = code_rows.map(|(row, scanned)| receipt_parcel(row, scanned.identified, None)).collect();
             let mut draft = Draft::new(ReceiptEvent::WrongCode, parcels);
             draft.location = location;
             receipts::append(s, Uuid::now_v7(), draft)?;
@@ -298,7 +356,7 @@ impl Device {
         // get a wrong-code receipt beside the lock-out receipt.
         let still_open: Vec<_> = code_rows
             .filter(|(r, _)| r.view.attempts_used < r.view.max_attempts)
-            .map(|(row, identified)| receipt_parcel(row, *identified, None))
+            .map(|(row, scanned)| receipt_parcel(row, scanned.identified, None))
             .collect();
         if !still_open.is_empty() {
             let mut draft = Draft::new(ReceiptEvent::WrongCode, still_open);
@@ -307,9 +365,9 @@ impl Device {
         }
         let receipt_id = Uuid::now_v7();
         let mut parcels = Vec::with_capacity(newly_locked.len());
-        for (row, identified) in &newly_locked {
+        for (row, scanned) in &newly_locked {
             set_state(s, &row.view.parcel_id, ParcelState::Locked, &receipt_id)?;
-            parcels.push(receipt_parcel(row, *identified, None));
+            parcels.push(receipt_parcel(row, scanned.identified, None));
         }
         let mut draft = Draft::new(ReceiptEvent::LockedOut, parcels);
         draft.reason = Some(FailureReason::CodeLockedOut);
@@ -344,6 +402,10 @@ impl Device {
             if target.view.needs_code && !target.view.holders.contains(&parsed.holder) {
                 return Err(QrRejection::HolderNotAuthorised.into());
             }
+            if target.view.rules.addressee_only && parsed.holder != Holder::Customer {
+                return Err(QrRejection::HolderNotAuthorised.into());
+            }
+            check_door_rules(&rows)?;
             let minted_after: Option<i64> =
                 s.tx.query_row(
                     "SELECT qr_minted_after_ms FROM code_tag WHERE parcel_id = ?1 AND holder = ?2",
@@ -372,8 +434,8 @@ impl Device {
             }
             let receipt_id = Uuid::now_v7();
             let mut parcels = Vec::with_capacity(rows.len());
-            for (row, identified) in &rows {
-                parcels.push(receipt_parcel(row, *identified, None));
+            for (row, scanned) in &rows {
+                parcels.push(handed_over(row, scanned, None));
                 set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
             }
             let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
@@ -408,10 +470,11 @@ impl Device {
                     state: "needs a code".into(),
                 });
             }
+            check_door_rules(&rows)?;
             let receipt_id = Uuid::now_v7();
             let mut parcels = Vec::with_capacity(rows.len());
-            for (row, identified) in &rows {
-                parcels.push(receipt_parcel(row, *identified, None));
+            for (row, scanned) in &rows {
+                parcels.push(handed_over(row, scanned, None));
                 set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
             }
             let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Device, TimeReading};
-use crate::protocol::Holder;
+use crate::protocol::{DoorRules, Holder};
 use crate::{CoreError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +77,9 @@ pub struct ParcelView {
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
     pub validity: Validity,
+    /// What the driver must confirm beyond the code: an ID check (addressee only), the
+    /// customer's inspection (open box).
+    pub rules: DoorRules,
 }
 
 /// A parcel row with what the code check needs.
@@ -99,7 +102,7 @@ pub(crate) struct ParcelRow {
 
 const COLUMNS: &str = "parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, state, \
      attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt, \
-     attempt_epoch, delivery_date, seal";
+     attempt_epoch, delivery_date, seal, rules";
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -141,6 +144,7 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
         not_before: ms_to_time(not_before_ms),
         not_after: ms_to_time(not_after_ms),
         validity: validity(now, not_before_ms, not_after_ms),
+        rules: DoorRules::from_bits(row.get(19)?),
     };
     Ok((
         ParcelRow {
@@ -167,6 +171,8 @@ struct SealedFields<'a> {
     salt: Option<&'a [u8]>,
     numbers: [i64; 5],
     delivery_date: &'a str,
+    /// `DoorRules::bits`; covered only when set, so rows sealed before rules existed keep their seal.
+    rules: i64,
 }
 
 /// SHA-256 over `f` and the parcel's tags (holder key, tag, QR mint-after), each length-prefixed.
@@ -185,6 +191,10 @@ fn seal_of(f: &SealedFields<'_>, tags: &[(String, Vec<u8>, i64)]) -> [u8; 32] {
         field(&n.to_be_bytes());
     }
     field(f.delivery_date.as_bytes());
+    if f.rules != 0 {
+        field(b"rules");
+        field(&f.rules.to_be_bytes());
+    }
     for (holder, tag, minted_after) in tags {
         field(holder.as_bytes());
         field(tag);
@@ -211,29 +221,36 @@ pub(crate) fn by_barcode_unchecked(conn: &Connection, now: &TimeReading, barcode
     raw.map(|r| finish(conn, r, true)).transpose()
 }
 
-/// Seals every row (the schema step that added seals, for the rows already there).
-pub(crate) fn seal_all(conn: &Connection) -> Result<()> {
+/// Seals every row (the schema step that added seals, for the rows already there: a table from
+/// before step 8, whose rows have no rules and no `rules` column yet).
+pub(crate) fn seal_all_before_rules(conn: &Connection) -> Result<()> {
     let all: Vec<String> =
         conn.prepare("SELECT parcel_id FROM parcel")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     for parcel_id in &all {
-        reseal(conn, parcel_id)?;
+        write_seal(conn, parcel_id, "0")?;
     }
     Ok(())
 }
 
 /// Writes the seal of `parcel_id`'s row, in the transaction of the manifest or purge that changed it.
 pub(crate) fn reseal(conn: &Connection, parcel_id: &str) -> Result<()> {
-    type Row = (String, bool, Option<Vec<u8>>, [i64; 5], String);
+    write_seal(conn, parcel_id, "rules")
+}
+
+/// [`reseal`], reading the rules from `rules` (a column, or `0` before the column existed).
+fn write_seal(conn: &Connection, parcel_id: &str, rules: &str) -> Result<()> {
+    type Row = (String, bool, Option<Vec<u8>>, [i64; 5], String, i64);
     let row: Option<Row> = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT barcode, needs_code, salt, tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms,
-                    delivery_date FROM parcel WHERE parcel_id = ?1",
-        )?
+                    delivery_date, {rules} FROM parcel WHERE parcel_id = ?1"
+        ))?
         .query_row([parcel_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?], r.get(8)?))
+            let numbers = [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?];
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, numbers, r.get(8)?, r.get(9)?))
         })
         .optional()?;
-    if let Some((barcode, needs_code, salt, numbers, delivery_date)) = row {
+    if let Some((barcode, needs_code, salt, numbers, delivery_date, rules)) = row {
         let fields = SealedFields {
             parcel_id,
             barcode: &barcode,
@@ -241,6 +258,7 @@ pub(crate) fn reseal(conn: &Connection, parcel_id: &str) -> Result<()> {
             salt: salt.as_deref(),
             numbers,
             delivery_date: &delivery_date,
+            rules,
         };
         let seal = seal_of(&fields, &sealed_tags(conn, parcel_id)?);
         conn.prepare_cached("UPDATE parcel SET seal = ?2 WHERE parcel_id = ?1")?
@@ -269,6 +287,7 @@ fn finish(conn: &Connection, (mut row, state): (ParcelRow, String), check: bool)
                 row.view.not_after.timestamp_millis(),
             ],
             delivery_date: &date,
+            rules: row.view.rules.bits(),
         };
         row.damaged = stored[..] != seal_of(&fields, &tags)[..];
     }

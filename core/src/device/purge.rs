@@ -73,6 +73,8 @@ pub(super) fn purge_due(s: &Session<'_>) -> Result<PurgeReport> {
                 attempts_used,
                 attempt_epoch,
                 code_proof: None,
+                id_checked: None,
+                inspection: None,
             };
             let mut draft = Draft::new(ReceiptEvent::Expired, vec![parcel]);
             draft.reason = Some(FailureReason::CodeExpired);

@@ -160,6 +160,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE parcel ADD COLUMN seal BLOB;
     "#,
+    // 8: each parcel's rules at the door (`DoorRules::bits`: addressee only, open box), from its
+    // manifest entry; covered by the seal when set (a row without rules keeps its seal).
+    r#"
+    ALTER TABLE parcel ADD COLUMN rules INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The steps, in order. Step 7's hook seals the rows that exist when it runs (parcels.rs), in the
@@ -171,7 +176,8 @@ fn migrations() -> Migrations<'static> {
             .enumerate()
             .map(|(i, sql)| match i + 1 {
                 7 => M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
-                    super::parcels::seal_all(tx).map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
+                    super::parcels::seal_all_before_rules(tx)
+                        .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
                 }),
                 _ => M::up(sql),
             })

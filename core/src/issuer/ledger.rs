@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::IssuedParcel;
 use crate::Result;
 use crate::crypto::Code;
-use crate::protocol::{Holder, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, genesis_hash};
+use crate::protocol::{DoorRules, Holder, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, genesis_hash};
 
 /// One code dispatch issued, with its lifetime.
 #[derive(Clone, Debug)]
@@ -41,6 +41,8 @@ pub struct ParcelRecord {
     pub not_after: DateTime<Utc>,
     /// Every code ever issued for the parcel, revoked and replaced ones included.
     pub codes: Vec<IssuedCode>,
+    /// What a hand-over must confirm beyond the code.
+    pub rules: DoorRules,
 }
 
 /// The parcels dispatch issued, as batch verification reads them.
@@ -71,8 +73,10 @@ impl MemoryCodeBook {
             not_before: parcel.not_before,
             not_after: parcel.not_after,
             codes: Vec::new(),
+            rules: parcel.rules,
         });
         record.needs_code = !parcel.codes.is_empty();
+        record.rules = parcel.rules;
         (record.not_before, record.not_after) = (parcel.not_before, parcel.not_after);
         for old in record.codes.iter_mut().filter(|c| c.ended_at.is_none()) {
             if !parcel.codes.iter().any(|(h, code)| *h == old.holder && *code == old.code) {

@@ -6,7 +6,7 @@ use super::{EnrolledDevice, Issuer};
 use crate::crypto::{Code, Tag, VerifyingKey};
 use crate::policy::Policy;
 use crate::protocol::{
-    Base64Bytes, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SignedEnvelope, Stop, domain,
+    Base64Bytes, DoorRules, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SignedEnvelope, Stop, domain,
 };
 use crate::{CoreError, Result};
 
@@ -29,6 +29,8 @@ pub struct IssuedParcel {
     pub attempts_used: u32,
     /// How many times dispatch reset the parcel's attempts.
     pub attempt_epoch: u32,
+    /// What the driver must confirm at the door beyond the code.
+    pub rules: DoorRules,
 }
 
 /// Everything a manifest says, before tags are computed and it is signed.
@@ -52,6 +54,12 @@ impl IssuedParcel {
     /// The manifest entry for one device: the parcel's salt for that device (the same in every
     /// manifest, see `DeviceSecret::parcel_salt`) and one tag per holder.
     pub fn entry(&self, device: &EnrolledDevice, policy: &Policy) -> Result<ParcelEntry> {
+        if self.rules.addressee_only && self.codes.iter().any(|(h, _)| *h != Holder::Customer) {
+            return Err(CoreError::InvalidInput {
+                what: "parcel",
+                why: format!("{} is for the addressee only and cannot have a delegate's code", self.parcel_id),
+            });
+        }
         let (salt, tags) = if self.codes.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -80,6 +88,7 @@ impl IssuedParcel {
             not_after: self.not_after,
             attempts_used: self.attempts_used,
             attempt_epoch: self.attempt_epoch,
+            rules: self.rules,
         })
     }
 }

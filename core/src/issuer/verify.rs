@@ -208,6 +208,9 @@ impl Issuer {
             records.push((p, record));
         }
         let holder = body.holder.as_ref();
+        if let Some(why) = rules_problem(holder, &records) {
+            return Ok(Some(why));
+        }
         Ok(match body.method {
             None => Some("delivered without a method".into()),
             Some(HandoverMethod::NoCode) => records
@@ -258,6 +261,26 @@ fn shape_problem(
         }
     }
     Ok(None)
+}
+
+/// The parcels' rules at the door, as the phone keeps them: an addressee-only parcel goes to the
+/// customer (never a delegate) with the kind of ID checked named; an open-box parcel names what the
+/// customer found on opening it.
+fn rules_problem(holder: Option<&Holder>, records: &[(&ReceiptParcel, ParcelRecord)]) -> Option<String> {
+    for (p, record) in records {
+        if record.rules.addressee_only {
+            if matches!(holder, Some(Holder::Delegate(_))) {
+                return Some(format!("parcel {} is for the addressee only but went to a delegate", p.parcel_id));
+            }
+            if p.id_checked.is_none() {
+                return Some(format!("parcel {} is for the addressee only but no ID check is named", p.parcel_id));
+            }
+        }
+        if record.rules.open_box && p.inspection.is_none() {
+            return Some(format!("parcel {} is an open-box parcel but no inspection is named", p.parcel_id));
+        }
+    }
+    None
 }
 
 /// A code hand-over: every parcel that needs a code carries a proof made with a code issued to

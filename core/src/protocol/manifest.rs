@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Base64Bytes, Holder};
+use super::{Base64Bytes, DoorRules, Holder};
 use crate::crypto::{Tag, VerifyingKey};
 use crate::error::ManifestRejection;
 use crate::policy::Policy;
@@ -75,6 +75,9 @@ pub struct ParcelEntry {
     /// epoch, so dispatch never counts an attempt made before a reset against the fresh attempts.
     #[serde(default)]
     pub attempt_epoch: u32,
+    /// What the driver must confirm at the door beyond the code (addressee only, open box).
+    #[serde(default, skip_serializing_if = "DoorRules::is_none")]
+    pub rules: DoorRules,
 }
 
 impl ParcelEntry {

@@ -6,6 +6,7 @@
 //! accepted and unknown fields are ignored.
 
 mod batch;
+mod door;
 mod enrolment;
 mod envelope;
 mod manifest;
@@ -14,6 +15,7 @@ mod receipt;
 mod request;
 
 pub use batch::{Ack, Checkpoint, MAX_BATCH_BYTES, ReceiptResult, ReceiptStatus, UploadBatch};
+pub use door::{DoorRules, IdDocument, Inspection};
 pub use enrolment::{EnrolmentBundle, EnrolmentRequest};
 pub use envelope::{
     Base64Bytes, EnvelopeError, PROTOCOL_MAJOR, PROTOCOL_VERSION, SignedEnvelope, check_version, domain, signing_domain,

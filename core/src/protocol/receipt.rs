@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Base64Bytes, check_version, domain, signing_domain};
+use super::{Base64Bytes, IdDocument, Inspection, check_version, domain, signing_domain};
 use crate::crypto::{SigningKey, VerifyingKey, sha256};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,12 +89,16 @@ pub enum FailureReason {
     ParcelNotOnVehicle,
     StopRevokedOrReassigned,
     DeviceClockUntrusted,
+    /// An addressee-only parcel: the person at the door showed no ID (or not the addressee's).
+    NoIdShown,
+    /// An open-box parcel the customer refused on opening it (damaged, not what was ordered).
+    RefusedOnInspection,
     /// Requires a note.
     Other,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 19] = [
+    pub const ALL: [FailureReason; 21] = [
         Self::RecipientUnavailable,
         Self::NoAccess,
         Self::BusinessClosed,
@@ -113,6 +117,8 @@ impl FailureReason {
         Self::ParcelNotOnVehicle,
         Self::StopRevokedOrReassigned,
         Self::DeviceClockUntrusted,
+        Self::NoIdShown,
+        Self::RefusedOnInspection,
         Self::Other,
     ];
 
@@ -154,6 +160,12 @@ pub struct ReceiptParcel {
     /// `HMAC(K_proof, ...)` over the accepted code; only on delivered receipts made with a code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_proof: Option<Base64Bytes>,
+    /// On a hand-over of an addressee-only parcel: the kind of ID the driver checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_checked: Option<IdDocument>,
+    /// On a hand-over of an open-box parcel: what the customer found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use doorstep_core::crypto::{Code, SigningKey};
 use doorstep_core::device::{Clock, Device, HostError, KeyVault, LogLevel, Logger, ScannedParcel};
 use doorstep_core::issuer::{EnrolledDevice, IssuedParcel, Issuer, ManifestSpec, MemoryCodeBook, MemoryLedger};
 use doorstep_core::policy::Policy;
-use doorstep_core::protocol::{Holder, ManifestKind, Stop};
+use doorstep_core::protocol::{DoorRules, Holder, ManifestKind, Stop};
 
 /// Seals by XOR with a keystream and a tag, so sealed bytes never equal the secret.
 pub struct TestVault {
@@ -185,6 +185,7 @@ impl World {
             attempts_used: 0,
             attempt_epoch: 0,
             qr_minted_after: Vec::new(),
+            rules: DoorRules::default(),
         };
         self.codes.issue(&parcel, parcel.not_before);
         self.parcels.push(parcel);

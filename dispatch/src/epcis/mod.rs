@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Offset, TimeZone, Utc};
 use doorstep_core::issuer::StoredReceipt;
-use doorstep_core::protocol::{Holder, ReceiptEvent, ReceiptStatus};
+use doorstep_core::protocol::{Holder, Inspection, ReceiptEvent, ReceiptStatus};
 use serde_json::{Map, Value, json};
 
 /// The JSON-LD namespace of doorstep's extension fields (a name, never fetched).
@@ -126,6 +126,18 @@ fn event_of(stored: &StoredReceipt, parcels: &HashMap<String, ParcelFacts>) -> O
             Holder::Delegate(_) => "delegate",
         };
         extension.push(("holder", ExtValue::Text(kind.into())));
+    }
+    // What the driver confirmed at the door: the kind of ID checked (addressee only), what the
+    // customer found on opening the parcel (open box; their words stay in the receipt).
+    if let Some(id) = body.parcels.iter().find_map(|p| p.id_checked) {
+        extension.push(("idChecked", ExtValue::Text(name_of(&id))));
+    }
+    if let Some(inspection) = body.parcels.iter().find_map(|p| p.inspection.as_ref()) {
+        let found = match inspection {
+            Inspection::Accepted => "accepted",
+            Inspection::AcceptedWithReservation { .. } => "accepted_with_reservation",
+        };
+        extension.push(("inspection", ExtValue::Text(found.into())));
     }
     if let Some(reason) = &body.reason {
         extension.push(("reason", ExtValue::Text(name_of(reason))));
@@ -250,6 +262,8 @@ mod tests {
                     attempts_used: 1,
                     attempt_epoch: 0,
                     code_proof: None,
+                    id_checked: None,
+                    inspection: None,
                 })
                 .collect(),
             qr_token: None,

@@ -29,7 +29,9 @@ use doorstep_core::issuer::{
     PriorHandover, ReceiptLedger, StoredReceipt, Verdict,
 };
 use doorstep_core::policy::Policy;
-use doorstep_core::protocol::{Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop};
+use doorstep_core::protocol::{
+    DoorRules, Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop,
+};
 use doorstep_core::{CoreError, Result as CoreResult};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -108,17 +110,34 @@ pub struct HighValuePolicy {
     pub value_threshold_cents: i64,
     /// Categories that always need a code.
     pub categories: Vec<String>,
+    /// Categories handed over to the addressee only, after an ID check.
+    pub addressee_only_categories: Vec<String>,
+    /// Categories the customer inspects, opened, before taking them.
+    pub open_box_categories: Vec<String>,
 }
 
 impl Default for HighValuePolicy {
     fn default() -> Self {
-        HighValuePolicy { value_threshold_cents: 50_000, categories: vec!["electronics".into(), "jewellery".into()] }
+        HighValuePolicy {
+            value_threshold_cents: 50_000,
+            categories: vec!["electronics".into(), "jewellery".into()],
+            addressee_only_categories: Vec::new(),
+            open_box_categories: Vec::new(),
+        }
     }
 }
 
 impl HighValuePolicy {
     pub fn needs_code(&self, p: &NewParcel) -> bool {
         p.declared_value_cents >= self.value_threshold_cents || self.categories.iter().any(|c| c == &p.category)
+    }
+
+    /// The parcel's rules at the door: its import's, and its category's.
+    pub fn rules(&self, p: &NewParcel) -> DoorRules {
+        DoorRules {
+            addressee_only: p.addressee_only || self.addressee_only_categories.contains(&p.category),
+            open_box: p.open_box || self.open_box_categories.contains(&p.category),
+        }
     }
 }
 
@@ -172,6 +191,14 @@ pub struct NewParcel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "340123450000000017")]
     pub sscc: Option<String>,
+    /// Hand over to the addressee only, after an ID check (no delegate, no one else's QR token);
+    /// also set by `serve --addressee-only-category`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub addressee_only: bool,
+    /// The customer inspects the opened parcel before taking it (or refuses it); also set by
+    /// `serve --open-box-category`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_box: bool,
 }
 
 /// The service's state.
@@ -482,6 +509,8 @@ mod tests {
                 address_hint: String::new(),
                 recipient_hint: String::new(),
                 sscc: None,
+                addressee_only: false,
+                open_box: false,
             }],
             &Operator::loopback(),
         )
@@ -705,6 +734,8 @@ mod tests {
             address_hint: "1 Elm St".into(),
             recipient_hint: "A. B.".into(),
             sscc: None,
+            addressee_only: false,
+            open_box: false,
         }
     }
 

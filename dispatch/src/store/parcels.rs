@@ -48,6 +48,13 @@ impl Dispatch {
                     true => DispatchError::Conflict(format!("parcel {} or its barcode already exists", p.parcel_id)),
                     false => e.into(),
                 })?;
+                let rules = self.policy.rules(p);
+                if !rules.is_none() {
+                    tx.execute(
+                        "INSERT INTO parcel_rules (parcel_id, rules) VALUES (?1, ?2)",
+                        params![p.parcel_id, rules.bits()],
+                    )?;
+                }
                 if let Some(sscc) = &p.sscc {
                     tx.execute("INSERT INTO parcel_gs1 (parcel_id, sscc) VALUES (?1, ?2)", params![p.parcel_id, sscc])?;
                 }
@@ -110,8 +117,19 @@ impl Dispatch {
         })
     }
 
+    /// The parcel's rules at the door (none for a parcel without a row of them).
+    pub(super) fn rules_of(tx: &Tx<'_>, parcel_id: &str) -> Result<DoorRules> {
+        let bits: Option<i64> = tx.opt("SELECT rules FROM parcel_rules WHERE parcel_id = ?1", params![parcel_id])?;
+        Ok(DoorRules::from_bits(bits.unwrap_or(0)))
+    }
+
     pub(super) fn name_delegate_in(&self, tx: &Tx<'_>, parcel_id: &str, label: &str) -> Result<String> {
         validate::label(label)?;
+        if Self::rules_of(tx, parcel_id)?.addressee_only {
+            return Err(DispatchError::Conflict(format!(
+                "parcel {parcel_id} is handed over to the addressee only, after an ID check: it cannot have a delegate"
+            )));
+        }
         Self::count_delegate_change(tx, parcel_id)?;
         // The policy's cap: each delegate is another valid code at the door. Renaming a delegate
         // already named replaces its code and does not count twice.

@@ -144,6 +144,12 @@ CREATE TABLE IF NOT EXISTS parcel_sent (
     withdrawn_at_ms INTEGER,
     PRIMARY KEY (device_id, parcel_id)
 ) WITHOUT ROWID;
+-- A parcel's rules at the door where it has any (`DoorRules::bits`: 1 addressee only, 2 open
+-- box), from its import or a category rule; carried in manifests and re-checked on receipts.
+CREATE TABLE IF NOT EXISTS parcel_rules (
+    parcel_id TEXT PRIMARY KEY REFERENCES parcel (parcel_id),
+    rules     INTEGER NOT NULL
+);
 -- A parcel's GS1 identifier where the import gave one (EPCIS events name the parcel by it): its
 -- SSCC as 18 digits, or as an `urn:epc:id:sscc:` URN.
 CREATE TABLE IF NOT EXISTS parcel_gs1 (
@@ -456,7 +462,7 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         conn.execute_batch("PRAGMA user_version = 11;")?;
     }
     if version < 12 {
-        // Step 12: the parcels' SSCCs, in a table `SCHEMA` creates.
+        // Step 12: the parcels' SSCCs and their rules at the door, in tables `SCHEMA` creates.
         conn.execute_batch("PRAGMA user_version = 12;")?;
     }
     if version < 3 {
