@@ -291,6 +291,16 @@ enum DeviceCommand {
         code: Option<String>,
         #[arg(long)]
         qr: Option<String>,
+        /// An addressee-only parcel: the kind of ID you checked (passport, national_id_card,
+        /// driving_licence, residence_permit, other_photo_id); never its number.
+        #[arg(long, value_name = "KIND")]
+        id_checked: Option<String>,
+        /// An open-box parcel: the customer opened it and takes it as it is.
+        #[arg(long)]
+        inspected: bool,
+        /// An open-box parcel: the customer takes it with this reservation (their words).
+        #[arg(long, value_name = "TEXT")]
+        reservation: Option<String>,
     },
     /// Record a failed hand-over (reason e.g. recipient_unavailable, refused_by_recipient, other).
     Fail {
@@ -318,7 +328,10 @@ fn main() -> ExitCode {
                 DeviceCommand::Enrol { token } => terminal::Action::Enrol { token },
                 DeviceCommand::Sync { date, full } => terminal::Action::Sync { date, full },
                 DeviceCommand::Parcels { stop } => terminal::Action::Parcels { stop },
-                DeviceCommand::Verify { barcode, code, qr } => terminal::Action::Verify { barcode, code, qr },
+                DeviceCommand::Verify { barcode, code, qr, id_checked, inspected, reservation } => {
+                    let door = terminal::DoorConfirmations { id_checked, inspected, reservation };
+                    terminal::Action::Verify { barcode, code, qr, door }
+                }
                 DeviceCommand::Fail { barcode, reason, note } => terminal::Action::Fail { barcode, reason, note },
                 DeviceCommand::Upload => terminal::Action::Upload,
                 DeviceCommand::Status => terminal::Action::Status,

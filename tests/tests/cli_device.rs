@@ -49,7 +49,12 @@ fn each_way_a_device_command_ends_has_its_own_exit_code_and_says_what_to_do() {
         assert_eq!(error.ending, ending, "{error}");
         assert!(error.to_string().contains(says), "{error}");
     };
-    let verify = |barcode: &str, code: Option<String>| Action::Verify { barcode: barcode.into(), code, qr: None };
+    let verify = |barcode: &str, code: Option<String>| Action::Verify {
+        barcode: barcode.into(),
+        code,
+        qr: None,
+        door: Default::default(),
+    };
 
     // Refused at the door: a wrong code is an outcome, not an error, and ends with 3.
     let right = server.code("P0");
@@ -148,7 +153,12 @@ fn tomorrows_route_syncs_beside_todays_and_each_day_gets_its_own_changes() {
     assert_eq!(held, ["2026-11-26", "2026-11-27"]);
 
     // Today's parcels are still deliverable; tomorrow's wait for their day.
-    let verify = |barcode: &str, code: String| Action::Verify { barcode: barcode.into(), code: Some(code), qr: None };
+    let verify = |barcode: &str, code: String| Action::Verify {
+        barcode: barcode.into(),
+        code: Some(code),
+        qr: None,
+        door: Default::default(),
+    };
     assert_eq!(run(verify("BC0", server.code("P0"))).unwrap()["outcome"], "accepted");
     assert_eq!(run(verify("TBC0", server.code("T0"))).unwrap()["outcome"], "not_yet_valid");
 
@@ -196,7 +206,12 @@ fn a_parcel_damaged_on_the_phone_is_named_at_the_door_and_sync_full_restores_it(
     let raw = rusqlite::Connection::open(&db).unwrap();
     assert_eq!(raw.execute("UPDATE code_tag SET tag = X'000000' WHERE parcel_id = 'P0'", []).unwrap(), 1);
     drop(raw);
-    let verify = || Action::Verify { barcode: "BC0".into(), code: Some(day.server.code("P0")), qr: None };
+    let verify = || Action::Verify {
+        barcode: "BC0".into(),
+        code: Some(day.server.code("P0")),
+        qr: None,
+        door: Default::default(),
+    };
     let error = day.run(verify()).unwrap_err();
     assert!(error.to_string().contains("P0") && error.to_string().contains("damaged"), "{error}");
     let synced = day.run(Action::Sync { date: None, full: true }).unwrap();

@@ -309,7 +309,12 @@ fn the_terminal_device_works_a_day_against_dispatch() {
     let synced = run(Action::Sync { date: Some(server.scene.date), full: false });
     assert_eq!(synced["applied"][0]["added"], 4);
     assert_eq!(run(Action::Parcels { stop: None }).as_array().unwrap().len(), 4);
-    let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(server.code("P0")), qr: None });
+    let outcome = run(Action::Verify {
+        barcode: "BC0".into(),
+        code: Some(server.code("P0")),
+        qr: None,
+        door: Default::default(),
+    });
     assert_eq!(outcome["outcome"], "accepted", "{outcome}");
     assert!(
         run(Action::Fail { barcode: "BC1".into(), reason: "refused_by_recipient".into(), note: None })["receipt_seq"]
@@ -323,7 +328,12 @@ fn the_terminal_device_works_a_day_against_dispatch() {
 
     // The next morning the code has expired, on the phone's clock as on dispatch's.
     server.clock.advance(TimeDelta::hours(24));
-    let outcome = run(Action::Verify { barcode: "BC2".into(), code: Some(server.code("P2")), qr: None });
+    let outcome = run(Action::Verify {
+        barcode: "BC2".into(),
+        code: Some(server.code("P2")),
+        qr: None,
+        door: Default::default(),
+    });
     assert_eq!(outcome["outcome"], "expired", "{outcome}");
 }
 

@@ -56,7 +56,12 @@ fn a_phone_enrols_syncs_hands_over_and_uploads_over_tls_served_by_dispatch() {
     let run = |action| run_with_clock(phone_dir.path(), &remote, action, server.clock.clone()).unwrap();
     assert_eq!(run(Action::Enrol { token })["enrolled"], true);
     assert_eq!(run(Action::Sync { date: Some(server.scene.date), full: false })["applied"][0]["added"], 4);
-    let outcome = run(Action::Verify { barcode: "BC0".into(), code: Some(server.code("P0")), qr: None });
+    let outcome = run(Action::Verify {
+        barcode: "BC0".into(),
+        code: Some(server.code("P0")),
+        qr: None,
+        door: Default::default(),
+    });
     assert_eq!(outcome["outcome"], "accepted", "{outcome}");
     let up = run(Action::Upload);
     assert_eq!((up["acknowledged"].as_u64(), up["rejected"].as_u64()), (Some(1), Some(0)), "{up}");

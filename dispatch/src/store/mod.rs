@@ -379,6 +379,13 @@ impl Dispatch {
     }
 
     /// Sets the attempt limit and tag length that manifests carry (validated as the devices do).
+    /// Which parcels need a code and which have rules at the door (`serve --category`,
+    /// `--addressee-only-category`, `--open-box-category`).
+    pub fn with_high_value_policy(mut self, policy: HighValuePolicy) -> Dispatch {
+        self.policy = policy;
+        self
+    }
+
     pub fn with_code_policy(mut self, policy: Policy) -> Result<Dispatch> {
         policy.validate().map_err(|e| bad(e.to_string()))?;
         self.code_policy = policy;

@@ -96,7 +96,9 @@ impl std::error::Error for TerminalError {}
 impl From<CoreError> for TerminalError {
     fn from(e: CoreError) -> TerminalError {
         let ending = match &e {
-            CoreError::MalformedCode | CoreError::InvalidInput { .. } => Ending::BadInput,
+            CoreError::MalformedCode | CoreError::InvalidInput { .. } | CoreError::DoorCheckMissing { .. } => {
+                Ending::BadInput
+            }
             CoreError::NotEnrolled | CoreError::AlreadyEnrolled => Ending::BadInput,
             CoreError::UnknownParcel(_) | CoreError::InvalidState { .. } | CoreError::QrRejected(_) => {
                 Ending::RefusedAtDoor
@@ -116,6 +118,9 @@ impl From<CoreError> for TerminalError {
             CoreError::UnknownParcel(barcode) => {
                 format!("no parcel {barcode} on this device: check the barcode, or run `doorstep device sync`")
             }
+            CoreError::DoorCheckMissing { .. } => format!(
+                "{e} (`doorstep device verify … --id-checked passport`, or `--inspected` / `--reservation TEXT`)"
+            ),
             other => other.to_string(),
         };
         TerminalError::new(ending, message)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use doorstep_core::CoreError;
 use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
-use doorstep_core::protocol::{FailureReason, REQUEST_HEADER};
+use doorstep_core::protocol::{FailureReason, IdDocument, Inspection, REQUEST_HEADER};
 use serde_json::{Value, json};
 
 use crate::sealing::SealingKey;
@@ -80,6 +80,8 @@ pub enum Action {
         barcode: String,
         code: Option<String>,
         qr: Option<String>,
+        /// What the driver confirms when the parcel's rules ask.
+        door: DoorConfirmations,
     },
     Fail {
         barcode: String,
@@ -88,6 +90,36 @@ pub enum Action {
     },
     Upload,
     Status,
+}
+
+/// What the driver confirms at the door, as typed: the kind of ID checked (`passport`,
+/// `national_id_card`, …), and the customer's inspection of an open-box parcel (taken as it is,
+/// or with a reservation in their words).
+#[derive(Clone, Debug, Default)]
+pub struct DoorConfirmations {
+    pub id_checked: Option<String>,
+    pub inspected: bool,
+    pub reservation: Option<String>,
+}
+
+impl DoorConfirmations {
+    /// The scanned parcel with what was confirmed for it.
+    fn apply(&self, mut scan: ScannedParcel) -> Result<ScannedParcel, TerminalError> {
+        if let Some(kind) = &self.id_checked {
+            let id: IdDocument = serde_json::from_value(Value::String(kind.clone())).map_err(|_| {
+                bad_input(format!(
+                    "unknown ID kind {kind:?} (national_id_card, passport, driving_licence, residence_permit,                      other_photo_id)"
+                ))
+            })?;
+            scan = scan.with_id(id);
+        }
+        match (&self.reservation, self.inspected) {
+            (Some(note), _) => scan = scan.with_inspection(Inspection::AcceptedWithReservation { note: note.clone() }),
+            (None, true) => scan = scan.with_inspection(Inspection::Accepted),
+            (None, false) => {}
+        }
+        Ok(scan)
+    }
 }
 
 struct Terminal {
@@ -271,8 +303,8 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                     .collect(),
             )
         }
-        Action::Verify { barcode, code, qr } => {
-            let scan = [ScannedParcel::scanned(barcode)];
+        Action::Verify { barcode, code, qr, door } => {
+            let scan = [door.apply(ScannedParcel::scanned(barcode))?];
             let outcome = match (code, qr) {
                 (_, Some(token)) => t.device.verify_qr_token(&scan, &token, None)?,
                 (Some(code), None) => t.device.verify_code(&scan, &code, None)?,
