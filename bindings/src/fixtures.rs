@@ -167,6 +167,7 @@ impl TestDispatch {
                 attempt_epoch: 0,
                 qr_minted_after: Vec::new(),
                 rules: wire::DoorRules::default(),
+                task: wire::Task::Delivery,
             };
             s.codes.issue(&parcel, parcel.not_before);
             s.parcels.push(parcel);
@@ -186,6 +187,23 @@ impl TestDispatch {
             parcel.rules = rules;
             if let Some(record) = s.codes.parcels.get_mut(&parcel_id) {
                 record.rules = rules;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes a parcel a pickup (a return collected from the customer) or a delivery again, for
+    /// the next manifest and for judging its receipts.
+    pub fn set_task(&self, parcel_id: String, task: wire::Task) -> Result<()> {
+        self.with(|s| {
+            let parcel = s
+                .parcels
+                .iter_mut()
+                .find(|p| p.parcel_id == parcel_id)
+                .ok_or_else(|| invalid("no such parcel on the route"))?;
+            parcel.task = task;
+            if let Some(record) = s.codes.parcels.get_mut(&parcel_id) {
+                record.task = task;
             }
             Ok(())
         })

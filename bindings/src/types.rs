@@ -14,7 +14,7 @@ pub use doorstep_core::device::{
 pub use doorstep_core::evidence::{EvidenceEvent, EvidenceReport};
 pub use doorstep_core::protocol::{
     DoorRules, FailureReason, HandoverMethod, Holder, IdDocument, Identification, Inspection, Location, ReceiptEvent,
-    ReceiptResult, ReceiptStatus,
+    ReceiptResult, ReceiptStatus, Task,
 };
 
 use crate::uniffi_support::{IsoDate, Timestamp, Uuid};
@@ -109,6 +109,8 @@ pub enum ReceiptEvent {
     LockedOut,
     Expired,
     Reversed,
+    /// A pickup collected from the customer.
+    Collected,
 }
 
 #[uniffi::remote(Record)]
@@ -166,6 +168,8 @@ pub enum ParcelState {
     /// Too many wrong codes; a dispatch reset or the customer's QR token unlocks it.
     Locked,
     Expired,
+    /// A pickup collected from the customer.
+    Collected,
 }
 
 #[uniffi::remote(Enum)]
@@ -196,6 +200,16 @@ pub struct Parcel {
     pub validity: Validity,
     /// What the driver must confirm beyond the code (an ID check, the customer's inspection).
     pub rules: DoorRules,
+    /// A delivery, or a pickup: a return collected from the customer with their pickup code.
+    pub task: Task,
+}
+
+/// What the driver does with a parcel at the door.
+#[uniffi::remote(Enum)]
+pub enum Task {
+    Delivery,
+    /// Collect it from the customer (a return): same code check; the receipt says `Collected`.
+    Pickup,
 }
 
 /// Why a hand-over did not happen (ANSI X12 shipment-status code where one exists: see
@@ -316,6 +330,8 @@ pub struct ParcelCounts {
     pub failed: u32,
     pub locked: u32,
     pub expired: u32,
+    /// Pickups collected from their customers.
+    pub collected: u32,
 }
 
 #[uniffi::remote(Record)]

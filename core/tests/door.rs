@@ -22,11 +22,16 @@ const OPEN_BOX: DoorRules = DoorRules { addressee_only: false, open_box: true };
 
 /// A world whose phone holds P00000 (customer code) under `rules`, and P00001 (no code) open-box.
 fn world(rules: DoorRules) -> World {
+    world_with(rules, OPEN_BOX)
+}
+
+/// P00000 (customer code) under `first`, P00001 (no code) under `second`.
+fn world_with(first: DoorRules, second: DoorRules) -> World {
     let mut w = World::new();
     w.add_parcel(0, &[Holder::Customer]);
     w.add_parcel(1, &[]);
-    w.parcels[0].rules = rules;
-    w.parcels[1].rules = OPEN_BOX;
+    w.parcels[0].rules = first;
+    w.parcels[1].rules = second;
     for p in w.parcels.clone() {
         w.codes.issue(&p, p.not_before);
     }
@@ -142,16 +147,32 @@ fn an_open_box_parcel_is_taken_with_what_the_customer_found_or_refused_on_inspec
 fn dispatch_flags_a_hand_over_that_lacks_what_the_parcel_asks() {
     // The phone holds the parcels without their rules (an earlier build, or a forged receipt);
     // dispatch knows them.
-    let mut w = world(DoorRules::default());
+    let mut w = world_with(DoorRules::default(), DoorRules::default());
     w.codes.parcels.get_mut("P00000").unwrap().rules = ADDRESSEE_ONLY;
     w.codes.parcels.get_mut("P00001").unwrap().rules = OPEN_BOX;
     w.device.verify_code(&w.scan(0), &w.code(0), None).unwrap();
-    let conn = rusqlite::Connection::open(&w.path).unwrap();
-    conn.execute("UPDATE parcel SET rules = 0, seal = NULL WHERE parcel_id = 'P00001'", []).unwrap();
     w.device.deliver_without_code(&w.scan(1), None).unwrap();
     assert_eq!(verdicts(&mut w), [ReceiptStatus::Flagged, ReceiptStatus::Flagged]);
     let reasons: Vec<String> = w.ledger.chains["dev-1"].iter().filter_map(|r| r.reason.clone()).collect();
     assert!(reasons[0].contains("addressee only") && reasons[1].contains("open-box"), "{reasons:?}");
+}
+
+#[test]
+fn an_addressee_only_parcel_is_handed_over_on_its_own() {
+    // With a parcel of another holder, the addressee-only parcel could leave on their code.
+    let w = world_with(ADDRESSEE_ONLY, DoorRules::default());
+    let both = [w.scan(0).remove(0).with_id(IdDocument::Passport), w.scan(1).remove(0)];
+    match w.device.verify_code(&both, &w.code(0), None) {
+        Err(CoreError::InvalidInput { why, .. }) => assert!(why.contains("on its own"), "{why}"),
+        other => panic!("an addressee-only parcel went along with another: {other:?}"),
+    }
+    assert_eq!((attempts_on_disk(&w, "P00000"), receipts_on_disk(&w)), (0, 0));
+    // A phone that did it anyway (an earlier build): dispatch flags it.
+    let mut w = world_with(DoorRules::default(), DoorRules::default());
+    w.codes.parcels.get_mut("P00000").unwrap().rules = ADDRESSEE_ONLY;
+    let both = [w.scan(0).remove(0).with_id(IdDocument::Passport), w.scan(1).remove(0)];
+    w.device.verify_code(&both, &w.code(0), None).unwrap();
+    assert_eq!(verdicts(&mut w), [ReceiptStatus::Flagged]);
 }
 
 #[test]
@@ -164,4 +185,7 @@ fn a_rule_cleared_on_disk_is_named_as_damage_not_obeyed() {
         other => panic!("a parcel whose rule was cleared on disk was handed over: {other:?}"),
     }
     assert_eq!((attempts_on_disk(&w, "P00000"), receipts_on_disk(&w)), (0, 0));
+    // A seal removed with the rule is damage too.
+    conn.execute("UPDATE parcel SET seal = NULL WHERE parcel_id = 'P00000'", []).unwrap();
+    assert!(matches!(w.device.verify_code(&w.scan(0), &w.code(0), None), Err(CoreError::ParcelDamaged(_))));
 }

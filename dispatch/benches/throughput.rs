@@ -145,6 +145,7 @@ fn parcels(route: &str, n: usize, offset: usize) -> Vec<NewParcel> {
             sscc: None,
             addressee_only: false,
             open_box: false,
+            task: Default::default(),
         })
         .collect()
 }
@@ -189,6 +190,7 @@ fn bench_manifests(c: &mut Criterion) {
             attempt_epoch: 0,
             qr_minted_after: Vec::new(),
             rules: Default::default(),
+            task: Default::default(),
         })
         .collect();
     let mut seq = 0;

@@ -11,7 +11,7 @@ use chrono::{Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use doorstep_core::device::{Device, HandoverOutcome, HostError, KeyVault, PURGE_GRACE_MS, ScannedParcel};
 use doorstep_core::protocol::{
-    FailureReason, Holder, IdDocument, Inspection, REQUEST_HEADER, ReceiptEvent, ReceiptStatus,
+    FailureReason, Holder, IdDocument, Inspection, REQUEST_HEADER, ReceiptEvent, ReceiptStatus, Task,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -150,7 +150,7 @@ pub fn run(
             stop_sequence: (i / routes + 1) as u32,
             delivery_date: date,
             time_zone: ZONE.into(),
-            declared_value_cents: if i % 5 < 2 { 95_000 } else { 3_500 },
+            declared_value_cents: if i % 5 < 2 || i % 20 == 19 { 95_000 } else { 3_500 },
             category: if i % 17 == 3 { "jewellery".into() } else { "household".into() },
             customer_email: format!("customer{i}@example.test"),
             address_hint: format!("{} Market St", 10 + i),
@@ -165,6 +165,8 @@ pub fn run(
             // inspected by the customer before they take them.
             addressee_only: i % 20 == 16,
             open_box: i % 20 == 2 && i % 17 != 3,
+            // Some stops hand a return to the driver: a pickup, collected with its pickup code.
+            task: if i % 20 == 19 { Task::Pickup } else { Task::Delivery },
         })
         .collect();
     let imported: serde_json::Value =
@@ -365,6 +367,14 @@ fn at_the_door(dispatch: &Dispatch, device: &Device, p: &NewParcel) -> DemoResul
             "recipient absent"
         }
         (Some(_), 15) => "not reached today",
+        (Some(right), 19) => {
+            // A return: the customer gives the pickup code they were e-mailed.
+            match device.verify_code(&scan, &right, None)? {
+                HandoverOutcome::Accepted { receipt, .. } if receipt.event == ReceiptEvent::Collected => {}
+                other => return Err(format!("parcel {}: expected a collection, got {other:?}", p.parcel_id).into()),
+            }
+            "return collected, pickup code"
+        }
         (Some(right), 16) => {
             // Addressee only: the driver checks an ID (its kind goes on the receipt, never a number).
             if p.parcel_id.trim_start_matches("PCL-").parse::<usize>().unwrap_or(0) % 40 == 36 {
@@ -474,6 +484,7 @@ pub fn serve_links(
         sscc: None,
         addressee_only: false,
         open_box: false,
+        task: Task::Delivery,
     };
     let by = crate::operators::Operator::dispatch();
     dispatch.import_parcels(&[fresh], &by)?;

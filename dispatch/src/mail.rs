@@ -36,24 +36,30 @@ pub struct CodeMail<'a> {
     /// public address.
     pub page: Option<&'a str>,
     pub reissued: bool,
+    /// A return the driver collects: the code is a pickup code.
+    pub pickup: bool,
 }
 
 /// The message, as the bytes that travel.
 pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
     let to: Mailbox =
         mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
-    let opening = if mail.reissued {
-        "Your delivery code has changed. Codes of people you named before no\n\
-         longer work: name them again in the app if you still want to."
-    } else {
-        "Your parcel is on its way."
+    let (kind, opening, ask) = match (mail.pickup, mail.reissued) {
+        (false, false) => ("Delivery", "Your parcel is on its way.", "at the door"),
+        (true, false) => ("Pickup", "A driver will collect your return.", "when collecting it"),
+        (pickup, true) => (
+            if pickup { "Pickup" } else { "Delivery" },
+            "Your code has changed. Codes of people you named before no\n\
+             longer work: name them again in the app if you still want to.",
+            if pickup { "when collecting it" } else { "at the door" },
+        ),
     };
     // Lines stay under 76 characters so the message travels as plain 7-bit text.
     let body = format!(
         "{opening}\n\n\
          Parcel: {parcel}\n\
-         Delivery code: {code}\n\n\
-         The driver will ask for this code at the door. It is valid until\n\
+         {kind} code: {code}\n\n\
+         The driver will ask for this code {ask}. It is valid until\n\
          the end of the delivery day, {date} (local time at the delivery\n\
          address).\n\n\
          If you cannot be there, you may pass the code to a person you\n\
@@ -69,7 +75,7 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
             .page
             .map_or(String::new(), |url| format!("\nYour parcel's page (code, QR code, people you trust):\n{url}\n")),
     );
-    letter(&to, &format!("Your delivery code for parcel {}", mail.parcel_id), body)
+    letter(&to, &format!("Your {} code for parcel {}", kind.to_lowercase(), mail.parcel_id), body)
 }
 
 /// What a notice of a hand-over or a failed attempt says.
@@ -85,6 +91,8 @@ pub struct DoorMail<'a> {
 pub enum Door<'a> {
     /// Handed over, to the holder whose code or QR token was shown (`None`: no code was needed).
     HandedOver(Option<&'a doorstep_core::protocol::Holder>),
+    /// A return collected, from the holder whose code or QR token was shown.
+    Collected(Option<&'a doorstep_core::protocol::Holder>),
     /// Not handed over: why, in words, and whether the customer's code still opens the parcel.
     Failed { why: String, code_still_valid: bool },
 }
@@ -93,13 +101,25 @@ pub enum Door<'a> {
 pub(crate) fn compose_door(mail: &DoorMail<'_>) -> Result<Vec<u8>> {
     let to: Mailbox =
         mail.to.parse().map_err(|_| DispatchError::BadRequest(format!("invalid e-mail {:?}", mail.to)))?;
+    let whom = |holder: &Option<&doorstep_core::protocol::Holder>| match holder {
+        Some(doorstep_core::protocol::Holder::Customer) => "you (with your code)".to_owned(),
+        Some(doorstep_core::protocol::Holder::Delegate(label)) => format!("{label:?}, whom you named"),
+        None => "the person at the door (it needed no code)".to_owned(),
+    };
     let (subject, body) = match &mail.what {
+        Door::Collected(holder) => (
+            format!("Your return {} was collected", mail.parcel_id),
+            format!(
+                "Your return {parcel} was collected from {whom}\non {at}.\n\n\
+                 If that was not you or a person you named, tell us at once\n\
+                 by replying to this e-mail: the collection will be looked into.\n",
+                parcel = mail.parcel_id,
+                whom = whom(holder),
+                at = mail.at,
+            ),
+        ),
         Door::HandedOver(holder) => {
-            let whom = match holder {
-                Some(doorstep_core::protocol::Holder::Customer) => "you (with your code)".to_owned(),
-                Some(doorstep_core::protocol::Holder::Delegate(label)) => format!("{label:?}, whom you named"),
-                None => "the person at the door (it needed no code)".to_owned(),
-            };
+            let whom = whom(holder);
             (
                 format!("Parcel {} was handed over", mail.parcel_id),
                 format!(

@@ -401,7 +401,12 @@ fn main() -> ExitCode {
                 PathBuf::from(format!("epcis-{}.jsonld", date.map_or_else(|| "all".to_owned(), |d| d.to_string())))
             });
             let written = dispatch.epcis_events(date).and_then(|(document, n)| {
-                std::fs::write(&out, &document)?;
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                // Readable by its owner only, as the state folder's files are.
+                let mut file =
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&out)?;
+                file.write_all(&document)?;
                 Ok((n, document.len()))
             });
             match written {

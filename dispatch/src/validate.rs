@@ -118,6 +118,14 @@ pub fn new_parcel(p: &NewParcel) -> Result<()> {
     Ok(())
 }
 
+/// The 18 digits a valid SSCC (either form) names.
+pub fn sscc_digits(sscc: &str) -> String {
+    match sscc.strip_prefix("urn:epc:id:sscc:") {
+        Some(rest) => crate::epcis::hash::sscc_of_urn(rest).unwrap_or_default(),
+        None => sscc.to_owned(),
+    }
+}
+
 /// An SSCC: 18 digits whose last is their GS1 check digit, or an `urn:epc:id:sscc:` URN (company
 /// prefix of 6 to 12 digits, then the serial reference, 17 digits in all).
 fn sscc(field: &str, value: &str) -> Result<()> {

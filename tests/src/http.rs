@@ -294,6 +294,7 @@ impl Server {
                 sscc: None,
                 addressee_only: false,
                 open_box: false,
+                task: Default::default(),
             })
             .collect()
     }
@@ -412,9 +413,11 @@ impl Server {
             if text.contains(&format!("Parcel: {parcel}\r\n")) || text.contains(&format!("Parcel: {parcel}\n")) {
                 assert!(text.contains("Never tell this code to anyone by phone"));
                 assert!(text.contains("It is valid until\r\nthe end of the delivery day"), "{text}");
-                let field =
-                    |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
-                found.push((field("Delivery code: "), field("Customer app access: ")));
+                let field = |names: &[&str]| {
+                    text.lines().find_map(|l| names.iter().find_map(|n| l.strip_prefix(n))).map(|v| v.trim().to_owned())
+                };
+                let code = field(&["Delivery code: ", "Pickup code: "]).unwrap();
+                found.push((code, field(&["Customer app access: "]).unwrap()));
             }
         }
         found

@@ -64,3 +64,14 @@ fn door_rules_from_the_import_and_a_category_reach_the_phone_and_are_rechecked_b
     assert_eq!(verdict.status, ReceiptStatus::Flagged);
     assert!(history("P1")[0].reason.as_deref().unwrap().contains("addressee only"), "{:?}", history("P1")[0]);
 }
+
+#[test]
+fn an_import_field_misspelt_is_refused_instead_of_dropping_its_rule() {
+    let server = Server::start();
+    let mut line = serde_json::to_value(&server.parcels(1)[0]).unwrap();
+    line["adressee_only"] = serde_json::json!(true);
+    let (status, body) = server.op_post("/v1/parcels", &serde_json::to_vec(&[line]).unwrap());
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("adressee_only"), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(server.op_get("/v1/parcels/P0/history").0, 404, "nothing imported");
+}

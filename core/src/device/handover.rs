@@ -17,7 +17,7 @@ use crate::crypto::{Code, Tag, code_proof};
 use crate::error::QrRejection;
 use crate::protocol::{
     Base64Bytes, FailureReason, HandoverMethod, Holder, IdDocument, Identification, Inspection, Location, QrToken,
-    ReceiptEvent, ReceiptParcel,
+    ReceiptEvent, ReceiptParcel, Task,
 };
 use crate::{CoreError, Result};
 
@@ -123,10 +123,38 @@ fn check_scan(scanned: &[ScannedParcel]) -> Result<()> {
     Ok(())
 }
 
+/// The event of a hand-over of `rows`: `delivered`, or `collected` for pickups; one hand-over is
+/// all deliveries or all pickups.
+fn handover_event(rows: &[(ParcelRow, ScannedParcel)]) -> Result<ReceiptEvent> {
+    let pickups = rows.iter().filter(|(r, _)| r.view.task == Task::Pickup).count();
+    match pickups {
+        0 => Ok(ReceiptEvent::Delivered),
+        n if n == rows.len() => Ok(ReceiptEvent::Collected),
+        _ => Err(CoreError::InvalidInput {
+            what: "scanned parcels",
+            why: "deliveries and pickups cannot change hands in one hand-over: scan them apart".into(),
+        }),
+    }
+}
+
+fn state_word(state: ParcelState) -> &'static str {
+    match state {
+        ParcelState::Collected => "collected",
+        _ => "delivered",
+    }
+}
+
 /// Every confirmation the parcels' rules ask for is there (checked before any attempt is
 /// counted): an ID check for an addressee-only parcel, the inspection of an open-box one.
 fn check_door_rules(rows: &[(ParcelRow, ScannedParcel)]) -> Result<()> {
     for (row, scanned) in rows {
+        if row.view.rules.addressee_only && rows.len() > 1 {
+            // On its own: no other parcel's holder (a delegate, another customer) can take it along.
+            return Err(CoreError::InvalidInput {
+                what: "scanned parcels",
+                why: format!("parcel {} is for the addressee only: hand it over on its own", row.view.parcel_id),
+            });
+        }
         let missing = |needs| Err(CoreError::DoorCheckMissing { parcel: row.view.parcel_id.clone(), needs });
         if row.view.rules.addressee_only && scanned.id_checked.is_none() {
             return missing("is for the addressee only: check their ID and name its kind");
@@ -183,7 +211,7 @@ fn resolve(s: &Session<'_>, scanned: &[ScannedParcel], allow_locked: bool) -> Re
         let v = &row.view;
         let locked = v.state == ParcelState::Locked || (v.needs_code && v.attempts_used >= v.max_attempts);
         let stop = match (v.state, v.validity) {
-            (ParcelState::Delivered, _) => Some(HandoverOutcome::AlreadyDelivered { barcode }),
+            (ParcelState::Delivered | ParcelState::Collected, _) => Some(HandoverOutcome::AlreadyDelivered { barcode }),
             (ParcelState::Expired, _) | (_, Validity::Expired) => Some(HandoverOutcome::Expired { barcode }),
             _ if locked && !allow_locked => Some(HandoverOutcome::Locked { barcode, receipt: None }),
             (_, Validity::NotYetValid) => Some(HandoverOutcome::NotYetValid { barcode, valid_from: v.not_before }),
@@ -271,6 +299,7 @@ impl Device {
                 return Ok(HandoverOutcome::NoCodeNeeded);
             }
             check_door_rules(&rows)?;
+            let event = handover_event(&rows)?;
             // 1. Count the attempt on every parcel that needs a code.
             let mut count = s.tx.prepare_cached(
                 "UPDATE parcel SET attempts_used = attempts_used + 1, updated_at_ms = ?1 WHERE parcel_id = ?2",
@@ -290,7 +319,7 @@ impl Device {
             }
             // 3. Record the outcome in the same transaction.
             match holder {
-                Some(holder) if all_match => self.accept(s, &rows, holder, &code, location),
+                Some(holder) if all_match => self.accept(s, &rows, event, holder, &code, location),
                 _ => self.refuse(s, &rows, location),
             }
         })?;
@@ -302,6 +331,7 @@ impl Device {
         &self,
         s: &Session<'_>,
         rows: &[(ParcelRow, ScannedParcel)],
+        event: ReceiptEvent,
         holder: Holder,
         code: &Code,
         location: Option<Location>,
@@ -321,7 +351,7 @@ impl Device {
             Holder::Customer => HandoverMethod::Code,
             Holder::Delegate(_) => HandoverMethod::DelegateCode,
         };
-        let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
+        let mut draft = Draft::new(event, parcels);
         draft.method = Some(method);
         draft.holder = Some(holder.clone());
         draft.location = location;
@@ -406,6 +436,7 @@ impl Device {
                 return Err(QrRejection::HolderNotAuthorised.into());
             }
             check_door_rules(&rows)?;
+            let event = handover_event(&rows)?;
             let minted_after: Option<i64> =
                 s.tx.query_row(
                     "SELECT qr_minted_after_ms FROM code_tag WHERE parcel_id = ?1 AND holder = ?2",
@@ -438,7 +469,7 @@ impl Device {
                 parcels.push(handed_over(row, scanned, None));
                 set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
             }
-            let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
+            let mut draft = Draft::new(event, parcels);
             draft.method = Some(HandoverMethod::QrToken);
             draft.holder = Some(parsed.holder.clone());
             draft.qr_token = Some(token.trim().to_owned());
@@ -471,13 +502,14 @@ impl Device {
                 });
             }
             check_door_rules(&rows)?;
+            let event = handover_event(&rows)?;
             let receipt_id = Uuid::now_v7();
             let mut parcels = Vec::with_capacity(rows.len());
             for (row, scanned) in &rows {
                 parcels.push(handed_over(row, scanned, None));
                 set_state(s, &row.view.parcel_id, ParcelState::Delivered, &receipt_id)?;
             }
-            let mut draft = Draft::new(ReceiptEvent::Delivered, parcels);
+            let mut draft = Draft::new(event, parcels);
             draft.method = Some(HandoverMethod::NoCode);
             draft.location = location;
             let receipt = receipts::append(s, receipt_id, draft)?;
@@ -508,10 +540,10 @@ impl Device {
                 let row = parcels::by_barcode_unchecked(&s.tx, &s.now, barcode)?
                     .ok_or_else(|| CoreError::UnknownParcel(barcode.to_owned()))?;
                 match row.view.state {
-                    ParcelState::Delivered => {
+                    ParcelState::Delivered | ParcelState::Collected => {
                         return Err(CoreError::InvalidState {
                             parcel: row.view.parcel_id.clone(),
-                            state: "delivered (record a reversal instead)".into(),
+                            state: format!("{} (record a reversal instead)", state_word(row.view.state)),
                         });
                     }
                     ParcelState::Pending => set_state(s, &row.view.parcel_id, ParcelState::Failed, &receipt_id)?,
@@ -544,7 +576,7 @@ impl Device {
             s.keys()?;
             let row = parcels::by_id(&s.tx, &s.now, parcel_id)?
                 .ok_or_else(|| CoreError::UnknownParcel(parcel_id.to_owned()))?;
-            if row.view.state != ParcelState::Delivered {
+            if !row.view.state.is_handed_over() {
                 return Err(CoreError::InvalidState {
                     parcel: parcel_id.into(),
                     state: row.view.state.as_str().into(),

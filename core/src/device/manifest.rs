@@ -261,10 +261,10 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO parcel (parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, salt,
                              tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms, state, attempts_used,
-                             manifest_id, updated_at_ms, attempt_epoch, delivery_date, rules)
+                             manifest_id, updated_at_ms, attempt_epoch, delivery_date, rules, task)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending',
                  max(?16, coalesce((SELECT attempts_used FROM spent_attempts
-                                    WHERE parcel_id = ?1 AND attempt_epoch >= ?17), 0)), ?14, ?15, ?17, ?18, ?19)
+                                    WHERE parcel_id = ?1 AND attempt_epoch >= ?17), 0)), ?14, ?15, ?17, ?18, ?19, ?20)
          ON CONFLICT (parcel_id) DO UPDATE SET
              barcode = excluded.barcode, stop_id = excluded.stop_id, stop_seq = excluded.stop_seq,
              address_hint = excluded.address_hint, recipient_hint = excluded.recipient_hint,
@@ -278,7 +278,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
                           WHEN state = 'locked' AND excluded.attempt_epoch > attempt_epoch THEN 'pending'
                           ELSE state END,
              manifest_id = excluded.manifest_id, updated_at_ms = excluded.updated_at_ms,
-             delivery_date = excluded.delivery_date, rules = excluded.rules",
+             delivery_date = excluded.delivery_date, rules = excluded.rules, task = excluded.task",
     )?;
     let mut clear_tags = tx.prepare_cached("DELETE FROM code_tag WHERE parcel_id = ?1")?;
     let mut insert_tag =
@@ -315,6 +315,7 @@ fn apply(s: &Session<'_>, m: &ManifestPayload) -> Result<ApplyReport> {
             p.attempt_epoch,
             date,
             p.rules.bits(),
+            p.task.as_str(),
         ])?;
         if state.is_some() {
             clear_tags.execute([&p.parcel_id])?;

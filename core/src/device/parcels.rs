@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Device, TimeReading};
-use crate::protocol::{DoorRules, Holder};
+use crate::protocol::{DoorRules, Holder, Task};
 use crate::{CoreError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,16 +24,25 @@ pub enum ParcelState {
     Locked,
     /// Its validity ended before it was handed over.
     Expired,
+    /// A pickup collected from the customer (stored as `delivered`: the parcel changed hands;
+    /// its task tells which way).
+    Collected,
 }
 
 impl ParcelState {
+    /// The states a row stores (`Collected` is read from `Delivered` and the parcel's task).
     pub const ALL: [ParcelState; 5] =
         [ParcelState::Pending, ParcelState::Delivered, ParcelState::Failed, ParcelState::Locked, ParcelState::Expired];
+
+    /// Whether the parcel changed hands (delivered, or collected).
+    pub fn is_handed_over(self) -> bool {
+        matches!(self, ParcelState::Delivered | ParcelState::Collected)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             ParcelState::Pending => "pending",
-            ParcelState::Delivered => "delivered",
+            ParcelState::Delivered | ParcelState::Collected => "delivered",
             ParcelState::Failed => "failed",
             ParcelState::Locked => "locked",
             ParcelState::Expired => "expired",
@@ -80,6 +89,8 @@ pub struct ParcelView {
     /// What the driver must confirm beyond the code: an ID check (addressee only), the
     /// customer's inspection (open box).
     pub rules: DoorRules,
+    /// A delivery, or a pickup (a return collected from the customer with their pickup code).
+    pub task: Task,
 }
 
 /// A parcel row with what the code check needs.
@@ -94,7 +105,7 @@ pub(crate) struct ParcelRow {
     pub delivery_receipt: Option<String>,
     /// (holder, tag) pairs; the view's `holders` lists the same holders.
     pub tags: Vec<(Holder, Vec<u8>)>,
-    /// The row's stored seal (`None`: sealed by no manifest yet).
+    /// The row's stored seal (`None` only on a damaged row).
     pub seal: Option<Vec<u8>>,
     /// The row no longer matches its seal (damaged on disk).
     pub damaged: bool,
@@ -102,7 +113,7 @@ pub(crate) struct ParcelRow {
 
 const COLUMNS: &str = "parcel_id, barcode, stop_id, stop_seq, address_hint, recipient_hint, needs_code, state, \
      attempts_used, max_attempts, not_before_ms, not_after_ms, salt, tag_bits, key_epoch, delivery_receipt, \
-     attempt_epoch, delivery_date, seal, rules";
+     attempt_epoch, delivery_date, seal, rules, task";
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -145,6 +156,10 @@ fn from_row(row: &Row<'_>, now: &TimeReading) -> rusqlite::Result<(ParcelRow, St
         not_after: ms_to_time(not_after_ms),
         validity: validity(now, not_before_ms, not_after_ms),
         rules: DoorRules::from_bits(row.get(19)?),
+        task: {
+            let task: String = row.get(20)?;
+            Task::parse(&task).ok_or(rusqlite::Error::InvalidColumnType(20, task, rusqlite::types::Type::Text))?
+        },
     };
     Ok((
         ParcelRow {
@@ -173,6 +188,8 @@ struct SealedFields<'a> {
     delivery_date: &'a str,
     /// `DoorRules::bits`; covered only when set, so rows sealed before rules existed keep their seal.
     rules: i64,
+    /// Covered only for a pickup, likewise.
+    task: &'a str,
 }
 
 /// SHA-256 over `f` and the parcel's tags (holder key, tag, QR mint-after), each length-prefixed.
@@ -194,6 +211,10 @@ fn seal_of(f: &SealedFields<'_>, tags: &[(String, Vec<u8>, i64)]) -> [u8; 32] {
     if f.rules != 0 {
         field(b"rules");
         field(&f.rules.to_be_bytes());
+    }
+    if f.task != Task::Delivery.as_str() {
+        field(b"task");
+        field(f.task.as_bytes());
     }
     for (holder, tag, minted_after) in tags {
         field(holder.as_bytes());
@@ -227,30 +248,31 @@ pub(crate) fn seal_all_before_rules(conn: &Connection) -> Result<()> {
     let all: Vec<String> =
         conn.prepare("SELECT parcel_id FROM parcel")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     for parcel_id in &all {
-        write_seal(conn, parcel_id, "0")?;
+        write_seal(conn, parcel_id, "0, 'delivery'")?;
     }
     Ok(())
 }
 
 /// Writes the seal of `parcel_id`'s row, in the transaction of the manifest or purge that changed it.
 pub(crate) fn reseal(conn: &Connection, parcel_id: &str) -> Result<()> {
-    write_seal(conn, parcel_id, "rules")
+    write_seal(conn, parcel_id, "rules, task")
 }
 
-/// [`reseal`], reading the rules from `rules` (a column, or `0` before the column existed).
-fn write_seal(conn: &Connection, parcel_id: &str, rules: &str) -> Result<()> {
-    type Row = (String, bool, Option<Vec<u8>>, [i64; 5], String, i64);
+/// [`reseal`], reading the rules and the task from `rules_task` (the columns, or the defaults
+/// before they existed).
+fn write_seal(conn: &Connection, parcel_id: &str, rules_task: &str) -> Result<()> {
+    type Row = (String, bool, Option<Vec<u8>>, [i64; 5], String, i64, String);
     let row: Option<Row> = conn
         .prepare_cached(&format!(
             "SELECT barcode, needs_code, salt, tag_bits, key_epoch, max_attempts, not_before_ms, not_after_ms,
-                    delivery_date, {rules} FROM parcel WHERE parcel_id = ?1"
+                    delivery_date, {rules_task} FROM parcel WHERE parcel_id = ?1"
         ))?
         .query_row([parcel_id], |r| {
             let numbers = [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?];
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, numbers, r.get(8)?, r.get(9)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, numbers, r.get(8)?, r.get(9)?, r.get(10)?))
         })
         .optional()?;
-    if let Some((barcode, needs_code, salt, numbers, delivery_date, rules)) = row {
+    if let Some((barcode, needs_code, salt, numbers, delivery_date, rules, task)) = row {
         let fields = SealedFields {
             parcel_id,
             barcode: &barcode,
@@ -259,6 +281,7 @@ fn write_seal(conn: &Connection, parcel_id: &str, rules: &str) -> Result<()> {
             numbers,
             delivery_date: &delivery_date,
             rules,
+            task: &task,
         };
         let seal = seal_of(&fields, &sealed_tags(conn, parcel_id)?);
         conn.prepare_cached("UPDATE parcel SET seal = ?2 WHERE parcel_id = ?1")?
@@ -270,9 +293,13 @@ fn write_seal(conn: &Connection, parcel_id: &str, rules: &str) -> Result<()> {
 /// Completes a row with its tags; with `check`, judges it against its seal (`damaged`), which
 /// the list views skip.
 fn finish(conn: &Connection, (mut row, state): (ParcelRow, String), check: bool) -> Result<ParcelRow> {
-    row.view.state = ParcelState::parse(&state)?;
+    row.view.state = match (ParcelState::parse(&state)?, row.view.task) {
+        (ParcelState::Delivered, Task::Pickup) => ParcelState::Collected,
+        (state, _) => state,
+    };
     let tags = sealed_tags(conn, &row.view.parcel_id)?;
-    if let (true, Some(stored)) = (check, &row.seal) {
+    // Every row has had a seal since schema step 7 (written with the row): one without is damage.
+    if check {
         let date = row.view.delivery_date.to_string();
         let fields = SealedFields {
             parcel_id: &row.view.parcel_id,
@@ -288,8 +315,9 @@ fn finish(conn: &Connection, (mut row, state): (ParcelRow, String), check: bool)
             ],
             delivery_date: &date,
             rules: row.view.rules.bits(),
+            task: row.view.task.as_str(),
         };
-        row.damaged = stored[..] != seal_of(&fields, &tags)[..];
+        row.damaged = row.seal.as_deref() != Some(&seal_of(&fields, &tags)[..]);
     }
     for (holder, tag, _) in tags {
         let holder = Holder::from_key(&holder).ok_or_else(|| CoreError::Integrity("unknown holder".into()))?;

@@ -196,5 +196,6 @@ pub(crate) fn event_name(event: ReceiptEvent) -> &'static str {
         ReceiptEvent::LockedOut => "locked_out",
         ReceiptEvent::Expired => "expired",
         ReceiptEvent::Reversed => "reversed",
+        ReceiptEvent::Collected => "collected",
     }
 }

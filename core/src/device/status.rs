@@ -29,6 +29,8 @@ pub struct ParcelCounts {
     pub failed: u32,
     pub locked: u32,
     pub expired: u32,
+    /// Pickups collected from their customers.
+    pub collected: u32,
 }
 
 impl ParcelCounts {
@@ -39,6 +41,7 @@ impl ParcelCounts {
             ParcelState::Failed => &mut self.failed,
             ParcelState::Locked => &mut self.locked,
             ParcelState::Expired => &mut self.expired,
+            ParcelState::Collected => &mut self.collected,
         }
     }
 }
@@ -106,12 +109,18 @@ impl Device {
             }
             let mut parcels = ParcelCounts::default();
             let mut stmt =
-                conn.prepare("SELECT delivery_date, state, count(*) FROM parcel GROUP BY delivery_date, state")?;
+                conn.prepare(
+                    "SELECT delivery_date, CASE WHEN state = 'delivered' AND task = 'pickup' THEN 'collected' ELSE state END,
+                            count(*) FROM parcel GROUP BY 1, 2",
+                )?;
             for row in
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))?
             {
                 let (date, state, n) = row?;
-                let state = ParcelState::parse(&state)?;
+                let state = match state.as_str() {
+                    "collected" => ParcelState::Collected,
+                    stored => ParcelState::parse(stored)?,
+                };
                 *parcels.slot(state) += n;
                 if let Some(day) = days.iter_mut().find(|d| d.delivery_date.to_string() == date) {
                     *day.parcels.slot(state) += n;

@@ -160,10 +160,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE parcel ADD COLUMN seal BLOB;
     "#,
-    // 8: each parcel's rules at the door (`DoorRules::bits`: addressee only, open box), from its
-    // manifest entry; covered by the seal when set (a row without rules keeps its seal).
+    // 8: each parcel's rules at the door (`DoorRules::bits`: addressee only, open box) and its task
+    // (a delivery, or a pickup collected from the customer), from its manifest entry; covered by
+    // the seal when not the defaults (a row from before keeps its seal).
     r#"
     ALTER TABLE parcel ADD COLUMN rules INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE parcel ADD COLUMN task TEXT NOT NULL DEFAULT 'delivery';
     "#,
 ];
 

@@ -9,9 +9,7 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 use crate::crypto::VerifyingKey;
-use crate::protocol::{
-    MAX_PARCELS_PER_RECEIPT, ReceiptBody, ReceiptEvent, SignedReceipt, UploadBatch, check_version, domain,
-};
+use crate::protocol::{MAX_PARCELS_PER_RECEIPT, ReceiptBody, SignedReceipt, UploadBatch, check_version, domain};
 use crate::{CoreError, Result};
 
 /// Largest batch the issuer reads (dispatch's HTTP limit, `protocol::MAX_BATCH_BYTES`, is lower).
@@ -96,7 +94,7 @@ impl CheckedBatch {
     pub fn delivered_parcel_ids(&self) -> Vec<&str> {
         distinct(
             self.signed()
-                .filter(|b| b.event == ReceiptEvent::Delivered && b.parcels.len() <= MAX_PARCELS_PER_RECEIPT)
+                .filter(|b| b.event.is_handover() && b.parcels.len() <= MAX_PARCELS_PER_RECEIPT)
                 .flat_map(parcels_of),
         )
     }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::IssuedParcel;
 use crate::Result;
 use crate::crypto::Code;
-use crate::protocol::{DoorRules, Holder, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, genesis_hash};
+use crate::protocol::{DoorRules, Holder, ReceiptBody, ReceiptStatus, SignedReceipt, Task, genesis_hash};
 
 /// One code dispatch issued, with its lifetime.
 #[derive(Clone, Debug)]
@@ -43,6 +43,8 @@ pub struct ParcelRecord {
     pub codes: Vec<IssuedCode>,
     /// What a hand-over must confirm beyond the code.
     pub rules: DoorRules,
+    /// A delivery (its hand-over is `delivered`) or a pickup (`collected`).
+    pub task: Task,
 }
 
 /// The parcels dispatch issued, as batch verification reads them.
@@ -74,9 +76,11 @@ impl MemoryCodeBook {
             not_after: parcel.not_after,
             codes: Vec::new(),
             rules: parcel.rules,
+            task: parcel.task,
         });
         record.needs_code = !parcel.codes.is_empty();
         record.rules = parcel.rules;
+        record.task = parcel.task;
         (record.not_before, record.not_after) = (parcel.not_before, parcel.not_after);
         for old in record.codes.iter_mut().filter(|c| c.ended_at.is_none()) {
             if !parcel.codes.iter().any(|(h, code)| *h == old.holder && *code == old.code) {
@@ -238,7 +242,7 @@ impl ReceiptLedger for MemoryLedger {
         let mut found = Vec::new();
         for chain in self.chains.values() {
             let binding = |r: &&StoredReceipt| !self.evidence_only.contains(&r.body.receipt_id);
-            for r in chain.iter().filter(|r| r.body.event == ReceiptEvent::Delivered).filter(binding) {
+            for r in chain.iter().filter(|r| r.body.event.is_handover()).filter(binding) {
                 if r.body.parcels.iter().any(|p| p.parcel_id == parcel_id) {
                     let reversed = chain.iter().filter(binding).any(|c| {
                         c.body.reverses == Some(r.body.receipt_id)

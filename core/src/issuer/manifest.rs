@@ -6,7 +6,8 @@ use super::{EnrolledDevice, Issuer};
 use crate::crypto::{Code, Tag, VerifyingKey};
 use crate::policy::Policy;
 use crate::protocol::{
-    Base64Bytes, DoorRules, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SignedEnvelope, Stop, domain,
+    Base64Bytes, DoorRules, Holder, HolderTag, ManifestKind, ManifestPayload, ParcelEntry, SignedEnvelope, Stop, Task,
+    domain,
 };
 use crate::{CoreError, Result};
 
@@ -31,6 +32,8 @@ pub struct IssuedParcel {
     pub attempt_epoch: u32,
     /// What the driver must confirm at the door beyond the code.
     pub rules: DoorRules,
+    /// A delivery, or a pickup (a return collected from the customer).
+    pub task: Task,
 }
 
 /// Everything a manifest says, before tags are computed and it is signed.
@@ -89,6 +92,7 @@ impl IssuedParcel {
             attempts_used: self.attempts_used,
             attempt_epoch: self.attempt_epoch,
             rules: self.rules,
+            task: self.task,
         })
     }
 }

@@ -15,7 +15,7 @@ use super::{ChainHead, CodeBook, EnrolledDevice, Issuer, ParcelRecord, ReceiptLe
 use crate::crypto::verify_code_proof;
 use crate::protocol::{
     Ack, Checkpoint, HandoverMethod, Holder, MAX_PARCELS_PER_RECEIPT, QrToken, REQUEST_SKEW_MS, ReceiptBody,
-    ReceiptEvent, ReceiptParcel, ReceiptResult, ReceiptStatus,
+    ReceiptEvent, ReceiptParcel, ReceiptResult, ReceiptStatus, Task,
 };
 use crate::{CoreError, Result};
 
@@ -174,7 +174,7 @@ impl Issuer {
         if body.event == ReceiptEvent::Reversed {
             return reversal_problem(ledger, body);
         }
-        if body.event != ReceiptEvent::Delivered {
+        if !body.event.is_handover() {
             return Ok(None);
         }
         let t = body.trusted_time;
@@ -203,6 +203,20 @@ impl Issuer {
                 return Ok(Some(format!(
                     "parcel {} handed over at {t}, outside its delivery window {} to {}",
                     p.parcel_id, record.not_before, record.not_after
+                )));
+            }
+            // A delivery is delivered, a pickup collected: a phone that treats one as the other
+            // (an earlier build that does not know pickups) is flagged.
+            let expected = match record.task {
+                Task::Delivery => ReceiptEvent::Delivered,
+                Task::Pickup => ReceiptEvent::Collected,
+            };
+            if body.event != expected {
+                return Ok(Some(format!(
+                    "parcel {} is a {}, but the receipt says {:?}",
+                    p.parcel_id,
+                    record.task.as_str(),
+                    body.event
                 )));
             }
             records.push((p, record));
@@ -268,6 +282,9 @@ fn shape_problem(
 /// customer found on opening it.
 fn rules_problem(holder: Option<&Holder>, records: &[(&ReceiptParcel, ParcelRecord)]) -> Option<String> {
     for (p, record) in records {
+        if record.rules.addressee_only && records.len() > 1 {
+            return Some(format!("parcel {} is for the addressee only but was handed over with others", p.parcel_id));
+        }
         if record.rules.addressee_only {
             if matches!(holder, Some(Holder::Delegate(_))) {
                 return Some(format!("parcel {} is for the addressee only but went to a delegate", p.parcel_id));

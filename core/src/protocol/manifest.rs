@@ -78,6 +78,37 @@ pub struct ParcelEntry {
     /// What the driver must confirm at the door beyond the code (addressee only, open box).
     #[serde(default, skip_serializing_if = "DoorRules::is_none")]
     pub rules: DoorRules,
+    /// A delivery (the default), or a return the driver collects from the customer.
+    #[serde(default, skip_serializing_if = "Task::is_delivery")]
+    pub task: Task,
+}
+
+/// What the driver does with a parcel at the door. A pickup is collected from the customer
+/// against their pickup code, with the same tags, attempts, trusted time and receipts as a
+/// delivery; its receipt's event is `collected`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    Delivery,
+    Pickup,
+}
+
+impl Task {
+    pub fn is_delivery(&self) -> bool {
+        *self == Task::Delivery
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Delivery => "delivery",
+            Task::Pickup => "pickup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Task> {
+        [Task::Delivery, Task::Pickup].into_iter().find(|t| t.as_str() == s)
+    }
 }
 
 impl ParcelEntry {

@@ -22,7 +22,7 @@ pub use envelope::{
 };
 pub use manifest::{
     HolderTag, MAX_HINT_LEN, MAX_ID_LEN, MAX_MANIFEST_BYTES, MAX_PARCELS, ManifestKind, ManifestPayload, ParcelEntry,
-    SALT_LEN, Stop, is_valid_id,
+    SALT_LEN, Stop, Task, is_valid_id,
 };
 pub use qr::QrToken;
 pub use receipt::{

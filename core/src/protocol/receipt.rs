@@ -47,6 +47,15 @@ pub enum ReceiptEvent {
     LockedOut,
     Expired,
     Reversed,
+    /// A pickup collected from the customer (with their pickup code, a QR token, or none needed).
+    Collected,
+}
+
+impl ReceiptEvent {
+    /// A parcel changed hands: delivered to the customer, or collected from them.
+    pub fn is_handover(self) -> bool {
+        matches!(self, ReceiptEvent::Delivered | ReceiptEvent::Collected)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -186,6 +186,7 @@ impl World {
             attempt_epoch: 0,
             qr_minted_after: Vec::new(),
             rules: DoorRules::default(),
+            task: Default::default(),
         };
         self.codes.issue(&parcel, parcel.not_before);
         self.parcels.push(parcel);

@@ -8,8 +8,10 @@
 //! `urn:epc:id:sscc:` it was given as), otherwise by `urn:doorstep:parcel:<id>`. doorstep's own
 //! fields (receipt, device, sequence, chain hash, method, attempts, verdict) are in the
 //! [`NAMESPACE`] extension, and each `eventID` is the CBV 2.0 event hash ([`hash`]). Receipts
-//! dispatch rejected, and expiries (no one was at the door), are not events. No code, customer,
-//! note, delegate name or location is written.
+//! dispatch rejected or holds for review (flagged), and expiries (no one was at the door), are
+//! not events: partners see only what dispatch accepted, and a reversal only when it was accepted
+//! from the phone that made the hand-over. No code, customer, note, delegate name, kind of ID
+//! or location is written.
 
 pub mod hash;
 
@@ -68,17 +70,21 @@ pub struct ParcelFacts {
 /// its declaration time).
 pub fn events(receipts: &[StoredReceipt], parcels: &HashMap<String, ParcelFacts>) -> Vec<Event> {
     let mut out: Vec<(DateTime<Utc>, Event)> = Vec::new();
-    let mut by_receipt: HashMap<String, Event> = HashMap::new();
-    for stored in receipts.iter().filter(|r| r.status != ReceiptStatus::Rejected) {
+    let mut by_receipt: HashMap<String, (&str, Event)> = HashMap::new();
+    let accepted = || receipts.iter().filter(|r| r.status == ReceiptStatus::Accepted);
+    for stored in accepted() {
         if let Some(event) = event_of(stored, parcels) {
-            by_receipt.insert(stored.body.receipt_id.to_string(), event.clone());
+            by_receipt.insert(stored.body.receipt_id.to_string(), (&stored.body.device_id, event.clone()));
             out.push((stored.body.trusted_time, event));
         }
     }
-    for stored in receipts.iter().filter(|r| r.status != ReceiptStatus::Rejected) {
+    for stored in accepted() {
         let body = &stored.body;
         let (ReceiptEvent::Reversed, Some(reversed)) = (body.event, body.reverses) else { continue };
-        let Some(original) = by_receipt.get(&reversed.to_string()) else { continue };
+        // Only the phone that made a hand-over undoes it (as dispatch's ledger does).
+        let Some((_, original)) = by_receipt.get(&reversed.to_string()).filter(|(by, _)| *by == body.device_id) else {
+            continue;
+        };
         let undone: Vec<String> = body.parcels.iter().map(|p| epc(&p.parcel_id, parcels)).collect();
         let kept: Vec<String> = original.epcs.iter().filter(|e| !undone.contains(e)).cloned().collect();
         let corrective = (!kept.is_empty()).then(|| Event { epcs: kept, error: None, ..original.clone() });
@@ -102,6 +108,8 @@ fn event_of(stored: &StoredReceipt, parcels: &HashMap<String, ParcelFacts>) -> O
     let body = &stored.body;
     let (biz_step, disposition) = match body.event {
         ReceiptEvent::Delivered => ("accepting", None),
+        // A return collected from the customer: on its way back.
+        ReceiptEvent::Collected => ("collecting", Some("returned")),
         ReceiptEvent::Failed | ReceiptEvent::WrongCode | ReceiptEvent::LockedOut => ("arriving", Some("in_transit")),
         ReceiptEvent::Expired | ReceiptEvent::Reversed => return None,
     };
@@ -127,17 +135,25 @@ fn event_of(stored: &StoredReceipt, parcels: &HashMap<String, ParcelFacts>) -> O
         };
         extension.push(("holder", ExtValue::Text(kind.into())));
     }
-    // What the driver confirmed at the door: the kind of ID checked (addressee only), what the
-    // customer found on opening the parcel (open box; their words stay in the receipt).
-    if let Some(id) = body.parcels.iter().find_map(|p| p.id_checked) {
-        extension.push(("idChecked", ExtValue::Text(name_of(&id))));
+    // What the driver confirmed at the door: that an ID was checked (an addressee-only parcel,
+    // handed over on its own; its kind stays in the receipt), and what the customers found on
+    // opening open-box parcels (their words stay in the receipt; `mixed` when they differ).
+    if body.parcels.iter().any(|p| p.id_checked.is_some()) {
+        extension.push(("idChecked", ExtValue::Text("yes".into())));
     }
-    if let Some(inspection) = body.parcels.iter().find_map(|p| p.inspection.as_ref()) {
-        let found = match inspection {
+    let found: std::collections::BTreeSet<&str> = body
+        .parcels
+        .iter()
+        .filter_map(|p| p.inspection.as_ref())
+        .map(|i| match i {
             Inspection::Accepted => "accepted",
             Inspection::AcceptedWithReservation { .. } => "accepted_with_reservation",
-        };
-        extension.push(("inspection", ExtValue::Text(found.into())));
+        })
+        .collect();
+    match found.len() {
+        0 => {}
+        1 => extension.push(("inspection", ExtValue::Text(found.into_iter().collect()))),
+        _ => extension.push(("inspection", ExtValue::Text("mixed".into()))),
     }
     if let Some(reason) = &body.reason {
         extension.push(("reason", ExtValue::Text(name_of(reason))));
@@ -305,6 +321,17 @@ mod tests {
     }
 
     #[test]
+    fn a_reversal_from_another_phone_declares_nothing() {
+        let handed = stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted);
+        let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
+        reversal.body.reverses = Some(handed.body.receipt_id);
+        reversal.body.device_id = "dev-2".into();
+        let events = events(&[handed, reversal], &facts());
+        assert_eq!(events.len(), 1);
+        assert!(events[0].error.is_none());
+    }
+
+    #[test]
     fn a_reversal_of_every_parcel_says_the_hand_over_did_not_occur() {
         let handed = stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted);
         let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
@@ -320,14 +347,15 @@ mod tests {
         let receipts = [
             stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Rejected),
             stored(2, ReceiptEvent::Expired, &["P2"], ReceiptStatus::Accepted),
-            stored(3, ReceiptEvent::WrongCode, &["P 3"], ReceiptStatus::Flagged),
+            stored(3, ReceiptEvent::Delivered, &["P2"], ReceiptStatus::Flagged),
+            stored(4, ReceiptEvent::WrongCode, &["P 3"], ReceiptStatus::Accepted),
         ];
         let events = events(&receipts, &facts());
-        assert_eq!(events.len(), 1);
+        assert_eq!(events.len(), 1, "only what dispatch accepted");
         let json = to_json(&events[0]);
         assert_eq!((json["bizStep"].as_str(), json["disposition"].as_str()), (Some("arriving"), Some("in_transit")));
         assert_eq!(json["epcList"][0], "urn:doorstep:parcel:P%203");
-        assert_eq!(json["ds:verdict"], "flagged");
+        assert_eq!(json["ds:verdict"], "accepted");
         assert_eq!(json["ds:event"], "wrong_code");
         // The zone's offset at the event's instant (January: CET).
         assert_eq!(json["eventTimeZoneOffset"], "+01:00");

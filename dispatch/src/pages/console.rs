@@ -164,6 +164,10 @@ fn state(status: &ParcelStatus) -> String {
             Some(h) => format!("handed over ({})", h.to_key()),
             None => "handed over (no code)".into(),
         },
+        ParcelStatus::Collected { holder, .. } => match holder {
+            Some(h) => format!("return collected ({})", h.to_key()),
+            None => "return collected (no code)".into(),
+        },
         ParcelStatus::AttemptFailed { .. } => "attempt failed".into(),
         ParcelStatus::Locked => "locked".into(),
         ParcelStatus::Expired => "expired".into(),

@@ -110,6 +110,14 @@ fn status_line(t: &Text, p: &CustomerPage) -> String {
             };
             format!("{whom}, {} {} ({}).", t.at, local(*at, &p.time_zone), p.time_zone)
         }
+        ParcelStatus::Collected { holder, at } => {
+            let whom = match holder {
+                Some(Holder::Customer) => t.collected_from_you.to_owned(),
+                Some(Holder::Delegate(label)) => format!("{} {label}", t.collected_from),
+                None => t.collected_no_code.to_owned(),
+            };
+            format!("{whom}, {} {} ({}).", t.at, local(*at, &p.time_zone), p.time_zone)
+        }
         ParcelStatus::AttemptFailed { reason, at } => {
             let why = reason
                 .and_then(|r| serde_json::to_value(r).ok())

@@ -18,6 +18,11 @@ pub enum ParcelStatus {
         method: Option<HandoverMethod>,
         at: DateTime<Utc>,
     },
+    /// A pickup: the return was collected from `holder` (`None`: no code was needed) at `at`.
+    Collected {
+        holder: Option<Holder>,
+        at: DateTime<Utc>,
+    },
     AttemptFailed {
         reason: Option<FailureReason>,
         at: DateTime<Utc>,
@@ -166,6 +171,10 @@ impl Dispatch {
                         r.receipt_id,
                         ParcelStatus::HandedOver { holder: r.holder.clone(), method: r.method, at },
                     ));
+                }
+                ReceiptEvent::Collected => {
+                    let at = r.trusted_time;
+                    handed = Some((r.receipt_id, ParcelStatus::Collected { holder: r.holder.clone(), at }));
                 }
                 ReceiptEvent::Reversed if handed.as_ref().is_some_and(|(id, _)| Some(*id) == r.reverses) => {
                     handed = None;

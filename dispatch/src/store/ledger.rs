@@ -206,7 +206,7 @@ impl ReceiptLedger for SqlLedger<'_> {
             if !binding {
                 continue;
             }
-            if body.event == ReceiptEvent::Delivered {
+            if body.event.is_handover() {
                 let flagged = status == ReceiptStatus::Flagged;
                 self.tx.execute_later(
                     "INSERT INTO handover (parcel_id, receipt_id, device_id, flagged) VALUES (?1, ?2, ?3, ?4)
@@ -342,20 +342,23 @@ impl<'a> SqlCodes<'a> {
     fn read_records(&self, parcels: &[&str]) -> Result<HashMap<String, ReadRecord>> {
         let params: Vec<&dyn db::ToParam> = parcels.iter().map(|p| p as &dyn db::ToParam).collect();
         let list = placeholders(1, parcels.len());
-        let rows: Vec<(String, bool, String, String, bool, i64)> = self.tx.all(
+        let rows: Vec<(String, bool, String, String, bool, i64, bool)> = self.tx.all(
             &format!(
                 "SELECT p.parcel_id, p.needs_code, p.delivery_date, p.time_zone, p.departed_at_ms IS NOT NULL,
-                        coalesce(r.rules, 0)
-                   FROM parcel p LEFT JOIN parcel_rules r ON r.parcel_id = p.parcel_id WHERE p.parcel_id IN ({list})"
+                        coalesce(r.rules, 0), k.parcel_id IS NOT NULL
+                   FROM parcel p LEFT JOIN parcel_rules r ON r.parcel_id = p.parcel_id
+                                 LEFT JOIN pickup k ON k.parcel_id = p.parcel_id
+                  WHERE p.parcel_id IN ({list})"
             ),
             &params,
         )?;
         let mut records: HashMap<String, ReadRecord> = parcels.iter().map(|p| ((*p).to_owned(), Ok(None))).collect();
-        for (parcel_id, needs_code, date, zone, departed, rules) in rows {
+        for (parcel_id, needs_code, date, zone, departed, rules, pickup) in rows {
             let rules = doorstep_core::protocol::DoorRules::from_bits(rules);
+            let task = if pickup { Task::Pickup } else { Task::Delivery };
             let record = stored_window(&date, &zone)
                 .map(|(not_before, not_after)| {
-                    Some(ParcelRecord { needs_code, departed, not_before, not_after, codes: Vec::new(), rules })
+                    Some(ParcelRecord { needs_code, departed, not_before, not_after, codes: Vec::new(), rules, task })
                 })
                 .map_err(|e| format!("stored window of parcel {parcel_id}: {e}"));
             records.insert(parcel_id, record);

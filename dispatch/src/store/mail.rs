@@ -54,8 +54,10 @@ impl Dispatch {
     }
 
     pub(super) fn mail_code(&self, tx: &Tx<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
-        let (email, date, zone): (String, String, String) = tx.one(
-            "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
+        let (email, date, zone, pickup): (String, String, String, bool) = tx.one(
+            "SELECT customer_email, delivery_date, time_zone,
+                    EXISTS (SELECT 1 FROM pickup k WHERE k.parcel_id = parcel.parcel_id)
+               FROM parcel WHERE parcel_id = ?1",
             params![parcel_id],
         )?;
         // A fresh link for this parcel, valid to the end of its delivery day; kept as its hash.
@@ -73,6 +75,7 @@ impl Dispatch {
             customer_token: &token,
             page: self.customer_link(parcel_id, &token).as_deref(),
             reissued,
+            pickup,
         })?;
         // Kept sealed with the code it carries; delivered once this transaction commits.
         self.queue_mail(tx, parcel_id, &email, &message)

@@ -10,7 +10,7 @@
 //! loading tomorrow never skips a change to today, and a full manifest lost on the way comes again.
 
 use super::*;
-use doorstep_core::protocol::DoorRules;
+use doorstep_core::protocol::{DoorRules, Task};
 use parcels::CurrentCode;
 
 impl Dispatch {
@@ -255,9 +255,11 @@ impl Dispatch {
         let rows = tx.rows(
             &format!(
                 "SELECT p.parcel_id, p.barcode, p.stop_id, p.stop_seq, p.delivery_date, p.time_zone, p.address_hint,
-                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0), coalesce(r.rules, 0)
+                        p.recipient_hint, p.needs_code, coalesce(e.attempt_epoch, 0), coalesce(r.rules, 0),
+                        k.parcel_id IS NOT NULL
                    FROM parcel p LEFT JOIN parcel_epoch e ON e.parcel_id = p.parcel_id
                                  LEFT JOIN parcel_rules r ON r.parcel_id = p.parcel_id
+                                 LEFT JOIN pickup k ON k.parcel_id = p.parcel_id
                   WHERE p.departed_at_ms IS NOT NULL AND {parcel_filter}
                   ORDER BY p.stop_seq, p.parcel_id"
             ),
@@ -292,6 +294,7 @@ impl Dispatch {
             let current = if needs_code { codes.remove(&parcel_id).unwrap_or_default() } else { Vec::new() };
             let attempt_epoch: u32 = row.get(9)?;
             let rules = DoorRules::from_bits(row.get(10)?);
+            let task = if row.get::<bool>(11)? { Task::Pickup } else { Task::Delivery };
             let (receipts, highest) = attempts.get(&(parcel_id.clone(), attempt_epoch)).copied().unwrap_or((0, 0));
             let entry = window.and_then(|(not_before, not_after)| {
                 let parcel = IssuedParcel {
@@ -307,6 +310,7 @@ impl Dispatch {
                     attempts_used: receipts.max(highest).min(u32::from(self.code_policy.max_attempts)),
                     attempt_epoch,
                     rules,
+                    task,
                 };
                 self.with_codes(parcel, needs_code, current)
             });
@@ -381,5 +385,6 @@ pub(super) fn widest_entry(policy: &Policy) -> doorstep_core::protocol::ParcelEn
         attempts_used: u32::MAX,
         attempt_epoch: u32::MAX,
         rules: DoorRules { addressee_only: true, open_box: true },
+        task: Task::Pickup,
     }
 }

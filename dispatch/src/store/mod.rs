@@ -30,7 +30,7 @@ use doorstep_core::issuer::{
 };
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{
-    DoorRules, Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop,
+    DoorRules, Holder, ManifestKind, ReceiptBody, ReceiptEvent, ReceiptStatus, SignedReceipt, Stop, Task,
 };
 use doorstep_core::{CoreError, Result as CoreResult};
 use rusqlite::Connection;
@@ -150,6 +150,7 @@ impl HighValuePolicy {
     "category": "electronics", "customer_email": "anna@example.com",
     "address_hint": "3rd floor, left", "recipient_hint": "A. M."
 }))]
+#[serde(deny_unknown_fields)]
 pub struct NewParcel {
     #[schema(min_length = 1, max_length = 128)]
     pub parcel_id: String,
@@ -199,6 +200,11 @@ pub struct NewParcel {
     /// `serve --open-box-category`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open_box: bool,
+    /// `delivery` (the default), or `pickup`: a return the driver collects from the customer, who
+    /// is e-mailed a pickup code as they would be a delivery code.
+    #[serde(default, skip_serializing_if = "Task::is_delivery")]
+    #[schema(value_type = Option<String>, example = "pickup")]
+    pub task: Task,
 }
 
 /// The service's state.
@@ -518,6 +524,7 @@ mod tests {
                 sscc: None,
                 addressee_only: false,
                 open_box: false,
+                task: Default::default(),
             }],
             &Operator::loopback(),
         )
@@ -743,6 +750,7 @@ mod tests {
             sscc: None,
             addressee_only: false,
             open_box: false,
+            task: Default::default(),
         }
     }
 

@@ -43,7 +43,12 @@ impl Dispatch {
         let mut told: Vec<(String, String)> = Vec::new();
         for (body, result) in checked.judged(results) {
             match result.status {
-                ReceiptStatus::Accepted if matches!(body.event, ReceiptEvent::Delivered | ReceiptEvent::Failed) => {
+                ReceiptStatus::Accepted
+                    if matches!(
+                        body.event,
+                        ReceiptEvent::Delivered | ReceiptEvent::Collected | ReceiptEvent::Failed
+                    ) =>
+                {
                     let id = body.receipt_id.to_string();
                     told.extend(body.parcels.iter().map(|p| (id.clone(), p.parcel_id.clone())));
                 }
@@ -124,6 +129,7 @@ impl Dispatch {
         };
         let what = match body.event {
             ReceiptEvent::Delivered => Door::HandedOver(body.holder.as_ref()),
+            ReceiptEvent::Collected => Door::Collected(body.holder.as_ref()),
             _ => Door::Failed {
                 why: body.reason.map_or_else(
                     || "no reason given".to_owned(),

@@ -55,8 +55,22 @@ impl Dispatch {
                         params![p.parcel_id, rules.bits()],
                     )?;
                 }
+                if p.task == Task::Pickup {
+                    tx.execute("INSERT INTO pickup (parcel_id) VALUES (?1)", params![p.parcel_id])?;
+                }
                 if let Some(sscc) = &p.sscc {
-                    tx.execute("INSERT INTO parcel_gs1 (parcel_id, sscc) VALUES (?1, ?2)", params![p.parcel_id, sscc])?;
+                    let digits = validate::sscc_digits(sscc);
+                    tx.execute(
+                        "INSERT INTO parcel_gs1 (parcel_id, sscc, digits) VALUES (?1, ?2, ?3)",
+                        params![p.parcel_id, sscc, digits],
+                    )
+                    .map_err(|e| match e.is_unique_violation() {
+                        true => DispatchError::Conflict(format!(
+                            "parcel {}: SSCC {sscc} already names another parcel",
+                            p.parcel_id
+                        )),
+                        false => e.into(),
+                    })?;
                 }
                 audit(tx, now, by, "import", Some(&p.parcel_id), Some(&format!("route {}", p.route_id)))?;
             }

@@ -150,11 +150,18 @@ CREATE TABLE IF NOT EXISTS parcel_rules (
     parcel_id TEXT PRIMARY KEY REFERENCES parcel (parcel_id),
     rules     INTEGER NOT NULL
 );
+-- A return the driver collects from the customer against their pickup code (a pickup task),
+-- instead of a delivery: one row per such parcel.
+CREATE TABLE IF NOT EXISTS pickup (
+    parcel_id TEXT PRIMARY KEY REFERENCES parcel (parcel_id)
+);
 -- A parcel's GS1 identifier where the import gave one (EPCIS events name the parcel by it): its
 -- SSCC as 18 digits, or as an `urn:epc:id:sscc:` URN.
 CREATE TABLE IF NOT EXISTS parcel_gs1 (
     parcel_id TEXT PRIMARY KEY REFERENCES parcel (parcel_id),
-    sscc      TEXT NOT NULL
+    sscc      TEXT NOT NULL,
+    -- The 18 digits it names: one SSCC names one parcel, whichever form it was given in.
+    digits    TEXT NOT NULL UNIQUE
 );
 -- How many times an operator reset a parcel's attempts (manifests and receipts name it), and when
 -- last (receipts of protocol 1.0 carry no epoch and are judged by their time).
@@ -462,7 +469,8 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         conn.execute_batch("PRAGMA user_version = 11;")?;
     }
     if version < 12 {
-        // Step 12: the parcels' SSCCs and their rules at the door, in tables `SCHEMA` creates.
+        // Step 12: the parcels' SSCCs, their rules at the door and pickup tasks, in tables
+        // `SCHEMA` creates.
         conn.execute_batch("PRAGMA user_version = 12;")?;
     }
     if version < 3 {
