@@ -102,6 +102,9 @@ enum Command {
         /// Where to write it (default: epcis-<DATE or all>.jsonld).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also the receipts dispatch holds for review, each marked `ds:verdict` `flagged`.
+        #[arg(long)]
+        include_flagged: bool,
     },
     /// Check an evidence file offline against dispatch's published public keys. Exit codes: 0
     /// valid, 2 unreadable input, 3 not valid (changed, or not signed by a trusted key).
@@ -391,7 +394,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("error: {e}")),
             }
         }
-        Command::Export { store, epcis: _, date, out } => {
+        Command::Export { store, epcis: _, date, out, include_flagged } => {
             let dispatch =
                 match Dispatch::open_with(&store.state, store.database().as_ref(), HighValuePolicy::default()) {
                     Ok(d) => d,
@@ -400,7 +403,12 @@ fn main() -> ExitCode {
             let out = out.unwrap_or_else(|| {
                 PathBuf::from(format!("epcis-{}.jsonld", date.map_or_else(|| "all".to_owned(), |d| d.to_string())))
             });
-            let written = dispatch.epcis_events(date).and_then(|(document, n)| {
+            let flagged = if include_flagged {
+                doorstep_dispatch::epcis::Flagged::Included
+            } else {
+                doorstep_dispatch::epcis::Flagged::Left
+            };
+            let written = dispatch.epcis_events(date, flagged).and_then(|(document, n)| {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
                 // Readable by its owner only, as the state folder's files are.

@@ -63,6 +63,24 @@ fn door_rules_from_the_import_and_a_category_reach_the_phone_and_are_rechecked_b
     let verdict = insider.upload(&server, &phone, forged).unwrap();
     assert_eq!(verdict.status, ReceiptStatus::Flagged);
     assert!(history("P1")[0].reason.as_deref().unwrap().contains("addressee only"), "{:?}", history("P1")[0]);
+
+    // EPCIS tells partners what dispatch accepted; the flagged one only when asked for, marked.
+    let epcis = |query: &str| -> Vec<serde_json::Value> {
+        let (status, body) = server.op_get(&format!("/v1/epcis/events?date={}{query}", server.scene.date));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let document: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        document["epcisBody"]["eventList"].as_array().unwrap().clone()
+    };
+    let about_p1 = |events: &[serde_json::Value]| {
+        events.iter().filter(|e| e["epcList"][0] == "urn:doorstep:parcel:P1").cloned().collect::<Vec<_>>()
+    };
+    assert!(about_p1(&epcis("")).is_empty());
+    let flagged = about_p1(&epcis("&include_flagged=true"));
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(flagged[0]["ds:verdict"], "flagged");
+    let checked = epcis("").into_iter().find(|e| e["epcList"][0] == "urn:doorstep:parcel:P0").unwrap();
+    assert_eq!(checked["ds:idChecked"], "yes", "that an ID was checked, never its kind");
+    assert_eq!(server.op_get("/v1/epcis/events?include_flagged=maybe").0, 400);
 }
 
 #[test]

@@ -20,6 +20,7 @@ use super::openapi::Errors;
 use super::{
     AppState, MAX_BODY_BYTES, OPERATOR_BODY_DEADLINE, bearer, blocking, body_deadline, body_of, json_body, query_param,
 };
+use crate::epcis::Flagged;
 use crate::error::DispatchError;
 use crate::operators::Operator;
 use crate::store::NewParcel;
@@ -311,11 +312,14 @@ async fn evidence(State(d): State<AppState>, Path(id): Path<String>) -> Result<R
 /// `errorDeclaration`, parcels named by their SSCC where the import gave one, doorstep's fields in
 /// the `ds:` extension, and each `eventID` the CBV 2.0 event hash.
 #[utoipa::path(get, path = "/v1/epcis/events", tag = "operator", security(("operator" = [])),
-    params(("date" = Option<String>, Query, description = "Only the receipts about this delivery day's parcels (YYYY-MM-DD); every day's when left out.")),
+    params(("date" = Option<String>, Query, description = "Only the receipts about this delivery day's parcels (YYYY-MM-DD); every day's when left out."),
+           ("include_flagged" = Option<bool>, Query, description = "Also the receipts dispatch holds for review, each marked `ds:verdict` `flagged` (default false: only what dispatch accepted).")),
     responses((status = 200, description = "The EPCIS document.", content_type = "application/ld+json", body = Object), Errors))]
 async fn epcis_events(State(d): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, DispatchError> {
     let date: Option<chrono::NaiveDate> = query_param(query.as_deref(), "date", "YYYY-MM-DD")?;
-    let (document, _) = blocking(move || d.epcis_events(date)).await?;
+    let include: Option<bool> = query_param(query.as_deref(), "include_flagged", "true or false")?;
+    let flagged = if include == Some(true) { Flagged::Included } else { Flagged::Left };
+    let (document, _) = blocking(move || d.epcis_events(date, flagged)).await?;
     Ok(([(header::CONTENT_TYPE, "application/ld+json")], document).into_response())
 }
 

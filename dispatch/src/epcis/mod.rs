@@ -8,9 +8,10 @@
 //! `urn:epc:id:sscc:` it was given as), otherwise by `urn:doorstep:parcel:<id>`. doorstep's own
 //! fields (receipt, device, sequence, chain hash, method, attempts, verdict) are in the
 //! [`NAMESPACE`] extension, and each `eventID` is the CBV 2.0 event hash ([`hash`]). Receipts
-//! dispatch rejected or holds for review (flagged), and expiries (no one was at the door), are
-//! not events: partners see only what dispatch accepted, and a reversal only when it was accepted
-//! from the phone that made the hand-over. No code, customer, note, delegate name, kind of ID
+//! dispatch rejected, and expiries (no one was at the door), are not events; nor, unless asked
+//! for ([`Flagged::Included`], each then marked `ds:verdict` `flagged`), are those it holds for
+//! review: by default partners see only what dispatch accepted, and a reversal only when it was
+//! accepted from the phone that made the hand-over. No code, customer, note, delegate name, kind of ID
 //! or location is written.
 
 pub mod hash;
@@ -66,19 +67,31 @@ pub struct ParcelFacts {
     pub sscc: Option<String>,
 }
 
+/// Whether receipts dispatch holds for review become events (marked `ds:verdict` `flagged`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flagged {
+    Left,
+    Included,
+}
+
 /// The events of `receipts` (any order), ordered by when they were recorded (a declaration by
 /// its declaration time).
-pub fn events(receipts: &[StoredReceipt], parcels: &HashMap<String, ParcelFacts>) -> Vec<Event> {
+pub fn events(receipts: &[StoredReceipt], parcels: &HashMap<String, ParcelFacts>, flagged: Flagged) -> Vec<Event> {
     let mut out: Vec<(DateTime<Utc>, Event)> = Vec::new();
     let mut by_receipt: HashMap<String, (&str, Event)> = HashMap::new();
-    let accepted = || receipts.iter().filter(|r| r.status == ReceiptStatus::Accepted);
-    for stored in accepted() {
+    let shown = |r: &&StoredReceipt| match r.status {
+        ReceiptStatus::Accepted => true,
+        ReceiptStatus::Flagged => flagged == Flagged::Included,
+        _ => false,
+    };
+    for stored in receipts.iter().filter(shown) {
         if let Some(event) = event_of(stored, parcels) {
             by_receipt.insert(stored.body.receipt_id.to_string(), (&stored.body.device_id, event.clone()));
             out.push((stored.body.trusted_time, event));
         }
     }
-    for stored in accepted() {
+    // A reversal corrects only when dispatch accepted it (a flagged one undoes nothing).
+    for stored in receipts.iter().filter(|r| r.status == ReceiptStatus::Accepted) {
         let body = &stored.body;
         let (ReceiptEvent::Reversed, Some(reversed)) = (body.event, body.reverses) else { continue };
         // Only the phone that made a hand-over undoes it (as dispatch's ledger does).
@@ -306,7 +319,7 @@ mod tests {
         let handed = stored(1, ReceiptEvent::Delivered, &["P1", "P2"], ReceiptStatus::Accepted);
         let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
         reversal.body.reverses = Some(handed.body.receipt_id);
-        let events = events(&[handed, reversal], &facts());
+        let events = events(&[handed, reversal], &facts(), Flagged::Left);
         assert_eq!(events.len(), 3);
         let (original, declared, corrective) = (&events[0], &events[1], &events[2]);
         assert!(original.error.is_none());
@@ -326,7 +339,7 @@ mod tests {
         let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
         reversal.body.reverses = Some(handed.body.receipt_id);
         reversal.body.device_id = "dev-2".into();
-        let events = events(&[handed, reversal], &facts());
+        let events = events(&[handed, reversal], &facts(), Flagged::Left);
         assert_eq!(events.len(), 1);
         assert!(events[0].error.is_none());
     }
@@ -336,7 +349,7 @@ mod tests {
         let handed = stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted);
         let mut reversal = stored(2, ReceiptEvent::Reversed, &["P1"], ReceiptStatus::Accepted);
         reversal.body.reverses = Some(handed.body.receipt_id);
-        let events = events(&[handed, reversal], &facts());
+        let events = events(&[handed, reversal], &facts(), Flagged::Left);
         assert_eq!(events.len(), 2);
         assert_eq!(to_json(&events[1])["errorDeclaration"]["reason"], "did_not_occur");
         assert!(to_json(&events[1])["errorDeclaration"].get("correctiveEventIDs").is_none());
@@ -350,7 +363,7 @@ mod tests {
             stored(3, ReceiptEvent::Delivered, &["P2"], ReceiptStatus::Flagged),
             stored(4, ReceiptEvent::WrongCode, &["P 3"], ReceiptStatus::Accepted),
         ];
-        let events = events(&receipts, &facts());
+        let events = events(&receipts, &facts(), Flagged::Left);
         assert_eq!(events.len(), 1, "only what dispatch accepted");
         let json = to_json(&events[0]);
         assert_eq!((json["bizStep"].as_str(), json["disposition"].as_str()), (Some("arriving"), Some("in_transit")));
@@ -359,11 +372,16 @@ mod tests {
         assert_eq!(json["ds:event"], "wrong_code");
         // The zone's offset at the event's instant (January: CET).
         assert_eq!(json["eventTimeZoneOffset"], "+01:00");
+        // Asked for, the flagged hand-over comes too, marked.
+        let all = super::events(&receipts, &facts(), Flagged::Included);
+        assert_eq!(all.len(), 2);
+        assert_eq!(to_json(&all[0])["ds:verdict"], "flagged");
     }
 
     #[test]
     fn no_note_delegate_name_or_barcode_is_written() {
-        let events = events(&[stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted)], &facts());
+        let events =
+            events(&[stored(1, ReceiptEvent::Delivered, &["P1"], ReceiptStatus::Accepted)], &facts(), Flagged::Left);
         let text = document(&events, Utc::now()).to_string();
         for private in ["porter", "Anna", "BC-P1"] {
             assert!(!text.contains(private), "{private} in {text}");

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::epcis::{self, ParcelFacts};
+use crate::epcis::{self, Flagged, ParcelFacts};
 
 use super::receipts::{ReceiptRow, parse_rows};
 use super::*;
@@ -14,8 +14,8 @@ type ParcelRow = (String, String, Option<String>);
 
 impl Dispatch {
     /// Operator: the EPCIS 2.0 JSON-LD document of the receipts about `date`'s parcels (every
-    /// day's when `None`), and how many events it holds.
-    pub fn epcis_events(&self, date: Option<NaiveDate>) -> Result<(Vec<u8>, usize)> {
+    /// day's when `None`), with or without those held for review, and how many events it holds.
+    pub fn epcis_events(&self, date: Option<NaiveDate>, flagged: Flagged) -> Result<(Vec<u8>, usize)> {
         let (receipts, parcels) = self.run(|tx| {
             let (receipts, parcels): (Vec<ReceiptRow>, Vec<ParcelRow>) = match date {
                 Some(date) => {
@@ -52,7 +52,7 @@ impl Dispatch {
         })?;
         let parcels: HashMap<String, ParcelFacts> =
             parcels.into_iter().map(|(id, time_zone, sscc)| (id, ParcelFacts { time_zone, sscc })).collect();
-        let events = epcis::events(&receipts, &parcels);
+        let events = epcis::events(&receipts, &parcels, flagged);
         let document = epcis::document(&events, self.now()?);
         let bytes = serde_json::to_vec_pretty(&document).map_err(|e| bad(e.to_string()))?;
         Ok((bytes, events.len()))
