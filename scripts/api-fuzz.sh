@@ -11,11 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget="${1:-60}"
-# The binary the tests built (a no-op build when it is up to date).
-cargo build --locked -p doorstep-dispatch --bin doorstep
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
-bin="$target_dir/debug/doorstep"
+bin=$(bash scripts/doorstep-bin.sh)
 version=4.32.5
 cache=$(bash scripts/cache-dir.sh)
 venv="$cache/schemathesis-$version"

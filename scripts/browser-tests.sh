@@ -25,10 +25,9 @@ if [ ! -d "$playwright/node_modules/playwright-core" ]; then
   mkdir -p "$playwright"
   (cd "$playwright" && npm install --silent --no-audit --no-fund "playwright-core@$version")
 fi
-cargo build --locked -p doorstep-dispatch --bin doorstep
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
-DOORSTEP_BIN="$target_dir/debug/doorstep" PLAYWRIGHT_DIR="$playwright" CHROMIUM="$(command -v chromium)" \
+bin=$(bash scripts/doorstep-bin.sh)
+target_dir=$(dirname "$(dirname "$bin")")
+DOORSTEP_BIN="$bin" PLAYWRIGHT_DIR="$playwright" CHROMIUM="$(command -v chromium)" \
   SHOTS="$target_dir/browser" node tests/browser/e2e.mjs
 if [ "${1:-}" = "--update-docs" ]; then
   mkdir -p docs/screenshots

@@ -11,10 +11,7 @@
 # It reads the EPCIS context from its own copy: nothing is fetched while it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked -p doorstep-dispatch --bin doorstep
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
-bin="$target_dir/debug/doorstep"
+bin=$(bash scripts/doorstep-bin.sh)
 version=1.9.3
 cache=$(bash scripts/cache-dir.sh)
 venv="$cache/epcis-event-hash-generator-$version"

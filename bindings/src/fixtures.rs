@@ -60,6 +60,23 @@ fn invalid(reason: impl Into<String>) -> DoorstepError {
 }
 
 impl TestDispatch {
+    /// Changes a parcel on the route with `change`, and dispatch's record of it alike (its rules
+    /// and task judge its receipts).
+    fn change_parcel(&self, parcel_id: &str, change: impl FnOnce(&mut IssuedParcel)) -> Result<()> {
+        self.with(|s| {
+            let parcel = s
+                .parcels
+                .iter_mut()
+                .find(|p| p.parcel_id == parcel_id)
+                .ok_or_else(|| invalid("no such parcel on the route"))?;
+            change(parcel);
+            if let Some(record) = s.codes.parcels.get_mut(parcel_id) {
+                (record.rules, record.task) = (parcel.rules, parcel.task);
+            }
+            Ok(())
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -178,35 +195,13 @@ impl TestDispatch {
     /// Sets a parcel's rules at the door (addressee only, open box) for the next manifest and for
     /// judging its receipts.
     pub fn set_door_rules(&self, parcel_id: String, rules: wire::DoorRules) -> Result<()> {
-        self.with(|s| {
-            let parcel = s
-                .parcels
-                .iter_mut()
-                .find(|p| p.parcel_id == parcel_id)
-                .ok_or_else(|| invalid("no such parcel on the route"))?;
-            parcel.rules = rules;
-            if let Some(record) = s.codes.parcels.get_mut(&parcel_id) {
-                record.rules = rules;
-            }
-            Ok(())
-        })
+        self.change_parcel(&parcel_id, |p| p.rules = rules)
     }
 
     /// Makes a parcel a pickup (a return collected from the customer) or a delivery again, for
     /// the next manifest and for judging its receipts.
     pub fn set_task(&self, parcel_id: String, task: wire::Task) -> Result<()> {
-        self.with(|s| {
-            let parcel = s
-                .parcels
-                .iter_mut()
-                .find(|p| p.parcel_id == parcel_id)
-                .ok_or_else(|| invalid("no such parcel on the route"))?;
-            parcel.task = task;
-            if let Some(record) = s.codes.parcels.get_mut(&parcel_id) {
-                record.task = task;
-            }
-            Ok(())
-        })
+        self.change_parcel(&parcel_id, |p| p.task = task)
     }
 
     /// A signed full manifest of every parcel added so far. `delivery_date` is YYYY-MM-DD.

@@ -39,16 +39,6 @@ fn world_with(first: DoorRules, second: DoorRules) -> World {
     w
 }
 
-fn attempts_on_disk(w: &World, parcel_id: &str) -> i64 {
-    let conn = rusqlite::Connection::open(&w.path).unwrap();
-    conn.query_row("SELECT attempts_used FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0)).unwrap()
-}
-
-fn receipts_on_disk(w: &World) -> i64 {
-    let conn = rusqlite::Connection::open(&w.path).unwrap();
-    conn.query_row("SELECT count(*) FROM receipt", [], |r| r.get(0)).unwrap()
-}
-
 fn with_id(w: &World, i: usize) -> Vec<ScannedParcel> {
     vec![w.scan(i).remove(0).with_id(IdDocument::Passport)]
 }

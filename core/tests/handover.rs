@@ -13,17 +13,6 @@ use doorstep_core::protocol::{
     Base64Bytes, FailureReason, HandoverMethod, Holder, ManifestKind, QrToken, ReceiptEvent,
 };
 
-fn attempts_on_disk(w: &World, parcel_id: &str) -> i64 {
-    // A separate connection, not the Device: proves the value is committed to the file.
-    let conn = rusqlite::Connection::open(&w.path).unwrap();
-    conn.query_row("SELECT attempts_used FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0)).unwrap()
-}
-
-fn receipts_on_disk(w: &World) -> i64 {
-    let conn = rusqlite::Connection::open(&w.path).unwrap();
-    conn.query_row("SELECT count(*) FROM receipt", [], |r| r.get(0)).unwrap()
-}
-
 #[test]
 fn the_right_code_hands_over_and_commits_the_receipt_before_answering() {
     let w = World::with_parcels(3);

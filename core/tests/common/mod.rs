@@ -267,3 +267,16 @@ impl World {
         verdicts
     }
 }
+
+/// A parcel's attempt count as committed to the file (read through a connection of its own, not
+/// the Device).
+pub fn attempts_on_disk(w: &World, parcel_id: &str) -> i64 {
+    let conn = rusqlite::Connection::open(&w.path).unwrap();
+    conn.query_row("SELECT attempts_used FROM parcel WHERE parcel_id = ?1", [parcel_id], |r| r.get(0)).unwrap()
+}
+
+/// How many receipts are committed to the file.
+pub fn receipts_on_disk(w: &World) -> i64 {
+    let conn = rusqlite::Connection::open(&w.path).unwrap();
+    conn.query_row("SELECT count(*) FROM receipt", [], |r| r.get(0)).unwrap()
+}
