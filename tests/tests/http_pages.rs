@@ -212,3 +212,28 @@ fn a_console_session_is_not_the_key_and_ends_on_logout_or_when_the_key_is_revoke
     server.dispatch.revoke_operator(&server.operator.operator_id).unwrap();
     assert_eq!(get(&cookie), 303, "the key was revoked");
 }
+
+#[test]
+fn the_page_of_an_addressee_only_parcel_offers_no_trusted_person_and_a_return_shows_its_pickup_code() {
+    let server = Server::start();
+    let mut parcels = server.parcels(4);
+    parcels[0].addressee_only = true;
+    parcels[2].open_box = true;
+    parcels[2].task = doorstep_core::protocol::Task::Pickup;
+    assert_eq!(server.op_post("/v1/parcels", &serde_json::to_vec(&parcels).unwrap()).0, 201);
+    for id in ["P0", "P2"] {
+        assert_eq!(server.op_post(&format!("/v1/parcels/{id}/departed"), b"").0, 200);
+    }
+    let page = |id: &str| {
+        let (_, token) = server.read_email(id);
+        let (status, _, body) = fetch("GET", &server.url(&format!("/parcel/{id}/{token}")), &[], None);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let only = page("P0");
+    assert!(only.contains("Only you can take this parcel: have an ID ready"), "{only}");
+    assert!(!only.contains("/delegates\""), "no form to name a trusted person: {only}");
+    let pickup = page("P2");
+    assert!(pickup.contains("Your pickup code") && pickup.contains("The driver opens the parcel with you first"));
+    assert!(pickup.contains("/delegates\""), "{pickup}");
+}

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use doorstep_core::protocol::Holder;
+use doorstep_core::protocol::{Holder, Task};
 use serde::Deserialize;
 
 use super::text::{self, Text};
@@ -164,7 +164,7 @@ fn render(t: &Text, p: &CustomerPage, link: &str) -> String {
         let rules: String = t.rules.iter().map(|r| format!("<li>{}</li>", esc(r))).collect();
         html.push_str(&format!(
             "<section id=\"code\"><h2>{}</h2>{}<p>{} {} {} {}.</p><ul class=\"rules\">{rules}</ul></section>",
-            t.your_code,
+            if p.task == Task::Pickup { t.your_pickup_code } else { t.your_code },
             code_block(t, code),
             t.valid_until,
             p.delivery_date,
@@ -178,7 +178,13 @@ fn render(t: &Text, p: &CustomerPage, link: &str) -> String {
             t.qr_title, t.qr_hint
         ));
     }
-    if open {
+    if open && p.rules.open_box {
+        html.push_str(&format!("<section id=\"open-box\"><p>{}</p></section>", t.open_box));
+    }
+    if open && p.rules.addressee_only {
+        // No one else may take it: no form to name a trusted person.
+        html.push_str(&format!("<section id=\"trusted\"><p>{}</p></section>", t.addressee_only));
+    } else if open {
         let mut list = String::new();
         for (label, code) in &p.delegates {
             list.push_str(&format!(

@@ -51,6 +51,10 @@ pub struct CustomerPage {
     /// reloading the page does not use up the parcel's tokens); `None` when not `open`, or when
     /// the parcel's tokens are used up (the code still works).
     pub qr_token: Option<String>,
+    /// What the driver asks at the door beyond the code (an ID, the opened parcel's inspection).
+    pub rules: DoorRules,
+    /// A delivery, or a return the driver collects (the code is then a pickup code).
+    pub task: Task,
 }
 
 impl Dispatch {
@@ -112,6 +116,9 @@ impl Dispatch {
             )?;
             let codes = self.current_codes(tx, parcel_id)?;
             let status = self.customer_status(tx, parcel_id, &date, &zone, departed)?;
+            let rules = Self::rules_of(tx, parcel_id)?;
+            let pickup: bool =
+                tx.one("SELECT EXISTS (SELECT 1 FROM pickup WHERE parcel_id = ?1)", params![parcel_id])?;
             let open =
                 matches!(status, ParcelStatus::OnItsWay | ParcelStatus::Locked | ParcelStatus::AttemptFailed { .. });
             let qr_token = match open {
@@ -131,6 +138,8 @@ impl Dispatch {
                 code: None,
                 delegates: Vec::new(),
                 qr_token,
+                rules,
+                task: if pickup { Task::Pickup } else { Task::Delivery },
             };
             for c in codes {
                 match c.holder {
