@@ -38,6 +38,8 @@ pub struct CodeMail<'a> {
     pub reissued: bool,
     /// A return the driver collects: the code is a pickup code.
     pub pickup: bool,
+    /// Only the addressee may take it (after an ID check): no one else may be given the code.
+    pub addressee_only: bool,
 }
 
 /// The message, as the bytes that travel.
@@ -54,6 +56,13 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
             if pickup { "when collecting it" } else { "at the door" },
         ),
     };
+    let others = if mail.addressee_only {
+        "Only you can take this parcel, with an ID (the driver notes its\n\
+         kind, never its number): do not pass the code to anyone."
+    } else {
+        "If you cannot be there, you may pass the code to a person you\n\
+         trust, or name them in the app so they get a code of their own."
+    };
     // Lines stay under 76 characters so the message travels as plain 7-bit text.
     let body = format!(
         "{opening}\n\n\
@@ -62,8 +71,7 @@ pub(crate) fn compose(mail: &CodeMail<'_>) -> Result<Vec<u8>> {
          The driver will ask for this code {ask}. It is valid until\n\
          the end of the delivery day, {date} (local time at the delivery\n\
          address).\n\n\
-         If you cannot be there, you may pass the code to a person you\n\
-         trust, or name them in the app so they get a code of their own.\n\n\
+         {others}\n\n\
          Never tell this code to anyone by phone: the carrier will never\n\
          call you to ask for it.\n\n\
          Customer app access: {token}\n{page}",
@@ -93,8 +101,9 @@ pub enum Door<'a> {
     HandedOver(Option<&'a doorstep_core::protocol::Holder>),
     /// A return collected, from the holder whose code or QR token was shown.
     Collected(Option<&'a doorstep_core::protocol::Holder>),
-    /// Not handed over: why, in words, and whether the customer's code still opens the parcel.
-    Failed { why: String, code_still_valid: bool },
+    /// Not handed over (or, a `pickup`, not collected): why, in words, and whether the
+    /// customer's code still opens the parcel.
+    Failed { why: String, code_still_valid: bool, pickup: bool },
 }
 
 /// A notice of what happened at the door, as the bytes that travel. No code is in it.
@@ -131,10 +140,14 @@ pub(crate) fn compose_door(mail: &DoorMail<'_>) -> Result<Vec<u8>> {
                 ),
             )
         }
-        Door::Failed { why, code_still_valid } => (
-            format!("Delivery attempt for parcel {}", mail.parcel_id),
+        Door::Failed { why, code_still_valid, pickup } => (
+            match pickup {
+                true => format!("Collection attempt for your return {}", mail.parcel_id),
+                false => format!("Delivery attempt for parcel {}", mail.parcel_id),
+            },
             format!(
-                "The driver could not hand over parcel {parcel}\non {at}: {why}.\n{still}",
+                "The driver could not {what} {parcel}\non {at}: {why}.\n{still}",
+                what = if *pickup { "collect your return" } else { "hand over parcel" },
                 parcel = mail.parcel_id,
                 at = mail.at,
                 still =

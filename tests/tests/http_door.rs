@@ -23,7 +23,14 @@ fn door_rules_from_the_import_and_a_category_reach_the_phone_and_are_rechecked_b
     for p in &parcels {
         assert_eq!(server.op_post(&format!("/v1/parcels/{}/departed", p.parcel_id), b"").0, 200);
     }
-    // The customer cannot name a delegate for an addressee-only parcel.
+    // The code e-mail says not to pass the code on; the customer cannot name a delegate.
+    let outbox = server.state.path().join("outbox");
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|t| t.contains("Parcel: P0"))
+        .unwrap();
+    assert!(mail.contains("do not pass the code to anyone") && !mail.contains("pass the code to a person"), "{mail}");
     let (_, token) = server.read_email("P0");
     let auth = format!("Bearer {token}");
     let (status, body) =

@@ -625,3 +625,21 @@ fn a_reversal_undoes_only_the_parcels_it_names_of_the_hand_over_it_names() {
     accepted(insider.upload(&server, &phone, again("P0")), "P0 handed over again");
     flagged(insider.upload(&server, &phone, again("P4")), "parcel P4 was already handed over");
 }
+
+#[test]
+fn a_reversal_from_another_phone_than_the_hand_overs_is_flagged_and_undoes_nothing() {
+    let server = Server::start();
+    let (phone, _dir, device_id) = server.day();
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other, _) = server.synced_phone("R1", &other_dir.path().join("b.db"));
+    phone.verify_code(&[ScannedParcel::scanned("BC0")], &server.code("P0"), None).unwrap();
+    server.upload(&phone, &device_id);
+    let handed = server.dispatch.parcel_history("P0").unwrap()[0].body.clone();
+    // The second phone on the route holds P0 too; its insider reverses the first phone's hand-over.
+    let insider = Insider::of(&other_dir.path().join("b.db"));
+    let reversal = reversal_of(&insider, &handed, server.clock.now() + TimeDelta::minutes(1));
+    flagged(insider.upload(&server, &other, reversal), "another phone");
+    let (_, token) = server.read_email("P0");
+    let page = server.dispatch.customer_page(&token, "P0").unwrap();
+    assert!(matches!(page.status, doorstep_dispatch::store::ParcelStatus::HandedOver { .. }), "{:?}", page.status);
+}

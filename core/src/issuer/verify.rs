@@ -412,5 +412,9 @@ fn reversal_problem(ledger: &mut dyn ReceiptLedger, body: &ReceiptBody) -> Resul
             )));
         }
     }
-    Ok(None)
+    // Only the phone that made a hand-over corrects it (its own chain holds both).
+    match ledger.holder_of(&reversed)? {
+        Some((device, _)) if device == body.device_id => Ok(None),
+        _ => Ok(Some(format!("the reversal of receipt {reversed} comes from another phone than the hand-over"))),
+    }
 }

@@ -65,6 +65,8 @@ pub struct ParcelFacts {
     pub time_zone: String,
     /// As imported: 18 digits, or an `urn:epc:id:sscc:` URN.
     pub sscc: Option<String>,
+    /// A return collected from the customer (a failed collection moves nothing: no event).
+    pub pickup: bool,
 }
 
 /// Whether receipts dispatch holds for review become events (marked `ds:verdict` `flagged`).
@@ -123,6 +125,12 @@ fn event_of(stored: &StoredReceipt, parcels: &HashMap<String, ParcelFacts>) -> O
         ReceiptEvent::Delivered => ("accepting", None),
         // A return collected from the customer: on its way back.
         ReceiptEvent::Collected => ("collecting", Some("returned")),
+        // A failed collection leaves the return with its customer: nothing moved, no event.
+        ReceiptEvent::Failed | ReceiptEvent::WrongCode | ReceiptEvent::LockedOut
+            if body.parcels.iter().all(|p| parcels.get(&p.parcel_id).is_some_and(|f| f.pickup)) =>
+        {
+            return None;
+        }
         ReceiptEvent::Failed | ReceiptEvent::WrongCode | ReceiptEvent::LockedOut => ("arriving", Some("in_transit")),
         ReceiptEvent::Expired | ReceiptEvent::Reversed => return None,
     };
@@ -306,7 +314,11 @@ mod tests {
     }
 
     fn facts() -> HashMap<String, ParcelFacts> {
-        let zone = |sscc: Option<&str>| ParcelFacts { time_zone: "Europe/Berlin".into(), sscc: sscc.map(Into::into) };
+        let zone = |sscc: Option<&str>| ParcelFacts {
+            time_zone: "Europe/Berlin".into(),
+            sscc: sscc.map(Into::into),
+            pickup: false,
+        };
         HashMap::from([
             ("P1".to_owned(), zone(Some("340123450000000017"))),
             ("P2".to_owned(), zone(Some("urn:epc:id:sscc:4012345.0000000001"))),

@@ -171,21 +171,27 @@ impl Dispatch {
         let reset_at: Option<i64> =
             tx.opt("SELECT reset_at_ms FROM parcel_epoch WHERE parcel_id = ?1", params![parcel_id])?;
         let mut status = if departed { ParcelStatus::OnItsWay } else { ParcelStatus::Preparing };
-        let mut handed: Option<(Uuid, ParcelStatus)> = None;
+        // The hand-over standing: its receipt, the phone that made it, and what it says.
+        let mut handed: Option<(Uuid, String, ParcelStatus)> = None;
         for r in &receipts {
             match r.event {
                 ReceiptEvent::Delivered => {
                     let at = r.trusted_time;
                     handed = Some((
                         r.receipt_id,
+                        r.device_id.clone(),
                         ParcelStatus::HandedOver { holder: r.holder.clone(), method: r.method, at },
                     ));
                 }
                 ReceiptEvent::Collected => {
                     let at = r.trusted_time;
-                    handed = Some((r.receipt_id, ParcelStatus::Collected { holder: r.holder.clone(), at }));
+                    let status = ParcelStatus::Collected { holder: r.holder.clone(), at };
+                    handed = Some((r.receipt_id, r.device_id.clone(), status));
                 }
-                ReceiptEvent::Reversed if handed.as_ref().is_some_and(|(id, _)| Some(*id) == r.reverses) => {
+                // Only a reversal from the phone that made the hand-over undoes it.
+                ReceiptEvent::Reversed
+                    if handed.as_ref().is_some_and(|(id, by, _)| Some(*id) == r.reverses && *by == r.device_id) =>
+                {
                     handed = None;
                 }
                 ReceiptEvent::Failed => status = ParcelStatus::AttemptFailed { reason: r.reason, at: r.trusted_time },
@@ -196,7 +202,7 @@ impl Dispatch {
                 _ => {}
             }
         }
-        if let Some((_, handed)) = handed {
+        if let Some((_, _, handed)) = handed {
             return Ok(handed);
         }
         let (_, ends) = stored_window(date, zone)?;

@@ -9,8 +9,8 @@ use crate::epcis::{self, Flagged, ParcelFacts};
 use super::receipts::{ReceiptRow, parse_rows};
 use super::*;
 
-/// A parcel's id, zone and SSCC.
-type ParcelRow = (String, String, Option<String>);
+/// A parcel's id, zone, SSCC and whether it is a pickup.
+type ParcelRow = (String, String, Option<String>, bool);
 
 impl Dispatch {
     /// Operator: the EPCIS 2.0 JSON-LD document of the receipts about `date`'s parcels (every
@@ -29,8 +29,9 @@ impl Dispatch {
                             params![day],
                         )?,
                         tx.all(
-                            "SELECT p.parcel_id, p.time_zone, g.sscc FROM parcel p
-                               LEFT JOIN parcel_gs1 g ON g.parcel_id = p.parcel_id WHERE p.delivery_date = ?1",
+                            "SELECT p.parcel_id, p.time_zone, g.sscc, k.parcel_id IS NOT NULL FROM parcel p
+                               LEFT JOIN parcel_gs1 g ON g.parcel_id = p.parcel_id
+                               LEFT JOIN pickup k ON k.parcel_id = p.parcel_id WHERE p.delivery_date = ?1",
                             params![day],
                         )?,
                     )
@@ -42,16 +43,19 @@ impl Dispatch {
                         params![],
                     )?,
                     tx.all(
-                        "SELECT p.parcel_id, p.time_zone, g.sscc FROM parcel p
-                           LEFT JOIN parcel_gs1 g ON g.parcel_id = p.parcel_id",
+                        "SELECT p.parcel_id, p.time_zone, g.sscc, k.parcel_id IS NOT NULL FROM parcel p
+                           LEFT JOIN parcel_gs1 g ON g.parcel_id = p.parcel_id
+                           LEFT JOIN pickup k ON k.parcel_id = p.parcel_id",
                         params![],
                     )?,
                 ),
             };
             Ok((parse_rows(receipts)?, parcels))
         })?;
-        let parcels: HashMap<String, ParcelFacts> =
-            parcels.into_iter().map(|(id, time_zone, sscc)| (id, ParcelFacts { time_zone, sscc })).collect();
+        let parcels: HashMap<String, ParcelFacts> = parcels
+            .into_iter()
+            .map(|(id, time_zone, sscc, pickup)| (id, ParcelFacts { time_zone, sscc, pickup }))
+            .collect();
         let events = epcis::events(&receipts, &parcels, flagged);
         let document = epcis::document(&events, self.now()?);
         let bytes = serde_json::to_vec_pretty(&document).map_err(|e| bad(e.to_string()))?;

@@ -54,6 +54,7 @@ impl Dispatch {
     }
 
     pub(super) fn mail_code(&self, tx: &Tx<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
+        let addressee_only = Self::rules_of(tx, parcel_id)?.addressee_only;
         let (email, date, zone, pickup): (String, String, String, bool) = tx.one(
             "SELECT customer_email, delivery_date, time_zone,
                     EXISTS (SELECT 1 FROM pickup k WHERE k.parcel_id = parcel.parcel_id)
@@ -76,6 +77,7 @@ impl Dispatch {
             page: self.customer_link(parcel_id, &token).as_deref(),
             reissued,
             pickup,
+            addressee_only,
         })?;
         // Kept sealed with the code it carries; delivered once this transaction commits.
         self.queue_mail(tx, parcel_id, &email, &message)

@@ -353,11 +353,11 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                 "days": s.days.iter().map(|d| json!({
                     "date": d.delivery_date, "route": d.route_id, "zone": d.time_zone,
                     "pending": d.parcels.pending, "delivered": d.parcels.delivered, "failed": d.parcels.failed,
-                    "locked": d.parcels.locked, "expired": d.parcels.expired
+                    "locked": d.parcels.locked, "expired": d.parcels.expired, "collected": d.parcels.collected
                 })).collect::<Vec<_>>(),
                 "parcels": {
                     "pending": s.parcels.pending, "delivered": s.parcels.delivered, "failed": s.parcels.failed,
-                    "locked": s.parcels.locked, "expired": s.parcels.expired
+                    "locked": s.parcels.locked, "expired": s.parcels.expired, "collected": s.parcels.collected
                 },
                 "pending_receipts": s.pending_receipts, "trusted_time": s.clock.trusted_time,
                 "wall_clock_set_back": s.clock.wall_clock_set_back
