@@ -145,6 +145,9 @@ fn the_console_needs_a_key_and_resets_a_locked_parcel_only_after_a_confirmation_
     assert_eq!(status, 200, "{body}");
     assert!(head.contains("cache-control: no-store"));
     assert!(body.contains("Route R1") && body.contains(">P2</a></td><td>2</td><td>yes</td><td>locked</td>"), "{body}");
+    // A day that is not one is said, not replaced by today.
+    let (status, _, body) = fetch("GET", &server.url("/console?date=someday"), &with, None);
+    assert!(status == 400 && body.contains("YYYY-MM-DD"), "{status} {body}");
     let (_, _, confirm) = fetch("GET", &server.url("/console/parcels/P2/reset"), &with, None);
     assert!(confirm.contains("Yes, reset parcel P2"), "{confirm}");
     // Not confirmed, or from another site: nothing happens.

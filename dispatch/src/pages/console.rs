@@ -175,16 +175,16 @@ fn state(status: &ParcelStatus) -> String {
 }
 
 async fn overview(State(d): State<AppState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    // `?date=YYYY-MM-DD`: another day than today (UTC).
-    let q = DayQuery {
-        date: uri
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("date=")))
-            .and_then(|d| d.parse().ok()),
-    };
+    // `?date=YYYY-MM-DD`: another day than today (UTC); a date that is not one is said, not
+    // silently replaced by today.
+    let asked = uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("date=")));
     if let Err(login) = operator(&d, &headers).await {
         return login;
     }
+    let q = match asked.map(str::parse::<NaiveDate>).transpose() {
+        Ok(date) => DayQuery { date },
+        Err(_) => return error_page(&DispatchError::BadRequest("the date must be YYYY-MM-DD".into())),
+    };
     let loaded = blocking(move || {
         let date = match q.date {
             Some(date) => date,
