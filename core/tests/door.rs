@@ -179,3 +179,18 @@ fn a_rule_cleared_on_disk_is_named_as_damage_not_obeyed() {
     conn.execute("UPDATE parcel SET seal = NULL WHERE parcel_id = 'P00000'", []).unwrap();
     assert!(matches!(w.device.verify_code(&w.scan(0), &w.code(0), None), Err(CoreError::ParcelDamaged(_))));
 }
+
+#[test]
+fn dispatch_flags_an_addressee_only_parcel_that_went_to_a_delegate() {
+    // A phone that does not know the rule holds the parcel with a delegate's tag; dispatch knows
+    // it is for the addressee only.
+    let mut w = World::new();
+    w.add_parcel(0, &[Holder::Customer, Holder::Delegate("Anna".into())]);
+    w.push_full();
+    w.codes.parcels.get_mut("P00000").unwrap().rules = ADDRESSEE_ONLY;
+    let out = w.device.verify_code(&with_id(&w, 0), &w.delegate_code(0, "Anna"), None).unwrap();
+    assert!(matches!(out, HandoverOutcome::Accepted { holder: Holder::Delegate(_), .. }), "{out:?}");
+    assert_eq!(verdicts(&mut w), [ReceiptStatus::Flagged]);
+    let reason = w.ledger.chains["dev-1"][0].reason.clone().unwrap();
+    assert!(reason.contains("went to a delegate"), "{reason}");
+}

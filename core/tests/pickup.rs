@@ -91,3 +91,14 @@ fn a_collection_made_by_mistake_is_reversed_and_can_be_made_again() {
     assert!(matches!(out, HandoverOutcome::Accepted { ref receipt, .. } if receipt.event == ReceiptEvent::Collected));
     assert_eq!(verdicts(&mut w), [ReceiptStatus::Accepted; 3]);
 }
+
+#[test]
+fn dispatch_flags_a_delivery_handed_over_as_a_collection() {
+    // The phone was told P00000 is a pickup; dispatch holds it as a delivery.
+    let mut w = world(true);
+    w.codes.parcels.get_mut("P00000").unwrap().task = Task::Delivery;
+    w.device.verify_code(&w.scan(0), &w.code(0), None).unwrap();
+    assert_eq!(verdicts(&mut w), [ReceiptStatus::Flagged]);
+    let reason = w.ledger.chains["dev-1"][0].reason.clone().unwrap();
+    assert!(reason.contains("is a delivery") && reason.contains("Collected"), "{reason}");
+}

@@ -87,9 +87,10 @@ enum Command {
         #[arg(long)]
         keys_out: Option<PathBuf>,
     },
-    /// Write the stored hand-overs and failed attempts as an EPCIS 2.0 JSON-LD document (GS1):
-    /// one ObjectEvent per receipt dispatch did not reject, reversals as errorDeclarations, each
-    /// eventID the CBV 2.0 event hash (also GET /v1/epcis/events).
+    /// Write the stored hand-overs, collected returns and failed attempts as an EPCIS 2.0
+    /// JSON-LD document (GS1): one ObjectEvent per receipt dispatch accepted (flagged ones only
+    /// with --include-flagged; no expiries, no failed collections), reversals as
+    /// errorDeclarations, each eventID the CBV 2.0 event hash (also GET /v1/epcis/events).
     Export {
         #[command(flatten)]
         store: Store,
@@ -410,10 +411,12 @@ fn main() -> ExitCode {
             };
             let written = dispatch.epcis_events(date, flagged).and_then(|(document, n)| {
                 use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                // Readable by its owner only, as the state folder's files are.
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                // Readable by its owner only, as the state folder's files are (an existing file
+                // too: the mode given at open applies only to a new one).
                 let mut file =
                     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&out)?;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
                 file.write_all(&document)?;
                 Ok((n, document.len()))
             });

@@ -111,6 +111,9 @@ fn export_names_its_format_and_writes_an_epcis_document() {
     assert!(err.contains("--epcis"), "{err}");
     assert!(!out.exists());
     assert_eq!(doorstep(&["export", "--epcis", "--state", state, "--date", "soon"]).0, 2);
+    // Written readable by its owner only, over a file that was readable by others.
+    std::fs::write(&out, b"old").unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let (code, said, err) =
         doorstep(&["export", "--epcis", "--state", state, "--date", "2026-11-26", "--out", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -118,4 +121,6 @@ fn export_names_its_format_and_writes_an_epcis_document() {
     let document: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(document["type"], "EPCISDocument");
     assert_eq!(document["@context"][0], "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&out).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
 }

@@ -306,11 +306,13 @@ async fn evidence(State(d): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(([(header::CONTENT_TYPE, "application/json")], file).into_response())
 }
 
-/// The stored hand-overs and failed attempts as an EPCIS 2.0 JSON-LD document (GS1): one
-/// `ObjectEvent` per receipt dispatch did not reject (bizStep `accepting` for a hand-over,
-/// `arriving` with disposition `in_transit` for a failed attempt), a reversal as an
-/// `errorDeclaration`, parcels named by their SSCC where the import gave one, doorstep's fields in
-/// the `ds:` extension, and each `eventID` the CBV 2.0 event hash.
+/// The stored hand-overs, collected returns and failed attempts as an EPCIS 2.0 JSON-LD document
+/// (GS1): one `ObjectEvent` per receipt dispatch accepted (bizStep `accepting` for a hand-over,
+/// `collecting` with disposition `returned` for a collected return, `arriving` with disposition
+/// `in_transit` for a failed delivery attempt; none for an expiry or a failed collection; flagged
+/// receipts only with `include_flagged`), a reversal as an `errorDeclaration`, parcels named by
+/// their SSCC where the import gave one, doorstep's fields in the `ds:` extension, and each
+/// `eventID` the CBV 2.0 event hash.
 #[utoipa::path(get, path = "/v1/epcis/events", tag = "operator", security(("operator" = [])),
     params(("date" = Option<String>, Query, description = "Only the receipts about this delivery day's parcels (YYYY-MM-DD); every day's when left out."),
            ("include_flagged" = Option<bool>, Query, description = "Also the receipts dispatch holds for review, each marked `ds:verdict` `flagged` (default false: only what dispatch accepted).")),
