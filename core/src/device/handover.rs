@@ -137,13 +137,6 @@ fn handover_event(rows: &[(ParcelRow, ScannedParcel)]) -> Result<ReceiptEvent> {
     }
 }
 
-fn state_word(state: ParcelState) -> &'static str {
-    match state {
-        ParcelState::Collected => "collected",
-        _ => "delivered",
-    }
-}
-
 /// Every confirmation the parcels' rules ask for is there (checked before any attempt is
 /// counted): an ID check for an addressee-only parcel, the inspection of an open-box one.
 fn check_door_rules(rows: &[(ParcelRow, ScannedParcel)]) -> Result<()> {
@@ -543,7 +536,7 @@ impl Device {
                     ParcelState::Delivered | ParcelState::Collected => {
                         return Err(CoreError::InvalidState {
                             parcel: row.view.parcel_id.clone(),
-                            state: format!("{} (record a reversal instead)", state_word(row.view.state)),
+                            state: format!("{} (record a reversal instead)", row.view.state.as_str()),
                         });
                     }
                     ParcelState::Pending => set_state(s, &row.view.parcel_id, ParcelState::Failed, &receipt_id)?,

@@ -42,7 +42,9 @@ impl ParcelState {
     pub fn as_str(self) -> &'static str {
         match self {
             ParcelState::Pending => "pending",
-            ParcelState::Delivered | ParcelState::Collected => "delivered",
+            ParcelState::Delivered => "delivered",
+            // Never stored: a collection is stored as `delivered` (the row's CHECK refuses it).
+            ParcelState::Collected => "collected",
             ParcelState::Failed => "failed",
             ParcelState::Locked => "locked",
             ParcelState::Expired => "expired",
@@ -54,6 +56,15 @@ impl ParcelState {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| CoreError::Integrity(format!("unknown parcel state {s:?}")))
+    }
+
+    /// The state of a row that stores `state` for a parcel with `task`: a pickup handed over
+    /// reads as collected.
+    pub(crate) fn of_row(state: &str, task: Task) -> Result<ParcelState> {
+        Ok(match (ParcelState::parse(state)?, task) {
+            (ParcelState::Delivered, Task::Pickup) => ParcelState::Collected,
+            (state, _) => state,
+        })
     }
 }
 
@@ -293,10 +304,7 @@ fn write_seal(conn: &Connection, parcel_id: &str, rules_task: &str) -> Result<()
 /// Completes a row with its tags; with `check`, judges it against its seal (`damaged`), which
 /// the list views skip.
 fn finish(conn: &Connection, (mut row, state): (ParcelRow, String), check: bool) -> Result<ParcelRow> {
-    row.view.state = match (ParcelState::parse(&state)?, row.view.task) {
-        (ParcelState::Delivered, Task::Pickup) => ParcelState::Collected,
-        (state, _) => state,
-    };
+    row.view.state = ParcelState::of_row(&state, row.view.task)?;
     let tags = sealed_tags(conn, &row.view.parcel_id)?;
     // Every row has had a seal since schema step 7 (written with the row): one without is damage.
     if check {

@@ -9,6 +9,7 @@ use rusqlite::OptionalExtension;
 use super::parcels::ParcelState;
 use super::{Device, TimeReading};
 use crate::Result;
+use crate::protocol::Task;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClockStatus {
@@ -108,19 +109,15 @@ impl Device {
                 days.push(HeldDay { delivery_date, route_id, time_zone, parcels: ParcelCounts::default() });
             }
             let mut parcels = ParcelCounts::default();
-            let mut stmt =
-                conn.prepare(
-                    "SELECT delivery_date, CASE WHEN state = 'delivered' AND task = 'pickup' THEN 'collected' ELSE state END,
-                            count(*) FROM parcel GROUP BY 1, 2",
-                )?;
-            for row in
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))?
-            {
-                let (date, state, n) = row?;
-                let state = match state.as_str() {
-                    "collected" => ParcelState::Collected,
-                    stored => ParcelState::parse(stored)?,
-                };
+            let mut stmt = conn.prepare(
+                "SELECT delivery_date, state, task, count(*) FROM parcel GROUP BY delivery_date, state, task",
+            )?;
+            for row in stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?))
+            })? {
+                let (date, state, task, n) = row?;
+                let task = Task::parse(&task).ok_or_else(|| crate::CoreError::Integrity(format!("task {task:?}")))?;
+                let state = ParcelState::of_row(&state, task)?;
                 *parcels.slot(state) += n;
                 if let Some(day) = days.iter_mut().find(|d| d.delivery_date.to_string() == date) {
                     *day.parcels.slot(state) += n;

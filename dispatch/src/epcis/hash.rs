@@ -15,8 +15,7 @@ use super::{Event, ExtValue, NAMESPACE};
 /// The event's `eventID`.
 pub fn event_hash(event: &Event) -> String {
     let digest = sha256(prehash(event).as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("ni:///sha-256;{hex}?ver=CBV2.0")
+    format!("ni:///sha-256;{}?ver=CBV2.0", crate::operators::hex(&digest))
 }
 
 /// The canonical pre-hash string of `event`.

@@ -135,7 +135,7 @@ fn event_of(stored: &StoredReceipt, parcels: &HashMap<String, ParcelFacts>) -> O
         ReceiptEvent::Expired | ReceiptEvent::Reversed => return None,
     };
     let zone = body.parcels.first().and_then(|p| parcels.get(&p.parcel_id)).map(|f| f.time_zone.as_str());
-    let hash: String = stored.receipt.hash().iter().map(|b| format!("{b:02x}")).collect();
+    let hash = crate::operators::hex(&stored.receipt.hash());
     let mut extension = vec![
         ("receiptId", ExtValue::Text(body.receipt_id.to_string())),
         ("device", ExtValue::Text(body.device_id.clone())),

@@ -117,8 +117,6 @@ impl Dispatch {
             let codes = self.current_codes(tx, parcel_id)?;
             let status = self.customer_status(tx, parcel_id, &date, &zone, departed)?;
             let rules = Self::rules_of(tx, parcel_id)?;
-            let pickup: bool =
-                tx.one("SELECT EXISTS (SELECT 1 FROM pickup WHERE parcel_id = ?1)", params![parcel_id])?;
             let open =
                 matches!(status, ParcelStatus::OnItsWay | ParcelStatus::Locked | ParcelStatus::AttemptFailed { .. });
             let qr_token = match open {
@@ -139,7 +137,7 @@ impl Dispatch {
                 delegates: Vec::new(),
                 qr_token,
                 rules,
-                task: if pickup { Task::Pickup } else { Task::Delivery },
+                task: Self::task_of(tx, parcel_id)?,
             };
             for c in codes {
                 match c.holder {

@@ -55,10 +55,9 @@ impl Dispatch {
 
     pub(super) fn mail_code(&self, tx: &Tx<'_>, parcel_id: &str, code: &str, reissued: bool) -> Result<i64> {
         let addressee_only = Self::rules_of(tx, parcel_id)?.addressee_only;
-        let (email, date, zone, pickup): (String, String, String, bool) = tx.one(
-            "SELECT customer_email, delivery_date, time_zone,
-                    EXISTS (SELECT 1 FROM pickup k WHERE k.parcel_id = parcel.parcel_id)
-               FROM parcel WHERE parcel_id = ?1",
+        let pickup = Self::task_of(tx, parcel_id)? == Task::Pickup;
+        let (email, date, zone): (String, String, String) = tx.one(
+            "SELECT customer_email, delivery_date, time_zone FROM parcel WHERE parcel_id = ?1",
             params![parcel_id],
         )?;
         // A fresh link for this parcel, valid to the end of its delivery day; kept as its hash.

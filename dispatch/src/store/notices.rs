@@ -144,7 +144,7 @@ impl Dispatch {
                 // needs no code has none.
                 code_still_valid: needs_code
                     && !matches!(body.reason, Some(FailureReason::CodeLockedOut | FailureReason::CodeExpired)),
-                pickup: tx.one("SELECT EXISTS (SELECT 1 FROM pickup WHERE parcel_id = ?1)", params![parcel_id])?,
+                pickup: Self::task_of(tx, parcel_id)? == Task::Pickup,
             },
         };
         let mail = DoorMail { to: &email, parcel_id, what, at: format!("{local} ({zone})") };

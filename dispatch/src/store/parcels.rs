@@ -137,6 +137,12 @@ impl Dispatch {
         Ok(DoorRules::from_bits(bits.unwrap_or(0)))
     }
 
+    /// Whether the parcel is a delivery or a pickup (a row in `pickup`).
+    pub(super) fn task_of(tx: &Tx<'_>, parcel_id: &str) -> Result<Task> {
+        let pickup: bool = tx.one("SELECT EXISTS (SELECT 1 FROM pickup WHERE parcel_id = ?1)", params![parcel_id])?;
+        Ok(if pickup { Task::Pickup } else { Task::Delivery })
+    }
+
     pub(super) fn name_delegate_in(&self, tx: &Tx<'_>, parcel_id: &str, label: &str) -> Result<String> {
         validate::label(label)?;
         if Self::rules_of(tx, parcel_id)?.addressee_only {

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use doorstep_core::CoreError;
-use doorstep_core::device::{
-    Clock, Device, HandoverOutcome, HostError, KeyVault, ParcelState, ScannedParcel, SystemClock,
-};
+use doorstep_core::device::{Clock, Device, HandoverOutcome, HostError, KeyVault, ScannedParcel, SystemClock};
 use doorstep_core::protocol::{FailureReason, IdDocument, Inspection, REQUEST_HEADER};
 use serde_json::{Value, json};
 
@@ -298,7 +296,7 @@ pub fn run_with_clock(dir: &Path, dispatch: &Remote, action: Action, clock: Arc<
                     .map(|p| {
                         json!({
                             "parcel_id": p.parcel_id, "date": p.delivery_date, "barcode": p.barcode, "stop": p.stop_id,
-                            "needs_code": p.needs_code, "state": state_name(p.state), "task": p.task.as_str(),
+                            "needs_code": p.needs_code, "state": p.state.as_str(), "task": p.task.as_str(),
                             "addressee_only": p.rules.addressee_only, "open_box": p.rules.open_box,
                             "attempts_left": p.attempts_left, "not_after": p.not_after
                         })
@@ -408,12 +406,4 @@ macro_rules! say {
 /// The default device folder (`./doorstep-device`).
 pub fn default_dir() -> PathBuf {
     PathBuf::from("doorstep-device")
-}
-
-/// A parcel state as the terminal prints it (`collected` for a pickup the phone collected).
-fn state_name(state: ParcelState) -> &'static str {
-    match state {
-        ParcelState::Collected => "collected",
-        other => other.as_str(),
-    }
 }
