@@ -4,6 +4,9 @@
 //!
 //! - manifests: a signed full manifest for a 300-parcel route, fetched over HTTP; floor: the core's
 //!   issuer building and signing the same manifest in memory.
+//! - manifests at once: 8 phones, each on its own 300-parcel route, fetching their full manifests at
+//!   once (the start of a shift); floor: the same 8 manifests built and signed in memory on both
+//!   cores.
 //! - receipts: 50 devices uploading at once (50 threads, 40 receipts each, one batch each);
 //!   floor: the Ed25519 verifications of those receipts on both cores.
 //!
@@ -20,7 +23,7 @@ use chrono::NaiveDate;
 use criterion::Criterion;
 use doorstep_core::crypto::{Code, SigningKey};
 use doorstep_core::device::{Device, HostError, KeyVault, ScannedParcel};
-use doorstep_core::issuer::{IssuedParcel, Issuer, ManifestSpec};
+use doorstep_core::issuer::{EnrolledDevice, IssuedParcel, Issuer, ManifestSpec};
 use doorstep_core::policy::Policy;
 use doorstep_core::protocol::{FailureReason, Holder, ManifestKind, REQUEST_HEADER, Stop};
 use doorstep_dispatch::{
@@ -30,6 +33,7 @@ use doorstep_dispatch::{
 const ROUTE_PARCELS: usize = 300;
 const DEVICES: usize = 50;
 const RECEIPTS_PER_DEVICE: usize = 40;
+const PHONES_AT_ONCE: usize = 8;
 
 struct Vault;
 impl KeyVault for Vault {
@@ -168,31 +172,7 @@ fn bench_manifests(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(SetClock::at(date().and_hms_opt(10, 0, 0).unwrap().and_utc()));
 
-    // Floor: the same manifest built and signed by the core's issuer in memory.
-    let issuer = Issuer::new(SigningKey::generate("k").unwrap());
-    let request = Device::open(dir.path().join("floor.db"), Arc::new(Vault), clock.clone(), None)
-        .unwrap()
-        .enrolment_request()
-        .unwrap();
-    let (record, _) = issuer.enrol(&request, "floor", clock.now()).unwrap();
-    let (not_before, not_after) = delivery_window(date(), "Europe/Berlin").unwrap();
-    let issued: Vec<IssuedParcel> = (0..ROUTE_PARCELS)
-        .map(|i| IssuedParcel {
-            parcel_id: format!("P{i}"),
-            barcode: format!("BC{i}"),
-            stop: Stop { id: format!("S{i}"), sequence: i as u32 + 1 },
-            address_hint: format!("{i} Elm St"),
-            recipient_hint: "A. B.".into(),
-            codes: if i % 5 < 2 { vec![(Holder::Customer, Code::generate().unwrap())] } else { vec![] },
-            not_before,
-            not_after,
-            attempts_used: 0,
-            attempt_epoch: 0,
-            qr_minted_after: Vec::new(),
-            rules: Default::default(),
-            task: Default::default(),
-        })
-        .collect();
+    let (issuer, record, issued) = floor_inputs(dir.path(), &clock);
     let mut seq = 0;
 
     let mut g = c.benchmark_group("dispatch_manifest_300");
@@ -200,21 +180,7 @@ fn bench_manifests(c: &mut Criterion) {
     g.bench_function("floor", |b| {
         b.iter(|| {
             seq += 1;
-            let spec = ManifestSpec {
-                manifest_id: format!("m{seq}"),
-                route_id: "R1".into(),
-                delivery_date: date(),
-                time_zone: "Europe/Berlin".into(),
-                issued_at: clock.now(),
-                sequence: seq,
-                kind: ManifestKind::Full,
-                policy: Policy::default(),
-                parcels: issued.clone(),
-                removals: vec![],
-                resets: vec![],
-                dispatch_keys: vec![],
-            };
-            black_box(issuer.build_manifest(&record, &spec).unwrap())
+            black_box(floor_build(&issuer, &record, &issued, seq, &clock))
         })
     });
     for backend in Backend::all() {
@@ -237,6 +203,110 @@ fn bench_manifests(c: &mut Criterion) {
                 let signature = device.sign_request("GET", &path, b"").unwrap();
                 let mut resp = agent.get(&urls[turn % urls.len()]).header(REQUEST_HEADER, &signature).call().unwrap();
                 black_box(resp.body_mut().read_to_vec().unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+/// What the floor builds from: the core's issuer, a device enrolled with it, and a 300-parcel
+/// route with codes on two parcels in five (as the benchmark's imports have).
+fn floor_inputs(dir: &std::path::Path, clock: &Arc<SetClock>) -> (Issuer, EnrolledDevice, Vec<IssuedParcel>) {
+    // Floor: the same manifest built and signed by the core's issuer in memory.
+    let issuer = Issuer::new(SigningKey::generate("k").unwrap());
+    let request = Device::open(dir.join("floor.db"), Arc::new(Vault), clock.clone(), None)
+        .unwrap()
+        .enrolment_request()
+        .unwrap();
+    let (record, _) = issuer.enrol(&request, "floor", clock.now()).unwrap();
+    let (not_before, not_after) = delivery_window(date(), "Europe/Berlin").unwrap();
+    let issued: Vec<IssuedParcel> = (0..ROUTE_PARCELS)
+        .map(|i| IssuedParcel {
+            parcel_id: format!("P{i}"),
+            barcode: format!("BC{i}"),
+            stop: Stop { id: format!("S{i}"), sequence: i as u32 + 1 },
+            address_hint: format!("{i} Elm St"),
+            recipient_hint: "A. B.".into(),
+            codes: if i % 5 < 2 { vec![(Holder::Customer, Code::generate().unwrap())] } else { vec![] },
+            not_before,
+            not_after,
+            attempts_used: 0,
+            attempt_epoch: 0,
+            qr_minted_after: Vec::new(),
+            rules: Default::default(),
+            task: Default::default(),
+        })
+        .collect();
+    (issuer, record, issued)
+}
+
+/// The floor's work: one full manifest built and signed in memory.
+fn floor_build(issuer: &Issuer, record: &EnrolledDevice, issued: &[IssuedParcel], seq: u64, clock: &SetClock) -> Vec<u8> {
+    let spec = ManifestSpec {
+        manifest_id: format!("m{seq}"),
+        route_id: "R1".into(),
+        delivery_date: date(),
+        time_zone: "Europe/Berlin".into(),
+        issued_at: clock.now(),
+        sequence: seq,
+        kind: ManifestKind::Full,
+        policy: Policy::default(),
+        parcels: issued.to_vec(),
+        removals: vec![],
+        resets: vec![],
+        dispatch_keys: vec![],
+    };
+    issuer.build_manifest(record, &spec).unwrap()
+}
+
+fn bench_manifests_at_once(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(SetClock::at(date().and_hms_opt(10, 0, 0).unwrap().and_utc()));
+    let (issuer, record, issued) = floor_inputs(dir.path(), &clock);
+    let mut g = c.benchmark_group("dispatch_manifests_at_once");
+    g.sample_size(20);
+    // Floor: the phones' manifests built and signed in memory, half on each core.
+    g.bench_function("floor_2_cores", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for core in 0..2 {
+                    let (issuer, record, issued, clock) = (&issuer, &record, &issued, &clock);
+                    scope.spawn(move || {
+                        for n in 0..PHONES_AT_ONCE / 2 {
+                            black_box(floor_build(issuer, record, issued, (core * PHONES_AT_ONCE + n + 1) as u64, clock));
+                        }
+                    });
+                }
+            })
+        })
+    });
+    for backend in Backend::all() {
+        let nodes = serve(backend);
+        let s = &nodes[0];
+        let phones = tempfile::tempdir().unwrap();
+        let mut fetches = Vec::new();
+        for n in 0..PHONES_AT_ONCE {
+            let route = format!("R{n}");
+            s.dispatch.import_parcels(&parcels(&route, ROUTE_PARCELS, 0), &Operator::loopback()).unwrap();
+            for p in parcels(&route, ROUTE_PARCELS, 0) {
+                s.dispatch.parcel_departed(&p.parcel_id, &Operator::loopback()).unwrap();
+            }
+            let (device, id) = enrol(s, &route, phones.path());
+            let path = format!("/v1/devices/{id}/manifest?date={}", date());
+            // With two nodes, the phones are split between them.
+            fetches.push((device, format!("{}{path}", nodes[n % nodes.len()].base), path));
+        }
+        g.bench_function(format!("http_{}", backend.name()), |b| {
+            b.iter(|| {
+                std::thread::scope(|scope| {
+                    for (device, url, path) in &fetches {
+                        scope.spawn(move || {
+                            let signature = device.sign_request("GET", path, b"").unwrap();
+                            let mut resp = agent().get(url).header(REQUEST_HEADER, &signature).call().unwrap();
+                            black_box(resp.body_mut().read_to_vec().unwrap())
+                        });
+                    }
+                })
             })
         });
     }
@@ -333,6 +403,15 @@ fn report() {
             }
         }
     }
+    if let Some(floor) = median_ns("dispatch_manifests_at_once", "floor_2_cores") {
+        let n = PHONES_AT_ONCE as f64;
+        println!("manifests ({PHONES_AT_ONCE} phones at once); floor (issuer in memory, 2 cores) {:.0}/s", n * 1e9 / floor);
+        for name in names {
+            if let Some(http) = median_ns("dispatch_manifests_at_once", name) {
+                println!("  {name}: {:.0}/s: {:.2}x the floor", n * 1e9 / http, http / floor);
+            }
+        }
+    }
     if let Some(floor) = median_ns("dispatch_ingest_50x40", "floor_2_cores") {
         let n = (DEVICES * RECEIPTS_PER_DEVICE) as f64;
         println!("receipts (50 devices at once); floor (Ed25519 verifications, 2 cores) {:.0}/s", n * 1e9 / floor);
@@ -347,6 +426,7 @@ fn report() {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_manifests(&mut c);
+    bench_manifests_at_once(&mut c);
     bench_uploads(&mut c);
     c.final_summary();
     report();

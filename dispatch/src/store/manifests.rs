@@ -47,59 +47,48 @@ impl Dispatch {
         held: Option<&[NaiveDate]>,
         before_full: &dyn Fn() -> Result<()>,
     ) -> Result<Option<Vec<u8>>> {
+        // The budget is drawn once per call, also when a transaction runs again.
         let budget_drawn = std::cell::Cell::new(false);
-        self.run(|tx| {
+        let draw = || if budget_drawn.replace(true) { Ok(()) } else { before_full() };
+        // A full manifest is built and signed (the costly part) with no transaction open and no
+        // lock held, from what one read saw; the transaction below keeps it only if nothing it was
+        // built from changed since (the device's sequence, the route-day's version), and builds
+        // it again itself otherwise.
+        let draft = match self.db.run_locking(|tx| self.read_draft(tx, device_id, date, since))? {
+            Some((device, spec, version)) => {
+                draw()?;
+                let sequence = spec.sequence;
+                let ids = spec.parcels.iter().map(|p| p.parcel_id.clone()).collect();
+                let envelope = self.issuer.build_manifest(&device, &spec)?;
+                Some(Draft { route_id: spec.route_id, sequence, version, ids, envelope })
+            }
+            None => None,
+        };
+        self.db.run_locking(|tx| {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
+            tx.lock("SELECT 1 FROM device WHERE device_id = ?1 FOR UPDATE", params![device_id])?;
             let (device, route_id, seq) = self.device(tx, device_id)?;
-            if let Some(n) = since {
-                // The journal first: whatever day the phone asks for, what it has not applied yet
-                // comes in order (a change to another day it holds, a full manifest it lost).
-                // A `since` beyond the journal (even past i64) finds none: a full manifest follows.
-                let next = i64::try_from(n).ok().and_then(|n| n.checked_add(1)).unwrap_or(i64::MAX);
-                if next <= seq {
-                    let journalled: Option<Vec<u8>> = tx.opt(
-                        "SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2",
-                        params![device_id, next],
-                    )?;
-                    if journalled.is_some() {
-                        return Ok(journalled);
-                    }
+            match self.journal_answer(tx, device_id, seq, date, since)? {
+                Some(JournalAnswer::Entry(next)) => {
+                    return Ok(Some(tx.one("SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2", params![device_id, next])?));
                 }
-                let holds: bool = tx.one(
-                    "SELECT EXISTS (SELECT 1 FROM device_day WHERE device_id = ?1 AND delivery_date = ?2)",
-                    params![device_id, date.to_string()],
-                )?;
-                if next == seq + 1 && holds {
-                    return Ok(None);
+                Some(JournalAnswer::UpToDate) => return Ok(None),
+                None => {}
+            }
+            draw()?;
+            let version = self.claim_route_day(tx, &route_id, date)?;
+            let envelope = match &draft {
+                Some(d) if d.route_id == route_id && d.sequence == (seq + 1) as u64 && d.version == version => {
+                    self.record_sent(tx, device_id, ManifestKind::Full, &d.ids)?;
+                    d.envelope.clone()
                 }
-            }
-            // The budget is drawn once per call, also when PostgreSQL runs the transaction again.
-            if !budget_drawn.replace(true) {
-                before_full()?;
-            }
-            let mut parcels = Vec::new();
-            for (id, entry) in self.entries(tx, Departed::RouteDay(&route_id, date))? {
-                // One parcel that cannot be put into a manifest never breaks the route: it is left
-                // out and the reason recorded in its history (once per reason).
-                match entry {
-                    Ok(entry) => parcels.push(entry),
-                    Err(e @ (DispatchError::Conflict(_) | DispatchError::BadRequest(_) | DispatchError::Core(_))) => {
-                        let why = format!("left out of the manifest: {e}");
-                        let known: bool = tx.one(
-                            "SELECT EXISTS (SELECT 1 FROM operator_action WHERE parcel_id = ?1 AND detail = ?2)",
-                            params![id, why],
-                        )?;
-                        if !known {
-                            audit(tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(&id), Some(&why))?;
-                        }
-                    }
-                    Err(e) => return Err(e),
+                _ => {
+                    let parcels = self.route_day_parcels(tx, &route_id, date)?;
+                    self.sign_for(tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?
                 }
-            }
-            let envelope =
-                self.sign_for(tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
+            };
             tx.execute(
                 "INSERT INTO delta (device_id, seq, envelope) VALUES (?1, ?2, ?3)",
                 params![device_id, seq + 1, envelope],
@@ -122,11 +111,106 @@ impl Dispatch {
         })
     }
 
+    /// What a full manifest for the device would be built from, read in one go (the route-day's
+    /// version first, so a change that the parcels read misses has a later version); `None` when
+    /// the journal answers the request instead.
+    fn read_draft(
+        &self,
+        tx: &Tx<'_>,
+        device_id: &str,
+        date: NaiveDate,
+        since: Option<u64>,
+    ) -> Result<Option<(EnrolledDevice, ManifestSpec, i64)>> {
+        let (device, route_id, seq) = self.device(tx, device_id)?;
+        if self.journal_answer(tx, device_id, seq, date, since)?.is_some() {
+            return Ok(None);
+        }
+        let version: i64 = tx
+            .opt(
+                "SELECT version FROM route_day WHERE route_id = ?1 AND delivery_date = ?2",
+                params![route_id, date.to_string()],
+            )?
+            .unwrap_or(0);
+        let parcels = self.route_day_parcels(tx, &route_id, date)?;
+        let spec = self.spec(tx, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
+        Ok(Some((device, spec, version)))
+    }
+
+    /// What the journal answers a phone asking from sequence `since`: `n + 1` when it holds it,
+    /// "up to date" when `since` is the latest and the phone holds `date`; `None` when a new full
+    /// manifest is due (no `since`, one the journal cannot continue, or a day the phone does not
+    /// hold yet). Whatever day the phone asks for, what it has not applied yet comes first, in
+    /// order (a change to another day it holds, a full manifest it lost).
+    fn journal_answer(
+        &self,
+        tx: &Tx<'_>,
+        device_id: &str,
+        seq: i64,
+        date: NaiveDate,
+        since: Option<u64>,
+    ) -> Result<Option<JournalAnswer>> {
+        let Some(n) = since else { return Ok(None) };
+        // A `since` beyond the journal (even past i64) finds none: a full manifest follows.
+        let next = i64::try_from(n).ok().and_then(|n| n.checked_add(1)).unwrap_or(i64::MAX);
+        if next <= seq {
+            let journalled: bool = tx.one(
+                "SELECT EXISTS (SELECT 1 FROM delta WHERE device_id = ?1 AND seq = ?2)",
+                params![device_id, next],
+            )?;
+            if journalled {
+                return Ok(Some(JournalAnswer::Entry(next)));
+            }
+        }
+        let holds: bool = tx.one(
+            "SELECT EXISTS (SELECT 1 FROM device_day WHERE device_id = ?1 AND delivery_date = ?2)",
+            params![device_id, date.to_string()],
+        )?;
+        Ok((next == seq + 1 && holds).then_some(JournalAnswer::UpToDate))
+    }
+
+    /// The route-day's version, taken for this transaction: the row is written (its count of full
+    /// manifests), so a change journalling a delta to the route-day waits for this transaction
+    /// and then sees the device among those holding the day, or, on PostgreSQL, runs again when
+    /// its snapshot began before this commit; one that wrote first makes this read its version.
+    fn claim_route_day(&self, tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> Result<i64> {
+        Ok(tx.one(
+            "INSERT INTO route_day (route_id, delivery_date, version, full_manifests) VALUES (?1, ?2, 0, 1)
+             ON CONFLICT (route_id, delivery_date) DO UPDATE SET full_manifests = route_day.full_manifests + 1
+             RETURNING version",
+            params![route_id, date.to_string()],
+        )?)
+    }
+
+    /// The route-day's departed parcels for a full manifest. One parcel that cannot be put into a
+    /// manifest never breaks the route: it is left out and the reason recorded in its history
+    /// (once per reason, when the manifest is kept).
+    fn route_day_parcels(&self, tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> Result<Vec<IssuedParcel>> {
+        let mut parcels = Vec::new();
+        for (id, entry) in self.entries(tx, Departed::RouteDay(route_id, date))? {
+            match entry {
+                Ok(entry) => parcels.push(entry),
+                Err(e @ (DispatchError::Conflict(_) | DispatchError::BadRequest(_) | DispatchError::Core(_))) => {
+                    let why = format!("left out of the manifest: {e}");
+                    let known: bool = tx.one(
+                        "SELECT EXISTS (SELECT 1 FROM operator_action WHERE parcel_id = ?1 AND detail = ?2)",
+                        params![id, why],
+                    )?;
+                    if !known {
+                        audit(tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(&id), Some(&why))?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(parcels)
+    }
+
     /// A signed full manifest of the departed parcels of the device's route for `date`.
     pub fn full_manifest(&self, device_id: &str, date: NaiveDate) -> Result<Vec<u8>> {
         self.manifest(device_id, date, None)?.ok_or_else(|| bad("no manifest"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn sign_for(
         &self,
@@ -140,28 +224,31 @@ impl Dispatch {
         removals: Vec<String>,
         resets: Vec<String>,
     ) -> Result<Vec<u8>> {
-        let zone: Option<String> = tx.opt(
-            "SELECT time_zone FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 LIMIT 1",
-            params![route_id, date.to_string()],
-        )?;
-        // The phone may make receipts for these parcels from now on.
-        // A full manifest again mostly repeats what the phone was sent: write only what is new.
+        let ids: Vec<String> = parcels.iter().map(|p| p.parcel_id.clone()).collect();
+        self.record_sent(tx, &device.device_id, kind, &ids)?;
+        let spec = self.spec(tx, route_id, date, sequence, kind, parcels, removals, resets)?;
+        Ok(self.issuer.build_manifest(device, &spec)?)
+    }
+
+    /// Records that the device may make receipts for these parcels from now on. A full manifest
+    /// again mostly repeats what the phone was sent: only what is new is written.
+    fn record_sent(&self, tx: &Tx<'_>, device_id: &str, kind: ManifestKind, ids: &[String]) -> Result<()> {
         let held: std::collections::HashSet<String> = match kind {
             ManifestKind::Full => tx
                 .all::<String>(
                     "SELECT parcel_id FROM parcel_sent WHERE device_id = ?1 AND withdrawn_at_ms IS NULL",
-                    params![device.device_id],
+                    params![device_id],
                 )?
                 .into_iter()
                 .collect(),
             _ => Default::default(),
         };
-        let new: Vec<&IssuedParcel> = parcels.iter().filter(|p| !held.contains(&p.parcel_id)).collect();
+        let new: Vec<&String> = ids.iter().filter(|id| !held.contains(*id)).collect();
         // In statements of 256, 128, … rows: few round trips, and few statement texts to prepare.
         for chunk in db::shapes(&new) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("(?1, ?{})", i + 2)).collect();
-            let mut bound: Vec<&dyn db::ToParam> = vec![&device.device_id];
-            bound.extend(chunk.iter().map(|p| &p.parcel_id as &dyn db::ToParam));
+            let mut bound: Vec<&dyn db::ToParam> = vec![&device_id];
+            bound.extend(chunk.iter().map(|id| *id as &dyn db::ToParam));
             tx.execute(
                 &format!(
                     "INSERT INTO parcel_sent (device_id, parcel_id) VALUES {}
@@ -172,7 +259,27 @@ impl Dispatch {
                 &bound,
             )?;
         }
-        let spec = ManifestSpec {
+        Ok(())
+    }
+
+    /// Everything a manifest of the route-day says, before its tags are computed and it is signed.
+    #[allow(clippy::too_many_arguments)]
+    fn spec(
+        &self,
+        tx: &Tx<'_>,
+        route_id: &str,
+        date: NaiveDate,
+        sequence: i64,
+        kind: ManifestKind,
+        parcels: Vec<IssuedParcel>,
+        removals: Vec<String>,
+        resets: Vec<String>,
+    ) -> Result<ManifestSpec> {
+        let zone: Option<String> = tx.opt(
+            "SELECT time_zone FROM parcel WHERE route_id = ?1 AND delivery_date = ?2 LIMIT 1",
+            params![route_id, date.to_string()],
+        )?;
+        Ok(ManifestSpec {
             manifest_id: Uuid::now_v7().to_string(),
             route_id: route_id.to_owned(),
             delivery_date: date,
@@ -186,12 +293,12 @@ impl Dispatch {
             resets,
             // Announce the key set while a rotation is under way (more than one key on disk).
             dispatch_keys: if self.announced_keys.len() > 1 { self.announced_keys.clone() } else { Vec::new() },
-        };
-        Ok(self.issuer.build_manifest(device, &spec)?)
+        })
     }
 
     /// Appends one signed delta to the journal of every device that holds `route_id`'s manifest
     /// for `date`. Returns how many devices get it (none: the next full manifest carries it).
+    /// Every change to what the route-day's manifest says comes through here.
     pub(super) fn push_delta(
         &self,
         tx: &Tx<'_>,
@@ -201,6 +308,14 @@ impl Dispatch {
         removals: Vec<String>,
         resets: Vec<String>,
     ) -> Result<usize> {
+        // The route-day's version first, before the devices holding the day are read: a full
+        // manifest read before this change is not kept (see `claim_route_day`), and one kept
+        // before it is among those devices.
+        tx.execute(
+            "INSERT INTO route_day (route_id, delivery_date, version, full_manifests) VALUES (?1, ?2, 1, 0)
+             ON CONFLICT (route_id, delivery_date) DO UPDATE SET version = route_day.version + 1",
+            params![route_id, date.to_string()],
+        )?;
         let devices: Vec<String> = tx.all(
             "SELECT d.device_id FROM device d JOIN device_day h ON h.device_id = d.device_id
               WHERE d.route_id = ?1 AND h.delivery_date = ?2 AND d.manifest_seq > 0 ORDER BY d.device_id",
@@ -343,6 +458,26 @@ impl Dispatch {
         parcel.codes = current.into_iter().map(|c| (c.holder, c.code)).collect();
         Ok(parcel)
     }
+}
+
+/// A full manifest built and signed outside the transaction that may keep it, with what it was
+/// built from.
+struct Draft {
+    route_id: String,
+    sequence: u64,
+    /// The route-day's version when its parcels were read.
+    version: i64,
+    /// The parcels it carries.
+    ids: Vec<String>,
+    envelope: Vec<u8>,
+}
+
+/// What the journal holds for a phone asking from a sequence.
+enum JournalAnswer {
+    /// The entry with this sequence, the next the phone applies.
+    Entry(i64),
+    /// Nothing: the phone holds the latest.
+    UpToDate,
 }
 
 /// Which departed parcels [`Dispatch::entries`] reads.

@@ -248,10 +248,20 @@ CREATE TABLE IF NOT EXISTS alert (
     parcels    TEXT NOT NULL,
     reason     TEXT NOT NULL
 );
+-- Each route-day's version: how many changes were journalled to it (every delta, `push_delta`),
+-- and how many full manifests were kept of it. A full manifest built outside its transaction is
+-- kept only if the version is still the one it was read at (manifests.rs).
+CREATE TABLE IF NOT EXISTS route_day (
+    route_id       TEXT NOT NULL,
+    delivery_date  TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    full_manifests INTEGER NOT NULL,
+    PRIMARY KEY (route_id, delivery_date)
+);
 "#;
 
 /// The schema version this build writes (SQLite's `user_version`, PostgreSQL's `doorstep_schema`).
-pub(super) const SCHEMA_VERSION: i64 = 12;
+pub(super) const SCHEMA_VERSION: i64 = 13;
 
 /// `SCHEMA` in PostgreSQL's words: 64-bit integers, identity keys, bytes as BYTEA, and text
 /// compared byte by byte (collation "C") so that both backends order rows alike.
@@ -263,6 +273,11 @@ pub(super) fn postgres_schema() -> String {
         .replace("TEXT", "TEXT COLLATE \"C\"")
         .replace(") WITHOUT ROWID;", ");")
 }
+
+/// How PostgreSQL keeps the journal's envelopes (step 13): out of line as they are. A full
+/// manifest's is about 100 KB of base64 text that compression shrinks little, at a cost paid in
+/// the transaction that issues it.
+const POSTGRES_STORAGE: &str = "ALTER TABLE delta ALTER COLUMN envelope SET STORAGE EXTERNAL;";
 
 /// Brings a PostgreSQL database to this build's schema: creates it in an empty database, and
 /// refuses one written by a newer build. Safe when several nodes start at once (the version row
@@ -280,12 +295,14 @@ pub(super) fn migrate_postgres(tx: &Tx<'_>) -> Result<()> {
             if found < 9 {
                 tx.batch(FILL_DEVICE_DAYS)?;
             }
+            tx.batch(POSTGRES_STORAGE)?;
             tx.execute("UPDATE doorstep_schema SET version = ?1", params![SCHEMA_VERSION])?;
             Ok(())
         }
         Some(_) => Ok(()),
         None => {
             tx.batch(&postgres_schema())?;
+            tx.batch(POSTGRES_STORAGE)?;
             tx.execute(
                 "INSERT INTO doorstep_schema (singleton, version) VALUES (1, ?1) ON CONFLICT DO NOTHING",
                 params![SCHEMA_VERSION],
@@ -472,6 +489,11 @@ pub(super) fn upgrade(conn: &Connection, kek: &SealingKey) -> Result<()> {
         // Step 12: the parcels' SSCCs, their rules at the door and pickup tasks, in tables
         // `SCHEMA` creates.
         conn.execute_batch("PRAGMA user_version = 12;")?;
+    }
+    if version < 13 {
+        // Step 13: the route-days' versions, in a table `SCHEMA` creates (a route-day without a
+        // row is at version 0).
+        conn.execute_batch("PRAGMA user_version = 13;")?;
     }
     if version < 3 {
         // Steps 2 and 3 replaced secrets kept in the clear: rewrite the file and empty the WAL so
