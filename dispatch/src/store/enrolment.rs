@@ -138,7 +138,7 @@ impl Dispatch {
         let signature_hash = sha256(header.as_bytes());
         // The device's key, and whether this signature was answered before (a replay is refused
         // here, before it draws on the device's request budget), in one read.
-        let (known, seen) = self.run(|tx| {
+        let (known, seen) = self.db.read(|tx| {
             let seen: bool = tx
                 .one("SELECT EXISTS (SELECT 1 FROM seen_request WHERE signature_hash = ?1)", params![signature_hash])?;
             Ok((Self::device_key(tx, device_id)?, seen))

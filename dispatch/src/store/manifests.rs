@@ -54,13 +54,13 @@ impl Dispatch {
         // lock held, from what one read saw; the transaction below keeps it only if nothing it was
         // built from changed since (the device's sequence, the route-day's version), and builds
         // it again itself otherwise.
-        let draft = match self.db.run_locking(|tx| self.read_draft(tx, device_id, date, since))? {
-            Some((device, spec, version)) => {
+        let draft = match self.db.read(|tx| self.read_draft(tx, device_id, date, since))? {
+            Some((device, spec, version, left_out)) => {
                 draw()?;
                 let sequence = spec.sequence;
                 let ids = spec.parcels.iter().map(|p| p.parcel_id.clone()).collect();
                 let envelope = self.issuer.build_manifest(&device, &spec)?;
-                Some(Draft { route_id: spec.route_id, sequence, version, ids, envelope })
+                Some(Draft { route_id: spec.route_id, sequence, version, ids, left_out, envelope })
             }
             None => None,
         };
@@ -81,11 +81,13 @@ impl Dispatch {
             let version = self.claim_route_day(tx, &route_id, date)?;
             let envelope = match &draft {
                 Some(d) if d.route_id == route_id && d.sequence == (seq + 1) as u64 && d.version == version => {
+                    self.record_left_out(tx, &d.left_out)?;
                     self.record_sent(tx, device_id, ManifestKind::Full, &d.ids)?;
                     d.envelope.clone()
                 }
                 _ => {
-                    let parcels = self.route_day_parcels(tx, &route_id, date)?;
+                    let (parcels, left_out) = self.route_day_parcels(tx, &route_id, date)?;
+                    self.record_left_out(tx, &left_out)?;
                     self.sign_for(tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?
                 }
             };
@@ -120,7 +122,7 @@ impl Dispatch {
         device_id: &str,
         date: NaiveDate,
         since: Option<u64>,
-    ) -> Result<Option<(EnrolledDevice, ManifestSpec, i64)>> {
+    ) -> Result<Option<(EnrolledDevice, ManifestSpec, i64, LeftOut)>> {
         let (device, route_id, seq) = self.device(tx, device_id)?;
         if self.journal_answer(tx, device_id, seq, date, since)?.is_some() {
             return Ok(None);
@@ -131,9 +133,9 @@ impl Dispatch {
                 params![route_id, date.to_string()],
             )?
             .unwrap_or(0);
-        let parcels = self.route_day_parcels(tx, &route_id, date)?;
+        let (parcels, left_out) = self.route_day_parcels(tx, &route_id, date)?;
         let spec = self.spec(tx, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
-        Ok(Some((device, spec, version)))
+        Ok(Some((device, spec, version, left_out)))
     }
 
     /// What the journal answers a phone asking from sequence `since`: `n + 1` when it holds it,
@@ -182,27 +184,34 @@ impl Dispatch {
     }
 
     /// The route-day's departed parcels for a full manifest. One parcel that cannot be put into a
-    /// manifest never breaks the route: it is left out and the reason recorded in its history
-    /// (once per reason, when the manifest is kept).
-    fn route_day_parcels(&self, tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> Result<Vec<IssuedParcel>> {
+    /// manifest never breaks the route: it is left out, with the reason (see `record_left_out`).
+    fn route_day_parcels(&self, tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> Result<(Vec<IssuedParcel>, LeftOut)> {
         let mut parcels = Vec::new();
+        let mut left_out = Vec::new();
         for (id, entry) in self.entries(tx, Departed::RouteDay(route_id, date))? {
             match entry {
                 Ok(entry) => parcels.push(entry),
                 Err(e @ (DispatchError::Conflict(_) | DispatchError::BadRequest(_) | DispatchError::Core(_))) => {
-                    let why = format!("left out of the manifest: {e}");
-                    let known: bool = tx.one(
-                        "SELECT EXISTS (SELECT 1 FROM operator_action WHERE parcel_id = ?1 AND detail = ?2)",
-                        params![id, why],
-                    )?;
-                    if !known {
-                        audit(tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(&id), Some(&why))?;
-                    }
+                    left_out.push((id, format!("left out of the manifest: {e}")));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(parcels)
+        Ok((parcels, left_out))
+    }
+
+    /// Records in each parcel's history why a kept manifest left it out (once per reason).
+    fn record_left_out(&self, tx: &Tx<'_>, left_out: &LeftOut) -> Result<()> {
+        for (id, why) in left_out {
+            let known: bool = tx.one(
+                "SELECT EXISTS (SELECT 1 FROM operator_action WHERE parcel_id = ?1 AND detail = ?2)",
+                params![id, why],
+            )?;
+            if !known {
+                audit(tx, self.now_ms()?, &Operator::dispatch(), "left_out", Some(id), Some(why))?;
+            }
+        }
+        Ok(())
     }
 
     /// A signed full manifest of the departed parcels of the device's route for `date`.
@@ -467,10 +476,14 @@ struct Draft {
     sequence: u64,
     /// The route-day's version when its parcels were read.
     version: i64,
-    /// The parcels it carries.
+    /// The parcels it carries, and those it left out with the reason.
     ids: Vec<String>,
+    left_out: LeftOut,
     envelope: Vec<u8>,
 }
+
+/// Parcels a full manifest left out, each with the reason.
+type LeftOut = Vec<(String, String)>;
 
 /// What the journal holds for a phone asking from a sequence.
 enum JournalAnswer {

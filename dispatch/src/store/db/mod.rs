@@ -95,6 +95,17 @@ impl Db {
         self.run_at(Isolation::Serializable, work)
     }
 
+    /// Runs `work`, which only reads, without holding up writers: on SQLite in one snapshot on a
+    /// read-only connection (beside the writer), on PostgreSQL at `READ COMMITTED` (each
+    /// statement sees what committed before it began). What it read may be out of date by the
+    /// time it is used: the caller checks again, in the transaction that acts on it.
+    pub(crate) fn read<T>(&self, mut work: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Db::Sqlite(db) => db.read(&mut work),
+            Db::Postgres(_) => self.run_at(Isolation::LockedRows, work),
+        }
+    }
+
     /// [`Db::run`] for work that first takes, with [`Tx::lock`], a lock on every row whose
     /// concurrent change would alter its outcome, and reads only after that: on PostgreSQL it
     /// runs at `READ COMMITTED`, where each statement sees what committed before it began, so

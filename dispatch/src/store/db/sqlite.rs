@@ -1,5 +1,8 @@
 //! The SQLite backend: one connection behind a mutex, so transactions run one at a time (the
 //! invariant of [`super::Db::run`] by construction); statements are prepared once and cached.
+//! Work that only reads ([`super::Db::read`]) runs on connections of its own, opened on the same
+//! file and made read-only (`query_only`): in WAL mode each reads one committed snapshot while the
+//! writer goes on.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -10,12 +13,54 @@ use crate::error::Result;
 
 pub struct Sqlite {
     conn: Mutex<rusqlite::Connection>,
+    /// Idle read-only connections, at most [`READERS`].
+    readers: Mutex<Vec<rusqlite::Connection>>,
 }
+
+/// Read-only connections kept open between reads (one per core here; more are opened when more
+/// read at once, and closed after).
+const READERS: usize = 4;
 
 impl Sqlite {
     pub(super) fn new(conn: rusqlite::Connection) -> Sqlite {
         conn.set_prepared_statement_cache_capacity(128);
-        Sqlite { conn: Mutex::new(conn) }
+        Sqlite { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `work` in a read transaction on a read-only connection: one committed snapshot, taken
+    /// without waiting for the writer. A write in `work` fails (`query_only`).
+    pub(super) fn read<T>(&self, work: &mut impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self.open_reader()?,
+        };
+        let out = {
+            let tx = conn.transaction()?;
+            let scope = Tx::new(super::Inner::Sqlite(&tx));
+            let out = work(&scope);
+            let failed = scope.into_failure();
+            // Nothing to keep: the snapshot ends with the transaction.
+            drop(tx);
+            out.map_err(|e| super::settle(e, failed))
+        };
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < READERS {
+            idle.push(conn);
+        }
+        out
+    }
+
+    fn open_reader(&self) -> Result<rusqlite::Connection> {
+        let path = self.lock().path().map(str::to_owned).filter(|p| !p.is_empty());
+        let path = path.ok_or_else(|| crate::error::DispatchError::Storage(StorageError::new(
+            super::FailureKind::Other,
+            "the database has no file to open a reader on",
+        )))?;
+        let conn = rusqlite::Connection::open(path)?;
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
