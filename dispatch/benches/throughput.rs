@@ -214,10 +214,8 @@ fn bench_manifests(c: &mut Criterion) {
 fn floor_inputs(dir: &std::path::Path, clock: &Arc<SetClock>) -> (Issuer, EnrolledDevice, Vec<IssuedParcel>) {
     // Floor: the same manifest built and signed by the core's issuer in memory.
     let issuer = Issuer::new(SigningKey::generate("k").unwrap());
-    let request = Device::open(dir.join("floor.db"), Arc::new(Vault), clock.clone(), None)
-        .unwrap()
-        .enrolment_request()
-        .unwrap();
+    let request =
+        Device::open(dir.join("floor.db"), Arc::new(Vault), clock.clone(), None).unwrap().enrolment_request().unwrap();
     let (record, _) = issuer.enrol(&request, "floor", clock.now()).unwrap();
     let (not_before, not_after) = delivery_window(date(), "Europe/Berlin").unwrap();
     let issued: Vec<IssuedParcel> = (0..ROUTE_PARCELS)
@@ -241,7 +239,13 @@ fn floor_inputs(dir: &std::path::Path, clock: &Arc<SetClock>) -> (Issuer, Enroll
 }
 
 /// The floor's work: one full manifest built and signed in memory.
-fn floor_build(issuer: &Issuer, record: &EnrolledDevice, issued: &[IssuedParcel], seq: u64, clock: &SetClock) -> Vec<u8> {
+fn floor_build(
+    issuer: &Issuer,
+    record: &EnrolledDevice,
+    issued: &[IssuedParcel],
+    seq: u64,
+    clock: &SetClock,
+) -> Vec<u8> {
     let spec = ManifestSpec {
         manifest_id: format!("m{seq}"),
         route_id: "R1".into(),
@@ -273,7 +277,13 @@ fn bench_manifests_at_once(c: &mut Criterion) {
                     let (issuer, record, issued, clock) = (&issuer, &record, &issued, &clock);
                     scope.spawn(move || {
                         for n in 0..PHONES_AT_ONCE / 2 {
-                            black_box(floor_build(issuer, record, issued, (core * PHONES_AT_ONCE + n + 1) as u64, clock));
+                            black_box(floor_build(
+                                issuer,
+                                record,
+                                issued,
+                                (core * PHONES_AT_ONCE + n + 1) as u64,
+                                clock,
+                            ));
                         }
                     });
                 }
@@ -405,7 +415,10 @@ fn report() {
     }
     if let Some(floor) = median_ns("dispatch_manifests_at_once", "floor_2_cores") {
         let n = PHONES_AT_ONCE as f64;
-        println!("manifests ({PHONES_AT_ONCE} phones at once); floor (issuer in memory, 2 cores) {:.0}/s", n * 1e9 / floor);
+        println!(
+            "manifests ({PHONES_AT_ONCE} phones at once); floor (issuer in memory, 2 cores) {:.0}/s",
+            n * 1e9 / floor
+        );
         for name in names {
             if let Some(http) = median_ns("dispatch_manifests_at_once", name) {
                 println!("  {name}: {:.0}/s: {:.2}x the floor", n * 1e9 / http, http / floor);

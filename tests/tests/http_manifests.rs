@@ -7,8 +7,9 @@
 use std::cell::RefCell;
 
 use doorstep_core::device::{Device, HandoverOutcome, ScannedParcel};
+use doorstep_core::protocol::REQUEST_HEADER;
 use doorstep_dispatch::Operator;
-use doorstep_tests::http::Server;
+use doorstep_tests::http::{Server, get_with};
 
 /// Eight parcels departed on R1 (P0 needs a code) and a phone enrolled on R1 that has no manifest.
 fn enrolled_phone(server: &Server) -> (Device, tempfile::TempDir, String) {
@@ -114,4 +115,25 @@ fn two_full_manifests_of_one_phone_built_at_once_are_numbered_one_after_the_othe
     // Kept after the other one, so numbered after it: the phone takes it.
     phone.apply_manifest(&later).unwrap();
     assert_eq!(server.manifest(&phone, &id, phone.status().unwrap().manifest_sequence), None);
+}
+
+#[test]
+fn a_copy_of_a_manifest_request_arriving_while_it_is_answered_is_refused_before_any_work() {
+    let server = Server::start();
+    let (phone, _dir, id) = enrolled_phone(&server);
+    let path = format!("/v1/devices/{id}/manifest?date={}", server.scene.date);
+    let signature = phone.sign_request("GET", &path, b"").unwrap();
+    let request = server.dispatch.verify_device_request(&id, Some(&signature), "GET", &path, b"").unwrap();
+    let copy = std::cell::Cell::new(0);
+    let envelope = server
+        .dispatch
+        .manifest_or_refuse_full(&request, server.scene.date, None, None, &|| {
+            // The copy reaches the service before the first is recorded as answered.
+            let (status, _) = get_with(&server.url(&path), &[(REQUEST_HEADER, &signature)]);
+            copy.set(status);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(copy.get(), 401, "the copy was answered");
+    phone.apply_manifest(&envelope.unwrap()).unwrap();
 }

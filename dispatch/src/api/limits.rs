@@ -27,8 +27,8 @@ pub struct Limits {
     /// `/v1/devices/{id}/...` per device id, wherever it comes from: one phone cannot keep dispatch
     /// rebuilding full manifests.
     pub each_device_per_minute: u32,
-    /// Full manifests per device id (each is built from the whole route-day, under dispatch's
-    /// write lock); deltas do not count.
+    /// Full manifests per device id (each is built and signed from the whole route-day, the
+    /// costliest request a phone makes); deltas do not count.
     pub full_manifests_per_device_per_minute: u32,
     /// Behind a TLS proxy every peer is the proxy: take the client from the last
     /// `X-Forwarded-For` entry (the one the proxy added) instead. Only with `--behind-tls-proxy`.

@@ -164,6 +164,18 @@ impl Dispatch {
         Ok(VerifiedRequest { device_id: device_id.to_owned(), key, signature_hash, at_ms: now })
     }
 
+    /// Marks a verified request as being answered by this node until the guard is dropped;
+    /// refused (401) while another copy of it is. For work done before the transaction that
+    /// records the request ([`Dispatch::answer_once`]): a replayed copy racing the first would
+    /// otherwise cost that work again.
+    pub(super) fn answering(&self, request: &VerifiedRequest) -> Result<Answering<'_>> {
+        let mut set = self.answering.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !set.insert(request.signature_hash) {
+            return Err(DispatchError::Unauthorized(DEVICE_REFUSED.into()));
+        }
+        Ok(Answering { dispatch: self, signature_hash: request.signature_hash })
+    }
+
     /// Records a verified request inside the transaction that answers it; refused (401, and the
     /// transaction rolls back) when that signature was answered before.
     pub(super) fn answer_once(&self, tx: &Tx<'_>, request: &VerifiedRequest) -> Result<()> {
@@ -191,6 +203,19 @@ impl Dispatch {
 fn device_verifying_key(device_id: &str, public: Vec<u8>) -> Result<VerifyingKey> {
     let public: [u8; 32] = public.try_into().map_err(|_| bad("stored public key is not 32 bytes"))?;
     Ok(VerifyingKey { key_id: format!("device:{device_id}"), public })
+}
+
+/// A request this node is answering (see [`Dispatch::answering`]).
+pub(super) struct Answering<'a> {
+    dispatch: &'a Dispatch,
+    signature_hash: [u8; 32],
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        let mut set = self.dispatch.answering.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.remove(&self.signature_hash);
+    }
 }
 
 /// A device request whose signature verified, to be answered once (see

@@ -47,6 +47,8 @@ impl Dispatch {
         held: Option<&[NaiveDate]>,
         before_full: &dyn Fn() -> Result<()>,
     ) -> Result<Option<Vec<u8>>> {
+        // A copy of this request arriving while it is answered is refused before it costs a build.
+        let _answering = request.map(|r| self.answering(r)).transpose()?;
         // The budget is drawn once per call, also when a transaction runs again.
         let budget_drawn = std::cell::Cell::new(false);
         let draw = || if budget_drawn.replace(true) { Ok(()) } else { before_full() };
@@ -68,17 +70,25 @@ impl Dispatch {
             if let Some(request) = request {
                 self.answer_once(tx, request)?;
             }
+            // The route-day's row before the device's, in the order `push_delta` takes them (a
+            // device's route never changes): two transactions never wait for each other.
+            let route_id: String = tx
+                .opt("SELECT route_id FROM device WHERE device_id = ?1", params![device_id])?
+                .ok_or_else(|| DispatchError::NotFound(format!("device {device_id}")))?;
+            let version = self.claim_route_day(tx, &route_id, date)?;
             tx.lock("SELECT 1 FROM device WHERE device_id = ?1 FOR UPDATE", params![device_id])?;
             let (device, route_id, seq) = self.device(tx, device_id)?;
             match self.journal_answer(tx, device_id, seq, date, since)? {
                 Some(JournalAnswer::Entry(next)) => {
-                    return Ok(Some(tx.one("SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2", params![device_id, next])?));
+                    return Ok(Some(tx.one(
+                        "SELECT envelope FROM delta WHERE device_id = ?1 AND seq = ?2",
+                        params![device_id, next],
+                    )?));
                 }
                 Some(JournalAnswer::UpToDate) => return Ok(None),
                 None => {}
             }
             draw()?;
-            let version = self.claim_route_day(tx, &route_id, date)?;
             let envelope = match &draft {
                 Some(d) if d.route_id == route_id && d.sequence == (seq + 1) as u64 && d.version == version => {
                     self.record_left_out(tx, &d.left_out)?;
@@ -219,7 +229,6 @@ impl Dispatch {
         self.manifest(device_id, date, None)?.ok_or_else(|| bad("no manifest"))
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn sign_for(
         &self,

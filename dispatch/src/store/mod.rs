@@ -229,6 +229,9 @@ pub struct Dispatch {
     clock: Arc<dyn Clock>,
     /// The minute this node last forgot request signatures older than the clock window.
     seen_purged_minute: std::sync::atomic::AtomicI64,
+    /// Signed requests this node is answering now (their signatures' hashes): a copy arriving
+    /// meanwhile is refused before it costs any work.
+    answering: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     /// Where customers reach this service (`https://dispatch.example`): code e-mails link the
     /// parcel's page under it. `None`: the e-mail carries only the app token.
     public_url: Option<String>,
@@ -315,6 +318,7 @@ impl Dispatch {
             clock: Arc::new(SystemClock),
             kek,
             seen_purged_minute: std::sync::atomic::AtomicI64::new(i64::MIN),
+            answering: Default::default(),
             public_url: None,
         })
     }

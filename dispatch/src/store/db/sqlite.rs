@@ -4,6 +4,7 @@
 //! file and made read-only (`query_only`): in WAL mode each reads one committed snapshot while the
 //! writer goes on.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -13,54 +14,69 @@ use crate::error::Result;
 
 pub struct Sqlite {
     conn: Mutex<rusqlite::Connection>,
-    /// Idle read-only connections, at most [`READERS`].
+    /// The database file, for the read-only connections (`None`: in memory, the writer reads).
+    path: Option<String>,
+    /// Idle read-only connections.
     readers: Mutex<Vec<rusqlite::Connection>>,
+    /// Read-only connections open, idle or reading: at most [`READERS`].
+    open_readers: std::sync::atomic::AtomicUsize,
 }
 
-/// Read-only connections kept open between reads (one per core here; more are opened when more
-/// read at once, and closed after).
+/// Read-only connections at most; a read beyond them runs on the writer's connection, in turn.
 const READERS: usize = 4;
 
 impl Sqlite {
     pub(super) fn new(conn: rusqlite::Connection) -> Sqlite {
         conn.set_prepared_statement_cache_capacity(128);
-        Sqlite { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()) }
+        let path = conn.path().map(str::to_owned).filter(|p| !p.is_empty());
+        Sqlite { conn: Mutex::new(conn), path, readers: Mutex::new(Vec::new()), open_readers: Default::default() }
     }
 
     /// Runs `work` in a read transaction on a read-only connection: one committed snapshot, taken
-    /// without waiting for the writer. A write in `work` fails (`query_only`).
+    /// without waiting for the writer. A write in `work` fails (`query_only`). When every reader
+    /// is busy (or there is no file), `work` runs on the writer's connection instead.
     pub(super) fn read<T>(&self, work: &mut impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => self.open_reader()?,
-        };
+        let Some(mut conn) = self.reader()? else { return self.run(work) };
         let out = {
             let tx = conn.transaction()?;
             let scope = Tx::new(super::Inner::Sqlite(&tx));
             let out = work(&scope);
             let failed = scope.into_failure();
-            // Nothing to keep: the snapshot ends with the transaction.
+            // Nothing to keep: the snapshot ends with the transaction (rolled back when dropped).
             drop(tx);
             out.map_err(|e| super::settle(e, failed))
         };
-        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < READERS {
-            idle.push(conn);
+        if conn.is_autocommit() {
+            self.readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        } else {
+            // Left inside a transaction somehow: closed, never read from again.
+            self.open_readers.fetch_sub(1, Ordering::SeqCst);
         }
         out
     }
 
-    fn open_reader(&self) -> Result<rusqlite::Connection> {
-        let path = self.lock().path().map(str::to_owned).filter(|p| !p.is_empty());
-        let path = path.ok_or_else(|| crate::error::DispatchError::Storage(StorageError::new(
-            super::FailureKind::Other,
-            "the database has no file to open a reader on",
-        )))?;
-        let conn = rusqlite::Connection::open(path)?;
-        conn.execute_batch("PRAGMA query_only = ON;")?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
+    /// An idle reader, a new one while fewer than [`READERS`] are open, or `None`.
+    fn reader(&self) -> Result<Option<rusqlite::Connection>> {
+        if let Some(idle) = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            return Ok(Some(idle));
+        }
+        let Some(path) = &self.path else { return Ok(None) };
+        if self.open_readers.fetch_add(1, Ordering::SeqCst) >= READERS {
+            self.open_readers.fetch_sub(1, Ordering::SeqCst);
+            return Ok(None);
+        }
+        let opened = rusqlite::Connection::open(path).and_then(|conn| {
+            conn.execute_batch("PRAGMA query_only = ON;")?;
+            conn.set_prepared_statement_cache_capacity(64);
+            Ok(conn)
+        });
+        match opened {
+            Ok(conn) => Ok(Some(conn)),
+            Err(e) => {
+                self.open_readers.fetch_sub(1, Ordering::SeqCst);
+                Err(e.into())
+            }
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
