@@ -44,6 +44,22 @@ fn full_manifest_with_change_between(server: &Server, phone: &Device, id: &str, 
     envelope
 }
 
+/// Reissues P0's code while the phone's full manifest is built; checks that the phone, once
+/// synced, opens the parcel with the new code only.
+fn reissue_while_a_full_manifest_is_built(server: &Server, phone: &Device, id: &str) {
+    let old = server.code("P0");
+    let fresh = RefCell::new(None);
+    let envelope = full_manifest_with_change_between(server, phone, id, &|| {
+        *fresh.borrow_mut() = Some(server.dispatch.reissue_code("P0", &Operator::loopback()).unwrap());
+    });
+    phone.apply_manifest(&envelope).unwrap();
+    server.sync(phone, id);
+    let fresh = fresh.into_inner().unwrap();
+    assert_ne!(old, fresh);
+    assert!(!opens(phone, &old), "the replaced code still opens the parcel");
+    assert!(opens(phone, &fresh), "the reissued code does not open the parcel");
+}
+
 fn opens(phone: &Device, code: &str) -> bool {
     let scan = [ScannedParcel::scanned("BC0")];
     match phone.verify_code(&scan, code, None).unwrap() {
@@ -57,17 +73,7 @@ fn opens(phone: &Device, code: &str) -> bool {
 fn a_code_reissued_while_a_phones_first_full_manifest_is_built_reaches_the_phone() {
     let server = Server::start();
     let (phone, _dir, id) = enrolled_phone(&server);
-    let old = server.code("P0");
-    let fresh = RefCell::new(None);
-    let envelope = full_manifest_with_change_between(&server, &phone, &id, &|| {
-        *fresh.borrow_mut() = Some(server.dispatch.reissue_code("P0", &Operator::loopback()).unwrap());
-    });
-    phone.apply_manifest(&envelope).unwrap();
-    server.sync(&phone, &id);
-    let fresh = fresh.into_inner().unwrap();
-    assert_ne!(old, fresh);
-    assert!(!opens(&phone, &old), "the replaced code still opens the parcel");
-    assert!(opens(&phone, &fresh), "the reissued code does not open the parcel");
+    reissue_while_a_full_manifest_is_built(&server, &phone, &id);
 }
 
 #[test]
@@ -90,16 +96,7 @@ fn a_code_reissued_while_a_later_full_manifest_is_built_reaches_the_phone() {
     let server = Server::start();
     let (phone, _dir, id) = enrolled_phone(&server);
     phone.apply_manifest(&server.manifest(&phone, &id, None).unwrap()).unwrap();
-    let old = server.code("P0");
-    let fresh = RefCell::new(None);
-    let envelope = full_manifest_with_change_between(&server, &phone, &id, &|| {
-        *fresh.borrow_mut() = Some(server.dispatch.reissue_code("P0", &Operator::loopback()).unwrap());
-    });
-    phone.apply_manifest(&envelope).unwrap();
-    server.sync(&phone, &id);
-    let fresh = fresh.into_inner().unwrap();
-    assert!(!opens(&phone, &old), "the replaced code still opens the parcel");
-    assert!(opens(&phone, &fresh), "the reissued code does not open the parcel");
+    reissue_while_a_full_manifest_is_built(&server, &phone, &id);
 }
 
 #[test]

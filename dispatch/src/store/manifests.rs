@@ -98,7 +98,8 @@ impl Dispatch {
                 _ => {
                     let (parcels, left_out) = self.route_day_parcels(tx, &route_id, date)?;
                     self.record_left_out(tx, &left_out)?;
-                    self.sign_for(tx, &device, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?
+                    let spec = self.spec(tx, &route_id, date, seq + 1, ManifestKind::Full, parcels, vec![], vec![])?;
+                    self.sign_for(tx, &device, spec)?
                 }
             };
             tx.execute(
@@ -229,22 +230,10 @@ impl Dispatch {
         self.manifest(device_id, date, None)?.ok_or_else(|| bad("no manifest"))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn sign_for(
-        &self,
-        tx: &Tx<'_>,
-        device: &EnrolledDevice,
-        route_id: &str,
-        date: NaiveDate,
-        sequence: i64,
-        kind: ManifestKind,
-        parcels: Vec<IssuedParcel>,
-        removals: Vec<String>,
-        resets: Vec<String>,
-    ) -> Result<Vec<u8>> {
-        let ids: Vec<String> = parcels.iter().map(|p| p.parcel_id.clone()).collect();
-        self.record_sent(tx, &device.device_id, kind, &ids)?;
-        let spec = self.spec(tx, route_id, date, sequence, kind, parcels, removals, resets)?;
+    /// Signs `spec` for the device, recording that it may make receipts for its parcels.
+    pub(super) fn sign_for(&self, tx: &Tx<'_>, device: &EnrolledDevice, spec: ManifestSpec) -> Result<Vec<u8>> {
+        let ids: Vec<String> = spec.parcels.iter().map(|p| p.parcel_id.clone()).collect();
+        self.record_sent(tx, &device.device_id, spec.kind, &ids)?;
         Ok(self.issuer.build_manifest(device, &spec)?)
     }
 
@@ -341,9 +330,8 @@ impl Dispatch {
         )?;
         for device_id in &devices {
             let (device, _, seq) = self.device(tx, device_id)?;
-            let envelope = self.sign_for(
+            let spec = self.spec(
                 tx,
-                &device,
                 route_id,
                 date,
                 seq + 1,
@@ -352,6 +340,7 @@ impl Dispatch {
                 removals.clone(),
                 resets.clone(),
             )?;
+            let envelope = self.sign_for(tx, &device, spec)?;
             tx.execute(
                 "INSERT INTO delta (device_id, seq, envelope) VALUES (?1, ?2, ?3)",
                 params![device_id, seq + 1, envelope],
